@@ -1,0 +1,1 @@
+//! Sans-IO chat protocol (placeholder, replaced by the protocol work).
