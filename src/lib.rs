@@ -1,4 +1,22 @@
-//! groupchatd: a group-chat relay daemon.
+//! groupchatd: a group-chat relay daemon that people join with `nc HOST 7000`.
+//!
+//! Module map (see STYLE.md in the project's shared notes for the reasoning):
+//! - [`protocol`]: sans-IO line framing, sanitising, command parsing, formatting.
+//! - [`config`]: the TOML file, defaults and validation.
+//! - [`client`]: one connection's shared state and bounded outbox.
+//! - [`hub`]: the room: membership, nicknames, fan-out, kicks.
+//! - [`session`]: one connection's task (handshake, reader, writer).
+//! - [`server`]: the accept loop and admission limits.
+//! - [`app`]: bind, run, graceful stop; the entry point for tests.
+//! - [`daemon`], [`logging`], [`cli`]: the process around the app.
 
+pub mod app;
+pub mod cli;
+pub mod client;
 pub mod config;
+pub mod daemon;
+pub mod hub;
+pub mod logging;
 pub mod protocol;
+pub mod server;
+pub mod session;

@@ -1,0 +1,116 @@
+//! The assembled daemon: bind, serve, stop. Everything a test or the binary needs goes through here.
+//!
+//! [`App::bind`] binds every listener before anything is served, so a caller (a test on port 0, the
+//! systemd notifier) can read [`App::local_addrs`] and know the daemon is reachable. [`App::run`] takes
+//! its shutdown trigger as a future, so tests and `main` choose what stops it, and the stop is bounded:
+//! after `shutdown_grace` the remaining sessions are dropped.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use nix::sys::socket::{setsockopt, sockopt};
+use tokio::net::{TcpListener, TcpSocket};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use crate::config::Config;
+use crate::hub::Hub;
+use crate::server;
+
+/// Listen backlog: deep enough that a join storm waits in the kernel rather than being refused.
+const BACKLOG: u32 = 4096;
+
+/// A listener could not be bound.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen on {addr}: {source}")]
+pub struct BindError {
+    /// The address from the configuration.
+    pub addr: SocketAddr,
+    /// What the OS said.
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// A bound, not yet serving, daemon.
+pub struct App {
+    hub: Arc<Hub>,
+    listeners: Vec<TcpListener>,
+    tracker: TaskTracker,
+    stop: CancellationToken,
+}
+
+impl App {
+    /// Binds every `listen` address of `config`.
+    pub fn bind(config: Config) -> Result<App, BindError> {
+        let listeners = config
+            .listen
+            .iter()
+            .map(|&addr| listen(addr).map_err(|source| BindError { addr, source }))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self::with_listeners(config, listeners))
+    }
+
+    /// Serves on listeners bound elsewhere (socket activation, tests).
+    pub fn with_listeners(config: Config, listeners: Vec<TcpListener>) -> App {
+        App {
+            hub: Arc::new(Hub::new(Arc::new(config))),
+            listeners,
+            tracker: TaskTracker::new(),
+            stop: CancellationToken::new(),
+        }
+    }
+
+    /// The addresses actually bound (with the real port when the config said port 0).
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.listeners.iter().filter_map(|l| l.local_addr().ok()).collect()
+    }
+
+    /// The room, for the admin socket, the notifier and tests.
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.hub
+    }
+
+    /// Serves until `shutdown` resolves, then stops gracefully: no new connections, every client is
+    /// told `*** server shutting down`, queues are flushed for at most `shutdown_grace`.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        for listener in self.listeners {
+            if let Ok(addr) = listener.local_addr() {
+                info!(addr = %addr, event = "listening", "listening for chat connections");
+            }
+            self.tracker.spawn(server::accept_loop(
+                listener,
+                self.hub.clone(),
+                self.tracker.clone(),
+                self.stop.clone(),
+            ));
+        }
+        shutdown.await;
+        let (connections, _, _) = self.hub.counts();
+        info!(connections, event = "stopping", "shutting down");
+        self.stop.cancel();
+        self.hub.shutdown();
+        self.tracker.close();
+        let grace = self.hub.config().shutdown_grace;
+        if tokio::time::timeout(grace, self.tracker.wait()).await.is_err() {
+            warn!(
+                remaining = self.tracker.len(),
+                grace_secs = grace.as_secs(),
+                "grace period over; dropping connections still flushing"
+            );
+        }
+        info!(event = "stopped", "stopped");
+    }
+}
+
+/// Binds one listening socket. IPv6 sockets are IPv6-only so `0.0.0.0:P` and `[::]:P` can both be listed.
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv6() { TcpSocket::new_v6()? } else { TcpSocket::new_v4()? };
+    socket.set_reuseaddr(true)?;
+    if addr.is_ipv6() {
+        setsockopt(&socket, sockopt::Ipv6V6Only, &true)?;
+    }
+    socket.bind(addr)?;
+    socket.listen(BACKLOG)
+}

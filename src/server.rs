@@ -1,0 +1,152 @@
+//! Accepting chat connections: admission limits, socket options, and one session task per client.
+//!
+//! The accept loop never waits on a client. A refused newcomer gets its one-line reason from a short
+//! lingering task (bounded in number) so the line is not lost to a reset, and nobody else notices.
+//! Accept errors are sorted: per-connection failures are skipped, resource exhaustion backs off and
+//! retries (the kernel backlog holds newcomers meanwhile), and nothing here stops the daemon.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use nix::sys::socket::{setsockopt, sockopt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument, debug, error, field, info_span, warn};
+
+use crate::hub::{Hub, Refusal};
+use crate::protocol::format::notice;
+use crate::session;
+
+/// Refused connections being closed gracefully at once; beyond this they are closed abruptly, so a
+/// connection flood cannot make refusals hold file descriptors.
+const MAX_LINGERING_REFUSALS: usize = 64;
+/// How long a refused connection is given to read its reason.
+const REFUSAL_LINGER: Duration = Duration::from_secs(1);
+
+/// Accepts connections on `listener` until `stop` is cancelled.
+pub async fn accept_loop(
+    listener: TcpListener,
+    hub: Arc<Hub>,
+    tracker: TaskTracker,
+    stop: CancellationToken,
+) {
+    let refusals = Arc::new(Semaphore::new(MAX_LINGERING_REFUSALS));
+    let mut backoff = Duration::from_millis(10);
+    loop {
+        let accepted = tokio::select! {
+            () = stop.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(pair) => {
+                backoff = Duration::from_millis(10);
+                pair
+            }
+            Err(e) if is_per_connection(&e) => {
+                debug!(error = %e, "accept: connection failed before it was accepted");
+                continue;
+            }
+            Err(e) => {
+                if is_resource_exhaustion(&e) {
+                    warn!(error = %e, retry_ms = backoff.as_millis() as u64, "accept: out of resources");
+                } else {
+                    error!(error = %e, retry_ms = backoff.as_millis() as u64, "accept failed");
+                }
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+        };
+        match hub.register(peer) {
+            Ok(client) => {
+                configure(&stream, &hub);
+                let span = info_span!("session", client = client.id, peer = %peer, nick = field::Empty);
+                debug!(parent: &span, "connected");
+                tracker.spawn(session::run(hub.clone(), client, stream).instrument(span));
+            }
+            Err(why) => refuse(stream, peer, why, &refusals, &tracker),
+        }
+    }
+}
+
+/// Tells a refused newcomer why, then closes it without it ever joining.
+fn refuse(
+    stream: TcpStream,
+    peer: SocketAddr,
+    why: Refusal,
+    refusals: &Arc<Semaphore>,
+    tracker: &TaskTracker,
+) {
+    debug!(peer = %peer, reason = %why, event = "refused", "connection refused");
+    // A fresh socket's send buffer is empty, so this one short write does not block.
+    let _ = stream.try_write(&notice(&why.to_string()));
+    let Ok(permit) = refusals.clone().try_acquire_owned() else {
+        return;
+    };
+    tracker.spawn(async move {
+        let _permit = permit;
+        let _ = nix::sys::socket::shutdown(
+            std::os::fd::AsRawFd::as_raw_fd(&stream),
+            nix::sys::socket::Shutdown::Write,
+        );
+        let mut buf = [0u8; 512];
+        let deadline = tokio::time::Instant::now() + REFUSAL_LINGER;
+        while let Ok(Ok(())) = tokio::time::timeout_at(deadline, stream.readable()).await {
+            match stream.try_read(&mut buf) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(_) => break,
+            }
+        }
+    });
+}
+
+/// No Nagle delay (we coalesce writes ourselves) and TCP keepalive, so peers that vanished without a
+/// FIN are eventually reaped even when the room is quiet.
+fn configure(stream: &TcpStream, hub: &Hub) {
+    let _ = stream.set_nodelay(true);
+    if let Some(idle) = hub.config().tcp_keepalive {
+        let secs = idle.as_secs().clamp(1, i32::MAX as u64) as u32;
+        let _ = setsockopt(stream, sockopt::KeepAlive, &true);
+        let _ = setsockopt(stream, sockopt::TcpKeepIdle, &secs);
+        let _ = setsockopt(stream, sockopt::TcpKeepInterval, &(secs / 6).clamp(1, 10));
+        let _ = setsockopt(stream, sockopt::TcpKeepCount, &6);
+    }
+}
+
+/// Errors that concern only the connection being accepted.
+fn is_per_connection(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::Interrupted
+            | io::ErrorKind::WouldBlock
+    ) || matches!(e.raw_os_error(), Some(libc_errno::EPROTO | libc_errno::EPERM))
+}
+
+fn is_resource_exhaustion(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc_errno::EMFILE | libc_errno::ENFILE | libc_errno::ENOBUFS | libc_errno::ENOMEM)
+    )
+}
+
+/// The errno values we sort on, via nix so no libc dependency is needed.
+mod libc_errno {
+    use nix::errno::Errno;
+    pub const EPROTO: i32 = Errno::EPROTO as i32;
+    pub const EPERM: i32 = Errno::EPERM as i32;
+    pub const EMFILE: i32 = Errno::EMFILE as i32;
+    pub const ENFILE: i32 = Errno::ENFILE as i32;
+    pub const ENOBUFS: i32 = Errno::ENOBUFS as i32;
+    pub const ENOMEM: i32 = Errno::ENOMEM as i32;
+}

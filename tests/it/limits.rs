@@ -1,0 +1,233 @@
+//! Limits and hostile input: slow readers, floods, overlong lines, bad bytes, admission, timeouts.
+
+use std::time::Duration;
+
+use groupchatd::config::{Config, Flood};
+use tokio::net::TcpSocket;
+
+use crate::support::*;
+
+/// A client whose receive buffer is tiny and which never reads.
+async fn stalled_reader(srv: &TestServer, nick: &str) -> TestClient {
+    let sock = TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    let stream = tokio::time::timeout(WAIT, sock.connect(srv.addr)).await.unwrap().unwrap();
+    let mut c = TestClient::from_stream(stream);
+    c.read_until_line("*** Choose a nickname:").await;
+    c.send(nick).await;
+    c.read_until_line("*** Type /help for commands.").await;
+    c
+}
+
+/// Enough bytes to fill any loopback socket buffers this kernel can give one connection.
+fn more_than_kernel_buffers() -> usize {
+    let wmem = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_wmem").unwrap_or_default();
+    let max = wmem.split_whitespace().last().and_then(|v| v.parse().ok()).unwrap_or(4 << 20);
+    2 * max + (2 << 20)
+}
+
+/// A sender floods `total` bytes of 4000-byte lines while `reader` must receive every one in order.
+async fn flood_and_check(sender: TestClient, reader: &mut TestClient, total: usize) -> Vec<String> {
+    let lines = total / 4000 + 1;
+    let task = tokio::spawn(async move {
+        let mut sender = sender;
+        let pad = "x".repeat(3980);
+        for i in 0..lines {
+            sender.send(&format!("{i:08} {pad}")).await;
+        }
+        sender
+    });
+    let mut notices = Vec::new();
+    let mut next = 0;
+    while next < lines {
+        let l = reader.line().await;
+        if let Some(body) = l.strip_prefix("<fast> ") {
+            assert_eq!(&body[..8], format!("{next:08}"), "line {next} arrives in order, intact");
+            assert_eq!(body.len(), 8 + 1 + 3980);
+            next += 1;
+        } else {
+            notices.push(l);
+        }
+    }
+    task.await.unwrap();
+    notices
+}
+
+#[tokio::test]
+async fn stalled_reader_is_cut_off_and_others_lose_nothing() {
+    let srv = TestServer::start(Config { max_queue_bytes: 64 * 1024, ..test_config() });
+    let mut good = srv.join("good").await;
+    let slow = stalled_reader(&srv, "slow").await;
+    good.expect("*** slow joined").await;
+    let fast = srv.join("fast").await;
+    good.expect("*** fast joined").await;
+    let notices = flood_and_check(fast, &mut good, more_than_kernel_buffers()).await;
+    let left = "*** slow left (too slow: send queue full)";
+    if !notices.iter().any(|n| n == left) {
+        good.read_until_line(left).await;
+    }
+    assert!(srv.hub.counters.slow_drops.load(std::sync::atomic::Ordering::Relaxed) >= 1);
+    drop(slow);
+}
+
+#[tokio::test]
+async fn reader_that_accepts_nothing_is_dropped_after_the_write_timeout() {
+    let srv = TestServer::start(Config {
+        max_queue_bytes: 1 << 30,
+        write_timeout: Duration::from_secs(1),
+        ..test_config()
+    });
+    let mut good = srv.join("good").await;
+    let _slow = stalled_reader(&srv, "slow").await;
+    good.expect("*** slow joined").await;
+    let fast = srv.join("fast").await;
+    good.expect("*** fast joined").await;
+    let notices = flood_and_check(fast, &mut good, more_than_kernel_buffers()).await;
+    let left = "*** slow left (too slow: write timeout)";
+    if !notices.iter().any(|n| n == left) {
+        good.read_until_line(left).await;
+    }
+}
+
+#[tokio::test]
+async fn flood_is_slowed_not_dropped() {
+    let srv = TestServer::start(Config {
+        flood: Some(Flood { burst: 3, per_sec: 50.0 }),
+        ..test_config()
+    });
+    let mut a = srv.join("alice").await;
+    let mut b = srv.join("bob").await;
+    a.expect("*** bob joined").await;
+    let burst: String = (0..20).map(|i| format!("flood {i}\n")).collect();
+    b.send_raw(burst.as_bytes()).await;
+    for i in 0..20 {
+        a.expect(&format!("<bob> flood {i}")).await;
+    }
+    assert_eq!(srv.hub.counters.throttled.load(std::sync::atomic::Ordering::Relaxed), 1);
+    // The throttled client is still connected and chatting.
+    b.send("still here").await;
+    a.expect("<bob> still here").await;
+}
+
+#[tokio::test]
+async fn overlong_lines_are_refused_without_buffering_and_the_connection_survives() {
+    let srv = TestServer::start(Config { max_line_bytes: 64, max_queue_bytes: 4096, ..test_config() });
+    let mut a = srv.join("alice").await;
+    let mut b = srv.join("bob").await;
+    a.expect("*** bob joined").await;
+    let exactly = "y".repeat(64);
+    b.send(&exactly).await;
+    a.expect(&format!("<bob> {exactly}")).await;
+    b.send(&"z".repeat(65)).await;
+    b.expect("*** Line too long (limit 64 bytes); it was not sent.").await;
+    // A 10 MiB line without a newline: told once, nothing buffered, then the next line works.
+    let chunk = vec![b'q'; 1 << 20];
+    for _ in 0..10 {
+        b.send_raw(&chunk).await;
+    }
+    b.expect("*** Line too long (limit 64 bytes); it was not sent.").await;
+    b.send_raw(b"\nafter\n").await;
+    a.expect("<bob> after").await;
+}
+
+#[tokio::test]
+async fn invalid_utf8_is_replaced_and_the_sender_told_once() {
+    let srv = TestServer::start(test_config());
+    let mut a = srv.join("alice").await;
+    let mut b = srv.join("bob").await;
+    a.expect("*** bob joined").await;
+    b.send_raw(b"caf\xe9\n").await;
+    a.expect("<bob> caf\u{FFFD}").await;
+    b.expect("*** This server expects UTF-8; invalid bytes were replaced with \u{FFFD}.").await;
+    b.send_raw(b"\xff\xfe again\n").await;
+    a.expect("<bob>  again").await; // 0xFF is telnet IAC: consumed with the byte after it
+    b.send_raw(b"\xc3\x28 twice\n").await;
+    a.expect("<bob> \u{FFFD}( twice").await;
+    barrier(&mut a, "alice", &mut b, "utf8").await; // no second notice
+}
+
+#[tokio::test]
+async fn terminal_escapes_and_controls_never_reach_other_terminals() {
+    let srv = TestServer::start(test_config());
+    let mut a = srv.join("alice").await;
+    let mut b = srv.join("bob").await;
+    a.expect("*** bob joined").await;
+    b.send_raw(b"\x1b[31mred\x1b[0m \x1b]0;pwned\x07x\rY\x08Z\tend\n").await;
+    a.expect("<bob> red xZ end").await;
+    b.send_raw("\u{202E}evil\u{2066} \u{2028}ok\x1b[2J\x1b[H\x07\n".as_bytes()).await;
+    a.expect("<bob> evil ok").await;
+    b.send_raw(b"*** fake server line\n").await;
+    a.expect("<bob> *** fake server line").await;
+}
+
+#[tokio::test]
+async fn telnet_negotiation_is_consumed() {
+    let srv = TestServer::start(test_config());
+    let mut a = srv.join("alice").await;
+    let mut t = srv.client().await;
+    t.send_raw(b"\xff\xfb\x01\xff\xfd\x03\xff\xfa\x18\x00xterm\xff\xf0").await;
+    t.read_until_line("*** Choose a nickname:").await;
+    t.send_raw(b"tel\xff\xf1net\r\0hel\xff\xfd\x01lo\r\n").await;
+    a.expect("*** telnet joined").await;
+    a.expect("<telnet> hello").await;
+}
+
+#[tokio::test]
+async fn server_full_and_per_ip_limit_refuse_politely() {
+    let srv = TestServer::start(Config { max_clients: 2, ..test_config() });
+    let mut a = srv.join("alice").await;
+    let _b = srv.join("bob").await;
+    a.expect("*** bob joined").await;
+    let mut third = srv.client().await;
+    assert_eq!(third.expect_closed().await, vec!["*** server full"]);
+    barrier_join_free(&mut a).await;
+
+    let srv = TestServer::start(Config {
+        max_clients_per_ip: 1,
+        per_ip_exempt: vec![],
+        ..test_config()
+    });
+    let _a = srv.join("alice").await;
+    let mut second = srv.client().await;
+    assert_eq!(second.expect_closed().await, vec!["*** too many connections from your address"]);
+    let exempt = TestServer::start(Config { max_clients_per_ip: 1, ..test_config() });
+    let _x = exempt.join("x").await;
+    let _y = exempt.join("y").await; // loopback is exempt by default
+}
+
+/// The room did not notice the refused newcomer: alice's next line is a fresh message.
+async fn barrier_join_free(a: &mut TestClient) {
+    a.send("/who").await;
+    a.expect("*** 2 online: alice, bob").await;
+}
+
+#[tokio::test]
+async fn handshake_timeout_closes_with_a_reason() {
+    let srv = TestServer::start(Config {
+        handshake_timeout: Some(Duration::from_secs(1)),
+        ..test_config()
+    });
+    let mut c = srv.client().await;
+    c.read_until_line("*** Choose a nickname:").await;
+    assert_eq!(c.expect_closed().await, vec!["*** No nickname within 1 s; goodbye."]);
+    srv.wait_connections(0).await;
+}
+
+#[tokio::test]
+async fn idle_timeout_disconnects_quiet_members() {
+    let srv = TestServer::start(Config { idle_timeout: Some(Duration::from_secs(1)), ..test_config() });
+    let mut b = srv.join("bob").await;
+    let mut a = srv.join("alice").await;
+    // alice stays active (a /who every 200 ms) while bob says nothing; bounded by WAIT.
+    let watch = async {
+        let mut tick = tokio::time::interval(Duration::from_millis(200));
+        loop {
+            tokio::select! {
+                line = a.line() => if line == "*** bob left (idle timeout)" { return },
+                _ = tick.tick() => a.send("/who").await,
+            }
+        }
+    };
+    tokio::time::timeout(WAIT, watch).await.expect("bob idles out while alice stays");
+    assert_eq!(b.expect_closed().await, vec!["*** Idle for 1 s; disconnecting."]);
+}
