@@ -1,1 +1,0 @@
-//! Configuration (placeholder, replaced by the config work).

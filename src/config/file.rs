@@ -1,0 +1,171 @@
+//! The file format: `FileConfig` mirrors the TOML keys one to one, and
+//! `validate` turns it into a typed [`Config`].
+//!
+//! Every field is optional; an absent key keeps the value from
+//! `Config::default()`, so defaults are written in exactly one place.
+//! Integers are read as `i64` (TOML's own integer type) so that a negative or
+//! oversized number reaches the range check and gets a range message, not a
+//! serde type error.
+
+use serde::Deserialize;
+
+use super::document::Document;
+use super::rules::{self, RawMode};
+use super::{Config, ConfigError, Flood};
+
+/// Every key with the type it takes, as said in "expected …" messages.
+/// Must list exactly the fields of `FileConfig` (a test checks this).
+pub(super) const KEYS: &[(&str, &str)] = &[
+    (
+        "listen",
+        "an array of socket addresses like [\"127.0.0.1:7000\"]",
+    ),
+    ("admin_socket", "a path string"),
+    (
+        "admin_socket_mode",
+        "an octal mode string like \"0660\" or an integer like 0o660",
+    ),
+    ("admin_group", "a group name string"),
+    ("log_level", "a log filter string like \"info\""),
+    ("motd", "a string"),
+    ("max_clients", "an integer"),
+    ("max_clients_per_ip", "an integer"),
+    (
+        "per_ip_exempt",
+        "an array of networks like [\"10.0.0.0/8\"]",
+    ),
+    ("max_line_bytes", "an integer"),
+    ("max_queue_bytes", "an integer"),
+    ("write_timeout_secs", "an integer"),
+    ("handshake_timeout_secs", "an integer"),
+    ("idle_timeout_secs", "an integer"),
+    ("flood_burst", "an integer"),
+    ("flood_rate", "a number"),
+    ("presence_max_members", "an integer"),
+    ("shutdown_grace_secs", "an integer"),
+    ("tcp_keepalive_secs", "an integer"),
+];
+
+/// The raw file, exactly as written; see `config/groupchatd.toml` for each key's meaning.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileConfig {
+    listen: Option<Vec<String>>,
+    admin_socket: Option<String>,
+    admin_socket_mode: Option<RawMode>,
+    admin_group: Option<String>,
+    log_level: Option<String>,
+    motd: Option<String>,
+    max_clients: Option<i64>,
+    max_clients_per_ip: Option<i64>,
+    per_ip_exempt: Option<Vec<String>>,
+    max_line_bytes: Option<i64>,
+    max_queue_bytes: Option<i64>,
+    write_timeout_secs: Option<i64>,
+    handshake_timeout_secs: Option<i64>,
+    idle_timeout_secs: Option<i64>,
+    flood_burst: Option<i64>,
+    flood_rate: Option<f64>,
+    presence_max_members: Option<i64>,
+    shutdown_grace_secs: Option<i64>,
+    tcp_keepalive_secs: Option<i64>,
+}
+
+impl FileConfig {
+    /// Check every present key and lay it over the defaults. Stops at the first problem.
+    pub(super) fn validate(self, doc: &Document<'_>) -> Result<Config, ConfigError> {
+        let mut c = Config::default();
+        if let Some(v) = self.listen {
+            c.listen = doc.check("listen", rules::listen(&v))?;
+        }
+        if let Some(v) = self.admin_socket {
+            c.admin_socket = Some(doc.check("admin_socket", rules::admin_socket(v.as_ref()))?);
+        }
+        if let Some(v) = self.admin_socket_mode {
+            c.admin_socket_mode = doc.check("admin_socket_mode", rules::admin_socket_mode(&v))?;
+        }
+        if let Some(v) = self.admin_group {
+            c.admin_group = Some(doc.check("admin_group", rules::admin_group(&v))?);
+        }
+        if let Some(v) = self.log_level {
+            c.log_level = doc.check("log_level", rules::log_level(&v))?;
+        }
+        if let Some(v) = self.motd {
+            c.motd = doc.check("motd", rules::motd(&v))?;
+        }
+        if let Some(v) = self.max_clients {
+            c.max_clients = doc.check("max_clients", rules::count(v))?;
+        }
+        if let Some(v) = self.max_clients_per_ip {
+            c.max_clients_per_ip = doc.check("max_clients_per_ip", rules::count(v))?;
+        }
+        if let Some(v) = self.per_ip_exempt {
+            c.per_ip_exempt = doc.check("per_ip_exempt", rules::networks(&v))?;
+        }
+        if let Some(v) = self.max_line_bytes {
+            let v = rules::bytes(v, 64, rules::MAX_LINE_BYTES);
+            c.max_line_bytes = doc.check("max_line_bytes", v)?;
+        }
+        if let Some(v) = self.max_queue_bytes {
+            let v = rules::bytes(v, 0, rules::MAX_QUEUE_BYTES);
+            c.max_queue_bytes = doc.check("max_queue_bytes", v)?;
+        }
+        check_queue_fits_lines(&c, doc)?;
+        if let Some(v) = self.write_timeout_secs {
+            c.write_timeout = doc.check("write_timeout_secs", rules::secs(v, 1, 3600))?;
+        }
+        if let Some(v) = self.handshake_timeout_secs {
+            let v = rules::optional_secs(v, 3600);
+            c.handshake_timeout = doc.check("handshake_timeout_secs", v)?;
+        }
+        if let Some(v) = self.idle_timeout_secs {
+            c.idle_timeout = doc.check("idle_timeout_secs", rules::idle_secs(v))?;
+        }
+        // Either knob at 0 disables flood control; a key left out keeps its default.
+        let (mut burst, mut per_sec) = c.flood.map_or((0, 0.0), |f| (f.burst, f.per_sec));
+        if let Some(v) = self.flood_burst {
+            burst = doc.check("flood_burst", rules::count(v))?;
+        }
+        if let Some(v) = self.flood_rate {
+            per_sec = doc.check("flood_rate", rules::rate(v))?;
+        }
+        c.flood = (burst > 0 && per_sec > 0.0).then_some(Flood { burst, per_sec });
+        if let Some(v) = self.presence_max_members {
+            c.presence_max_members = doc.check("presence_max_members", rules::count(v))?;
+        }
+        if let Some(v) = self.shutdown_grace_secs {
+            c.shutdown_grace = doc.check("shutdown_grace_secs", rules::secs(v, 1, 300))?;
+        }
+        if let Some(v) = self.tcp_keepalive_secs {
+            let v = rules::optional_secs(v, 7200);
+            c.tcp_keepalive = doc.check("tcp_keepalive_secs", v)?;
+        }
+        Ok(c)
+    }
+}
+
+/// `max_queue_bytes` ≥ 4 × `max_line_bytes`, so a client's queue always has room
+/// for a full line. Blamed on `max_queue_bytes` if the file sets it; otherwise the
+/// operator raised `max_line_bytes` past what the default queue allows, so say that.
+fn check_queue_fits_lines(c: &Config, doc: &Document<'_>) -> Result<(), ConfigError> {
+    let needed = c.max_line_bytes.saturating_mul(rules::QUEUE_LINES);
+    if c.max_queue_bytes >= needed {
+        return Ok(());
+    }
+    if doc.has_key("max_queue_bytes") {
+        let reason = format!(
+            "must be at least {} times max_line_bytes = {needed} so a full line always fits (got {})",
+            rules::QUEUE_LINES,
+            c.max_queue_bytes
+        );
+        doc.check("max_queue_bytes", Err(reason))
+    } else {
+        let reason = format!(
+            "{} needs max_queue_bytes of at least {} times that = {needed}, but max_queue_bytes is {} (the default); set max_queue_bytes too",
+            c.max_line_bytes,
+            rules::QUEUE_LINES,
+            c.max_queue_bytes
+        );
+        doc.check("max_line_bytes", Err(reason))
+    }
+}

@@ -1,0 +1,215 @@
+//! Configuration: the TOML file, command-line overrides and their validation.
+//!
+//! Precedence is flag > file > default, and defaults live only in
+//! `impl Default for Config`. A [`Config`] that exists has passed every rule, so
+//! the rest of the daemon never re-checks a limit. Every failure is a
+//! [`ConfigError`] naming file, line and key; the daemon exits with [`EX_CONFIG`]
+//! so systemd (`RestartPreventExitStatus=78`) does not restart-loop on a typo.
+
+mod document;
+mod error;
+mod file;
+mod ipnet;
+mod rules;
+#[cfg(test)]
+mod tests;
+
+use std::io::ErrorKind;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use error::ConfigError;
+pub use ipnet::{IpNet, ParseIpNetError};
+
+/// Where the daemon looks for its config file when no path is given.
+pub const DEFAULT_PATH: &str = "/etc/groupchatd/groupchatd.toml";
+
+/// Exit status for a bad configuration (`EX_CONFIG` from sysexits.h).
+pub const EX_CONFIG: i32 = 78;
+
+/// The validated configuration. Each field is documented, with its key's
+/// units and default, in the shipped `config/groupchatd.toml`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// TCP addresses to accept chat clients on; never empty, no duplicates.
+    pub listen: Vec<SocketAddr>,
+    /// Admin socket path; `None` lets the daemon pick one in its runtime directory.
+    pub admin_socket: Option<PathBuf>,
+    /// Permission bits for the admin socket, at most `0o777`.
+    pub admin_socket_mode: u32,
+    /// Group to give the admin socket; `None` keeps the daemon's own group.
+    pub admin_group: Option<String>,
+    /// A `tracing_subscriber::EnvFilter` directive string, known to parse.
+    pub log_level: String,
+    /// Lines sent to each client after joining; empty means no MOTD.
+    pub motd: Vec<String>,
+    /// Most simultaneous clients; 0 = unlimited.
+    pub max_clients: usize,
+    /// Most simultaneous clients from one IP address; 0 = unlimited.
+    pub max_clients_per_ip: usize,
+    /// Peers in these networks are not subject to `max_clients_per_ip`.
+    pub per_ip_exempt: Vec<IpNet>,
+    /// Longest accepted input line in bytes, 64..=1 MiB.
+    pub max_line_bytes: usize,
+    /// Most unsent output bytes per client before it is dropped as too slow;
+    /// at least 4 × `max_line_bytes`, at most 1 GiB.
+    pub max_queue_bytes: usize,
+    /// How long one write to a client may block before it is dropped.
+    pub write_timeout: Duration,
+    /// Time allowed to choose a nick; `None` = no limit.
+    pub handshake_timeout: Option<Duration>,
+    /// Disconnect clients silent for this long; `None` = never.
+    pub idle_timeout: Option<Duration>,
+    /// Per-client line rate limit; `None` = no flood control.
+    pub flood: Option<Flood>,
+    /// Send join/leave notices only while the room has at most this many members; 0 = always.
+    pub presence_max_members: usize,
+    /// How long shutdown waits for clients to be told and disconnected.
+    pub shutdown_grace: Duration,
+    /// Idle time before TCP keepalive probes; `None` = keepalive off.
+    pub tcp_keepalive: Option<Duration>,
+}
+
+/// Token-bucket flood control: a client may send `burst` lines at once, then
+/// `per_sec` lines per second. Excess lines are delayed, not dropped.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Flood {
+    /// Bucket size in lines; always at least 1.
+    pub burst: u32,
+    /// Refill rate in lines per second; finite and above 0.
+    pub per_sec: f64,
+}
+
+/// Values given on the command line; each set field beats the file.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    /// `--listen` (repeatable); if non-empty it replaces the file's whole list.
+    pub listen: Vec<String>,
+    /// `--admin-socket`.
+    pub admin_socket: Option<PathBuf>,
+    /// `--log-level`.
+    pub log_level: Option<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: vec![SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 7000)],
+            admin_socket: None,
+            admin_socket_mode: 0o660,
+            admin_group: None,
+            log_level: "info".to_owned(),
+            motd: vec!["Welcome to groupchatd.".to_owned()],
+            max_clients: 10_000,
+            max_clients_per_ip: 16,
+            per_ip_exempt: [
+                (IpAddr::V4(Ipv4Addr::new(127, 0, 0, 0)), 8),
+                (IpAddr::V6(Ipv6Addr::LOCALHOST), 128),
+            ]
+            .into_iter()
+            .filter_map(|(addr, prefix)| IpNet::new(addr, prefix))
+            .collect(),
+            max_line_bytes: 4096,
+            max_queue_bytes: 256 * 1024,
+            write_timeout: Duration::from_secs(30),
+            handshake_timeout: Some(Duration::from_secs(30)),
+            idle_timeout: None,
+            flood: Some(Flood {
+                burst: 10,
+                per_sec: 2.0,
+            }),
+            presence_max_members: 500,
+            shutdown_grace: Duration::from_secs(5),
+            tcp_keepalive: Some(Duration::from_secs(60)),
+        }
+    }
+}
+
+impl Config {
+    /// Parse and validate TOML text; `origin` is the file name used in error messages.
+    pub fn from_toml(text: &str, origin: &Path) -> Result<Config, ConfigError> {
+        let doc = document::Document::parse(text, origin)?;
+        let raw: file::FileConfig = doc.deserialize()?;
+        raw.validate(&doc)
+    }
+
+    /// Read, parse and validate a file. A missing or unreadable file is an
+    /// error naming the file and the OS reason.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| read_error(path, &e))?;
+        Config::from_toml(&text, path)
+    }
+
+    /// Apply command-line overrides (flags beat the file). All flags are
+    /// checked before any is applied, so on error `self` is unchanged.
+    /// Errors name the flag, e.g. key `--listen`.
+    pub fn apply_overrides(&mut self, o: &Overrides) -> Result<(), ConfigError> {
+        let listen = match o.listen.as_slice() {
+            [] => None,
+            items => Some(rules::listen(items).map_err(|r| ConfigError::flag("--listen", r))?),
+        };
+        let admin_socket = o
+            .admin_socket
+            .as_deref()
+            .map(rules::admin_socket)
+            .transpose()
+            .map_err(|r| ConfigError::flag("--admin-socket", r))?;
+        let log_level = o
+            .log_level
+            .as_deref()
+            .map(rules::log_level)
+            .transpose()
+            .map_err(|r| ConfigError::flag("--log-level", r))?;
+        if let Some(listen) = listen {
+            self.listen = listen;
+        }
+        if admin_socket.is_some() {
+            self.admin_socket = admin_socket;
+        }
+        if let Some(log_level) = log_level {
+            self.log_level = log_level;
+        }
+        Ok(())
+    }
+
+    /// The configuration the daemon should run with. An explicit path must
+    /// exist; without one, [`DEFAULT_PATH`] is used if it exists, else the
+    /// defaults. Also returns the file that was read, if any, for logging.
+    pub fn load_effective(
+        explicit: Option<&Path>,
+    ) -> Result<(Config, Option<PathBuf>), ConfigError> {
+        load_effective_from(explicit, Path::new(DEFAULT_PATH))
+    }
+}
+
+/// [`Config::load_effective`] with the default path as a parameter, for tests.
+fn load_effective_from(
+    explicit: Option<&Path>,
+    default_path: &Path,
+) -> Result<(Config, Option<PathBuf>), ConfigError> {
+    if let Some(path) = explicit {
+        return Config::load(path).map(|c| (c, Some(path.to_path_buf())));
+    }
+    // Read rather than test exists() first, so the file cannot appear or vanish in between.
+    match std::fs::read_to_string(default_path) {
+        Ok(text) => {
+            Config::from_toml(&text, default_path).map(|c| (c, Some(default_path.to_path_buf())))
+        }
+        // A dangling symlink also reads as NotFound, but it means someone meant a
+        // file to be there; report it instead of silently running on defaults.
+        Err(e) if e.kind() == ErrorKind::NotFound && default_path.symlink_metadata().is_err() => {
+            Ok((Config::default(), None))
+        }
+        Err(e) => Err(read_error(default_path, &e)),
+    }
+}
+
+fn read_error(path: &Path, e: &std::io::Error) -> ConfigError {
+    ConfigError {
+        file: Some(path.to_path_buf()),
+        line: None,
+        key: None,
+        reason: format!("cannot read: {e}"),
+    }
+}

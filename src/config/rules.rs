@@ -1,0 +1,207 @@
+//! The rule for each value, as pure functions from raw input to typed value.
+//!
+//! A rule returns `Err(reason)` without knowing where the value came from; the
+//! caller attaches the file, line and key (or the command-line flag). That keeps
+//! the file and `--flag` paths checking values identically.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tracing_subscriber::EnvFilter;
+
+use super::IpNet;
+
+/// Outcome of a rule: the typed value, or why the raw value is unacceptable.
+pub(super) type Rule<T> = Result<T, String>;
+
+/// Upper bound of `max_line_bytes`.
+pub(super) const MAX_LINE_BYTES: i64 = 1 << 20;
+/// Upper bound of `max_queue_bytes`: one stalled client must not pin more than this.
+pub(super) const MAX_QUEUE_BYTES: i64 = 1 << 30;
+/// The output queue must hold this many maximal lines, so one line always fits.
+pub(super) const QUEUE_LINES: usize = 4;
+/// At most this many MOTD lines…
+const MOTD_MAX_LINES: usize = 20;
+/// …each at most this many bytes, to keep the greeting a greeting.
+const MOTD_MAX_LINE_BYTES: usize = 400;
+/// Upper bound of `idle_timeout_secs` (a year): far beyond any real use, and it keeps
+/// `Instant::now() + timeout` in the session code from ever overflowing.
+const MAX_IDLE_SECS: i64 = 365 * 24 * 3600;
+
+/// `listen`: socket addresses, at least one, none repeated.
+pub(super) fn listen(items: &[String]) -> Rule<Vec<SocketAddr>> {
+    if items.is_empty() {
+        return Err("must list at least one address (e.g. [\"127.0.0.1:7000\"])".into());
+    }
+    let mut seen = HashSet::new();
+    let mut addrs = Vec::with_capacity(items.len());
+    for item in items {
+        let addr: SocketAddr = item.trim().parse().map_err(|_| {
+            format!("'{item}' is not a socket address (e.g. 127.0.0.1:7000 or [::]:7000)")
+        })?;
+        if !seen.insert(addr) {
+            return Err(format!("'{item}' is listed more than once"));
+        }
+        addrs.push(addr);
+    }
+    Ok(addrs)
+}
+
+/// `admin_socket`: an absolute path, because the daemon's working directory is not
+/// something an operator should have to think about.
+pub(super) fn admin_socket(path: &Path) -> Rule<PathBuf> {
+    if path.is_absolute() {
+        Ok(path.to_path_buf())
+    } else {
+        Err(format!(
+            "'{}' is not an absolute path (e.g. /run/groupchatd/admin.sock)",
+            path.display()
+        ))
+    }
+}
+
+/// Raw `admin_socket_mode`: TOML has no octal strings, so both spellings are taken.
+#[derive(Debug, serde::Deserialize)]
+#[serde(untagged)]
+pub(super) enum RawMode {
+    /// `"0660"` or `"660"`: always read as octal, which is what operators mean.
+    Octal(String),
+    /// `0o660`; a decimal `660` is caught by the range check with a hint.
+    Integer(i64),
+}
+
+/// `admin_socket_mode`: permission bits, at most 0777 (no setuid/setgid/sticky).
+pub(super) fn admin_socket_mode(raw: &RawMode) -> Rule<u32> {
+    let mode = match raw {
+        RawMode::Octal(s) => {
+            if s.is_empty() || s.len() > 4 || !s.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
+                return Err(format!(
+                    "'{s}' is not an octal file mode (e.g. \"0660\" or \"0600\")"
+                ));
+            }
+            u32::from_str_radix(s, 8).map_err(|e| e.to_string())?
+        }
+        RawMode::Integer(n) => match u32::try_from(*n) {
+            Ok(n) if n <= 0o777 => n,
+            _ => {
+                return Err(format!(
+                    "must be at most 0o777 (got {n}; TOML integers are decimal, write 0o660 or \"0660\")"
+                ));
+            }
+        },
+    };
+    if mode > 0o777 {
+        return Err(format!("must be at most 0777 (got {mode:04o})"));
+    }
+    Ok(mode)
+}
+
+/// `admin_group`: a group name; an empty one is a mistake, not "no group".
+pub(super) fn admin_group(name: &str) -> Rule<String> {
+    if name.trim().is_empty() {
+        return Err("must be a group name (remove the key to keep the daemon's group)".into());
+    }
+    Ok(name.to_owned())
+}
+
+/// `log_level`: anything `tracing_subscriber::EnvFilter` accepts, except the
+/// empty string, which would silently log nothing useful.
+pub(super) fn log_level(filter: &str) -> Rule<String> {
+    if filter.trim().is_empty() {
+        return Err("must not be empty (e.g. \"info\" or \"groupchatd=debug,warn\")".into());
+    }
+    EnvFilter::try_new(filter).map_err(|e| {
+        format!("'{filter}' is not a log filter: {e} (e.g. \"info\" or \"groupchatd=debug,warn\")")
+    })?;
+    Ok(filter.to_owned())
+}
+
+/// `motd`: split into lines (CRLF tolerated, trailing blank lines dropped) and size-checked.
+pub(super) fn motd(text: &str) -> Rule<Vec<String>> {
+    let mut lines: Vec<String> = text
+        .split('\n')
+        .map(|l| l.strip_suffix('\r').unwrap_or(l).to_owned())
+        .collect();
+    while lines.last().is_some_and(|l| l.is_empty()) {
+        lines.pop();
+    }
+    if lines.len() > MOTD_MAX_LINES {
+        return Err(format!(
+            "has {} lines; at most {MOTD_MAX_LINES} are allowed",
+            lines.len()
+        ));
+    }
+    if let Some((n, l)) = lines
+        .iter()
+        .enumerate()
+        .find(|(_, l)| l.len() > MOTD_MAX_LINE_BYTES)
+    {
+        return Err(format!(
+            "line {} is {} bytes long; at most {MOTD_MAX_LINE_BYTES} are allowed",
+            n + 1,
+            l.len()
+        ));
+    }
+    Ok(lines)
+}
+
+/// `per_ip_exempt`: CIDR networks or bare addresses.
+pub(super) fn networks(items: &[String]) -> Rule<Vec<IpNet>> {
+    items
+        .iter()
+        .map(|s| {
+            s.trim().parse().map_err(|e| {
+                format!("{e} (expected a network like 10.0.0.0/8 or 2001:db8::/32, or an address)")
+            })
+        })
+        .collect()
+}
+
+/// An integer in `lo..=hi`.
+pub(super) fn between(n: i64, lo: i64, hi: i64) -> Rule<i64> {
+    if (lo..=hi).contains(&n) {
+        Ok(n)
+    } else {
+        Err(format!("must be between {lo} and {hi} (got {n})"))
+    }
+}
+
+/// A count or size with no upper bound of its own (`0` meaning is the caller's).
+pub(super) fn count<T: TryFrom<i64>>(n: i64) -> Rule<T> {
+    if n < 0 {
+        return Err(format!("must not be negative (got {n})"));
+    }
+    T::try_from(n).map_err(|_| format!("is too large (got {n})"))
+}
+
+/// A size in bytes within `lo..=hi`.
+pub(super) fn bytes(n: i64, lo: i64, hi: i64) -> Rule<usize> {
+    count(between(n, lo, hi)?)
+}
+
+/// A duration in whole seconds within `lo..=hi` (`lo` ≥ 1: the value must be on).
+pub(super) fn secs(n: i64, lo: i64, hi: i64) -> Rule<Duration> {
+    Ok(Duration::from_secs(count(between(n, lo, hi)?)?))
+}
+
+/// A duration in whole seconds up to `hi`, where 0 means "off".
+pub(super) fn optional_secs(n: i64, hi: i64) -> Rule<Option<Duration>> {
+    let secs: u64 = count(between(n, 0, hi)?)?;
+    Ok((secs > 0).then(|| Duration::from_secs(secs)))
+}
+
+/// `idle_timeout_secs`: 0 turns it off.
+pub(super) fn idle_secs(n: i64) -> Rule<Option<Duration>> {
+    optional_secs(n, MAX_IDLE_SECS)
+}
+
+/// `flood_rate`: lines per second; NaN or infinity would make the bucket arithmetic meaningless.
+pub(super) fn rate(r: f64) -> Rule<f64> {
+    if r.is_finite() && r >= 0.0 {
+        Ok(r)
+    } else {
+        Err(format!("must be a finite number of at least 0 (got {r})"))
+    }
+}

@@ -1,0 +1,215 @@
+//! Each key's rule, table-driven: values accepted (and what they become) and
+//! values rejected (with the key, line and reason named).
+
+use std::path::Path;
+
+use super::{addr, net, parse, parse_err, secs};
+use crate::config::{Config, Flood};
+
+#[test]
+fn accepted_values() {
+    type Expect = fn(&mut Config);
+    // (file text, how the result differs from the defaults)
+    #[rustfmt::skip]
+    let cases: &[(&str, Expect)] = &[
+        (r#"listen = ["0.0.0.0:7000"]"#, |c| c.listen = vec![addr("0.0.0.0:7000")]),
+        (r#"listen = ["[::]:7000", "[::1]:7001", "127.0.0.1:0"]"#,
+            |c| c.listen = vec![addr("[::]:7000"), addr("[::1]:7001"), addr("127.0.0.1:0")]),
+        (r#"admin_socket = "/run/chat/admin.sock""#, |c| c.admin_socket = Some("/run/chat/admin.sock".into())),
+        (r#"admin_group = "chatops""#, |c| c.admin_group = Some("chatops".into())),
+        (r#"log_level = "groupchatd=debug,warn""#, |c| c.log_level = "groupchatd=debug,warn".into()),
+        (r#"log_level = "trace""#, |c| c.log_level = "trace".into()),
+        (r#"motd = """#, |c| c.motd = vec![]),
+        (r#"motd = "one line""#, |c| c.motd = vec!["one line".into()]),
+        ("max_clients = 0", |c| c.max_clients = 0),
+        ("max_clients = 50000", |c| c.max_clients = 50_000),
+        ("max_clients_per_ip = 0", |c| c.max_clients_per_ip = 0),
+        ("per_ip_exempt = []", |c| c.per_ip_exempt = vec![]),
+        (r#"per_ip_exempt = ["10.0.0.0/8", "2001:db8::/32", "192.0.2.1"]"#,
+            |c| c.per_ip_exempt = vec![net("10.0.0.0/8"), net("2001:db8::/32"), net("192.0.2.1/32")]),
+        ("max_line_bytes = 64", |c| c.max_line_bytes = 64),
+        ("max_line_bytes = 65536", |c| c.max_line_bytes = 65536),
+        ("max_line_bytes = 1048576\nmax_queue_bytes = 4194304",
+            |c| { c.max_line_bytes = 1 << 20; c.max_queue_bytes = 4 << 20; }),
+        ("max_queue_bytes = 16384", |c| c.max_queue_bytes = 16384),
+        ("max_queue_bytes = 1073741824", |c| c.max_queue_bytes = 1 << 30),
+        ("write_timeout_secs = 1", |c| c.write_timeout = secs(1)),
+        ("write_timeout_secs = 3600", |c| c.write_timeout = secs(3600)),
+        ("handshake_timeout_secs = 0", |c| c.handshake_timeout = None),
+        ("handshake_timeout_secs = 3600", |c| c.handshake_timeout = Some(secs(3600))),
+        ("idle_timeout_secs = 0", |c| c.idle_timeout = None),
+        ("idle_timeout_secs = 600", |c| c.idle_timeout = Some(secs(600))),
+        ("flood_burst = 0", |c| c.flood = None),
+        ("flood_rate = 0", |c| c.flood = None),
+        ("flood_rate = 0.0\nflood_burst = 5", |c| c.flood = None),
+        ("flood_burst = 3", |c| c.flood = Some(Flood { burst: 3, per_sec: 2.0 })),
+        ("flood_rate = 0.5", |c| c.flood = Some(Flood { burst: 10, per_sec: 0.5 })),
+        ("flood_rate = 5", |c| c.flood = Some(Flood { burst: 10, per_sec: 5.0 })),
+        ("presence_max_members = 0", |c| c.presence_max_members = 0),
+        ("shutdown_grace_secs = 1", |c| c.shutdown_grace = secs(1)),
+        ("shutdown_grace_secs = 300", |c| c.shutdown_grace = secs(300)),
+        ("tcp_keepalive_secs = 0", |c| c.tcp_keepalive = None),
+        ("tcp_keepalive_secs = 7200", |c| c.tcp_keepalive = Some(secs(7200))),
+    ];
+    for (text, expect) in cases {
+        let mut expected = Config::default();
+        expect(&mut expected);
+        match parse(text) {
+            Ok(config) => assert_eq!(config, expected, "{text}"),
+            Err(e) => panic!("{text:?} rejected: {e}"),
+        }
+    }
+}
+
+#[test]
+fn rejected_values_name_key_and_line() {
+    // (file text, key named, line named, part of the reason)
+    #[rustfmt::skip]
+    let cases: &[(&str, &str, usize, &str)] = &[
+        ("listen = []", "listen", 1, "at least one"),
+        (r#"listen = ["nonsense"]"#, "listen", 1, "'nonsense' is not a socket address"),
+        (r#"listen = ["localhost:7000"]"#, "listen", 1, "not a socket address"),
+        (r#"listen = ["127.0.0.1"]"#, "listen", 1, "not a socket address"),
+        (r#"listen = ["[::]:7000", "[::]:7000"]"#, "listen", 1, "more than once"),
+        (r#"admin_socket = "admin.sock""#, "admin_socket", 1, "not an absolute path"),
+        (r#"admin_socket = """#, "admin_socket", 1, "not an absolute path"),
+        (r#"admin_group = """#, "admin_group", 1, "must be a group name"),
+        (r#"log_level = """#, "log_level", 1, "must not be empty"),
+        (r#"log_level = "groupchatd=loud""#, "log_level", 1, "is not a log filter"),
+        ("max_clients = -1", "max_clients", 1, "must not be negative (got -1)"),
+        ("max_clients_per_ip = -5", "max_clients_per_ip", 1, "must not be negative"),
+        (r#"per_ip_exempt = ["10.0.0.0/33"]"#, "per_ip_exempt", 1, "too long"),
+        (r#"per_ip_exempt = ["ten/8"]"#, "per_ip_exempt", 1, "not an IP address"),
+        ("\n\nmax_line_bytes = 10", "max_line_bytes", 3, "must be between 64 and 1048576 (got 10)"),
+        ("max_line_bytes = 1048577", "max_line_bytes", 1, "between 64 and 1048576"),
+        ("max_line_bytes = 8192\nmax_queue_bytes = 32767", "max_queue_bytes", 2,
+            "at least 4 times max_line_bytes = 32768"),
+        // The default queue is too small for the raised line limit: blame the key that was set.
+        ("max_line_bytes = 1048576", "max_line_bytes", 1, "set max_queue_bytes too"),
+        ("max_queue_bytes = 1073741825", "max_queue_bytes", 1, "between 0 and 1073741824"),
+        ("write_timeout_secs = 0", "write_timeout_secs", 1, "between 1 and 3600 (got 0)"),
+        ("write_timeout_secs = 3601", "write_timeout_secs", 1, "between 1 and 3600"),
+        ("handshake_timeout_secs = 3601", "handshake_timeout_secs", 1, "between 0 and 3600"),
+        ("handshake_timeout_secs = -1", "handshake_timeout_secs", 1, "between 0 and 3600"),
+        ("idle_timeout_secs = -1", "idle_timeout_secs", 1, "between 0 and"),
+        ("idle_timeout_secs = 31536001", "idle_timeout_secs", 1, "between 0 and 31536000"),
+        ("flood_burst = -1", "flood_burst", 1, "must not be negative"),
+        ("flood_burst = 4294967296", "flood_burst", 1, "too large"),
+        ("flood_rate = -0.5", "flood_rate", 1, "finite number of at least 0"),
+        ("flood_rate = nan", "flood_rate", 1, "finite"),
+        ("flood_rate = inf", "flood_rate", 1, "finite"),
+        ("presence_max_members = -1", "presence_max_members", 1, "must not be negative"),
+        ("shutdown_grace_secs = 0", "shutdown_grace_secs", 1, "between 1 and 300"),
+        ("shutdown_grace_secs = 301", "shutdown_grace_secs", 1, "between 1 and 300"),
+        ("tcp_keepalive_secs = 7201", "tcp_keepalive_secs", 1, "between 0 and 7200"),
+    ];
+    for &(text, key, line, needle) in cases {
+        let e = parse_err(text);
+        assert_eq!(e.key.as_deref(), Some(key), "{text}: {e}");
+        assert_eq!(e.line, Some(line), "{text}: {e}");
+        assert!(e.reason.contains(needle), "{text}: {e}");
+        assert_eq!(e.file.as_deref(), Some(Path::new("groupchatd.toml")));
+    }
+}
+
+#[test]
+fn admin_socket_mode_spellings() {
+    for (text, mode) in [
+        (r#"admin_socket_mode = "0660""#, 0o660),
+        (r#"admin_socket_mode = "660""#, 0o660),
+        (r#"admin_socket_mode = "0600""#, 0o600),
+        (r#"admin_socket_mode = "0777""#, 0o777),
+        (r#"admin_socket_mode = "0""#, 0),
+        ("admin_socket_mode = 0o640", 0o640),
+        ("admin_socket_mode = 0o777", 0o777),
+    ] {
+        assert_eq!(
+            parse(text).map(|c| c.admin_socket_mode).ok(),
+            Some(mode),
+            "{text}"
+        );
+    }
+    for (text, needle) in [
+        (
+            r#"admin_socket_mode = "0999""#,
+            "'0999' is not an octal file mode",
+        ),
+        (
+            r#"admin_socket_mode = "rwx""#,
+            "'rwx' is not an octal file mode",
+        ),
+        (r#"admin_socket_mode = """#, "not an octal file mode"),
+        (r#"admin_socket_mode = "1777""#, "at most 0777 (got 1777)"),
+        (r#"admin_socket_mode = "01777""#, "not an octal file mode"),
+        ("admin_socket_mode = 0o1777", "at most 0o777"),
+        ("admin_socket_mode = 660", "TOML integers are decimal"),
+        ("admin_socket_mode = -1", "at most 0o777"),
+        (
+            "admin_socket_mode = 1.5",
+            "expected an octal mode string like \"0660\" or an integer like 0o660, found a float",
+        ),
+    ] {
+        let e = parse_err(text);
+        assert_eq!(e.key.as_deref(), Some("admin_socket_mode"), "{text}: {e}");
+        assert!(e.reason.contains(needle), "{text}: {e}");
+    }
+}
+
+#[test]
+fn motd_is_split_into_lines() {
+    let cases: &[(&str, &[&str])] = &[
+        (
+            "motd = \"\"\"\nHello.\nRules: be nice.\n\"\"\"",
+            &["Hello.", "Rules: be nice."],
+        ),
+        (r#"motd = "a\r\nb\r\n""#, &["a", "b"]),
+        (r#"motd = "a\n\nb\n\n\n""#, &["a", "", "b"]),
+        (r#"motd = "\n""#, &[]),
+        (r#"motd = "  indented""#, &["  indented"]),
+    ];
+    for (text, lines) in cases {
+        assert_eq!(parse(text).unwrap().motd, *lines, "{text}");
+    }
+    let max = format!("motd = \"{}\"", vec!["x".repeat(400); 20].join("\\n"));
+    assert_eq!(parse(&max).unwrap().motd.len(), 20);
+
+    let too_many = format!("motd = \"{}\"", vec!["x"; 21].join("\\n"));
+    assert!(
+        parse_err(&too_many)
+            .reason
+            .contains("has 21 lines; at most 20")
+    );
+    let too_long = format!("\nmotd = \"ok\\n{}\"", "x".repeat(401));
+    let e = parse_err(&too_long);
+    assert_eq!((e.key.as_deref(), e.line), (Some("motd"), Some(2)));
+    assert!(
+        e.reason.contains("line 2 is 401 bytes long; at most 400"),
+        "{e}"
+    );
+}
+
+#[test]
+fn flood_is_disabled_by_either_zero() {
+    assert_eq!(parse("flood_burst = 0").unwrap().flood, None);
+    assert_eq!(parse("flood_rate = 0").unwrap().flood, None);
+    assert_eq!(parse("flood_rate = 0.0").unwrap().flood, None);
+    let both = parse("flood_burst = 20\nflood_rate = 0.25").unwrap().flood;
+    assert_eq!(
+        both,
+        Some(Flood {
+            burst: 20,
+            per_sec: 0.25
+        })
+    );
+}
+
+#[test]
+fn handshake_zero_means_no_limit() {
+    assert_eq!(
+        parse("handshake_timeout_secs = 0")
+            .unwrap()
+            .handshake_timeout,
+        None
+    );
+    assert_eq!(Config::default().handshake_timeout, Some(secs(30)));
+}
