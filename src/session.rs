@@ -393,6 +393,17 @@ impl LineCtx {
         self.reply(notice(text), 1);
     }
 
+    /// Counts a line added to the batch, publishing early when the batch is big: one publish must stay
+    /// a small fraction of a recipient's queue limit, or a reader that keeps up but has one batch in
+    /// flight would look slow.
+    fn batched(&mut self) {
+        self.batch_lines += 1;
+        let cap = (self.cfg.max_queue_bytes / 8).clamp(1024, 16 * 1024);
+        if self.batch.len() >= cap {
+            self.flush();
+        }
+    }
+
     /// Publishes the chat lines gathered so far as one shared buffer.
     fn flush(&mut self) {
         if self.batch_lines > 0 {
@@ -486,11 +497,11 @@ impl LineCtx {
         match parse_line(line) {
             ClientCmd::Say(text) => {
                 format::push_say(&mut self.batch, nick, text);
-                self.batch_lines += 1;
+                self.batched();
             }
             ClientCmd::Me(text) => {
                 format::push_action(&mut self.batch, nick, text);
-                self.batch_lines += 1;
+                self.batched();
             }
             other => {
                 // Anything but chat is handled in order: publish what came before it first.

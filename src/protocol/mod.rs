@@ -6,6 +6,7 @@
 //! leaves this module for other clients has passed through the sanitiser.
 
 pub mod command;
+pub mod format;
 pub mod framing;
 pub mod sanitise;
 

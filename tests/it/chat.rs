@@ -1,5 +1,7 @@
 //! The chat protocol as a netcat user sees it: greeting, nicknames, relay, commands, leaving.
 
+use tokio::io::AsyncWriteExt;
+
 use crate::support::*;
 
 #[tokio::test]
@@ -149,6 +151,7 @@ async fn commands() {
     b.expect("*** Cannot change nickname: that nickname is taken").await;
     a.send("after rename").await;
     b.expect("<alicia> after rename").await;
+    c.expect("<alicia> after rename").await;
 
     c.send("/quit see you").await;
     c.expect("*** Goodbye.").await;
@@ -170,8 +173,7 @@ async fn order_is_the_same_for_every_receiver() {
     const N: usize = 200;
     let tasks: Vec<_> = senders
         .into_iter()
-        .enumerate()
-        .map(|(i, mut s)| {
+        .map(|mut s| {
             tokio::spawn(async move {
                 for n in 0..N {
                     s.send(&format!("m{n}")).await;
@@ -228,7 +230,7 @@ async fn reset_mid_line_is_cleaned_up_and_not_relayed() {
     let TestClient { writer, reader } = b;
     let mut stream = reader.into_inner().reunite(writer).unwrap();
     tokio::io::AsyncWriteExt::write_all(&mut stream, b"half a li").await.unwrap();
-    stream.set_linger(Some(std::time::Duration::ZERO)).unwrap();
+    stream.set_zero_linger().unwrap();
     drop(stream); // RST
     a.expect("*** bob left (connection closed)").await;
     barrier_self(&srv, &mut a).await;

@@ -72,11 +72,6 @@ impl TestServer {
         c
     }
 
-    /// Waits until the hub has exactly `n` joined members (event-driven: polled with a bound).
-    pub async fn wait_members(&self, n: usize) {
-        wait_for(&self.hub, || self.hub.counts().1 == n, &format!("{n} members")).await;
-    }
-
     /// Waits until the hub has exactly `n` connections.
     pub async fn wait_connections(&self, n: usize) {
         wait_for(&self.hub, || self.hub.counts().0 == n, &format!("{n} connections")).await;
@@ -97,7 +92,7 @@ pub async fn wait_for(hub: &Hub, mut cond: impl FnMut() -> bool, what: &str) {
 
 /// A raw line client, like `nc`.
 pub struct TestClient {
-    reader: BufReader<OwnedReadHalf>,
+    pub reader: BufReader<OwnedReadHalf>,
     pub writer: OwnedWriteHalf,
 }
 
