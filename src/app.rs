@@ -64,7 +64,10 @@ impl App {
 
     /// The addresses actually bound (with the real port when the config said port 0).
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
-        self.listeners.iter().filter_map(|l| l.local_addr().ok()).collect()
+        self.listeners
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect()
     }
 
     /// The room, for the admin socket, the notifier and tests.
@@ -93,7 +96,10 @@ impl App {
         self.hub.shutdown();
         self.tracker.close();
         let grace = self.hub.config().shutdown_grace;
-        if tokio::time::timeout(grace, self.tracker.wait()).await.is_err() {
+        if tokio::time::timeout(grace, self.tracker.wait())
+            .await
+            .is_err()
+        {
             warn!(
                 remaining = self.tracker.len(),
                 grace_secs = grace.as_secs(),
@@ -106,7 +112,11 @@ impl App {
 
 /// Binds one listening socket. IPv6 sockets are IPv6-only so `0.0.0.0:P` and `[::]:P` can both be listed.
 fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let socket = if addr.is_ipv6() { TcpSocket::new_v6()? } else { TcpSocket::new_v4()? };
+    let socket = if addr.is_ipv6() {
+        TcpSocket::new_v6()?
+    } else {
+        TcpSocket::new_v4()?
+    };
     socket.set_reuseaddr(true)?;
     if addr.is_ipv6() {
         setsockopt(&socket, sockopt::Ipv6V6Only, &true)?;

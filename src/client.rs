@@ -188,7 +188,11 @@ impl Outbox {
 
     /// True once [`close`](Self::close) has been called.
     pub fn is_closed(&self) -> bool {
-        self.state.lock().unwrap_or_else(|e| e.into_inner()).close.is_some()
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .close
+            .is_some()
     }
 
     /// Takes everything queued, swapping in `spare` (an empty vector whose capacity is reused).
@@ -226,7 +230,10 @@ impl Outbox {
 
     /// Lines ever queued for this client.
     pub fn lines_out(&self) -> u64 {
-        self.state.lock().unwrap_or_else(|e| e.into_inner()).lines_out
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .lines_out
     }
 
     /// Resolves after the next push into an empty queue or a close (or at once if one already happened).
@@ -294,7 +301,9 @@ mod tests {
         assert_eq!(o.push(b("one\r\n"), 1, 100), Pushed::Queued);
         assert_eq!(o.push(b("two\r\n"), 1, 100), Pushed::Queued);
         assert_eq!(o.unsent(), 10);
-        let Taken::Data(v) = o.take(Vec::new()) else { panic!("expected data") };
+        let Taken::Data(v) = o.take(Vec::new()) else {
+            panic!("expected data")
+        };
         assert_eq!(v, vec![b("one\r\n"), b("two\r\n")]);
         assert!(matches!(o.take(Vec::new()), Taken::Empty));
         o.sent(10);
@@ -319,14 +328,20 @@ mod tests {
         o.close(Close::Flush(LeaveReason::Closed));
         assert_eq!(o.push(b("late\r\n"), 1, 100), Pushed::Closed);
         assert!(matches!(o.take(Vec::new()), Taken::Data(v) if v.len() == 1));
-        assert!(matches!(o.take(Vec::new()), Taken::Done(Close::Flush(LeaveReason::Closed))));
+        assert!(matches!(
+            o.take(Vec::new()),
+            Taken::Done(Close::Flush(LeaveReason::Closed))
+        ));
 
         let o = Outbox::default();
         o.push(b("queued\r\n"), 1, 100);
         o.close(Close::Flush(LeaveReason::Closed));
         o.close(Close::Abort(LeaveReason::QueueFull));
         // The first reason is kept; only the mode is upgraded.
-        assert!(matches!(o.take(Vec::new()), Taken::Done(Close::Abort(LeaveReason::Closed))));
+        assert!(matches!(
+            o.take(Vec::new()),
+            Taken::Done(Close::Abort(LeaveReason::Closed))
+        ));
     }
 
     #[test]

@@ -49,7 +49,11 @@ async fn serve(
     let mut hup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
     let app = App::bind(config)?;
     let hub = app.hub().clone();
-    let reloader = Reloader { path, overrides, log };
+    let reloader = Reloader {
+        path,
+        overrides,
+        log,
+    };
     let stop = async move {
         loop {
             tokio::select! {
@@ -89,10 +93,18 @@ impl Reloader {
         };
         let old = hub.config();
         if new.listen != old.listen {
-            warn!(event = "reload", key = "listen", "listen addresses change only on restart; ignored");
+            warn!(
+                event = "reload",
+                key = "listen",
+                "listen addresses change only on restart; ignored"
+            );
         }
         if new.admin_socket != old.admin_socket || new.admin_socket_mode != old.admin_socket_mode {
-            warn!(event = "reload", key = "admin_socket", "admin socket changes only on restart; ignored");
+            warn!(
+                event = "reload",
+                key = "admin_socket",
+                "admin socket changes only on restart; ignored"
+            );
         }
         if let Err(e) = self.log.set_filter(&new.log_level) {
             warn!(event = "reload", key = "log_level", error = %e, "log level not applied");
@@ -115,7 +127,11 @@ fn raise_nofile_limit() -> u64 {
     use nix::sys::resource::{Resource, getrlimit, setrlimit};
     match getrlimit(Resource::RLIMIT_NOFILE) {
         Ok((soft, hard)) if soft < hard => {
-            if setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() { hard } else { soft }
+            if setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+                hard
+            } else {
+                soft
+            }
         }
         Ok((soft, _)) => soft,
         Err(_) => 0,

@@ -144,8 +144,11 @@ impl State {
     }
 
     fn sorted_names(&self) -> Vec<Arc<str>> {
-        let mut names: Vec<(&str, &Arc<str>)> =
-            self.members.values().map(|m| (m.key.as_str(), &m.nick)).collect();
+        let mut names: Vec<(&str, &Arc<str>)> = self
+            .members
+            .values()
+            .map(|m| (m.key.as_str(), &m.nick))
+            .collect();
         names.sort_unstable_by(|a, b| a.0.cmp(b.0));
         names.into_iter().map(|(_, n)| n.clone()).collect()
     }
@@ -206,7 +209,10 @@ impl Hub {
 
     /// The configuration in force.
     pub fn config(&self) -> Arc<Config> {
-        self.config.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.config
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Replaces the configuration (reload). Limits apply to existing clients from their next line/push.
@@ -222,7 +228,10 @@ impl Hub {
 
     /// What a new connection is sent first: the MOTD and the nickname prompt.
     pub fn greeting(&self) -> Bytes {
-        self.greeting.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.greeting
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Admits a new connection (still without a nickname), or says why not.
@@ -282,7 +291,11 @@ impl Hub {
                 return Err(NickRefused::Taken);
             }
             st.nicks.insert(key.clone(), id);
-            let member = Member { nick: nick.clone(), key, client: client.clone() };
+            let member = Member {
+                nick: nick.clone(),
+                key,
+                client: client.clone(),
+            };
             st.members.insert(id, member);
             let n = st.members.len();
             let mut welcome = BytesMut::new();
@@ -294,7 +307,11 @@ impl Hub {
                     format::push_notice(&mut welcome, &line);
                 } else {
                     format::push_notice(&mut welcome, &format!("Welcome, {nick}! {n} online:"));
-                    format::push_name_lines(&mut welcome, names.iter().map(|s| &**s), NAME_LINE_WIDTH);
+                    format::push_name_lines(
+                        &mut welcome,
+                        names.iter().map(|s| &**s),
+                        NAME_LINE_WIDTH,
+                    );
                 }
                 st.fan_out(Some(id), &notice(&format!("{nick} joined")), 1, &mut slow);
             } else {
@@ -352,8 +369,12 @@ impl Hub {
         let mut slow = Vec::new();
         let len = buf.len() as u64;
         self.lock().fan_out(Some(from), &buf, lines, &mut slow);
-        self.counters.lines_relayed.fetch_add(u64::from(lines), Ordering::Relaxed);
-        self.counters.bytes_relayed.fetch_add(len, Ordering::Relaxed);
+        self.counters
+            .lines_relayed
+            .fetch_add(u64::from(lines), Ordering::Relaxed);
+        self.counters
+            .bytes_relayed
+            .fetch_add(len, Ordering::Relaxed);
         self.drop_slow(slow);
     }
 
@@ -364,7 +385,11 @@ impl Hub {
             let st = self.lock();
             let id = *st.nicks.get(&key)?;
             let m = st.members.get(&id)?;
-            (m.nick.clone(), m.client.outbox.push(line, 1, st.queue_limit), id)
+            (
+                m.nick.clone(),
+                m.client.outbox.push(line, 1, st.queue_limit),
+                id,
+            )
         };
         if pushed == Pushed::Overflow {
             self.drop_slow(vec![id]);
@@ -551,5 +576,9 @@ impl Hub {
 /// The MOTD (sanitised like any client text) followed by the nickname prompt.
 fn greeting(config: &Config) -> Bytes {
     let motd: Vec<String> = config.motd.iter().map(|l| sanitise_str(l)).collect();
-    notices(motd.iter().map(String::as_str).chain([crate::session::NICK_PROMPT]))
+    notices(
+        motd.iter()
+            .map(String::as_str)
+            .chain([crate::session::NICK_PROMPT]),
+    )
 }

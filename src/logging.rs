@@ -59,7 +59,9 @@ pub fn init(directive: &str) -> Result<(LogHandle, Sink), String> {
     let registry = tracing_subscriber::registry().with(filter);
     let journal = if stderr_is_journal() {
         tracing_journald::layer().ok().map(|layer| {
-            layer.with_field_prefix(None).with_syslog_identifier(SYSLOG_IDENTIFIER.to_owned())
+            layer
+                .with_field_prefix(None)
+                .with_syslog_identifier(SYSLOG_IDENTIFIER.to_owned())
         })
     } else {
         None

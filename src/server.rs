@@ -67,7 +67,8 @@ pub async fn accept_loop(
         match hub.register(peer) {
             Ok(client) => {
                 configure(&stream, &hub);
-                let span = info_span!("session", client = client.id, peer = %peer, nick = field::Empty);
+                let span =
+                    info_span!("session", client = client.id, peer = %peer, nick = field::Empty);
                 debug!(parent: &span, "connected");
                 tracker.spawn(session::run(hub.clone(), client, stream).instrument(span));
             }
@@ -130,7 +131,10 @@ fn is_per_connection(e: &io::Error) -> bool {
             | io::ErrorKind::ConnectionReset
             | io::ErrorKind::Interrupted
             | io::ErrorKind::WouldBlock
-    ) || matches!(e.raw_os_error(), Some(libc_errno::EPROTO | libc_errno::EPERM))
+    ) || matches!(
+        e.raw_os_error(),
+        Some(libc_errno::EPROTO | libc_errno::EPERM)
+    )
 }
 
 fn is_resource_exhaustion(e: &io::Error) -> bool {

@@ -54,7 +54,11 @@ pub async fn run(hub: Arc<Hub>, client: Arc<Client>, stream: TcpStream) {
     let cfg = hub.config();
     client.outbox.push(hub.greeting(), 1, usize::MAX);
 
-    let mut writer = Writer { client: client.clone(), hub: hub.clone(), spare: Vec::new() };
+    let mut writer = Writer {
+        client: client.clone(),
+        hub: hub.clone(),
+        spare: Vec::new(),
+    };
     let mut reader = Reader::new(hub.clone(), client.clone(), cfg);
     let writing = writer.run(&stream);
     tokio::pin!(writing);
@@ -70,7 +74,6 @@ pub async fn run(hub: Arc<Hub>, client: Arc<Client>, stream: TcpStream) {
             }
         }
     };
-    drop(writing);
     match end {
         WriterEnd::Done(Close::Flush(reason)) => {
             hub.leave(id, reason);
@@ -150,7 +153,10 @@ impl Writer {
                 Ok(0) => return Err(WriterEnd::Failed(LeaveReason::Closed)),
                 Ok(mut written) => {
                     self.client.outbox.sent(written);
-                    self.client.stats.bytes_out.fetch_add(written as u64, Ordering::Relaxed);
+                    self.client
+                        .stats
+                        .bytes_out
+                        .fetch_add(written as u64, Ordering::Relaxed);
                     while written > 0 {
                         let len = batch[head].len();
                         if written >= len {
@@ -197,7 +203,12 @@ struct TokenBucket {
 
 impl TokenBucket {
     fn new(flood: Flood) -> Self {
-        TokenBucket { flood, tokens: f64::from(flood.burst), last: Instant::now(), throttled: false }
+        TokenBucket {
+            flood,
+            tokens: f64::from(flood.burst),
+            last: Instant::now(),
+            throttled: false,
+        }
     }
 
     fn refill(&mut self, now: Instant) {
@@ -340,14 +351,23 @@ impl Reader {
         READ_BUF.with_borrow_mut(|buf| match stream.try_read(buf) {
             Ok(0) => Read::Eof,
             Ok(n) => {
-                self.ctx.client.stats.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+                self.ctx
+                    .client
+                    .stats
+                    .bytes_in
+                    .fetch_add(n as u64, Ordering::Relaxed);
                 let used = self.feed(&buf[..n]);
                 if used < n {
                     self.backlog = buf[used..n].to_vec();
                 }
                 Read::Data
             }
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ) =>
+            {
                 Read::WouldBlock
             }
             Err(_) => Read::Error,
@@ -384,7 +404,12 @@ impl LineCtx {
     /// Queues a reply for this client alone. A client that does not read its own replies is as slow
     /// as one that does not read the room.
     fn reply(&mut self, buf: Bytes, lines: u32) {
-        if self.client.outbox.push(buf, lines, self.cfg.max_queue_bytes) == Pushed::Overflow {
+        if self
+            .client
+            .outbox
+            .push(buf, lines, self.cfg.max_queue_bytes)
+            == Pushed::Overflow
+        {
             self.leave.get_or_insert(LeaveReason::QueueFull);
         }
     }
@@ -408,7 +433,8 @@ impl LineCtx {
     fn flush(&mut self) {
         if self.batch_lines > 0 {
             let buf = std::mem::take(&mut self.batch).freeze();
-            self.hub.publish(self.id(), buf, std::mem::take(&mut self.batch_lines));
+            self.hub
+                .publish(self.id(), buf, std::mem::take(&mut self.batch_lines));
         }
     }
 
@@ -431,7 +457,9 @@ impl LineCtx {
         let raw = match frame {
             Frame::TooLong => {
                 let max = self.cfg.max_line_bytes;
-                self.say(&format!("Line too long (limit {max} bytes); it was not sent."));
+                self.say(&format!(
+                    "Line too long (limit {max} bytes); it was not sent."
+                ));
                 return self.next_step();
             }
             Frame::Line(raw) => raw,
@@ -463,7 +491,11 @@ impl LineCtx {
                 if !bucket.throttled {
                     bucket.throttled = true;
                     self.hub.counters.throttled.fetch_add(1, Ordering::Relaxed);
-                    info!(client = self.id(), event = "throttle", "flood limit reached; slowing reads");
+                    info!(
+                        client = self.id(),
+                        event = "throttle",
+                        "flood limit reached; slowing reads"
+                    );
                 }
             }
             self.next_step()
@@ -540,9 +572,9 @@ impl LineCtx {
             }
             ClientCmd::Help => self.reply(notices(HELP.iter().copied()), HELP.len() as u32),
             ClientCmd::Usage(usage) => self.say(usage),
-            ClientCmd::Unknown(name) => {
-                self.say(&format!("Unknown command /{name}; type /help for the list."))
-            }
+            ClientCmd::Unknown(name) => self.say(&format!(
+                "Unknown command /{name}; type /help for the list."
+            )),
         }
     }
 }

@@ -8,17 +8,20 @@ use groupchatd::config::{Config, EX_CONFIG};
 
 fn main() -> ExitCode {
     let args = DaemonArgs::parse();
-    let (config, path) = match Config::load_effective(args.config.as_deref()).and_then(|(mut c, p)| {
-        c.apply_overrides(&args.overrides())?;
-        Ok((c, p))
-    }) {
-        Ok(loaded) => loaded,
-        Err(e) => {
-            eprintln!("groupchatd: configuration error: {e}");
-            return ExitCode::from(EX_CONFIG as u8);
-        }
-    };
-    let source = path.as_ref().map_or("built-in defaults".to_owned(), |p| p.display().to_string());
+    let (config, path) =
+        match Config::load_effective(args.config.as_deref()).and_then(|(mut c, p)| {
+            c.apply_overrides(&args.overrides())?;
+            Ok((c, p))
+        }) {
+            Ok(loaded) => loaded,
+            Err(e) => {
+                eprintln!("groupchatd: configuration error: {e}");
+                return ExitCode::from(EX_CONFIG as u8);
+            }
+        };
+    let source = path
+        .as_ref()
+        .map_or("built-in defaults".to_owned(), |p| p.display().to_string());
     if args.check_config {
         println!("groupchatd: configuration OK ({source})");
         return ExitCode::SUCCESS;

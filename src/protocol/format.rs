@@ -89,7 +89,10 @@ mod tests {
         push_action(&mut out, "alice", "waves");
         push_private(&mut out, "alice", "psst");
         push_notice(&mut out, "bob joined");
-        assert_eq!(&out[..], b"<alice> hi\r\n* alice waves\r\n*alice* psst\r\n*** bob joined\r\n");
+        assert_eq!(
+            &out[..],
+            b"<alice> hi\r\n* alice waves\r\n*alice* psst\r\n*** bob joined\r\n"
+        );
         assert_eq!(&notice("x")[..], b"*** x\r\n");
         assert_eq!(&notices(["a", "b"])[..], b"*** a\r\n*** b\r\n");
     }
@@ -105,7 +108,10 @@ mod tests {
         let mut seen = Vec::new();
         for l in &lines {
             let body = l.strip_prefix("*** ").unwrap();
-            assert!(body.len() <= 40 || !body.contains(", "), "line too wide: {body}");
+            assert!(
+                body.len() <= 40 || !body.contains(", "),
+                "line too wide: {body}"
+            );
             seen.extend(body.split(", ").map(str::to_owned));
         }
         assert_eq!(seen, names);

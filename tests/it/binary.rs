@@ -19,7 +19,8 @@ pub struct Scratch(pub PathBuf);
 
 impl Scratch {
     pub fn new(name: &str) -> Scratch {
-        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}", std::process::id()));
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         Scratch(dir)
@@ -39,9 +40,18 @@ impl Drop for Scratch {
 }
 
 fn check_config(path: &std::path::Path) -> (i32, String, String) {
-    let out = Command::new(BIN).arg("--check-config").arg("--config").arg(path).output().unwrap();
+    let out = Command::new(BIN)
+        .arg("--check-config")
+        .arg("--config")
+        .arg(path)
+        .output()
+        .unwrap();
     let text = |b: Vec<u8>| String::from_utf8_lossy(&b).into_owned();
-    (out.status.code().unwrap_or(-1), text(out.stdout), text(out.stderr))
+    (
+        out.status.code().unwrap_or(-1),
+        text(out.stdout),
+        text(out.stderr),
+    )
 }
 
 #[test]
@@ -57,7 +67,11 @@ fn bad_config_exits_78_and_names_file_and_key() {
     let dir = Scratch::new("bad-config");
     let cases = [
         ("range.toml", "max_line_bytes = 10\n", "max_line_bytes"),
-        ("unknown.toml", "listen = [\"127.0.0.1:0\"]\nfrobnicate = 1\n", "frobnicate"),
+        (
+            "unknown.toml",
+            "listen = [\"127.0.0.1:0\"]\nfrobnicate = 1\n",
+            "frobnicate",
+        ),
         ("type.toml", "max_clients = \"lots\"\n", "max_clients"),
         ("addr.toml", "listen = [\"not-an-address\"]\n", "listen"),
     ];
@@ -65,16 +79,26 @@ fn bad_config_exits_78_and_names_file_and_key() {
         let path = dir.file(file, text);
         let (code, _, stderr) = check_config(&path);
         assert_eq!(code, 78, "{file}: {stderr}");
-        assert!(stderr.contains(file) && stderr.contains(key), "{file}: {stderr}");
+        assert!(
+            stderr.contains(file) && stderr.contains(key),
+            "{file}: {stderr}"
+        );
         // Starting (not just checking) fails the same way, before binding anything.
-        let out = Command::new(BIN).arg("--config").arg(&path).output().unwrap();
+        let out = Command::new(BIN)
+            .arg("--config")
+            .arg(&path)
+            .output()
+            .unwrap();
         assert_eq!(out.status.code(), Some(78), "{file}");
     }
     let missing = dir.0.join("missing.toml");
     let (code, _, stderr) = check_config(&missing);
     assert_eq!(code, 78);
     assert!(stderr.contains("missing.toml"), "{stderr}");
-    let out = Command::new(BIN).args(["--check-config", "--listen", "nonsense"]).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["--check-config", "--listen", "nonsense"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(78));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--listen"));
 }
@@ -125,7 +149,12 @@ impl Daemon {
     fn listening_addr(&self) -> SocketAddr {
         let line = self.log_line("listening for chat connections");
         let start = line.find("addr=").expect("addr field") + 5;
-        line[start..].split_whitespace().next().unwrap().parse().unwrap()
+        line[start..]
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
     }
 
     fn signal(&self, sig: Signal) {
@@ -138,7 +167,10 @@ impl Daemon {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status.code().unwrap_or(-1);
             }
-            assert!(Instant::now() < deadline, "daemon did not exit within {bound:?}");
+            assert!(
+                Instant::now() < deadline,
+                "daemon did not exit within {bound:?}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -156,7 +188,10 @@ impl Drop for Daemon {
 #[tokio::test]
 async fn sigterm_tells_clients_and_exits_0() {
     let dir = Scratch::new("sigterm");
-    let cfg = dir.file("g.toml", "motd = \"hello from the binary\"\nshutdown_grace_secs = 3\n");
+    let cfg = dir.file(
+        "g.toml",
+        "motd = \"hello from the binary\"\nshutdown_grace_secs = 3\n",
+    );
     let mut d = Daemon::start(&["--config", cfg.to_str().unwrap(), "--listen", "127.0.0.1:0"]);
     let addr = d.listening_addr();
     let mut c = TestClient::connect(addr).await;

@@ -37,7 +37,8 @@ async fn welcome_lists_who_is_online() {
     let mut c = srv.client().await;
     c.read_until_line("*** Choose a nickname:").await;
     c.send("carol").await;
-    c.expect("*** Welcome, carol! 3 online: alice, Bob, carol").await;
+    c.expect("*** Welcome, carol! 3 online: alice, Bob, carol")
+        .await;
 }
 
 #[tokio::test]
@@ -82,7 +83,9 @@ async fn input_sent_before_the_prompt_is_not_lost() {
     a.expect("*** bob joined").await;
     a.expect("<bob> first").await;
     a.expect("<bob> second").await;
-    piped.read_until_line("*** Welcome, bob! 2 online: alice, bob").await;
+    piped
+        .read_until_line("*** Welcome, bob! 2 online: alice, bob")
+        .await;
 }
 
 #[tokio::test]
@@ -95,9 +98,15 @@ async fn nickname_rules() {
         ("alice", "*** that nickname is taken"),
         ("ALICE", "*** that nickname is taken"),
         ("server", "*** that nickname is reserved"),
-        ("bob smith", "*** ' ' is not allowed in a nickname (use letters, digits, _ and -)"),
+        (
+            "bob smith",
+            "*** ' ' is not allowed in a nickname (use letters, digits, _ and -)",
+        ),
         ("1234", "*** a nickname needs at least one letter"),
-        ("abcdefghijklmnopqrstuvwxy", "*** nicknames are at most 24 characters"),
+        (
+            "abcdefghijklmnopqrstuvwxy",
+            "*** nicknames are at most 24 characters",
+        ),
     ];
     for (nick, why) in refusals {
         c.send(nick).await;
@@ -138,7 +147,8 @@ async fn commands() {
     c.expect("<alice> /etc/passwd is a path").await;
 
     a.send("/frobnicate").await;
-    a.expect("*** Unknown command /frobnicate; type /help for the list.").await;
+    a.expect("*** Unknown command /frobnicate; type /help for the list.")
+        .await;
     a.send("/help").await;
     let help = a.line().await;
     assert!(help.starts_with("*** "), "{help}");
@@ -148,7 +158,8 @@ async fn commands() {
         x.read_until_line("*** alice is now known as alicia").await;
     }
     b.send("/nick ALICIA").await;
-    b.expect("*** Cannot change nickname: that nickname is taken").await;
+    b.expect("*** Cannot change nickname: that nickname is taken")
+        .await;
     a.send("after rename").await;
     b.expect("<alicia> after rename").await;
     c.expect("<alicia> after rename").await;
@@ -190,9 +201,16 @@ async fn order_is_the_same_for_every_receiver() {
     }
     assert_eq!(seen1, seen2, "both receivers see one total order");
     for i in 0..3 {
-        let mine: Vec<_> = seen1.iter().filter(|l| l.starts_with(&format!("<s{i}> "))).cloned().collect();
+        let mine: Vec<_> = seen1
+            .iter()
+            .filter(|l| l.starts_with(&format!("<s{i}> ")))
+            .cloned()
+            .collect();
         let want: Vec<_> = (0..N).map(|n| format!("<s{i}> m{n}")).collect();
-        assert_eq!(mine, want, "sender s{i}'s lines arrive complete and in order");
+        assert_eq!(
+            mine, want,
+            "sender s{i}'s lines arrive complete and in order"
+        );
     }
     for t in tasks {
         t.await.unwrap();
@@ -229,7 +247,9 @@ async fn reset_mid_line_is_cleaned_up_and_not_relayed() {
     a.expect("*** bob joined").await;
     let TestClient { writer, reader } = b;
     let mut stream = reader.into_inner().reunite(writer).unwrap();
-    tokio::io::AsyncWriteExt::write_all(&mut stream, b"half a li").await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut stream, b"half a li")
+        .await
+        .unwrap();
     stream.set_zero_linger().unwrap();
     drop(stream); // RST
     a.expect("*** bob left (connection closed)").await;

@@ -11,7 +11,10 @@ use crate::support::*;
 async fn stalled_reader(srv: &TestServer, nick: &str) -> TestClient {
     let sock = TcpSocket::new_v4().unwrap();
     sock.set_recv_buffer_size(4096).unwrap();
-    let stream = tokio::time::timeout(WAIT, sock.connect(srv.addr)).await.unwrap().unwrap();
+    let stream = tokio::time::timeout(WAIT, sock.connect(srv.addr))
+        .await
+        .unwrap()
+        .unwrap();
     let mut c = TestClient::from_stream(stream);
     c.read_until_line("*** Choose a nickname:").await;
     c.send(nick).await;
@@ -22,7 +25,11 @@ async fn stalled_reader(srv: &TestServer, nick: &str) -> TestClient {
 /// Enough bytes to fill any loopback socket buffers this kernel can give one connection.
 fn more_than_kernel_buffers() -> usize {
     let wmem = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_wmem").unwrap_or_default();
-    let max = wmem.split_whitespace().last().and_then(|v| v.parse().ok()).unwrap_or(4 << 20);
+    let max = wmem
+        .split_whitespace()
+        .last()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4 << 20);
     2 * max + (2 << 20)
 }
 
@@ -38,7 +45,10 @@ async fn flood_and_check(sender: TestClient, reader: &mut TestClient, total: usi
         let pad = "x".repeat(3980);
         for i in 0..lines {
             if i % IN_FLIGHT == 0 {
-                progress.wait_for(|&got| got + IN_FLIGHT >= i).await.unwrap();
+                progress
+                    .wait_for(|&got| got + IN_FLIGHT >= i)
+                    .await
+                    .unwrap();
             }
             sender.send(&format!("{i:08} {pad}")).await;
         }
@@ -49,7 +59,11 @@ async fn flood_and_check(sender: TestClient, reader: &mut TestClient, total: usi
     while next < lines {
         let l = reader.line().await;
         if let Some(body) = l.strip_prefix("<fast> ") {
-            assert_eq!(&body[..8], format!("{next:08}"), "line {next} arrives in order, intact");
+            assert_eq!(
+                &body[..8],
+                format!("{next:08}"),
+                "line {next} arrives in order, intact"
+            );
             assert_eq!(body.len(), 8 + 1 + 3980);
             next += 1;
             progress_tx.send_replace(next);
@@ -63,7 +77,10 @@ async fn flood_and_check(sender: TestClient, reader: &mut TestClient, total: usi
 
 #[tokio::test]
 async fn stalled_reader_is_cut_off_and_others_lose_nothing() {
-    let srv = TestServer::start(Config { max_queue_bytes: 1 << 20, ..test_config() });
+    let srv = TestServer::start(Config {
+        max_queue_bytes: 1 << 20,
+        ..test_config()
+    });
     let mut good = srv.join("good").await;
     let slow = stalled_reader(&srv, "slow").await;
     good.expect("*** slow joined").await;
@@ -74,7 +91,13 @@ async fn stalled_reader_is_cut_off_and_others_lose_nothing() {
     if !notices.iter().any(|n| n == left) {
         good.read_until_line(left).await;
     }
-    assert!(srv.hub.counters.slow_drops.load(std::sync::atomic::Ordering::Relaxed) >= 1);
+    assert!(
+        srv.hub
+            .counters
+            .slow_drops
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 1
+    );
     drop(slow);
 }
 
@@ -100,7 +123,10 @@ async fn reader_that_accepts_nothing_is_dropped_after_the_write_timeout() {
 #[tokio::test]
 async fn flood_is_slowed_not_dropped() {
     let srv = TestServer::start(Config {
-        flood: Some(Flood { burst: 3, per_sec: 50.0 }),
+        flood: Some(Flood {
+            burst: 3,
+            per_sec: 50.0,
+        }),
         ..test_config()
     });
     let mut a = srv.join("alice").await;
@@ -111,7 +137,13 @@ async fn flood_is_slowed_not_dropped() {
     for i in 0..20 {
         a.expect(&format!("<bob> flood {i}")).await;
     }
-    assert_eq!(srv.hub.counters.throttled.load(std::sync::atomic::Ordering::Relaxed), 1);
+    assert_eq!(
+        srv.hub
+            .counters
+            .throttled
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
     // The throttled client is still connected and chatting.
     b.send("still here").await;
     a.expect("<bob> still here").await;
@@ -119,7 +151,11 @@ async fn flood_is_slowed_not_dropped() {
 
 #[tokio::test]
 async fn overlong_lines_are_refused_without_buffering_and_the_connection_survives() {
-    let srv = TestServer::start(Config { max_line_bytes: 64, max_queue_bytes: 4096, ..test_config() });
+    let srv = TestServer::start(Config {
+        max_line_bytes: 64,
+        max_queue_bytes: 4096,
+        ..test_config()
+    });
     let mut a = srv.join("alice").await;
     let mut b = srv.join("bob").await;
     a.expect("*** bob joined").await;
@@ -127,13 +163,15 @@ async fn overlong_lines_are_refused_without_buffering_and_the_connection_survive
     b.send(&exactly).await;
     a.expect(&format!("<bob> {exactly}")).await;
     b.send(&"z".repeat(65)).await;
-    b.expect("*** Line too long (limit 64 bytes); it was not sent.").await;
+    b.expect("*** Line too long (limit 64 bytes); it was not sent.")
+        .await;
     // A 10 MiB line without a newline: told once, nothing buffered, then the next line works.
     let chunk = vec![b'q'; 1 << 20];
     for _ in 0..10 {
         b.send_raw(&chunk).await;
     }
-    b.expect("*** Line too long (limit 64 bytes); it was not sent.").await;
+    b.expect("*** Line too long (limit 64 bytes); it was not sent.")
+        .await;
     b.send_raw(b"\nafter\n").await;
     a.expect("<bob> after").await;
 }
@@ -146,7 +184,8 @@ async fn invalid_utf8_is_replaced_and_the_sender_told_once() {
     a.expect("*** bob joined").await;
     b.send_raw(b"caf\xe9\n").await;
     a.expect("<bob> caf\u{FFFD}").await;
-    b.expect("*** This server expects UTF-8; invalid bytes were replaced with \u{FFFD}.").await;
+    b.expect("*** This server expects UTF-8; invalid bytes were replaced with \u{FFFD}.")
+        .await;
     b.send_raw(b"\xff\xfe again\n").await;
     a.expect("<bob> again").await; // 0xFF 0xFE is telnet IAC DONT: consumed with its option byte
     b.send_raw(b"\xc3\x28 twice\n").await;
@@ -160,9 +199,11 @@ async fn terminal_escapes_and_controls_never_reach_other_terminals() {
     let mut a = srv.join("alice").await;
     let mut b = srv.join("bob").await;
     a.expect("*** bob joined").await;
-    b.send_raw(b"\x1b[31mred\x1b[0m \x1b]0;pwned\x07x\rY\x08Z\tend\n").await;
+    b.send_raw(b"\x1b[31mred\x1b[0m \x1b]0;pwned\x07x\rY\x08Z\tend\n")
+        .await;
     a.expect("<bob> red xZ end").await;
-    b.send_raw("\u{202E}evil\u{2066} \u{2028}ok\x1b[2J\x1b[H\x07\n".as_bytes()).await;
+    b.send_raw("\u{202E}evil\u{2066} \u{2028}ok\x1b[2J\x1b[H\x07\n".as_bytes())
+        .await;
     a.expect("<bob> evil ok").await;
     b.send_raw(b"*** fake server line\n").await;
     a.expect("<bob> *** fake server line").await;
@@ -173,7 +214,8 @@ async fn telnet_negotiation_is_consumed() {
     let srv = TestServer::start(test_config());
     let mut a = srv.join("alice").await;
     let mut t = srv.client().await;
-    t.send_raw(b"\xff\xfb\x01\xff\xfd\x03\xff\xfa\x18\x00xterm\xff\xf0").await;
+    t.send_raw(b"\xff\xfb\x01\xff\xfd\x03\xff\xfa\x18\x00xterm\xff\xf0")
+        .await;
     t.read_until_line("*** Choose a nickname:").await;
     t.send_raw(b"tel\xff\xf1net\r\0hel\xff\xfd\x01lo\r\n").await;
     a.expect("*** telnet joined").await;
@@ -182,7 +224,10 @@ async fn telnet_negotiation_is_consumed() {
 
 #[tokio::test]
 async fn server_full_and_per_ip_limit_refuse_politely() {
-    let srv = TestServer::start(Config { max_clients: 2, ..test_config() });
+    let srv = TestServer::start(Config {
+        max_clients: 2,
+        ..test_config()
+    });
     let mut a = srv.join("alice").await;
     let _b = srv.join("bob").await;
     a.expect("*** bob joined").await;
@@ -197,8 +242,14 @@ async fn server_full_and_per_ip_limit_refuse_politely() {
     });
     let _a = srv.join("alice").await;
     let mut second = srv.client().await;
-    assert_eq!(second.expect_closed().await, vec!["*** too many connections from your address"]);
-    let exempt = TestServer::start(Config { max_clients_per_ip: 1, ..test_config() });
+    assert_eq!(
+        second.expect_closed().await,
+        vec!["*** too many connections from your address"]
+    );
+    let exempt = TestServer::start(Config {
+        max_clients_per_ip: 1,
+        ..test_config()
+    });
     let _x = exempt.join("x").await;
     let _y = exempt.join("y").await; // loopback is exempt by default
 }
@@ -217,13 +268,19 @@ async fn handshake_timeout_closes_with_a_reason() {
     });
     let mut c = srv.client().await;
     c.read_until_line("*** Choose a nickname:").await;
-    assert_eq!(c.expect_closed().await, vec!["*** No nickname within 1 s; goodbye."]);
+    assert_eq!(
+        c.expect_closed().await,
+        vec!["*** No nickname within 1 s; goodbye."]
+    );
     srv.wait_connections(0).await;
 }
 
 #[tokio::test]
 async fn idle_timeout_disconnects_quiet_members() {
-    let srv = TestServer::start(Config { idle_timeout: Some(Duration::from_secs(1)), ..test_config() });
+    let srv = TestServer::start(Config {
+        idle_timeout: Some(Duration::from_secs(1)),
+        ..test_config()
+    });
     let mut b = srv.join("bob").await;
     let mut a = srv.join("alice").await;
     // alice stays active (a /who every 200 ms) while bob says nothing; bounded by WAIT.
@@ -236,7 +293,9 @@ async fn idle_timeout_disconnects_quiet_members() {
             }
         }
     };
-    tokio::time::timeout(WAIT, watch).await.expect("bob idles out while alice stays");
+    tokio::time::timeout(WAIT, watch)
+        .await
+        .expect("bob idles out while alice stays");
     let last = b.expect_closed().await.pop();
     assert_eq!(last.as_deref(), Some("*** Idle for 1 s; disconnecting."));
 }

@@ -45,7 +45,12 @@ impl TestServer {
         let task = tokio::spawn(app.run(async move {
             let _ = rx.await;
         }));
-        TestServer { addr, hub, stop: Some(tx), task: Some(task) }
+        TestServer {
+            addr,
+            hub,
+            stop: Some(tx),
+            task: Some(task),
+        }
     }
 
     /// Triggers the graceful stop and waits (bounded) for `run` to return.
@@ -67,14 +72,22 @@ impl TestServer {
         c.read_until_line("*** Choose a nickname:").await;
         c.send(nick).await;
         let welcome = c.line().await;
-        assert!(welcome.starts_with(&format!("*** Welcome, {nick}!")), "welcome: {welcome:?}");
+        assert!(
+            welcome.starts_with(&format!("*** Welcome, {nick}!")),
+            "welcome: {welcome:?}"
+        );
         c.read_until_line("*** Type /help for commands.").await;
         c
     }
 
     /// Waits until the hub has exactly `n` connections.
     pub async fn wait_connections(&self, n: usize) {
-        wait_for(&self.hub, || self.hub.counts().0 == n, &format!("{n} connections")).await;
+        wait_for(
+            &self.hub,
+            || self.hub.counts().0 == n,
+            &format!("{n} connections"),
+        )
+        .await;
     }
 }
 
@@ -98,13 +111,19 @@ pub struct TestClient {
 
 impl TestClient {
     pub async fn connect(addr: SocketAddr) -> TestClient {
-        let stream = tokio::time::timeout(WAIT, TcpStream::connect(addr)).await.unwrap().unwrap();
+        let stream = tokio::time::timeout(WAIT, TcpStream::connect(addr))
+            .await
+            .unwrap()
+            .unwrap();
         Self::from_stream(stream)
     }
 
     pub fn from_stream(stream: TcpStream) -> TestClient {
         let (r, w) = stream.into_split();
-        TestClient { reader: BufReader::new(r), writer: w }
+        TestClient {
+            reader: BufReader::new(r),
+            writer: w,
+        }
     }
 
     /// Sends `text` followed by LF.
