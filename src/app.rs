@@ -15,8 +15,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
+use crate::admin::{self, AdminCtx, AdminError, AdminSocket};
 use crate::config::Config;
 use crate::hub::Hub;
+use crate::reload::Reloader;
 use crate::server;
 
 /// Listen backlog: deep enough that a join storm waits in the kernel rather than being refused.
@@ -33,33 +35,60 @@ pub struct BindError {
     pub source: std::io::Error,
 }
 
+/// Why the daemon could not start serving.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A chat listener.
+    #[error(transparent)]
+    Bind(#[from] BindError),
+    /// The admin socket.
+    #[error(transparent)]
+    Admin(#[from] AdminError),
+}
+
 /// A bound, not yet serving, daemon.
 pub struct App {
     hub: Arc<Hub>,
     listeners: Vec<TcpListener>,
+    admin: AdminSocket,
+    reloader: Option<Arc<Reloader>>,
     tracker: TaskTracker,
     stop: CancellationToken,
 }
 
 impl App {
-    /// Binds every `listen` address of `config`.
-    pub fn bind(config: Config) -> Result<App, BindError> {
+    /// Binds every `listen` address of `config`, then the admin socket.
+    pub fn bind(config: Config) -> Result<App, StartError> {
         let listeners = config
             .listen
             .iter()
             .map(|&addr| listen(addr).map_err(|source| BindError { addr, source }))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Self::with_listeners(config, listeners))
+        let admin = bind_admin(&config)?;
+        Ok(Self::with_listeners(config, listeners, admin))
     }
 
-    /// Serves on listeners bound elsewhere (socket activation, tests).
-    pub fn with_listeners(config: Config, listeners: Vec<TcpListener>) -> App {
+    /// Serves on sockets bound elsewhere (socket activation).
+    pub fn with_listeners(config: Config, listeners: Vec<TcpListener>, admin: AdminSocket) -> App {
         App {
             hub: Arc::new(Hub::new(Arc::new(config))),
             listeners,
+            admin,
+            reloader: None,
             tracker: TaskTracker::new(),
             stop: CancellationToken::new(),
         }
+    }
+
+    /// Enables `chatctl reload` (and lets a reload re-own the admin socket).
+    pub fn set_reloader(&mut self, reloader: Arc<Reloader>) {
+        reloader.set_admin_socket(self.admin.path());
+        self.reloader = Some(reloader);
+    }
+
+    /// Where the admin socket is.
+    pub fn admin_path(&self) -> &std::path::Path {
+        self.admin.path()
     }
 
     /// The addresses actually bound (with the real port when the config said port 0).
@@ -78,6 +107,12 @@ impl App {
     /// Serves until `shutdown` resolves, then stops gracefully: no new connections, every client is
     /// told `*** server shutting down`, queues are flushed for at most `shutdown_grace`.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let ctx = Arc::new(AdminCtx {
+            hub: self.hub.clone(),
+            listen: self.local_addrs(),
+            reloader: self.reloader.clone(),
+        });
+        let admin = tokio::spawn(admin::serve(self.admin, ctx, self.tracker.clone(), self.stop.clone()));
         for listener in self.listeners {
             if let Ok(addr) = listener.local_addr() {
                 info!(addr = %addr, event = "listening", "listening for chat connections");
@@ -93,6 +128,8 @@ impl App {
         let (connections, _, _) = self.hub.counts();
         info!(connections, event = "stopping", "shutting down");
         self.stop.cancel();
+        // The admin task owns the socket file; once it returns the file is gone.
+        let _ = admin.await;
         self.hub.shutdown();
         self.tracker.close();
         let grace = self.hub.config().shutdown_grace;
@@ -123,4 +160,10 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
     }
     socket.bind(addr)?;
     socket.listen(BACKLOG)
+}
+
+/// Binds the admin socket where the configuration (or the default resolution) says.
+fn bind_admin(config: &Config) -> Result<AdminSocket, AdminError> {
+    let path = admin::path::resolve(config.admin_socket.as_deref());
+    AdminSocket::bind(&path, config.admin_socket_mode, config.admin_group.as_deref())
 }

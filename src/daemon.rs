@@ -9,12 +9,12 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use tokio::signal::unix::{SignalKind, signal};
-use tracing::{error, info, warn};
+use tracing::info;
 
 use crate::app::App;
 use crate::config::{Config, Overrides};
-use crate::hub::Hub;
 use crate::logging::{self, LogHandle};
+use crate::reload::Reloader;
 
 /// Runs the daemon until SIGTERM/SIGINT. `path` is the configuration file in use, if any.
 pub fn run(config: Config, path: Option<PathBuf>, overrides: Overrides) -> anyhow::Result<()> {
@@ -47,78 +47,26 @@ async fn serve(
     let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
     let mut hup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
-    let app = App::bind(config)?;
+    let mut app = App::bind(config)?;
+    let reloader = Arc::new(Reloader::new(path, overrides, Some(log)));
+    app.set_reloader(reloader.clone());
     let hub = app.hub().clone();
-    let reloader = Reloader {
-        path,
-        overrides,
-        log,
-    };
     let stop = async move {
         loop {
             tokio::select! {
                 _ = term.recv() => { info!(signal = "SIGTERM", "stop requested"); break }
                 _ = int.recv() => { info!(signal = "SIGINT", "stop requested"); break }
-                _ = hup.recv() => { let _ = reloader.reload(&hub); }
+                _ = hup.recv() => {
+                    info!(signal = "SIGHUP", "reload requested");
+                    let (reloader, hub) = (reloader.clone(), hub.clone());
+                    // File IO: off the async workers. Errors are logged by the reloader.
+                    let _ = tokio::task::spawn_blocking(move || reloader.reload(&hub)).await;
+                }
             }
         }
     };
     app.run(stop).await;
     Ok(())
-}
-
-/// Everything a reload needs to rebuild the configuration the way start-up did.
-pub struct Reloader {
-    /// The file read at start-up (None: built-in defaults, or the default path if it appears).
-    pub path: Option<PathBuf>,
-    /// Command-line flags, which keep beating the file after a reload.
-    pub overrides: Overrides,
-    /// To apply a new log level.
-    pub log: LogHandle,
-}
-
-impl Reloader {
-    /// Re-reads and applies the configuration. On error nothing changes and the error is returned.
-    pub fn reload(&self, hub: &Hub) -> Result<(), String> {
-        let loaded = Config::load_effective(self.path.as_deref()).and_then(|(mut c, _)| {
-            c.apply_overrides(&self.overrides)?;
-            Ok(c)
-        });
-        let new = match loaded {
-            Ok(c) => c,
-            Err(e) => {
-                error!(event = "reload", result = "failed", error = %e, "reload failed; keeping the old configuration");
-                return Err(e.to_string());
-            }
-        };
-        let old = hub.config();
-        if new.listen != old.listen {
-            warn!(
-                event = "reload",
-                key = "listen",
-                "listen addresses change only on restart; ignored"
-            );
-        }
-        if new.admin_socket != old.admin_socket || new.admin_socket_mode != old.admin_socket_mode {
-            warn!(
-                event = "reload",
-                key = "admin_socket",
-                "admin socket changes only on restart; ignored"
-            );
-        }
-        if let Err(e) = self.log.set_filter(&new.log_level) {
-            warn!(event = "reload", key = "log_level", error = %e, "log level not applied");
-        }
-        let applied = Config {
-            listen: old.listen.clone(),
-            admin_socket: old.admin_socket.clone(),
-            admin_socket_mode: old.admin_socket_mode,
-            ..new
-        };
-        hub.set_config(Arc::new(applied));
-        info!(event = "reload", result = "ok", "configuration reloaded");
-        Ok(())
-    }
 }
 
 /// Raises the soft RLIMIT_NOFILE to the hard limit: each client is a descriptor, and the default soft

@@ -8,8 +8,11 @@
 //! - [`session`]: one connection's task (handshake, reader, writer).
 //! - [`server`]: the accept loop and admission limits.
 //! - [`app`]: bind, run, graceful stop; the entry point for tests.
+//! - [`admin`]: the Unix control socket, its wire format ([`admin::proto`]) and `chatctl`'s client.
+//! - [`reload`]: transactional configuration reload (SIGHUP and `chatctl reload`).
 //! - [`daemon`], [`logging`], [`cli`]: the process around the app.
 
+pub mod admin;
 pub mod app;
 pub mod cli;
 pub mod client;
@@ -18,5 +21,6 @@ pub mod daemon;
 pub mod hub;
 pub mod logging;
 pub mod protocol;
+pub mod reload;
 pub mod server;
 pub mod session;

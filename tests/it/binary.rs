@@ -192,7 +192,15 @@ async fn sigterm_tells_clients_and_exits_0() {
         "g.toml",
         "motd = \"hello from the binary\"\nshutdown_grace_secs = 3\n",
     );
-    let mut d = Daemon::start(&["--config", cfg.to_str().unwrap(), "--listen", "127.0.0.1:0"]);
+    let sock = dir.0.join("admin.sock");
+    let mut d = Daemon::start(&[
+        "--config",
+        cfg.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-socket",
+        sock.to_str().unwrap(),
+    ]);
     let addr = d.listening_addr();
     let mut c = TestClient::connect(addr).await;
     c.expect("*** hello from the binary").await;

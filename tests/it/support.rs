@@ -5,6 +5,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use groupchatd::app::App;
@@ -19,10 +20,19 @@ use tokio::task::JoinHandle;
 /// Upper bound on any single expected event.
 pub const WAIT: Duration = Duration::from_secs(10);
 
-/// A config for tests: loopback, port 0, flood control off unless a test turns it on.
+/// A unique admin socket path for one test daemon (short: Unix socket paths are limited to 108 bytes).
+pub fn unique_socket_path() -> std::path::PathBuf {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    std::env::temp_dir().join(format!("gcd-it-{}-{n}.sock", std::process::id()))
+}
+
+/// A config for tests: loopback, port 0, its own admin socket, flood control off unless a test turns
+/// it on.
 pub fn test_config() -> Config {
     Config {
         listen: vec!["127.0.0.1:0".parse().unwrap()],
+        admin_socket: Some(unique_socket_path()),
         flood: None,
         ..Config::default()
     }
