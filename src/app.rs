@@ -112,7 +112,14 @@ impl App {
             listen: self.local_addrs(),
             reloader: self.reloader.clone(),
         });
-        let admin = tokio::spawn(admin::serve(self.admin, ctx, self.tracker.clone(), self.stop.clone()));
+        let admin_path = self.admin.path().display().to_string();
+        let addrs = self.local_addrs();
+        let admin = tokio::spawn(admin::serve(
+            self.admin,
+            ctx,
+            self.tracker.clone(),
+            self.stop.clone(),
+        ));
         for listener in self.listeners {
             if let Ok(addr) = listener.local_addr() {
                 info!(addr = %addr, event = "listening", "listening for chat connections");
@@ -124,6 +131,7 @@ impl App {
                 self.stop.clone(),
             ));
         }
+        info!(admin_socket = %admin_path, listen = ?addrs, event = "ready", "ready");
         shutdown.await;
         let (connections, _, _) = self.hub.counts();
         info!(connections, event = "stopping", "shutting down");
@@ -165,5 +173,9 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
 /// Binds the admin socket where the configuration (or the default resolution) says.
 fn bind_admin(config: &Config) -> Result<AdminSocket, AdminError> {
     let path = admin::path::resolve(config.admin_socket.as_deref());
-    AdminSocket::bind(&path, config.admin_socket_mode, config.admin_group.as_deref())
+    AdminSocket::bind(
+        &path,
+        config.admin_socket_mode,
+        config.admin_group.as_deref(),
+    )
 }

@@ -47,3 +47,64 @@ impl DaemonArgs {
         }
     }
 }
+
+/// chatctl: manage a running groupchatd over its admin socket (list, kick, announce, stats, reload).
+///
+/// Exit status: 0 success; 1 the daemon refused the request or the target does not exist;
+/// 69 the daemon is not reachable; 77 permission denied; 2 usage error.
+#[derive(Debug, Parser)]
+#[command(name = "chatctl", version, about, long_about)]
+pub struct CtlArgs {
+    /// Admin socket of the daemon. Default, as the daemon resolves it: $RUNTIME_DIRECTORY/admin.sock,
+    /// else /run/groupchatd/admin.sock for root, else $XDG_RUNTIME_DIR/groupchatd/admin.sock, else
+    /// /tmp/groupchatd-UID/admin.sock (falling back to /run/groupchatd/admin.sock when that exists).
+    #[arg(
+        short,
+        long,
+        global = true,
+        value_name = "PATH",
+        env = "GROUPCHATD_SOCKET"
+    )]
+    pub socket: Option<PathBuf>,
+
+    /// Print the daemon's reply as one line of JSON, for scripts.
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// Seconds to wait for the daemon's reply.
+    #[arg(long, global = true, value_name = "SECS", default_value_t = 5.0)]
+    pub timeout: f64,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: CtlCommand,
+}
+
+/// chatctl's subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum CtlCommand {
+    /// List connected clients: id, nickname, address, connected since and for how long, idle time,
+    /// lines and bytes in and out, bytes queued.
+    List,
+    /// Disconnect a client. It receives `*** you were kicked: REASON`; everyone else sees it leave
+    /// with the reason.
+    Kick {
+        /// Client id (as shown by `chatctl list`) or nickname (case-insensitive).
+        target: String,
+        /// Reason shown to the client and the room.
+        #[arg(short, long, value_name = "TEXT")]
+        reason: Option<String>,
+    },
+    /// Send `*** TEXT` to every joined client (sanitised like any chat line).
+    Announce {
+        /// The announcement; several words are joined with single spaces.
+        #[arg(required = true, value_name = "TEXT")]
+        text: Vec<String>,
+    },
+    /// Show uptime, version, listen addresses, clients now and at peak, and totals (connections,
+    /// lines relayed, bytes, kicks, slow-consumer drops, throttled senders, rejected connections).
+    Stats,
+    /// Re-read the configuration file, like SIGHUP, and wait for the outcome. Exits 1 (and the
+    /// daemon keeps its old configuration) when the new file is invalid. Suitable for ExecReload=.
+    Reload,
+}

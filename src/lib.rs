@@ -11,12 +11,14 @@
 //! - [`admin`]: the Unix control socket, its wire format ([`admin::proto`]) and `chatctl`'s client.
 //! - [`reload`]: transactional configuration reload (SIGHUP and `chatctl reload`).
 //! - [`daemon`], [`logging`], [`cli`]: the process around the app.
+//! - [`ctl`]: `chatctl`'s requests, tables and exit codes.
 
 pub mod admin;
 pub mod app;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod ctl;
 pub mod daemon;
 pub mod hub;
 pub mod logging;

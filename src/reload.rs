@@ -40,7 +40,13 @@ impl Reloader {
     /// `path` is the file given at start-up (None: the default path if it exists, else defaults);
     /// `overrides` are the command-line flags, which keep beating the file.
     pub fn new(path: Option<PathBuf>, overrides: Overrides, log: Option<LogHandle>) -> Self {
-        Reloader { path, overrides, log, admin_socket: Mutex::new(None), serial: Mutex::new(()) }
+        Reloader {
+            path,
+            overrides,
+            log,
+            admin_socket: Mutex::new(None),
+            serial: Mutex::new(()),
+        }
     }
 
     /// Tells the reloader where the admin socket is (for `admin_group` changes).
@@ -81,7 +87,10 @@ impl Reloader {
             ignored.push("admin_socket_mode");
         }
         for key in &ignored {
-            warn!(event = "reload", key, "this key only changes on restart; new value ignored for now");
+            warn!(
+                event = "reload",
+                key, "this key only changes on restart; new value ignored for now"
+            );
         }
         if let Some(log) = &self.log
             && let Err(e) = log.set_filter(&new.log_level)
@@ -97,13 +106,23 @@ impl Reloader {
             admin_socket_mode: old.admin_socket_mode,
             ..new
         }));
-        let file = path.as_ref().map_or("built-in defaults".to_owned(), |p| p.display().to_string());
+        let file = path
+            .as_ref()
+            .map_or("built-in defaults".to_owned(), |p| p.display().to_string());
         info!(event = "reload", result = "ok", config = %file, "configuration reloaded");
-        Ok(ReloadOutcome { config: path, ignored })
+        Ok(ReloadOutcome {
+            config: path,
+            ignored,
+        })
     }
 
     fn regroup_admin_socket(&self, group: Option<&str>) {
-        let Some(path) = self.admin_socket.lock().unwrap_or_else(|e| e.into_inner()).clone() else {
+        let Some(path) = self
+            .admin_socket
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+        else {
             return;
         };
         if let Err(e) = crate::admin::set_group(&path, group) {

@@ -302,7 +302,6 @@ impl Reader {
             if let Some(reason) = self.ctx.leave.take() {
                 return reason;
             }
-            self.follow_config();
             if self.ctx.throttle {
                 self.ctx.throttle = false;
                 if let Some(bucket) = &self.ctx.bucket {
@@ -310,6 +309,7 @@ impl Reader {
                 }
             }
             if !self.backlog.is_empty() {
+                self.follow_config();
                 let backlog = std::mem::take(&mut self.backlog);
                 let used = self.feed(&backlog);
                 if used < backlog.len() {
@@ -331,6 +331,8 @@ impl Reader {
             if ready.is_err() {
                 return LeaveReason::Closed;
             }
+            // A reload may have happened while we waited: new input obeys the new limits.
+            self.follow_config();
             match self.read(stream) {
                 Read::Data | Read::WouldBlock => {}
                 Read::Eof => {

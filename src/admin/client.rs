@@ -12,7 +12,9 @@ use super::proto::{self, Command, Response};
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// Nothing answers at the path (missing, refused, or no reply in time).
-    #[error("cannot reach groupchatd at {path}: {reason} (is groupchatd running? try --socket PATH)")]
+    #[error(
+        "cannot reach groupchatd at {path}: {reason} (is groupchatd running? try --socket PATH)"
+    )]
     Unreachable {
         /// The socket path tried.
         path: String,
@@ -20,7 +22,9 @@ pub enum ClientError {
         reason: String,
     },
     /// The socket exists but we may not connect to it.
-    #[error("permission denied on {path}: {reason} (run as root or as a member of the admin group)")]
+    #[error(
+        "permission denied on {path}: {reason} (run as root or as a member of the admin group)"
+    )]
     PermissionDenied {
         /// The socket path tried.
         path: String,
@@ -35,25 +39,45 @@ pub enum ClientError {
 /// Sends `cmd` to the daemon at `path` and returns its reply.
 pub fn request(path: &Path, cmd: &Command, timeout: Duration) -> Result<Response, ClientError> {
     let shown = path.display().to_string();
-    let unreachable = |e: &io::Error| ClientError::Unreachable { path: shown.clone(), reason: e.to_string() };
+    let unreachable = |e: &io::Error| ClientError::Unreachable {
+        path: shown.clone(),
+        reason: e.to_string(),
+    };
     let stream = UnixStream::connect(path).map_err(|e| match e.kind() {
-        io::ErrorKind::PermissionDenied => {
-            ClientError::PermissionDenied { path: shown.clone(), reason: e.to_string() }
-        }
+        io::ErrorKind::PermissionDenied => ClientError::PermissionDenied {
+            path: shown.clone(),
+            reason: e.to_string(),
+        },
         _ => unreachable(&e),
     })?;
     let timeout = timeout.max(Duration::from_millis(1));
-    stream.set_read_timeout(Some(timeout)).map_err(|e| unreachable(&e))?;
-    stream.set_write_timeout(Some(timeout)).map_err(|e| unreachable(&e))?;
-    (&stream).write_all(proto::encode_request(cmd).as_bytes()).map_err(|e| unreachable(&e))?;
+    stream
+        .set_read_timeout(Some(timeout))
+        .map_err(|e| unreachable(&e))?;
+    stream
+        .set_write_timeout(Some(timeout))
+        .map_err(|e| unreachable(&e))?;
+    (&stream)
+        .write_all(proto::encode_request(cmd).as_bytes())
+        .map_err(|e| unreachable(&e))?;
     let mut line = String::new();
     // A reply is small; the cap only guards against a peer that is not groupchatd.
     let mut reader = BufReader::new((&stream).take(16 << 20));
     match reader.read_line(&mut line) {
-        Ok(0) => Err(ClientError::Protocol(format!("groupchatd at {shown} closed the connection without replying"))),
+        Ok(0) => Err(ClientError::Protocol(format!(
+            "groupchatd at {shown} closed the connection without replying"
+        ))),
         Ok(_) => Response::decode(&line).map_err(ClientError::Protocol),
-        Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
-            Err(ClientError::Unreachable { path: shown, reason: format!("no reply within {timeout:?}") })
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ) =>
+        {
+            Err(ClientError::Unreachable {
+                path: shown,
+                reason: format!("no reply within {timeout:?}"),
+            })
         }
         Err(e) => Err(unreachable(&e)),
     }

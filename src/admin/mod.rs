@@ -46,10 +46,14 @@ pub enum AdminError {
     #[error("admin socket directory {0}: {1}")]
     Directory(PathBuf, String),
     /// Something other than a socket is at the path.
-    #[error("{0} exists and is not a socket; refusing to replace it (remove it or choose another admin_socket)")]
+    #[error(
+        "{0} exists and is not a socket; refusing to replace it (remove it or choose another admin_socket)"
+    )]
     NotASocket(PathBuf),
     /// A live daemon answers on the path.
-    #[error("another groupchatd is already serving {0}; stop it first or choose another admin_socket")]
+    #[error(
+        "another groupchatd is already serving {0}; stop it first or choose another admin_socket"
+    )]
     InUse(PathBuf),
     /// `admin_group` names no group.
     #[error("admin group '{0}' does not exist")]
@@ -79,7 +83,8 @@ impl AdminSocket {
             Ok(_) => match std::os::unix::net::UnixStream::connect(path) {
                 Ok(_) => return Err(AdminError::InUse(path.to_path_buf())),
                 Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
-                    std::fs::remove_file(path).map_err(|e| AdminError::Io(path.to_path_buf(), e))?;
+                    std::fs::remove_file(path)
+                        .map_err(|e| AdminError::Io(path.to_path_buf(), e))?;
                     info!(path = %path.display(), "removed stale admin socket");
                 }
                 Err(e) => return Err(AdminError::Io(path.to_path_buf(), e)),
@@ -87,7 +92,8 @@ impl AdminSocket {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(AdminError::Io(path.to_path_buf(), e)),
         }
-        let listener = UnixListener::bind(path).map_err(|e| AdminError::Io(path.to_path_buf(), e))?;
+        let listener =
+            UnixListener::bind(path).map_err(|e| AdminError::Io(path.to_path_buf(), e))?;
         let socket = AdminSocket {
             listener,
             path: path.to_path_buf(),
@@ -107,7 +113,11 @@ impl AdminSocket {
             .ok()
             .and_then(|a| a.as_pathname().map(Path::to_path_buf))
             .unwrap_or_default();
-        AdminSocket { listener, path, inode: None }
+        AdminSocket {
+            listener,
+            path,
+            inode: None,
+        }
     }
 
     /// The socket's path.
@@ -143,7 +153,9 @@ fn prepare_directory(path: &Path) -> Result<(), AdminError> {
     if dir.starts_with(std::env::temp_dir()) && dir != std::env::temp_dir() {
         let meta = std::fs::symlink_metadata(dir).map_err(|e| fail(e.to_string()))?;
         if !meta.is_dir() || meta.uid() != Uid::effective().as_raw() || meta.mode() & 0o022 != 0 {
-            return Err(fail("must be a directory owned by this user and writable only by it".into()));
+            return Err(fail(
+                "must be a directory owned by this user and writable only by it".into(),
+            ));
         }
     }
     Ok(())
@@ -157,7 +169,8 @@ pub fn set_group(path: &Path, group: Option<&str>) -> Result<(), AdminError> {
         .flatten()
         .ok_or_else(|| AdminError::NoSuchGroup(name.to_owned()))?
         .gid;
-    nix::unistd::chown(path, None, Some(gid)).map_err(|e| AdminError::Io(path.to_path_buf(), e.into()))
+    nix::unistd::chown(path, None, Some(gid))
+        .map_err(|e| AdminError::Io(path.to_path_buf(), e.into()))
 }
 
 /// What admin requests act on.
@@ -171,9 +184,13 @@ pub struct AdminCtx {
 }
 
 /// Serves admin connections until `stop` is cancelled; the socket file is removed when this returns.
-pub async fn serve(socket: AdminSocket, ctx: Arc<AdminCtx>, tracker: TaskTracker, stop: CancellationToken) {
+pub async fn serve(
+    socket: AdminSocket,
+    ctx: Arc<AdminCtx>,
+    tracker: TaskTracker,
+    stop: CancellationToken,
+) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    info!(path = %socket.path().display(), event = "admin_listening", "admin socket ready");
     loop {
         let accepted = tokio::select! {
             () = stop.cancelled() => break,
@@ -221,8 +238,16 @@ async fn handle(stream: &mut UnixStream, ctx: &AdminCtx) {
             None => false,
         };
     if !allowed {
-        warn!(uid, pid, event = "admin_refused", "admin connection refused: caller not allowed");
-        let reply = Response::error(ErrorCode::PermissionDenied, format!("uid {uid} may not use the admin socket"));
+        warn!(
+            uid,
+            pid,
+            event = "admin_refused",
+            "admin connection refused: caller not allowed"
+        );
+        let reply = Response::error(
+            ErrorCode::PermissionDenied,
+            format!("uid {uid} may not use the admin socket"),
+        );
         let _ = stream.write_all(reply.encode().as_bytes()).await;
         return;
     }
@@ -232,12 +257,19 @@ async fn handle(stream: &mut UnixStream, ctx: &AdminCtx) {
     loop {
         line.clear();
         let limit = MAX_REQUEST_BYTES as u64 + 1;
-        let got = tokio::time::timeout(IDLE_TIMEOUT, (&mut reader).take(limit).read_until(b'\n', &mut line)).await;
+        let got = tokio::time::timeout(
+            IDLE_TIMEOUT,
+            (&mut reader).take(limit).read_until(b'\n', &mut line),
+        )
+        .await;
         let reply = match got {
             Err(_) | Ok(Err(_)) | Ok(Ok(0)) => return,
             // `take` stops at MAX + 1 bytes, so a longer line shows up as exactly that many.
             Ok(Ok(_)) if line.len() > MAX_REQUEST_BYTES => {
-                let r = Response::error(ErrorCode::TooLarge, format!("request longer than {MAX_REQUEST_BYTES} bytes"));
+                let r = Response::error(
+                    ErrorCode::TooLarge,
+                    format!("request longer than {MAX_REQUEST_BYTES} bytes"),
+                );
                 let _ = write.write_all(r.encode().as_bytes()).await;
                 return;
             }
@@ -259,12 +291,16 @@ async fn handle(stream: &mut UnixStream, ctx: &AdminCtx) {
 /// True if the caller belongs to the admin group, as its effective gid, its user's primary group,
 /// or a listed member.
 fn in_group(uid: u32, gid: u32, name: &str) -> bool {
-    let Ok(Some(group)) = Group::from_name(name) else { return false };
+    let Ok(Some(group)) = Group::from_name(name) else {
+        return false;
+    };
     if group.gid == Gid::from_raw(gid) {
         return true;
     }
-    let Ok(Some(user)) = User::from_uid(Uid::from_raw(uid)) else { return false };
-    user.gid == group.gid || group.mem.iter().any(|m| *m == user.name)
+    let Ok(Some(user)) = User::from_uid(Uid::from_raw(uid)) else {
+        return false;
+    };
+    user.gid == group.gid || group.mem.contains(&user.name)
 }
 
 async fn execute(ctx: &AdminCtx, cmd: &Command, uid: u32, pid: i32) -> Response {
@@ -273,16 +309,30 @@ async fn execute(ctx: &AdminCtx, cmd: &Command, uid: u32, pid: i32) -> Response 
         Command::List => Response::ok(&ListReply { clients: list(hub) }),
         Command::Stats => Response::ok(&stats(ctx)),
         Command::Kick { target, reason } => {
-            let reason = reason.as_deref().map(sanitise_str).filter(|r| !r.is_empty());
+            let reason = reason
+                .as_deref()
+                .map(sanitise_str)
+                .filter(|r| !r.is_empty());
             match hub.kick(target.trim(), reason.as_deref()) {
                 Some((id, nick)) => {
                     info!(
-                        event = "kick", uid, pid, client = id, nick = nick.as_deref().unwrap_or(""),
-                        reason = reason.as_deref().unwrap_or(""), "admin kicked a client"
+                        event = "kick",
+                        uid,
+                        pid,
+                        client = id,
+                        nick = nick.as_deref().unwrap_or(""),
+                        reason = reason.as_deref().unwrap_or(""),
+                        "admin kicked a client"
                     );
-                    Response::ok(&KickReply { id, nick: nick.map(|n| n.to_string()) })
+                    Response::ok(&KickReply {
+                        id,
+                        nick: nick.map(|n| n.to_string()),
+                    })
                 }
-                None => Response::error(ErrorCode::NotFound, format!("no client with id or nickname '{target}'")),
+                None => Response::error(
+                    ErrorCode::NotFound,
+                    format!("no client with id or nickname '{target}'"),
+                ),
             }
         }
         Command::Announce { text } => {
@@ -296,9 +346,15 @@ async fn execute(ctx: &AdminCtx, cmd: &Command, uid: u32, pid: i32) -> Response 
         }
         Command::Reload => {
             let Some(reloader) = ctx.reloader.clone() else {
-                return Response::error(ErrorCode::ReloadFailed, "this daemon has no reloadable configuration");
+                return Response::error(
+                    ErrorCode::ReloadFailed,
+                    "this daemon has no reloadable configuration",
+                );
             };
-            info!(event = "reload_requested", uid, pid, "admin requested a reload");
+            info!(
+                event = "reload_requested",
+                uid, pid, "admin requested a reload"
+            );
             let hub = hub.clone();
             // Reading the file is blocking IO.
             match tokio::task::spawn_blocking(move || reloader.reload(&hub)).await {

@@ -12,12 +12,18 @@ pub const SYSTEM_PATH: &str = "/run/groupchatd/admin.sock";
 
 /// The socket path to use when none is configured, given this process's environment and uid.
 pub fn default_path() -> PathBuf {
-    let env = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let env = |name: &str| {
+        std::env::var_os(name)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
     let uid = nix::unistd::geteuid();
     // RUNTIME_DIRECTORY may list several directories separated by ':'; the first is ours.
-    if let Some(dir) = env("RUNTIME_DIRECTORY")
-        .and_then(|d| d.to_str().and_then(|s| s.split(':').next()).map(PathBuf::from))
-    {
+    if let Some(dir) = env("RUNTIME_DIRECTORY").and_then(|d| {
+        d.to_str()
+            .and_then(|s| s.split(':').next())
+            .map(PathBuf::from)
+    }) {
         return dir.join("admin.sock");
     }
     if uid.is_root() {
@@ -26,7 +32,9 @@ pub fn default_path() -> PathBuf {
     if let Some(dir) = env("XDG_RUNTIME_DIR") {
         return dir.join("groupchatd").join("admin.sock");
     }
-    std::env::temp_dir().join(format!("groupchatd-{uid}")).join("admin.sock")
+    std::env::temp_dir()
+        .join(format!("groupchatd-{uid}"))
+        .join("admin.sock")
 }
 
 /// `explicit` if given, else [`default_path`].

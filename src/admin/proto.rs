@@ -53,7 +53,10 @@ impl Command {
 
     /// True for commands that change the daemon's state (audited with the caller's credentials).
     pub fn mutates(&self) -> bool {
-        matches!(self, Command::Kick { .. } | Command::Announce { .. } | Command::Reload)
+        matches!(
+            self,
+            Command::Kick { .. } | Command::Announce { .. } | Command::Reload
+        )
     }
 }
 
@@ -119,7 +122,10 @@ impl Response {
             version: VERSION,
             ok: false,
             result: None,
-            error: Some(ErrorBody { code, message: message.into() }),
+            error: Some(ErrorBody {
+                code,
+                message: message.into(),
+            }),
         }
     }
 
@@ -132,7 +138,8 @@ impl Response {
 
     /// Parses a reply line.
     pub fn decode(line: &str) -> Result<Response, String> {
-        serde_json::from_str(line.trim_end()).map_err(|e| format!("malformed reply from the daemon: {e}"))
+        serde_json::from_str(line.trim_end())
+            .map_err(|e| format!("malformed reply from the daemon: {e}"))
     }
 
     /// The typed result, or the error.
@@ -143,7 +150,10 @@ impl Response {
                 message: format!("unexpected reply shape: {e}"),
             }),
             (_, _, Some(e)) => Err(e),
-            _ => Err(ErrorBody { code: ErrorCode::BadRequest, message: "empty reply".into() }),
+            _ => Err(ErrorBody {
+                code: ErrorCode::BadRequest,
+                message: "empty reply".into(),
+            }),
         }
     }
 }
@@ -165,7 +175,9 @@ pub fn decode_request(line: &[u8]) -> Result<Command, Response> {
     let mut value: Value =
         serde_json::from_slice(line).map_err(|e| bad(format!("not a JSON request: {e}")))?;
     let Value::Object(map) = &mut value else {
-        return Err(bad("a request is a JSON object such as {\"cmd\":\"list\"}".into()));
+        return Err(bad(
+            "a request is a JSON object such as {\"cmd\":\"list\"}".into()
+        ));
     };
     match map.remove("version") {
         None => {}
@@ -182,8 +194,14 @@ pub fn decode_request(line: &[u8]) -> Result<Command, Response> {
         serde_json::from_value(value).map_err(|e| bad(format!("invalid request: {e}")))?;
     // serde ignores unknown fields next to a unit variant's tag; a typo must still be an error.
     let known = serde_json::to_value(&cmd).unwrap_or(Value::Null);
-    if let Some((field, _)) = fields.iter().find(|(k, null)| !null && known.get(k).is_none()) {
-        return Err(bad(format!("invalid request: unknown field `{field}` for cmd `{}`", cmd.name())));
+    if let Some((field, _)) = fields
+        .iter()
+        .find(|(k, null)| !null && known.get(k).is_none())
+    {
+        return Err(bad(format!(
+            "invalid request: unknown field `{field}` for cmd `{}`",
+            cmd.name()
+        )));
     }
     Ok(cmd)
 }
@@ -288,9 +306,17 @@ mod tests {
     fn requests_round_trip() {
         let cmds = [
             Command::List,
-            Command::Kick { target: "alice".into(), reason: Some("spam".into()) },
-            Command::Kick { target: "42".into(), reason: None },
-            Command::Announce { text: "restart at 18:00 — 再见".into() },
+            Command::Kick {
+                target: "alice".into(),
+                reason: Some("spam".into()),
+            },
+            Command::Kick {
+                target: "42".into(),
+                reason: None,
+            },
+            Command::Announce {
+                text: "restart at 18:00 — 再见".into(),
+            },
             Command::Stats,
             Command::Reload,
         ];
@@ -307,8 +333,17 @@ mod tests {
         let cases: &[(&str, Command)] = &[
             (r#"{"cmd":"list"}"#, Command::List),
             (r#"{"version":1,"cmd":"stats"}"#, Command::Stats),
-            (r#"{"cmd":"kick","target":"bob"}"#, Command::Kick { target: "bob".into(), reason: None }),
-            (r#" {"cmd":"announce","text":"hi"} "#, Command::Announce { text: "hi".into() }),
+            (
+                r#"{"cmd":"kick","target":"bob"}"#,
+                Command::Kick {
+                    target: "bob".into(),
+                    reason: None,
+                },
+            ),
+            (
+                r#" {"cmd":"announce","text":"hi"} "#,
+                Command::Announce { text: "hi".into() },
+            ),
         ];
         for (line, want) in cases {
             assert_eq!(&decode_request(line.as_bytes()).unwrap(), want, "{line}");
@@ -324,13 +359,24 @@ mod tests {
             (br#"{"cmd":"frob"}"#, ErrorCode::BadRequest),
             (br#"{"cmd":"kick"}"#, ErrorCode::BadRequest),
             (br#"{"cmd":"list","extra":1}"#, ErrorCode::BadRequest),
-            (br#"{"version":2,"cmd":"list"}"#, ErrorCode::UnsupportedVersion),
-            (br#"{"version":"1","cmd":"list"}"#, ErrorCode::UnsupportedVersion),
+            (
+                br#"{"version":2,"cmd":"list"}"#,
+                ErrorCode::UnsupportedVersion,
+            ),
+            (
+                br#"{"version":"1","cmd":"list"}"#,
+                ErrorCode::UnsupportedVersion,
+            ),
         ];
         for (line, code) in cases {
             let err = decode_request(line).unwrap_err();
             assert!(!err.ok);
-            assert_eq!(err.error.unwrap().code, *code, "{:?}", String::from_utf8_lossy(line));
+            assert_eq!(
+                err.error.unwrap().code,
+                *code,
+                "{:?}",
+                String::from_utf8_lossy(line)
+            );
         }
     }
 
@@ -372,7 +418,10 @@ mod tests {
                 queued_bytes: 5,
             }],
         };
-        let back: ListReply = Response::decode(&Response::ok(&list).encode()).unwrap().into_result().unwrap();
+        let back: ListReply = Response::decode(&Response::ok(&list).encode())
+            .unwrap()
+            .into_result()
+            .unwrap();
         assert_eq!(back, list);
 
         let err = Response::error(ErrorCode::NotFound, "no client 'bob'").encode();
@@ -380,7 +429,10 @@ mod tests {
             err,
             "{\"version\":1,\"ok\":false,\"error\":{\"code\":\"not_found\",\"message\":\"no client 'bob'\"}}\n"
         );
-        let e = Response::decode(&err).unwrap().into_result::<KickReply>().unwrap_err();
+        let e = Response::decode(&err)
+            .unwrap()
+            .into_result::<KickReply>()
+            .unwrap_err();
         assert_eq!(e.code, ErrorCode::NotFound);
     }
 }

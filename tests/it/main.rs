@@ -1,6 +1,8 @@
 //! groupchatd integration tests: one binary (one link step), grouped by subject.
 
+mod admin;
 mod binary;
 mod chat;
 mod limits;
+mod process;
 mod support;

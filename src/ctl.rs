@@ -1,0 +1,303 @@
+//! `chatctl`'s logic: send one request, print the reply for people (aligned tables, readable units)
+//! or for scripts (`--json`), and map the outcome to an exit status.
+
+use std::time::Duration;
+
+use unicode_width::UnicodeWidthStr;
+
+use crate::admin::client::{self, ClientError};
+use crate::admin::path;
+use crate::admin::proto::{
+    AnnounceReply, ClientEntry, Command, ErrorCode, KickReply, ListReply, ReloadReply, Response,
+    StatsReply,
+};
+use crate::cli::{CtlArgs, CtlCommand};
+
+/// Success.
+pub const EXIT_OK: u8 = 0;
+/// The daemon refused, or the target does not exist.
+pub const EXIT_REFUSED: u8 = 1;
+/// The daemon is not reachable (sysexits EX_UNAVAILABLE).
+pub const EXIT_UNAVAILABLE: u8 = 69;
+/// Permission denied (sysexits EX_NOPERM).
+pub const EXIT_NOPERM: u8 = 77;
+
+/// Runs one chatctl invocation and returns its exit status.
+pub fn run(args: &CtlArgs) -> u8 {
+    let cmd = match &args.command {
+        CtlCommand::List => Command::List,
+        CtlCommand::Kick { target, reason } => Command::Kick {
+            target: target.clone(),
+            reason: reason.clone(),
+        },
+        CtlCommand::Announce { text } => Command::Announce {
+            text: text.join(" "),
+        },
+        CtlCommand::Stats => Command::Stats,
+        CtlCommand::Reload => Command::Reload,
+    };
+    let socket = path::resolve_for_client(args.socket.as_deref());
+    let timeout = Duration::try_from_secs_f64(args.timeout).unwrap_or(Duration::from_secs(5));
+    let reply = match client::request(&socket, &cmd, timeout) {
+        Ok(reply) => reply,
+        Err(e) => {
+            eprintln!("chatctl: {e}");
+            return match e {
+                ClientError::PermissionDenied { .. } => EXIT_NOPERM,
+                ClientError::Unreachable { .. } => EXIT_UNAVAILABLE,
+                ClientError::Protocol(_) => EXIT_REFUSED,
+            };
+        }
+    };
+    if args.json {
+        print!("{}", reply.encode());
+        return status(&reply);
+    }
+    let code = status(&reply);
+    match render(&cmd, reply) {
+        Ok(text) => print!("{text}"),
+        Err(message) => eprintln!("chatctl: {message}"),
+    }
+    code
+}
+
+fn status(reply: &Response) -> u8 {
+    match &reply.error {
+        None if reply.ok => EXIT_OK,
+        Some(e) if e.code == ErrorCode::PermissionDenied => EXIT_NOPERM,
+        _ => EXIT_REFUSED,
+    }
+}
+
+/// The human rendering of a reply, or the error message.
+fn render(cmd: &Command, reply: Response) -> Result<String, String> {
+    let fail = |e: crate::admin::proto::ErrorBody| e.message;
+    Ok(match cmd {
+        Command::List => list_table(&reply.into_result::<ListReply>().map_err(fail)?.clients),
+        Command::Kick { .. } => {
+            let r: KickReply = reply.into_result().map_err(fail)?;
+            match r.nick {
+                Some(nick) => format!("kicked {nick} (id {})\n", r.id),
+                None => format!(
+                    "kicked connection {} (it had not chosen a nickname)\n",
+                    r.id
+                ),
+            }
+        }
+        Command::Announce { .. } => {
+            let r: AnnounceReply = reply.into_result().map_err(fail)?;
+            format!(
+                "announced to {} client{}\n",
+                r.reached,
+                if r.reached == 1 { "" } else { "s" }
+            )
+        }
+        Command::Stats => stats_table(&reply.into_result::<StatsReply>().map_err(fail)?),
+        Command::Reload => {
+            let r: ReloadReply = reply.into_result().map_err(fail)?;
+            let from = r.config.unwrap_or_else(|| "built-in defaults".into());
+            let mut out = format!("configuration reloaded from {from}\n");
+            if !r.ignored_until_restart.is_empty() {
+                out += &format!(
+                    "changed but ignored until restart: {}\n",
+                    r.ignored_until_restart.join(", ")
+                );
+            }
+            out
+        }
+    })
+}
+
+fn list_table(clients: &[ClientEntry]) -> String {
+    if clients.is_empty() {
+        return "no clients connected\n".to_owned();
+    }
+    let header = [
+        "ID",
+        "NICK",
+        "PEER",
+        "CONNECTED",
+        "FOR",
+        "IDLE",
+        "IN",
+        "OUT",
+        "QUEUED",
+    ];
+    let rows: Vec<Vec<String>> = clients
+        .iter()
+        .map(|c| {
+            vec![
+                c.id.to_string(),
+                c.nick.clone().unwrap_or_else(|| "-".into()),
+                c.peer.clone(),
+                c.connected_at.replace('T', " "),
+                duration(c.connected_secs),
+                duration(c.idle_secs),
+                format!("{}, {}", lines(c.lines_in), bytes(c.bytes_in)),
+                format!("{}, {}", lines(c.lines_out), bytes(c.bytes_out)),
+                bytes(c.queued_bytes),
+            ]
+        })
+        .collect();
+    table(&header, &rows)
+}
+
+fn stats_table(s: &StatsReply) -> String {
+    let rows = [
+        ("version", s.version.clone()),
+        (
+            "uptime",
+            format!("{} (since {})", duration(s.uptime_secs), s.started_at),
+        ),
+        ("listening on", s.listen.join(", ")),
+        (
+            "clients",
+            format!(
+                "{} connected, {} joined, peak {}",
+                s.clients, s.members, s.peak_clients
+            ),
+        ),
+        (
+            "connections",
+            format!(
+                "{} accepted, {} rejected",
+                s.connections_total, s.rejected_connections
+            ),
+        ),
+        (
+            "lines relayed",
+            format!("{} ({})", s.lines_relayed, bytes(s.bytes_relayed)),
+        ),
+        ("kicks", s.kicks.to_string()),
+        (
+            "slow consumers",
+            format!("{} disconnected", s.slow_consumer_drops),
+        ),
+        ("throttled", format!("{} senders", s.throttled_senders)),
+    ];
+    let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    rows.iter()
+        .map(|(k, v)| format!("{k:<width$}  {v}\n"))
+        .collect()
+}
+
+/// Left-aligned columns separated by two spaces, measured in terminal columns (a CJK nickname is
+/// two columns per character).
+fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.width()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.width());
+        }
+    }
+    let line = |cells: &mut dyn Iterator<Item = &str>| {
+        let mut out = String::new();
+        for (i, (cell, w)) in cells.zip(&widths).enumerate() {
+            if i + 1 == widths.len() {
+                out += cell;
+            } else {
+                out += &format!("{cell}{}  ", " ".repeat(w - cell.width()));
+            }
+        }
+        out.trim_end().to_owned() + "\n"
+    };
+    let mut out = line(&mut header.iter().copied());
+    for row in rows {
+        out += &line(&mut row.iter().map(String::as_str));
+    }
+    out
+}
+
+fn lines(n: u64) -> String {
+    format!("{n} line{}", if n == 1 { "" } else { "s" })
+}
+
+/// `42s`, `3m12s`, `2h05m`, `3d04h`.
+pub fn duration(secs: f64) -> String {
+    let s = secs.max(0.0) as u64;
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
+        3600..86400 => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
+        _ => format!("{}d{:02}h", s / 86400, s % 86400 / 3600),
+    }
+}
+
+/// `512 B`, `1.2 KiB`, `3.4 MiB`, `1.0 GiB`.
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut v = n as f64 / 1024.0;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    format!("{v:.1} {}", UNITS[unit])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        for (secs, want) in [
+            (0.4, "0s"),
+            (42.0, "42s"),
+            (192.0, "3m12s"),
+            (3600.0, "1h00m"),
+            (7500.0, "2h05m"),
+            (273_600.0, "3d04h"),
+        ] {
+            assert_eq!(duration(secs), want, "{secs}");
+        }
+    }
+
+    #[test]
+    fn byte_units() {
+        for (n, want) in [
+            (0, "0 B"),
+            (1023, "1023 B"),
+            (1024, "1.0 KiB"),
+            (1229, "1.2 KiB"),
+            (3_565_158, "3.4 MiB"),
+            (1 << 30, "1.0 GiB"),
+        ] {
+            assert_eq!(bytes(n), want, "{n}");
+        }
+    }
+
+    #[test]
+    fn tables_align_by_display_width() {
+        let rows = vec![
+            vec!["1".to_owned(), "小明".to_owned(), "x".to_owned()],
+            vec!["10".to_owned(), "alice".to_owned(), "y".to_owned()],
+        ];
+        let t = table(&["ID", "NICK", "Z"], &rows);
+        assert_eq!(t, "ID  NICK   Z\n1   小明   x\n10  alice  y\n");
+        // 小明 is 4 columns wide, so it is padded with 1 space (+2 separator) to alice's 5.
+    }
+
+    #[test]
+    fn exit_status_follows_the_reply() {
+        assert_eq!(
+            status(&Response::ok(&AnnounceReply { reached: 1 })),
+            EXIT_OK
+        );
+        assert_eq!(
+            status(&Response::error(ErrorCode::NotFound, "x")),
+            EXIT_REFUSED
+        );
+        assert_eq!(
+            status(&Response::error(ErrorCode::ReloadFailed, "x")),
+            EXIT_REFUSED
+        );
+        assert_eq!(
+            status(&Response::error(ErrorCode::PermissionDenied, "x")),
+            EXIT_NOPERM
+        );
+    }
+}

@@ -1,0 +1,319 @@
+//! The admin socket and `chatctl`, as an operator uses them: the real daemon binary, the real chatctl.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+
+use crate::process::{CHATCTL, Daemon, Scratch, chatctl, chatctl_with};
+use crate::support::{TestClient, WAIT};
+
+/// Connects and joins a running daemon as `nick`.
+async fn join(d: &Daemon, nick: &str) -> TestClient {
+    let mut c = TestClient::connect(d.addr()).await;
+    c.read_until_line("*** Choose a nickname:").await;
+    c.send(nick).await;
+    c.read_until_line("*** Type /help for commands.").await;
+    c
+}
+
+#[tokio::test]
+async fn list_stats_announce_and_json() {
+    let dir = Scratch::new("adm-list");
+    let d = Daemon::start(&dir, "d", "");
+    let mut alice = join(&d, "alice").await;
+    let mut bob = join(&d, "小明").await;
+    alice.expect("*** 小明 joined").await;
+    bob.send("hello").await;
+    alice.expect("<小明> hello").await;
+
+    let out = chatctl(&d.socket, &["list"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert!(lines[0].starts_with("ID") && lines[0].contains("NICK") && lines[0].contains("QUEUED"));
+    assert!(
+        lines[1].contains("alice") && lines[2].contains("小明"),
+        "{}",
+        out.stdout
+    );
+
+    let json = chatctl(&d.socket, &["--json", "list"]).json();
+    assert_eq!(json["version"], 1);
+    assert_eq!(json["ok"], true);
+    let clients = json["result"]["clients"].as_array().unwrap();
+    assert_eq!(clients.len(), 2);
+    let bob_entry = clients.iter().find(|c| c["nick"] == "小明").unwrap();
+    assert_eq!(
+        bob_entry["peer"],
+        bob.writer.local_addr().unwrap().to_string()
+    );
+    assert_eq!(bob_entry["lines_in"], 2, "nickname + one message");
+    assert_eq!(bob_entry["bytes_in"], "小明\nhello\n".len());
+    assert_eq!(bob_entry["queued_bytes"], 0);
+    for key in [
+        "id",
+        "connected_at",
+        "connected_secs",
+        "idle_secs",
+        "lines_out",
+        "bytes_out",
+    ] {
+        assert!(!bob_entry[key].is_null(), "{key}");
+    }
+
+    let before = chatctl(&d.socket, &["--json", "stats"]).json()["result"].clone();
+    assert_eq!(before["clients"], 2);
+    assert_eq!(before["lines_relayed"], 1);
+    assert_eq!(before["listen"][0], d.addr().to_string());
+
+    let out = chatctl(&d.socket, &["announce", "restart", "at", "18:00"]);
+    assert_eq!(
+        (out.code, out.stdout.as_str()),
+        (0, "announced to 2 clients\n")
+    );
+    alice.expect("*** restart at 18:00").await;
+    bob.expect("*** restart at 18:00").await;
+    // Announcements are sanitised like chat.
+    let out = chatctl(&d.socket, &["--json", "announce", "\x1b[2Jclear\x07"]);
+    assert_eq!(out.json()["result"]["reached"], 2);
+    alice.expect("*** clear").await;
+    bob.expect("*** clear").await;
+
+    alice.send("more").await;
+    bob.expect("<alice> more").await;
+    let after = chatctl(&d.socket, &["--json", "stats"]).json()["result"].clone();
+    assert_eq!(after["lines_relayed"], 2);
+    assert_eq!(after["connections_total"], 2);
+    let human = chatctl(&d.socket, &["stats"]);
+    assert!(
+        human.stdout.contains("2 connected, 2 joined, peak 2"),
+        "{}",
+        human.stdout
+    );
+}
+
+#[tokio::test]
+async fn kick_by_nick_and_by_id() {
+    let dir = Scratch::new("adm-kick");
+    let d = Daemon::start(&dir, "d", "");
+    let mut alice = join(&d, "alice").await;
+    let mut bob = join(&d, "bob").await;
+    let mut carol = join(&d, "carol").await;
+    alice.read_until_line("*** carol joined").await;
+    bob.expect("*** carol joined").await;
+
+    let out = chatctl(&d.socket, &["kick", "BOB", "--reason", "spam"]);
+    assert_eq!(
+        (out.code, out.stdout.as_str()),
+        (0, "kicked bob (id 2)\n"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(bob.expect_closed().await, vec!["*** you were kicked: spam"]);
+    alice.expect("*** bob left (kicked: spam)").await;
+    carol.expect("*** bob left (kicked: spam)").await;
+    d.log_line("admin kicked a client");
+
+    let out = chatctl(&d.socket, &["--json", "kick", "3"]);
+    assert_eq!(out.code, 0);
+    assert_eq!(out.json()["result"]["nick"], "carol");
+    assert_eq!(carol.expect_closed().await, vec!["*** you were kicked"]);
+    alice.expect("*** carol left (kicked)").await;
+
+    let out = chatctl(&d.socket, &["kick", "bob"]);
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stderr.contains("no client with id or nickname 'bob'"),
+        "{}",
+        out.stderr
+    );
+    let out = chatctl(&d.socket, &["--json", "kick", "99"]);
+    assert_eq!(out.code, 1);
+    assert_eq!(out.json()["error"]["code"], "not_found");
+    let stats = chatctl(&d.socket, &["--json", "stats"]).json();
+    assert_eq!(stats["result"]["kicks"], 2);
+}
+
+#[test]
+fn no_daemon_exits_69_and_names_the_socket() {
+    let dir = Scratch::new("adm-none");
+    let path = dir.path("nothing.sock");
+    let out = chatctl(&path, &["list"]);
+    assert_eq!(out.code, 69);
+    assert!(
+        out.stderr.contains(path.to_str().unwrap()) && out.stderr.contains("is groupchatd running")
+    );
+    // A stale socket file with nobody behind it is unreachable too.
+    drop(UnixListener::bind(&path).unwrap());
+    assert_eq!(chatctl(&path, &["stats"]).code, 69);
+}
+
+#[test]
+fn stale_socket_is_replaced_live_one_is_not_stolen_other_files_are_refused() {
+    let dir = Scratch::new("adm-stale");
+    // A socket file left by a crash: bound, then the listener is gone.
+    drop(UnixListener::bind(dir.path("d.sock")).unwrap());
+    let d = Daemon::start(&dir, "d", "");
+    d.log_line("removed stale admin socket");
+    assert_eq!(chatctl(&d.socket, &["list"]).code, 0);
+
+    // A second daemon on the same path must refuse to start and leave the first one serving.
+    let cfg = dir.file("second.toml", "");
+    let second = Command::new(crate::process::DAEMON)
+        .arg("--config")
+        .arg(&cfg)
+        .args(["--listen", "127.0.0.1:0", "--admin-socket"])
+        .arg(&d.socket)
+        .env_remove("NOTIFY_SOCKET")
+        .output()
+        .unwrap();
+    assert_ne!(second.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        err.contains("already serving") && err.contains("d.sock"),
+        "{err}"
+    );
+    assert_eq!(
+        chatctl(&d.socket, &["list"]).code,
+        0,
+        "first daemon still answers"
+    );
+
+    // A regular file at the path is never replaced.
+    let file = dir.file("plain.sock", "precious");
+    let third = Command::new(crate::process::DAEMON)
+        .arg("--config")
+        .arg(&cfg)
+        .args(["--listen", "127.0.0.1:0", "--admin-socket"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_ne!(third.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&third.stderr).contains("is not a socket"));
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "precious");
+}
+
+/// Sends raw lines on one admin connection and returns the reply lines.
+fn raw_exchange(path: &std::path::Path, payload: &[u8], replies: usize) -> Vec<serde_json::Value> {
+    let stream = UnixStream::connect(path).unwrap();
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    (&stream).write_all(payload).unwrap();
+    let mut reader = BufReader::new(&stream);
+    (0..replies)
+        .map(|_| {
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"))
+        })
+        .collect()
+}
+
+#[test]
+fn garbage_gets_error_replies_and_the_daemon_keeps_serving() {
+    let dir = Scratch::new("adm-garbage");
+    let d = Daemon::start(&dir, "d", "");
+    let replies = raw_exchange(
+        &d.socket,
+        b"garbage\n\xff\xfe\n{\"cmd\":\"frob\"}\n{\"version\":9,\"cmd\":\"list\"}\n{\"cmd\":\"stats\"}\n",
+        5,
+    );
+    let codes: Vec<_> = replies.iter().map(|r| r["error"]["code"].clone()).collect();
+    assert_eq!(
+        codes[..4],
+        [
+            "bad_request",
+            "bad_request",
+            "bad_request",
+            "unsupported_version"
+        ]
+    );
+    assert_eq!(replies[4]["ok"], true, "the same connection still works");
+
+    let mut huge = vec![b'x'; 100 * 1024];
+    huge.push(b'\n');
+    let replies = raw_exchange(&d.socket, &huge, 1);
+    assert_eq!(replies[0]["error"]["code"], "too_large");
+
+    // Eight idle connections fill the admin slots; a ninth is told the daemon is busy.
+    let idle: Vec<UnixStream> = (0..8)
+        .map(|_| UnixStream::connect(&d.socket).unwrap())
+        .collect();
+    let replies = raw_exchange(&d.socket, b"", 1);
+    assert_eq!(replies[0]["error"]["code"], "busy");
+    drop(idle);
+    let out = chatctl(&d.socket, &["stats"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+}
+
+#[test]
+fn disallowed_uid_is_refused_and_logged() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: needs root to run chatctl as a second uid");
+        return;
+    }
+    let dir = Scratch::new("adm-perm");
+    // World-connectable, so the refusal comes from the SO_PEERCRED check, not file permissions.
+    let d = Daemon::start(&dir, "d", "admin_socket_mode = \"0666\"\n");
+    std::fs::set_permissions(&dir.0, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let mut cmd = Command::new(CHATCTL);
+    cmd.arg("--socket")
+        .arg(&d.socket)
+        .arg("list")
+        .uid(65534)
+        .gid(65534);
+    let out = chatctl_with(&mut cmd);
+    assert_eq!(out.code, 77, "stdout {} stderr {}", out.stdout, out.stderr);
+    assert!(out.stderr.contains("uid 65534"), "{}", out.stderr);
+    let logged = d.log_line("admin connection refused");
+    assert!(
+        logged.contains("uid=65534") && logged.contains("pid="),
+        "{logged}"
+    );
+
+    // With the default 0660 mode the OS refuses first; chatctl still says permission denied (77).
+    let d2 = Daemon::start(&dir, "d2", "");
+    let mut cmd = Command::new(CHATCTL);
+    cmd.arg("--socket")
+        .arg(&d2.socket)
+        .arg("list")
+        .uid(65534)
+        .gid(65534);
+    let out = chatctl_with(&mut cmd);
+    assert_eq!(out.code, 77, "{}", out.stderr);
+}
+
+#[tokio::test]
+async fn reload_applies_new_config_and_refuses_a_broken_one() {
+    let dir = Scratch::new("adm-reload");
+    let d = Daemon::start(&dir, "d", "motd = \"first motd\"\n");
+    let mut alice = join(&d, "alice").await;
+    dir.file(
+        "d.toml",
+        "motd = \"second motd\"\nmax_line_bytes = 100\nmax_queue_bytes = 4096\n",
+    );
+    let out = chatctl(&d.socket, &["reload"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stdout.contains("configuration reloaded from"),
+        "{}",
+        out.stdout
+    );
+    let mut newcomer = TestClient::connect(d.addr()).await;
+    newcomer.expect("*** second motd").await;
+    // Existing clients stay connected and get the new limits.
+    alice.send(&"x".repeat(150)).await;
+    alice
+        .expect("*** Line too long (limit 100 bytes); it was not sent.")
+        .await;
+
+    dir.file("d.toml", "motd = \"third\"\nmax_line_bytes = 5\n");
+    let out = chatctl(&d.socket, &["reload"]);
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.contains("max_line_bytes"), "{}", out.stderr);
+    let out = chatctl(&d.socket, &["--json", "reload"]);
+    assert_eq!(out.json()["error"]["code"], "reload_failed");
+    let mut later = TestClient::connect(d.addr()).await;
+    later.expect("*** second motd").await;
+    alice.send("/who").await;
+    alice.expect("*** 1 online: alice").await;
+}

@@ -1,0 +1,203 @@
+//! Helpers for tests that run the real binaries: scratch directories, a daemon child process, chatctl.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+use crate::support::WAIT;
+
+pub const DAEMON: &str = env!("CARGO_BIN_EXE_groupchatd");
+pub const CHATCTL: &str = env!("CARGO_BIN_EXE_chatctl");
+
+/// A scratch directory for one test, removed when dropped.
+pub struct Scratch(pub PathBuf);
+
+impl Scratch {
+    pub fn new(name: &str) -> Scratch {
+        // Short: admin socket paths inside must stay under the 108-byte Unix socket limit.
+        let dir = std::env::temp_dir().join(format!("gcd-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Scratch(dir)
+    }
+
+    pub fn file(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.0.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A daemon process started by a test; killed (by its own PID) if the test did not stop it.
+pub struct Daemon {
+    pub child: Child,
+    log: mpsc::Receiver<String>,
+    seen: std::cell::RefCell<Vec<String>>,
+    pub addr: Option<SocketAddr>,
+    pub socket: PathBuf,
+}
+
+impl Daemon {
+    /// Starts `groupchatd --config DIR/NAME.toml --listen 127.0.0.1:0 --admin-socket DIR/NAME.sock`
+    /// with `config` as the file, and waits until it listens.
+    pub fn start(dir: &Scratch, name: &str, config: &str) -> Daemon {
+        let cfg = dir.file(&format!("{name}.toml"), config);
+        let socket = dir.path(&format!("{name}.sock"));
+        let mut d = Daemon::spawn(&[
+            "--config".as_ref(),
+            cfg.as_os_str(),
+            "--listen".as_ref(),
+            "127.0.0.1:0".as_ref(),
+            "--admin-socket".as_ref(),
+            socket.as_os_str(),
+        ]);
+        d.socket = socket;
+        d.addr = Some(d.listening_addr());
+        d.log_line("ready");
+        d
+    }
+
+    /// Spawns the daemon with exactly `args`, stderr captured.
+    pub fn spawn<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Daemon {
+        let mut child = Command::new(DAEMON)
+            .args(args)
+            .env_remove("JOURNAL_STREAM")
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("LISTEN_FDS")
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, log) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Daemon {
+            child,
+            log,
+            seen: Default::default(),
+            addr: None,
+            socket: PathBuf::new(),
+        }
+    }
+
+    /// The first log line (seen so far or arriving within the bound) containing `needle`.
+    pub fn log_line(&self, needle: &str) -> String {
+        if let Some(line) = self.seen.borrow().iter().find(|l| l.contains(needle)) {
+            return line.clone();
+        }
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.log.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.borrow_mut().push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!(
+                    "no log line containing {needle:?}; got {:#?}",
+                    self.seen.borrow()
+                ),
+            }
+        }
+    }
+
+    pub fn listening_addr(&self) -> SocketAddr {
+        let line = self.log_line("listening for chat connections");
+        let start = line.find("addr=").expect("addr field") + 5;
+        line[start..]
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr.expect("started with Daemon::start")
+    }
+
+    pub fn signal(&self, sig: Signal) {
+        kill(Pid::from_raw(self.child.id() as i32), sig).unwrap();
+    }
+
+    /// Waits (bounded) for the process to exit; returns its exit code.
+    pub fn wait_exit(&mut self, bound: Duration) -> i32 {
+        let deadline = Instant::now() + bound;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code().unwrap_or(-1);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "daemon did not exit within {bound:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Output of one chatctl run.
+pub struct Ctl {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Ctl {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("{e}: {:?}", self.stdout))
+    }
+}
+
+/// Runs `chatctl --socket SOCKET ARGS…` (blocking, bounded by chatctl's own --timeout).
+pub fn chatctl(socket: &Path, args: &[&str]) -> Ctl {
+    chatctl_with(Command::new(CHATCTL).arg("--socket").arg(socket).args(args))
+}
+
+pub fn chatctl_with(cmd: &mut Command) -> Ctl {
+    let out = cmd
+        .env_remove("GROUPCHATD_SOCKET")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    Ctl {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
