@@ -20,6 +20,7 @@ use crate::config::Config;
 use crate::hub::Hub;
 use crate::reload::Reloader;
 use crate::server;
+use crate::systemd::{self, Inherited};
 
 /// Listen backlog: deep enough that a join storm waits in the kernel rather than being refused.
 const BACKLOG: u32 = 4096;
@@ -46,6 +47,13 @@ pub enum StartError {
     Admin(#[from] AdminError),
 }
 
+impl StartError {
+    /// True when the configuration itself is wrong (exit 78, no restart), not the environment.
+    pub fn is_config(&self) -> bool {
+        matches!(self, StartError::Admin(AdminError::NoSuchGroup(_)))
+    }
+}
+
 /// A bound, not yet serving, daemon.
 pub struct App {
     hub: Arc<Hub>,
@@ -59,12 +67,40 @@ pub struct App {
 impl App {
     /// Binds every `listen` address of `config`, then the admin socket.
     pub fn bind(config: Config) -> Result<App, StartError> {
-        let listeners = config
-            .listen
-            .iter()
-            .map(|&addr| listen(addr).map_err(|source| BindError { addr, source }))
-            .collect::<Result<Vec<_>, _>>()?;
-        let admin = bind_admin(&config)?;
+        Self::bind_with(config, Inherited::default())
+    }
+
+    /// Like [`bind`](Self::bind), but uses sockets systemd passed instead of binding where it did:
+    /// inherited chat listeners replace `listen`, an inherited admin socket replaces `admin_socket`.
+    pub fn bind_with(config: Config, inherited: Inherited) -> Result<App, StartError> {
+        let listeners = if inherited.chat.is_empty() {
+            config
+                .listen
+                .iter()
+                .map(|&addr| listen(addr).map_err(|source| BindError { addr, source }))
+                .collect::<Result<Vec<_>, _>>()?
+        } else {
+            let adopt = |l: std::net::TcpListener| {
+                let addr = l
+                    .local_addr()
+                    .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+                TcpListener::from_std(l).map_err(|source| BindError { addr, source })
+            };
+            inherited
+                .chat
+                .into_iter()
+                .map(adopt)
+                .collect::<Result<Vec<_>, _>>()?
+        };
+        let admin = match inherited.admin {
+            Some(l) => {
+                let path = admin::path::resolve(config.admin_socket.as_deref());
+                AdminSocket::from_listener(
+                    tokio::net::UnixListener::from_std(l).map_err(|e| AdminError::Io(path, e))?,
+                )
+            }
+            None => bind_admin(&config)?,
+        };
         Ok(Self::with_listeners(config, listeners, admin))
     }
 
@@ -131,8 +167,29 @@ impl App {
                 self.stop.clone(),
             ));
         }
-        info!(admin_socket = %admin_path, listen = ?addrs, event = "ready", "ready");
+        let listen = addrs
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ");
+        systemd::notify_ready(&self.hub, &listen);
+        if std::env::var_os("NOTIFY_SOCKET").is_some() {
+            tokio::spawn(systemd::status_loop(
+                self.hub.clone(),
+                listen.clone(),
+                self.stop.clone(),
+            ));
+        }
+        if let Some(interval) = systemd::watchdog_interval() {
+            tokio::spawn(systemd::watchdog_loop(
+                self.hub.clone(),
+                interval,
+                self.stop.clone(),
+            ));
+        }
+        info!(admin_socket = %admin_path, listen = %listen, event = "ready", "ready");
         shutdown.await;
+        systemd::notify_stopping();
         let (connections, _, _) = self.hub.counts();
         info!(connections, event = "stopping", "shutting down");
         self.stop.cancel();

@@ -15,6 +15,7 @@ use crate::app::App;
 use crate::config::{Config, Overrides};
 use crate::logging::{self, LogHandle};
 use crate::reload::Reloader;
+use crate::systemd;
 
 /// Runs the daemon until SIGTERM/SIGINT. `path` is the configuration file in use, if any.
 pub fn run(config: Config, path: Option<PathBuf>, overrides: Overrides) -> anyhow::Result<()> {
@@ -47,7 +48,8 @@ async fn serve(
     let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
     let mut hup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
-    let mut app = App::bind(config)?;
+    let inherited = systemd::inherited_sockets().context("taking sockets passed by systemd")?;
+    let mut app = App::bind_with(config, inherited)?;
     let reloader = Arc::new(Reloader::new(path, overrides, Some(log)));
     app.set_reloader(reloader.clone());
     let hub = app.hub().clone();

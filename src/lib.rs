@@ -11,6 +11,7 @@
 //! - [`admin`]: the Unix control socket, its wire format ([`admin::proto`]) and `chatctl`'s client.
 //! - [`reload`]: transactional configuration reload (SIGHUP and `chatctl reload`).
 //! - [`daemon`], [`logging`], [`cli`]: the process around the app.
+//! - [`systemd`]: socket activation, readiness/status notifications, the watchdog.
 //! - [`ctl`]: `chatctl`'s requests, tables and exit codes.
 
 pub mod admin;
@@ -26,3 +27,4 @@ pub mod protocol;
 pub mod reload;
 pub mod server;
 pub mod session;
+pub mod systemd;

@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use groupchatd::app::StartError;
 use groupchatd::cli::DaemonArgs;
 use groupchatd::config::{Config, EX_CONFIG};
 
@@ -30,7 +31,14 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("groupchatd: {e:#}");
-            ExitCode::FAILURE
+            let config_error = e
+                .downcast_ref::<StartError>()
+                .is_some_and(StartError::is_config);
+            if config_error {
+                ExitCode::from(EX_CONFIG as u8)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

@@ -6,3 +6,4 @@ mod chat;
 mod limits;
 mod process;
 mod support;
+mod systemd;

@@ -75,17 +75,30 @@ impl Daemon {
 
     /// Spawns the daemon with exactly `args`, stderr captured.
     pub fn spawn<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Daemon {
-        let mut child = Command::new(DAEMON)
-            .args(args)
+        Self::spawn_with(args, |_| {})
+    }
+
+    /// Like [`spawn`](Self::spawn), letting the test adjust the command (environment, fds).
+    pub fn spawn_with<S: AsRef<std::ffi::OsStr>>(
+        args: &[S],
+        adjust: impl FnOnce(&mut Command),
+    ) -> Daemon {
+        let mut cmd = Command::new(DAEMON);
+        cmd.args(args)
             .env_remove("JOURNAL_STREAM")
             .env_remove("NOTIFY_SOCKET")
             .env_remove("LISTEN_FDS")
+            .env_remove("WATCHDOG_USEC")
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+            .stdout(Stdio::null());
+        adjust(&mut cmd);
+        Self::from_command(cmd)
+    }
+
+    /// Runs a prepared command (its stderr is captured here).
+    pub fn from_command(mut cmd: Command) -> Daemon {
+        let mut child = cmd.stderr(Stdio::piped()).spawn().unwrap();
         let stderr = child.stderr.take().unwrap();
         let (tx, log) = mpsc::channel();
         std::thread::spawn(move || {
