@@ -3,6 +3,7 @@
 mod admin;
 mod binary;
 mod chat;
+mod e2e;
 mod limits;
 mod process;
 mod support;
