@@ -27,7 +27,7 @@ const BACKLOG: u32 = 4096;
 
 /// A listener could not be bound.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot listen on {addr}: {source}")]
+#[error("cannot listen on {addr}")]
 pub struct BindError {
     /// The address from the configuration.
     pub addr: SocketAddr,

@@ -6,13 +6,15 @@
 //! limit is refused and the caller disconnects the client as too slow, so a stalled reader costs at most
 //! `max_queue_bytes` and never delays anyone else. An idle outbox owns no heap memory.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll, Waker};
 use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
-use tokio::sync::Notify;
 
 /// A connection's id: unique for the daemon's lifetime, never reused, never a socket address.
 pub type ClientId = u64;
@@ -128,13 +130,20 @@ struct OutboxState {
     /// Lines ever queued (counted here because the pusher already holds this lock).
     lines_out: u64,
     close: Option<Close>,
+    /// The session's waker while it waits (see [`Outbox::ready`]).
+    waker: Option<Waker>,
+    /// Whether that waiter wants to hear about pushes, or only about a close.
+    waker_wants_data: bool,
 }
 
 /// A bounded, byte-counted queue of shared buffers with a wake-up for the writer.
+///
+/// The wake-up is a stored [`Waker`] under the same lock as the queue rather than a
+/// `tokio::sync::Notify`: the waiting future is then one reference (idle sessions stay small), and a
+/// push wakes the session only when it is actually waiting.
 #[derive(Debug, Default)]
 pub struct Outbox {
     state: Mutex<OutboxState>,
-    wake: Notify,
 }
 
 /// A batch the writer took from the outbox, or the instruction to stop.
@@ -142,7 +151,7 @@ pub struct Outbox {
 pub enum Taken {
     /// Buffers to write, in order.
     Data(Vec<Bytes>),
-    /// Nothing queued; wait for [`Outbox::notified`].
+    /// Nothing queued; wait for [`Outbox::ready`].
     Empty,
     /// Stop writing: closed in `Abort` mode, or closed in `Flush` mode with nothing left to send.
     Done(Close),
@@ -163,12 +172,15 @@ impl Outbox {
         }
         st.unsent += buf.len();
         st.lines_out += u64::from(lines);
-        let was_empty = st.queue.is_empty();
         st.queue.push(buf);
+        let waker = if st.waker_wants_data {
+            st.waker.take()
+        } else {
+            None
+        };
         drop(st);
-        // One wake-up per batch: if the queue was non-empty the writer already has a permit or is busy.
-        if was_empty {
-            self.wake.notify_one();
+        if let Some(waker) = waker {
+            waker.wake();
         }
         Pushed::Queued
     }
@@ -182,8 +194,11 @@ impl Outbox {
             (Some(Close::Flush(r)), Close::Abort(_)) => st.close = Some(Close::Abort(r.clone())),
             _ => {}
         }
+        let waker = st.waker.take();
         drop(st);
-        self.wake.notify_one();
+        if let Some(waker) = waker {
+            waker.wake();
+        }
     }
 
     /// True once [`close`](Self::close) has been called.
@@ -204,6 +219,8 @@ impl Outbox {
             _ => {}
         }
         if st.queue.is_empty() {
+            // Going idle: release the queue's capacity so an idle client holds no buffers.
+            st.queue = Vec::new();
             return Taken::Empty;
         }
         Taken::Data(std::mem::replace(&mut st.queue, spare))
@@ -215,12 +232,12 @@ impl Outbox {
         st.unsent = st.unsent.saturating_sub(n);
     }
 
-    /// True if the outbox was closed in `Abort` mode (the writer checks this between writes).
-    pub fn aborted(&self) -> bool {
-        matches!(
-            self.state.lock().unwrap_or_else(|e| e.into_inner()).close,
-            Some(Close::Abort(_))
-        )
+    /// The reason, if the outbox was closed in `Abort` mode (the writer checks this between writes).
+    pub fn aborted(&self) -> Option<LeaveReason> {
+        match &self.state.lock().unwrap_or_else(|e| e.into_inner()).close {
+            Some(Close::Abort(reason)) => Some(reason.clone()),
+            _ => None,
+        }
     }
 
     /// Bytes pushed but not yet written.
@@ -236,9 +253,46 @@ impl Outbox {
             .lines_out
     }
 
-    /// Resolves after the next push into an empty queue or a close (or at once if one already happened).
-    pub async fn notified(&self) {
-        self.wake.notified().await
+    /// Resolves once something is queued or the outbox is closed. Cancel-safe; only one task (the
+    /// client's session) waits on an outbox.
+    pub fn ready(&self) -> OutboxReady<'_> {
+        OutboxReady {
+            outbox: self,
+            data: true,
+        }
+    }
+
+    /// Resolves once the outbox is closed. A session whose socket is full waits on this rather than
+    /// [`ready`](Self::ready), so further pushes do not wake it in vain.
+    pub fn closed(&self) -> OutboxReady<'_> {
+        OutboxReady {
+            outbox: self,
+            data: false,
+        }
+    }
+}
+
+/// The future returned by [`Outbox::ready`] and [`Outbox::closed`].
+#[derive(Debug)]
+pub struct OutboxReady<'a> {
+    outbox: &'a Outbox,
+    data: bool,
+}
+
+impl Future for OutboxReady<'_> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let mut st = self.outbox.state.lock().unwrap_or_else(|e| e.into_inner());
+        if st.close.is_some() || (self.data && !st.queue.is_empty()) {
+            return Poll::Ready(());
+        }
+        st.waker_wants_data = self.data;
+        match &mut st.waker {
+            Some(waker) => waker.clone_from(cx.waker()),
+            None => st.waker = Some(cx.waker().clone()),
+        }
+        Poll::Pending
     }
 }
 
@@ -290,6 +344,7 @@ impl Client {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
 
     fn b(s: &str) -> Bytes {
         Bytes::copy_from_slice(s.as_bytes())
@@ -342,6 +397,47 @@ mod tests {
             o.take(Vec::new()),
             Taken::Done(Close::Abort(LeaveReason::Closed))
         ));
+    }
+
+    #[test]
+    fn ready_wakes_on_push_closed_only_on_close() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::task::Wake;
+        struct Count(AtomicUsize);
+        impl Wake for Count {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(count.clone());
+        let mut cx = Context::from_waker(&waker);
+        let o = Outbox::default();
+
+        let mut f = std::pin::pin!(o.ready());
+        assert!(f.as_mut().poll(&mut cx).is_pending());
+        o.push(b("x"), 1, 100);
+        assert_eq!(
+            count.0.load(Ordering::SeqCst),
+            1,
+            "a push wakes a data waiter"
+        );
+        assert!(f.as_mut().poll(&mut cx).is_ready());
+
+        let mut g = std::pin::pin!(o.closed());
+        assert!(
+            g.as_mut().poll(&mut cx).is_pending(),
+            "queued data does not satisfy closed()"
+        );
+        o.push(b("y"), 1, 100);
+        assert_eq!(
+            count.0.load(Ordering::SeqCst),
+            1,
+            "a push does not wake a close waiter"
+        );
+        o.close(Close::Abort(LeaveReason::QueueFull));
+        assert_eq!(count.0.load(Ordering::SeqCst), 2);
+        assert!(g.as_mut().poll(&mut cx).is_ready());
     }
 
     #[test]

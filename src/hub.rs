@@ -97,7 +97,6 @@ impl std::fmt::Display for NickRefused {
 #[derive(Debug, Clone)]
 struct Member {
     nick: Arc<str>,
-    key: String,
     client: Arc<Client>,
 }
 
@@ -144,13 +143,9 @@ impl State {
     }
 
     fn sorted_names(&self) -> Vec<Arc<str>> {
-        let mut names: Vec<(&str, &Arc<str>)> = self
-            .members
-            .values()
-            .map(|m| (m.key.as_str(), &m.nick))
-            .collect();
-        names.sort_unstable_by(|a, b| a.0.cmp(b.0));
-        names.into_iter().map(|(_, n)| n.clone()).collect()
+        let mut names: Vec<Arc<str>> = self.members.values().map(|m| m.nick.clone()).collect();
+        names.sort_by_cached_key(|n| nick_key(n));
+        names
     }
 }
 
@@ -279,21 +274,22 @@ impl Hub {
         let key = nick_key(nick);
         let nick: Arc<str> = Arc::from(nick);
         let mut slow = Vec::new();
+        let peer;
         {
             let mut st = self.lock();
             let Some(client) = st.clients.get(&id).cloned() else {
                 return Err(NickRefused::Gone);
             };
+            peer = client.peer;
             if st.stopping {
                 return Err(NickRefused::Gone);
             }
             if st.nicks.contains_key(&key) {
                 return Err(NickRefused::Taken);
             }
-            st.nicks.insert(key.clone(), id);
+            st.nicks.insert(key, id);
             let member = Member {
                 nick: nick.clone(),
-                key,
                 client: client.clone(),
             };
             st.members.insert(id, member);
@@ -321,7 +317,7 @@ impl Hub {
             format::push_notice(&mut welcome, "Type /help for commands.");
             client.outbox.push(welcome.freeze(), 2, usize::MAX);
         }
-        info!(client = id, nick = %nick, event = "join", "joined");
+        info!(client = id, peer = %peer, nick = %nick, event = "join", "joined");
         self.changed();
         self.drop_slow(slow);
         Ok(nick)
@@ -346,9 +342,8 @@ impl Hub {
                 Some(owner) if *owner != id => return Err(NickRefused::Taken),
                 _ => {}
             }
-            let old_key = std::mem::replace(&mut st.members.get_mut(&id).unwrap().key, key.clone());
             st.members.get_mut(&id).unwrap().nick = new.clone();
-            st.nicks.remove(&old_key);
+            st.nicks.remove(&nick_key(&old));
             st.nicks.insert(key, id);
             let line = notice(&format!("{old} is now known as {new}"));
             if st.announce_presence(st.members.len()) {
@@ -455,7 +450,7 @@ impl Hub {
                 client.outbox.close(Close::for_reason(reason.clone()));
                 let member = st.members.remove(&id);
                 if let Some(m) = &member {
-                    st.nicks.remove(&m.key);
+                    st.nicks.remove(&nick_key(&m.nick));
                     if !st.stopping && st.announce_presence(st.members.len() + 1) {
                         let line = notice(&format!("{} left ({reason})", m.nick));
                         st.fan_out(None, &line, 1, &mut slow);

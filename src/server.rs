@@ -15,7 +15,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{Instrument, debug, error, field, info_span, warn};
+use tracing::{debug, error, warn};
 
 use crate::hub::{Hub, Refusal};
 use crate::protocol::format::notice;
@@ -67,10 +67,10 @@ pub async fn accept_loop(
         match hub.register(peer) {
             Ok(client) => {
                 configure(&stream, &hub);
-                let span =
-                    info_span!("session", client = client.id, peer = %peer, nick = field::Empty);
-                debug!(parent: &span, "connected");
-                tracker.spawn(session::run(hub.clone(), client, stream).instrument(span));
+                debug!(client = client.id, peer = %peer, event = "connect", "connected");
+                // No per-session span: it would cost every idle connection a few hundred bytes;
+                // session events carry the client id as a field instead.
+                tracker.spawn(session::run(hub.clone(), client, stream));
             }
             Err(why) => refuse(stream, peer, why, &refusals, &tracker),
         }

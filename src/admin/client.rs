@@ -57,13 +57,14 @@ pub fn request(path: &Path, cmd: &Command, timeout: Duration) -> Result<Response
     stream
         .set_write_timeout(Some(timeout))
         .map_err(|e| unreachable(&e))?;
-    (&stream)
-        .write_all(proto::encode_request(cmd).as_bytes())
-        .map_err(|e| unreachable(&e))?;
+    // A daemon that refuses us may reply and close before reading: a failed write is not the end,
+    // the reply may already be waiting.
+    let written = (&stream).write_all(proto::encode_request(cmd).as_bytes());
     let mut line = String::new();
     // A reply is small; the cap only guards against a peer that is not groupchatd.
     let mut reader = BufReader::new((&stream).take(16 << 20));
     match reader.read_line(&mut line) {
+        Ok(0) if written.is_err() => Err(unreachable(&written.unwrap_err())),
         Ok(0) => Err(ClientError::Protocol(format!(
             "groupchatd at {shown} closed the connection without replying"
         ))),

@@ -237,6 +237,10 @@ async fn handle(stream: &mut UnixStream, ctx: &AdminCtx) {
                 .unwrap_or(false),
             None => false,
         };
+    let (read, mut write) = stream.split();
+    let mut reader = BufReader::new(read);
+    let mut line = Vec::new();
+    let limit = MAX_REQUEST_BYTES as u64 + 1;
     if !allowed {
         warn!(
             uid,
@@ -244,19 +248,20 @@ async fn handle(stream: &mut UnixStream, ctx: &AdminCtx) {
             event = "admin_refused",
             "admin connection refused: caller not allowed"
         );
+        // Read (bounded) the request first, so the caller gets the refusal as a reply instead of a
+        // broken pipe or a reset caused by a request still in flight.
+        let mut first = (&mut reader).take(limit);
+        let _ =
+            tokio::time::timeout(Duration::from_secs(1), first.read_until(b'\n', &mut line)).await;
         let reply = Response::error(
             ErrorCode::PermissionDenied,
             format!("uid {uid} may not use the admin socket"),
         );
-        let _ = stream.write_all(reply.encode().as_bytes()).await;
+        let _ = write.write_all(reply.encode().as_bytes()).await;
         return;
     }
-    let (read, mut write) = stream.split();
-    let mut reader = BufReader::new(read);
-    let mut line = Vec::new();
     loop {
         line.clear();
-        let limit = MAX_REQUEST_BYTES as u64 + 1;
         let got = tokio::time::timeout(
             IDLE_TIMEOUT,
             (&mut reader).take(limit).read_until(b'\n', &mut line),

@@ -34,10 +34,12 @@ impl Notify {
             let left = deadline.saturating_duration_since(Instant::now());
             assert!(!left.is_zero(), "no datagram containing {needle:?}");
             self.sock.set_read_timeout(Some(left)).unwrap();
-            let n = self
-                .sock
-                .recv(&mut buf)
-                .unwrap_or_else(|e| panic!("waiting for {needle:?}: {e}"));
+            let n = match self.sock.recv(&mut buf) {
+                Ok(n) => n,
+                // A signal (e.g. SIGCHLD from another test's child) interrupted the wait: retry.
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => panic!("waiting for {needle:?}: {e}"),
+            };
             let text = String::from_utf8_lossy(&buf[..n]).into_owned();
             if text.contains(needle) {
                 return text;

@@ -1,0 +1,448 @@
+//! A session's input side: reading, framing, sanitising and handling lines, flood control, and the
+//! input deadlines (handshake, idle). All synchronous; the driver in the parent module decides when
+//! to call it. Reads land in a per-thread buffer: only an incomplete line (in the framer) or input
+//! paused by flood control (the backlog) is ever held per connection, and neither has any capacity
+//! while the client is idle.
+
+use std::cell::RefCell;
+use std::io;
+use std::ops::ControlFlow;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tracing::info;
+
+use super::NICK_PROMPT;
+use crate::client::{Client, ClientId, LeaveReason, Pushed};
+use crate::config::{Config, Flood};
+use crate::hub::{Hub, NickRefused};
+use crate::protocol::format::{self, notice, notices};
+use crate::protocol::{ClientCmd, Frame, HELP, LineFramer, parse_line, sanitise_into};
+
+/// Bytes read per `read()`: large enough that a busy sender's lines arrive in few syscalls and are
+/// published as few batches. Per worker thread, not per connection.
+const READ_CHUNK: usize = 64 * 1024;
+
+thread_local! {
+    /// Socket reads land here.
+    static READ_BUF: RefCell<Box<[u8]>> = RefCell::new(vec![0; READ_CHUNK].into_boxed_slice());
+    /// Sanitised text of the line being handled.
+    static LINE_BUF: RefCell<String> = RefCell::new(String::with_capacity(1024));
+}
+
+/// Reads and discards whatever is readable now; true once the peer has closed (or failed).
+pub(super) fn drain(stream: &TcpStream) -> bool {
+    READ_BUF.with_borrow_mut(|buf| match stream.try_read(buf) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => e.kind() != io::ErrorKind::WouldBlock,
+    })
+}
+
+/// The input side of one session.
+pub(super) struct Input {
+    framer: LineFramer,
+    pub(super) ctx: LineCtx,
+    /// Input read but not yet consumed because flood control paused us. Empty (no capacity) otherwise.
+    backlog: Vec<u8>,
+    handshake_deadline: Option<Instant>,
+    /// Flood control paused reading until then.
+    throttled_until: Option<Instant>,
+    /// False once the client has left (EOF, quit, timeout): nothing more is read.
+    reading: bool,
+}
+
+impl Input {
+    pub(super) fn new(hub: Arc<Hub>, client: Arc<Client>, cfg: Arc<Config>) -> Self {
+        Input {
+            framer: LineFramer::new(cfg.max_line_bytes),
+            handshake_deadline: cfg.handshake_timeout.map(|d| Instant::now() + d),
+            ctx: LineCtx {
+                hub,
+                client,
+                bucket: cfg.flood.map(TokenBucket::new),
+                cfg,
+                phase: Phase::Handshake,
+                batch: BytesMut::new(),
+                batch_lines: 0,
+                told_utf8: false,
+                last_line: Instant::now(),
+                leave: None,
+                throttle: false,
+            },
+            backlog: Vec::new(),
+            throttled_until: None,
+            reading: true,
+        }
+    }
+
+    /// Whether to wait for the socket to become readable.
+    pub(super) fn wants_read(&self) -> bool {
+        self.reading && self.backlog.is_empty() && self.throttled_until.is_none()
+    }
+
+    /// Whether paused input can be handled now.
+    pub(super) fn has_backlog_ready(&self) -> bool {
+        self.reading && !self.backlog.is_empty() && self.throttled_until.is_none()
+    }
+
+    /// One non-blocking read, handled at once.
+    pub(super) fn read(&mut self, stream: &TcpStream) {
+        self.follow_config();
+        READ_BUF.with_borrow_mut(|buf| match stream.try_read(buf) {
+            Ok(0) => {
+                // Clean EOF: a last unterminated line still counts (`printf 'hi' | nc -N`).
+                let ctx = &mut self.ctx;
+                self.framer.finish(|frame| {
+                    let _ = ctx.on_frame(frame);
+                });
+                ctx.flush();
+                ctx.leave.get_or_insert(LeaveReason::Closed);
+            }
+            Ok(n) => {
+                self.ctx
+                    .client
+                    .stats
+                    .bytes_in
+                    .fetch_add(n as u64, Ordering::Relaxed);
+                let used = self.feed(&buf[..n]);
+                if used < n {
+                    self.backlog = buf[used..n].to_vec();
+                }
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ) => {}
+            // A reset: what was buffered of an unfinished line is dropped, not relayed.
+            Err(_) => {
+                self.ctx.leave.get_or_insert(LeaveReason::Closed);
+            }
+        });
+    }
+
+    /// Handles input paused by flood control, as far as the bucket allows.
+    pub(super) fn consume_backlog(&mut self) {
+        self.follow_config();
+        let backlog = std::mem::take(&mut self.backlog);
+        let used = self.feed(&backlog);
+        if used < backlog.len() {
+            self.backlog = backlog[used..].to_vec();
+        }
+    }
+
+    /// Frames and handles `input`, stopping early on throttle or leave; publishes the batch.
+    fn feed(&mut self, input: &[u8]) -> usize {
+        let ctx = &mut self.ctx;
+        let used = self.framer.feed(input, |frame| ctx.on_frame(frame));
+        ctx.flush();
+        if std::mem::take(&mut ctx.throttle)
+            && let Some(bucket) = &ctx.bucket
+        {
+            self.throttled_until = Some(Instant::now() + bucket.wait());
+        }
+        used
+    }
+
+    /// The reason the client is leaving, once (then reading stops for good).
+    pub(super) fn take_leave(&mut self) -> Option<LeaveReason> {
+        let reason = self.ctx.leave.take()?;
+        self.reading = false;
+        self.backlog = Vec::new();
+        Some(reason)
+    }
+
+    /// The earliest input deadline: end of a flood pause, handshake or idle timeout.
+    pub(super) fn next_deadline(&self) -> Option<Instant> {
+        if !self.reading {
+            return None;
+        }
+        let timeout = match self.ctx.phase {
+            Phase::Handshake => self.handshake_deadline,
+            Phase::Joined(_) => self.ctx.cfg.idle_timeout.map(|d| self.ctx.last_line + d),
+        };
+        [timeout, self.throttled_until].into_iter().flatten().min()
+    }
+
+    /// Acts on input deadlines that have passed.
+    pub(super) fn on_time(&mut self, now: Instant) {
+        if self.throttled_until.is_some_and(|t| t <= now) {
+            self.throttled_until = None;
+        }
+        if self.throttled_until.is_none()
+            && self.backlog.is_empty()
+            && self.next_deadline().is_some_and(|t| t <= now)
+        {
+            let reason = self.ctx.timed_out();
+            self.ctx.leave.get_or_insert(reason);
+        }
+    }
+
+    /// Picks up a reloaded configuration before handling more input.
+    fn follow_config(&mut self) {
+        let cfg = self.ctx.hub.config();
+        if Arc::ptr_eq(&cfg, &self.ctx.cfg) {
+            return;
+        }
+        self.framer.set_max_line(cfg.max_line_bytes);
+        if cfg.flood != self.ctx.cfg.flood {
+            self.ctx.bucket = cfg.flood.map(TokenBucket::new);
+        }
+        self.ctx.cfg = cfg;
+    }
+}
+
+/// Per-client flood control: a token bucket that pauses reading when empty.
+#[derive(Debug)]
+struct TokenBucket {
+    flood: Flood,
+    tokens: f64,
+    last: Instant,
+    /// Inside a throttle episode (counted and logged once per episode).
+    throttled: bool,
+}
+
+impl TokenBucket {
+    fn new(flood: Flood) -> Self {
+        TokenBucket {
+            flood,
+            tokens: f64::from(flood.burst),
+            last: Instant::now(),
+            throttled: false,
+        }
+    }
+
+    fn refill(&mut self, now: Instant) {
+        let burst = f64::from(self.flood.burst);
+        let dt = now.saturating_duration_since(self.last).as_secs_f64();
+        self.tokens = (self.tokens + dt * self.flood.per_sec).min(burst);
+        self.last = now;
+    }
+
+    /// Spends a token for one line; returns true when the next line must wait.
+    fn spend(&mut self, now: Instant) -> bool {
+        self.refill(now);
+        if self.tokens >= f64::from(self.flood.burst) {
+            self.throttled = false;
+        }
+        self.tokens -= 1.0;
+        self.tokens < 1.0
+    }
+
+    /// How long until one token is available.
+    fn wait(&self) -> Duration {
+        Duration::from_secs_f64(((1.0 - self.tokens) / self.flood.per_sec).max(0.0))
+    }
+}
+
+/// Where the client is in its life.
+enum Phase {
+    /// Connected, choosing a nickname.
+    Handshake,
+    /// Joined under this nickname.
+    Joined(Arc<str>),
+}
+
+/// Everything a line needs while being handled (kept apart from the framer that calls it).
+pub(super) struct LineCtx {
+    hub: Arc<Hub>,
+    pub(super) client: Arc<Client>,
+    pub(super) cfg: Arc<Config>,
+    phase: Phase,
+    bucket: Option<TokenBucket>,
+    /// Chat lines produced by the current read, published together.
+    batch: BytesMut,
+    batch_lines: u32,
+    told_utf8: bool,
+    last_line: Instant,
+    /// Set when a line ends the session (quit, overflow of our own replies).
+    leave: Option<LeaveReason>,
+    /// Set when the bucket ran dry: stop consuming input until it refills.
+    throttle: bool,
+}
+
+impl LineCtx {
+    fn id(&self) -> ClientId {
+        self.client.id
+    }
+
+    /// Queues a reply for this client alone. A client that does not read its own replies is as slow
+    /// as one that does not read the room.
+    fn reply(&mut self, buf: Bytes, lines: u32) {
+        if self
+            .client
+            .outbox
+            .push(buf, lines, self.cfg.max_queue_bytes)
+            == Pushed::Overflow
+        {
+            self.leave.get_or_insert(LeaveReason::QueueFull);
+        }
+    }
+
+    fn say(&mut self, text: &str) {
+        self.reply(notice(text), 1);
+    }
+
+    /// Counts a line added to the batch, publishing early when the batch is big: one publish must stay
+    /// a small fraction of a recipient's queue limit, or a reader that keeps up but has one batch in
+    /// flight would look slow.
+    fn batched(&mut self) {
+        self.batch_lines += 1;
+        let cap = (self.cfg.max_queue_bytes / 8).clamp(1024, 16 * 1024);
+        if self.batch.len() >= cap {
+            self.flush();
+        }
+    }
+
+    /// Publishes the chat lines gathered so far as one shared buffer.
+    fn flush(&mut self) {
+        if self.batch_lines > 0 {
+            let buf = std::mem::take(&mut self.batch).freeze();
+            self.hub
+                .publish(self.id(), buf, std::mem::take(&mut self.batch_lines));
+        }
+    }
+
+    fn timed_out(&mut self) -> LeaveReason {
+        match self.phase {
+            Phase::Handshake => {
+                let secs = self.cfg.handshake_timeout.unwrap_or_default().as_secs();
+                self.say(&format!("No nickname within {secs} s; goodbye."));
+                LeaveReason::HandshakeTimeout
+            }
+            Phase::Joined(_) => {
+                let secs = self.cfg.idle_timeout.unwrap_or_default().as_secs();
+                self.say(&format!("Idle for {secs} s; disconnecting."));
+                LeaveReason::Idle
+            }
+        }
+    }
+
+    fn on_frame(&mut self, frame: Frame<'_>) -> ControlFlow<()> {
+        let raw = match frame {
+            Frame::TooLong => {
+                let max = self.cfg.max_line_bytes;
+                self.say(&format!(
+                    "Line too long (limit {max} bytes); it was not sent."
+                ));
+                return self.next_step();
+            }
+            Frame::Line(raw) => raw,
+        };
+        LINE_BUF.with_borrow_mut(|line| {
+            line.clear();
+            let invalid = sanitise_into(raw, line);
+            if invalid && !self.told_utf8 {
+                self.told_utf8 = true;
+                self.say("This server expects UTF-8; invalid bytes were replaced with \u{FFFD}.");
+            }
+            if line.is_empty() {
+                return ControlFlow::Continue(());
+            }
+            self.client.stats.lines_in.fetch_add(1, Ordering::Relaxed);
+            self.client.touch();
+            self.last_line = Instant::now();
+            match &self.phase {
+                Phase::Handshake => self.on_nick_line(line.trim()),
+                Phase::Joined(nick) => {
+                    let nick = nick.clone();
+                    self.on_chat_line(&nick, line);
+                }
+            }
+            if let Some(bucket) = &mut self.bucket
+                && bucket.spend(Instant::now())
+            {
+                self.throttle = true;
+                if !bucket.throttled {
+                    bucket.throttled = true;
+                    self.hub.counters.throttled.fetch_add(1, Ordering::Relaxed);
+                    info!(
+                        client = self.id(),
+                        event = "throttle",
+                        "flood limit reached; slowing reads"
+                    );
+                }
+            }
+            self.next_step()
+        })
+    }
+
+    fn next_step(&self) -> ControlFlow<()> {
+        if self.leave.is_some() || self.throttle {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    }
+
+    fn on_nick_line(&mut self, nick: &str) {
+        if nick.eq_ignore_ascii_case("/quit") || nick.to_ascii_lowercase().starts_with("/quit ") {
+            self.leave = Some(LeaveReason::Quit(None));
+            return;
+        }
+        match self.hub.join(self.id(), nick) {
+            Ok(nick) => {
+                self.phase = Phase::Joined(nick);
+            }
+            Err(NickRefused::Gone) => self.leave = Some(LeaveReason::ShuttingDown),
+            Err(why) => self.reply(notices([why.to_string().as_str(), NICK_PROMPT]), 2),
+        }
+    }
+
+    fn on_chat_line(&mut self, nick: &str, line: &str) {
+        match parse_line(line) {
+            ClientCmd::Say(text) => {
+                format::push_say(&mut self.batch, nick, text);
+                self.batched();
+            }
+            ClientCmd::Me(text) => {
+                format::push_action(&mut self.batch, nick, text);
+                self.batched();
+            }
+            other => {
+                // Anything but chat is handled in order: publish what came before it first.
+                self.flush();
+                self.on_command(nick, other);
+            }
+        }
+    }
+
+    fn on_command(&mut self, nick: &str, cmd: ClientCmd<'_>) {
+        match cmd {
+            ClientCmd::Say(_) | ClientCmd::Me(_) => unreachable!("chat lines are batched"),
+            ClientCmd::Nick(new) => match self.hub.rename(self.id(), new) {
+                Ok((_, new)) => {
+                    self.phase = Phase::Joined(new);
+                }
+                Err(NickRefused::Gone) => self.leave = Some(LeaveReason::ShuttingDown),
+                Err(why) => self.say(&format!("Cannot change nickname: {why}")),
+            },
+            ClientCmd::Who => {
+                let lines = self.hub.who_lines();
+                self.reply(lines, 1);
+            }
+            ClientCmd::Msg { to, text } => {
+                let mut line = BytesMut::new();
+                format::push_private(&mut line, nick, text);
+                match self.hub.send_private(to, line.freeze()) {
+                    Some(to) => self.say(&format!("-> *{to}* {text}")),
+                    None => self.say(&format!("No such nickname: {to}")),
+                }
+            }
+            ClientCmd::Quit(reason) => {
+                self.say("Goodbye.");
+                self.leave = Some(LeaveReason::Quit(reason.map(str::to_owned)));
+            }
+            ClientCmd::Help => self.reply(notices(HELP.iter().copied()), HELP.len() as u32),
+            ClientCmd::Usage(usage) => self.say(usage),
+            ClientCmd::Unknown(name) => self.say(&format!(
+                "Unknown command /{name}; type /help for the list."
+            )),
+        }
+    }
+}
