@@ -1,0 +1,481 @@
+//! `chatbench fanout`: N connections, S of them sending M marked lines each; measures delivery.
+//!
+//! Sequence: connect all (hello lines), probe barrier (see `swarm`), read the server's CPU time,
+//! start every sender on one shared schedule, wait until every receiver has every line or its
+//! senders' end lines, read the CPU time again, report. The whole run is bounded by `--timeout`;
+//! when it passes, everything stops and what was measured so far is reported as partial.
+//!
+//! A sender writes up to [`BATCH`] lines per write(): always in as-fast-as-possible mode, and in
+//! rated mode whenever it has fallen behind its schedule, so the generator itself stays cheap.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::marker;
+use crate::proc;
+use crate::report::{Report, Value, field};
+use crate::stats::{Tally, Totals};
+use crate::swarm::{Setup, Swarm, WaitError};
+
+/// Most lines put in one write().
+const BATCH: u32 = 64;
+/// A rated batch starting later than this behind its schedule counts as late.
+const LATE_US: u64 = 2000;
+/// Cap on the memory for duplicate detection (one bit per receiver, sender and line).
+const MAX_TRACKING_BYTES: u64 = 1 << 30;
+
+/// Options of `chatbench fanout`.
+#[derive(Args, Debug)]
+pub struct FanoutArgs {
+    /// Server address, HOST:PORT.
+    #[arg(long)]
+    pub addr: String,
+    /// Connections to open.
+    #[arg(long)]
+    pub clients: usize,
+    /// How many of them (the first ones) send.
+    #[arg(long)]
+    pub senders: usize,
+    /// Lines each sender sends.
+    #[arg(long)]
+    pub messages: u32,
+    /// Lines per second per sender (default: as fast as possible).
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Bytes per line, line end excluded (the marker is never cut: this is a minimum).
+    #[arg(long, default_value_t = 64)]
+    pub size: usize,
+    /// First line sent on each connection, e.g. a nickname; `{i}` becomes the connection index.
+    #[arg(long)]
+    pub hello: Option<String>,
+    /// PID of the server, to report its CPU time.
+    #[arg(long)]
+    pub pid: Option<u32>,
+    /// Give up after this many seconds and report partial results.
+    #[arg(long, default_value_t = 60.0)]
+    pub timeout: f64,
+    /// The server echoes lines back to their sender too.
+    #[arg(long)]
+    pub echo: bool,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl FanoutArgs {
+    /// Rejects values that cannot make a run.
+    pub fn check(&self) -> anyhow::Result<()> {
+        if self.clients == 0 || self.senders == 0 || self.messages == 0 {
+            bail!("--clients, --senders and --messages must be at least 1");
+        }
+        if self.senders > self.clients {
+            bail!(
+                "--senders ({}) cannot exceed --clients ({})",
+                self.senders,
+                self.clients
+            );
+        }
+        if self.clients > u32::MAX as usize {
+            bail!("--clients is too large");
+        }
+        if let Some(r) = self.rate
+            && !(r.is_finite() && r > 0.0)
+        {
+            bail!("--rate must be a positive number of lines per second");
+        }
+        if self.size > 1 << 20 {
+            bail!("--size must be at most 1048576 bytes");
+        }
+        crate::check_timeout(self.timeout)?;
+        crate::check_hello(self.hello.as_deref())?;
+        let bits = self.clients as u64 * self.senders as u64 * u64::from(self.messages);
+        if bits / 8 > MAX_TRACKING_BYTES {
+            bail!(
+                "clients x senders x messages is too large: tracking duplicates would need {} MiB",
+                (bits / 8) >> 20
+            );
+        }
+        Ok(())
+    }
+}
+
+/// What every sender does.
+#[derive(Clone, Copy)]
+struct Plan {
+    messages: u32,
+    size: usize,
+    rate: Option<f64>,
+    /// When line 0 is due, microseconds since the run's start.
+    start_us: u64,
+    base: Instant,
+}
+
+impl Plan {
+    /// When line `seq` is due (rated mode).
+    fn due_us(&self, seq: u32, rate: f64) -> u64 {
+        self.start_us + (f64::from(seq) * 1e6 / rate) as u64
+    }
+}
+
+/// How one sender's run went.
+#[derive(Default)]
+struct Sent {
+    lines: u32,
+    batches: u64,
+    late_batches: u64,
+    max_lag_us: u64,
+    error: Option<String>,
+}
+
+fn now_us(base: Instant) -> u64 {
+    base.elapsed().as_micros() as u64
+}
+
+/// Sends `plan.messages` data lines as connection `id`, then its end line; stops early when
+/// cancelled.
+async fn send(id: u32, wr: &mut OwnedWriteHalf, plan: Plan, cancel: CancellationToken) -> Sent {
+    let mut sent = Sent::default();
+    let mut buf = Vec::with_capacity(BATCH as usize * (plan.size + 32));
+    // Each pass writes at least one line or sleeps until the next is due: at most 2 x messages
+    // passes, and the cancel (the deadline) cuts it short.
+    while sent.lines < plan.messages {
+        let now = now_us(plan.base);
+        let n = match plan.rate {
+            None => BATCH.min(plan.messages - sent.lines),
+            Some(rate) => {
+                let due = plan.due_us(sent.lines, rate);
+                if now < due {
+                    let wake = plan.base + Duration::from_micros(due);
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(wake) => continue,
+                        _ = cancel.cancelled() => break,
+                    }
+                }
+                let lag = now - due;
+                sent.max_lag_us = sent.max_lag_us.max(lag);
+                if lag > LATE_US {
+                    sent.late_batches += 1;
+                }
+                // Everything already due goes out in this write, up to a batch.
+                let mut n = 1;
+                while n < BATCH
+                    && sent.lines + n < plan.messages
+                    && plan.due_us(sent.lines + n, rate) <= now
+                {
+                    n += 1;
+                }
+                n
+            }
+        };
+        buf.clear();
+        for seq in sent.lines..sent.lines + n {
+            marker::push_data_line(&mut buf, id, seq, now, plan.size);
+        }
+        tokio::select! {
+            r = wr.write_all(&buf) => if let Err(e) = r {
+                sent.error = Some(format!("sender {id}: {e}"));
+                return sent;
+            },
+            _ = cancel.cancelled() => return sent,
+        }
+        sent.lines += n;
+        sent.batches += 1;
+    }
+    if !cancel.is_cancelled() {
+        buf.clear();
+        marker::push_end_line(&mut buf, id, sent.lines);
+        tokio::select! {
+            r = wr.write_all(&buf) => if let Err(e) = r {
+                sent.error = Some(format!("sender {id}: end line: {e}"));
+            },
+            _ = cancel.cancelled() => {}
+        }
+    }
+    sent
+}
+
+/// Runs the benchmark and prints its report. Ok(true): the run completed (even with losses);
+/// Ok(false): it timed out and the report is partial; Err: it could not run at all.
+pub async fn run(args: &FanoutArgs, addr: SocketAddr) -> anyhow::Result<bool> {
+    let base = Instant::now();
+    let deadline = base + Duration::from_secs_f64(args.timeout);
+    let (senders, messages, echo) = (args.senders as u32, args.messages, args.echo);
+    let setup = Setup {
+        addr,
+        clients: args.clients,
+        hello: args.hello.clone(),
+        tally: Box::new(move |i| Tally::new(senders, messages, i, echo)),
+        base,
+    };
+    let mut swarm = Swarm::connect(setup, deadline).await?;
+    let prober = args.clients - 1;
+    let participants: Vec<usize> = (0..args.clients).filter(|&i| echo || i != prober).collect();
+    let mut notes = Vec::new();
+    match swarm.barrier(prober, &participants, deadline).await {
+        Ok(()) => {}
+        Err(WaitError::Closed(why)) => bail!("{why}"),
+        Err(WaitError::TimedOut(why)) => {
+            notes.push(format!("result: TIMED OUT during setup: {why}"));
+            let run = Run {
+                partial: true,
+                ..Run::default()
+            };
+            print(args, &run, notes);
+            swarm.finish().await;
+            return Ok(false);
+        }
+    }
+    let setup_s = base.elapsed().as_secs_f64();
+    let cpu =
+        |pid: u32| proc::cpu_seconds(pid).with_context(|| format!("reading CPU time of {pid}"));
+    let cpu_before = args.pid.map(cpu).transpose()?;
+
+    let plan = Plan {
+        messages,
+        size: args.size,
+        rate: args.rate,
+        start_us: now_us(base),
+        base,
+    };
+    let handles: Vec<_> = (0..senders)
+        .map(|id| {
+            let mut wr = swarm.take_writer(id as usize);
+            let cancel = swarm.cancel.clone();
+            tokio::spawn(async move {
+                let sent = send(id, &mut wr, plan, cancel).await;
+                // Returned, not dropped: dropping the write half would half-close the connection,
+                // and a server may end the session at EOF while we still read from it.
+                (sent, wr)
+            })
+        })
+        .collect();
+    let mut timed_out = false;
+    let mut outcomes = Vec::with_capacity(handles.len());
+    let mut keep_open = Vec::with_capacity(handles.len());
+    for mut h in handles {
+        let joined = match tokio::time::timeout_at(deadline, &mut h).await {
+            Ok(joined) => joined,
+            Err(_) => {
+                timed_out = true;
+                swarm.cancel.cancel();
+                // A cancelled sender returns at once, with what it had sent.
+                h.await
+            }
+        };
+        let (sent, wr) = joined.context("sender task failed")?;
+        outcomes.push(sent);
+        keep_open.push(wr);
+    }
+    let completed = !timed_out && swarm.wait_done(deadline).await;
+    let end_us = now_us(base);
+    let cpu_after = args.pid.map(cpu).transpose()?;
+    let disconnected = swarm.closed();
+    let tallies = swarm.finish().await;
+    drop(keep_open);
+
+    let mut run = Run {
+        setup_s: Some(setup_s),
+        disconnected,
+        partial: !completed,
+        ..Run::default()
+    };
+    for t in &tallies {
+        run.totals.add(t);
+    }
+    let receivers = (args.clients - 1 + usize::from(echo)) as u64;
+    for s in &outcomes {
+        run.sent += u64::from(s.lines);
+        run.batches += s.batches;
+        run.late_batches += s.late_batches;
+        run.max_lag_us = run.max_lag_us.max(s.max_lag_us);
+        if let Some(e) = &s.error {
+            notes.push(format!("warning: {e}"));
+        }
+    }
+    run.expected = run.sent * receivers;
+    let last = if run.totals.delivered > 0 {
+        run.totals.last_delivery_us
+    } else {
+        end_us
+    };
+    run.elapsed_s = Some(last.saturating_sub(plan.start_us) as f64 / 1e6);
+    if let (Some(a), Some(b)) = (cpu_before, cpu_after) {
+        run.server_cpu_s = Some(b - a);
+    }
+    verdict(&mut notes, args, &run);
+    print(args, &run, notes);
+    Ok(completed)
+}
+
+/// What one run measured, ready to print.
+#[derive(Default)]
+struct Run {
+    setup_s: Option<f64>,
+    sent: u64,
+    expected: u64,
+    totals: Totals,
+    disconnected: usize,
+    elapsed_s: Option<f64>,
+    server_cpu_s: Option<f64>,
+    batches: u64,
+    late_batches: u64,
+    max_lag_us: u64,
+    partial: bool,
+}
+
+/// The notes that say, in words, how the run went.
+fn verdict(notes: &mut Vec<String>, args: &FanoutArgs, run: &Run) {
+    let t = &run.totals;
+    if run.disconnected > 0 {
+        notes.push(format!(
+            "warning: the server closed {} of {} connections during the run",
+            run.disconnected, args.clients
+        ));
+    }
+    if t.foreign > 0 {
+        notes.push(format!(
+            "warning: {} marked lines were not expected \
+             (another run, or an echoing server without --echo?)",
+            t.foreign
+        ));
+    }
+    if args.rate.is_some() && run.late_batches > 0 {
+        notes.push(format!(
+            "warning: chatbench fell behind: {} of {} writes started more than {} ms late \
+             (max {:.1} ms)",
+            run.late_batches,
+            run.batches,
+            LATE_US / 1000,
+            run.max_lag_us as f64 / 1000.0
+        ));
+    }
+    if run.server_cpu_s.is_some_and(|c| c < 0.1) {
+        notes.push(
+            "note: the server used under 0.1 s of CPU, which /proc counts in clock ticks \
+             (usually 10 ms): send more lines for a precise CPU figure"
+                .to_owned(),
+        );
+    }
+    let lost = run.expected.saturating_sub(t.delivered);
+    let result = if run.partial {
+        format!(
+            "result: TIMED OUT after {} s: partial results ({} of {} expected deliveries seen)",
+            args.timeout, t.delivered, run.expected
+        )
+    } else if lost == 0 && t.duplicated == 0 && t.reordered == 0 {
+        "result: complete: every line reached every receiver once, in order".to_owned()
+    } else {
+        format!(
+            "result: complete with errors: {lost} lost, {} duplicated, {} reordered",
+            t.duplicated, t.reordered
+        )
+    };
+    notes.push(result);
+}
+
+fn print(args: &FanoutArgs, run: &Run, notes: Vec<String>) {
+    let t = &run.totals;
+    let delivered = t.delivered;
+    let per_s = run
+        .elapsed_s
+        .filter(|&e| e > 0.0)
+        .map(|e| delivered as f64 / e);
+    let per_million = run
+        .server_cpu_s
+        .filter(|_| delivered > 0)
+        .map(|c| c / delivered as f64 * 1e6);
+    let lost = run.expected.saturating_sub(delivered);
+    let lag = args.rate.map(|_| run.max_lag_us as f64 / 1000.0);
+    let l = &t.latency;
+    let latency = Value::Group(vec![
+        field("p50", "p50", Value::opt_count(l.quantile(500)), "us"),
+        field("p99", "p99", Value::opt_count(l.quantile(990)), "us"),
+        field("p999", "p99.9", Value::opt_count(l.quantile(999)), "us"),
+        field("max", "max", Value::opt_count(l.max()), "us"),
+    ]);
+    let count = |n: usize| Value::count(n as u64);
+    let rows = [
+        ("clients", "clients", count(args.clients), ""),
+        ("senders", "senders", count(args.senders), ""),
+        (
+            "messages",
+            "messages per sender",
+            count(args.messages as usize),
+            "",
+        ),
+        ("size", "line size", count(args.size), "bytes"),
+        (
+            "rate",
+            "rate per sender",
+            Value::opt_float(args.rate, 1),
+            "lines/s",
+        ),
+        ("setup_s", "setup", Value::opt_float(run.setup_s, 3), "s"),
+        ("sent", "sent", Value::count(run.sent), "lines"),
+        (
+            "expected",
+            "expected",
+            Value::count(run.expected),
+            "deliveries",
+        ),
+        ("delivered", "delivered", Value::count(delivered), ""),
+        ("lost", "lost", Value::count(lost), ""),
+        ("duplicated", "duplicated", Value::count(t.duplicated), ""),
+        ("reordered", "reordered", Value::count(t.reordered), ""),
+        ("foreign", "unexpected markers", Value::count(t.foreign), ""),
+        ("disconnected", "disconnected", count(run.disconnected), ""),
+        (
+            "elapsed_s",
+            "elapsed",
+            Value::opt_float(run.elapsed_s, 3),
+            "s",
+        ),
+        (
+            "deliveries_per_s",
+            "deliveries per second",
+            Value::opt_float(per_s, 0),
+            "",
+        ),
+        ("latency_us", "latency", latency, ""),
+        (
+            "server_cpu_s",
+            "server CPU",
+            Value::opt_float(run.server_cpu_s, 2),
+            "s",
+        ),
+        (
+            "cpu_s_per_million",
+            "server CPU per million deliveries",
+            Value::opt_float(per_million, 3),
+            "s",
+        ),
+        (
+            "late_batches",
+            "late writes",
+            Value::count(run.late_batches),
+            "",
+        ),
+        (
+            "max_lag_ms",
+            "max sender lag",
+            Value::opt_float(lag, 3),
+            "ms",
+        ),
+        ("partial", "partial", Value::Bool(run.partial), ""),
+    ];
+    let mut report = Report::default();
+    for (key, label, value, unit) in rows {
+        report.add(key, label, value, unit);
+    }
+    for n in notes {
+        report.note(n);
+    }
+    crate::emit(&report, args.json);
+}

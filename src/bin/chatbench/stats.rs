@@ -1,0 +1,379 @@
+//! Delivery accounting and latency percentiles.
+//!
+//! Sans-IO. Each receiving connection owns one [`Tally`] (no sharing, no locks on the hot path);
+//! they are merged once at the end. The latency [`Histogram`] is log-linear: exact below 128 µs,
+//! then 64 buckets per power of two (under 1.6 % error), so its memory does not grow with the
+//! number of deliveries.
+
+/// Values below this are counted exactly, one bucket each.
+const LINEAR: u64 = 128;
+/// Buckets per power of two above [`LINEAR`].
+const PER_OCTAVE: u64 = 64;
+
+/// A latency histogram in microseconds.
+#[derive(Clone, Debug, Default)]
+pub struct Histogram {
+    counts: Vec<u64>,
+    total: u64,
+    max: u64,
+}
+
+fn bucket_of(v: u64) -> usize {
+    if v < LINEAR {
+        return v as usize;
+    }
+    let top_bit = u64::from(63 - v.leading_zeros());
+    let shift = top_bit - 6;
+    let mantissa = v >> shift; // in PER_OCTAVE..2*PER_OCTAVE
+    (LINEAR + (shift - 1) * PER_OCTAVE + (mantissa - PER_OCTAVE)) as usize
+}
+
+/// The largest value that falls in bucket `i`.
+fn bucket_high(i: usize) -> u64 {
+    let i = i as u64;
+    if i < LINEAR {
+        return i;
+    }
+    let j = i - LINEAR;
+    let shift = j / PER_OCTAVE + 1;
+    let mantissa = j % PER_OCTAVE + PER_OCTAVE;
+    // u128: the top bucket's bound is 2^64 - 1, whose successor does not fit in u64.
+    let high = ((u128::from(mantissa) + 1) << shift) - 1;
+    u64::try_from(high).unwrap_or(u64::MAX)
+}
+
+impl Histogram {
+    /// Counts one value.
+    pub fn record(&mut self, v: u64) {
+        let b = bucket_of(v);
+        if b >= self.counts.len() {
+            self.counts.resize(b + 1, 0);
+        }
+        self.counts[b] += 1;
+        self.total += 1;
+        self.max = self.max.max(v);
+    }
+
+    /// Adds every value counted by `other`.
+    pub fn merge(&mut self, other: &Histogram) {
+        if other.counts.len() > self.counts.len() {
+            self.counts.resize(other.counts.len(), 0);
+        }
+        for (mine, theirs) in self.counts.iter_mut().zip(&other.counts) {
+            *mine += theirs;
+        }
+        self.total += other.total;
+        self.max = self.max.max(other.max);
+    }
+
+    /// The largest value counted, exactly; `None` when empty.
+    pub fn max(&self) -> Option<u64> {
+        (self.total > 0).then_some(self.max)
+    }
+
+    /// The nearest-rank quantile `per_mille`/1000 (500 = median, 999 = p99.9): the smallest value
+    /// with at least that share of values at or below it, rounded up to its bucket's bound (never
+    /// above the true maximum). `None` when empty.
+    pub fn quantile(&self, per_mille: u64) -> Option<u64> {
+        if self.total == 0 {
+            return None;
+        }
+        let rank = (self.total * per_mille).div_ceil(1000).max(1);
+        let mut seen = 0;
+        for (i, &c) in self.counts.iter().enumerate() {
+            seen += c;
+            if seen >= rank {
+                return Some(bucket_high(i).min(self.max));
+            }
+        }
+        Some(self.max)
+    }
+}
+
+/// What one sender's lines looked like to one receiver.
+#[derive(Clone, Debug)]
+struct Track {
+    /// One bit per sequence number, to spot duplicates.
+    seen: Vec<u64>,
+    /// Unique lines received.
+    unique: u32,
+    /// Highest sequence number received so far.
+    highest: Option<u32>,
+    /// The sender's end line arrived or every line did: nothing more is awaited from it.
+    finished: bool,
+}
+
+/// One receiving connection's account of the run.
+#[derive(Clone, Debug)]
+pub struct Tally {
+    /// Per sender; `None` for a sender this receiver expects nothing from (itself, without echo).
+    tracks: Vec<Option<Track>>,
+    messages: u32,
+    unfinished: usize,
+    /// Unique data lines received.
+    pub delivered: u64,
+    /// Data lines received again.
+    pub duplicated: u64,
+    /// Lines received after a higher sequence number from the same sender.
+    pub reordered: u64,
+    /// Markers that do not belong to this run's senders or sequence range, or that came back to
+    /// their own sender when no echo was expected.
+    pub foreign: u64,
+    /// Send-to-receive time of each unique delivery, in microseconds.
+    pub latency: Histogram,
+    /// Receive time of the last unique delivery, microseconds since the run's start.
+    pub last_delivery_us: u64,
+}
+
+impl Tally {
+    /// The tally of receiver `me` in a run of `senders` senders (connections `0..senders`) sending
+    /// `messages` lines each; with `echo`, a sender also expects its own lines.
+    pub fn new(senders: u32, messages: u32, me: u32, echo: bool) -> Tally {
+        let words = (messages as usize).div_ceil(64);
+        let tracks: Vec<Option<Track>> = (0..senders)
+            .map(|s| {
+                (echo || s != me).then(|| Track {
+                    seen: vec![0; words],
+                    unique: 0,
+                    highest: None,
+                    finished: messages == 0,
+                })
+            })
+            .collect();
+        let unfinished = tracks.iter().flatten().filter(|t| !t.finished).count();
+        Tally {
+            tracks,
+            messages,
+            unfinished,
+            delivered: 0,
+            duplicated: 0,
+            reordered: 0,
+            foreign: 0,
+            latency: Histogram::default(),
+            last_delivery_us: 0,
+        }
+    }
+
+    /// Accounts for data line `seq` from `sender`, sent at `sent_us` and received at `now_us`.
+    pub fn on_data(&mut self, sender: u32, seq: u32, sent_us: u64, now_us: u64) {
+        let track = match self.tracks.get_mut(sender as usize) {
+            Some(Some(t)) if seq < self.messages => t,
+            _ => {
+                self.foreign += 1;
+                return;
+            }
+        };
+        let (word, bit) = (seq as usize / 64, 1u64 << (seq % 64));
+        if track.seen[word] & bit != 0 {
+            self.duplicated += 1;
+            return;
+        }
+        track.seen[word] |= bit;
+        track.unique += 1;
+        match track.highest {
+            Some(h) if seq < h => self.reordered += 1,
+            _ => track.highest = Some(seq),
+        }
+        self.delivered += 1;
+        self.latency.record(now_us.saturating_sub(sent_us));
+        self.last_delivery_us = self.last_delivery_us.max(now_us);
+        if track.unique == self.messages {
+            Self::finish(track, &mut self.unfinished);
+        }
+    }
+
+    /// Accounts for `sender`'s end line: whatever has not arrived from it by now is not coming in
+    /// order, so stop waiting for it.
+    pub fn on_end(&mut self, sender: u32) {
+        match self.tracks.get_mut(sender as usize) {
+            Some(Some(t)) => Self::finish(t, &mut self.unfinished),
+            _ => self.foreign += 1,
+        }
+    }
+
+    fn finish(track: &mut Track, unfinished: &mut usize) {
+        if !track.finished {
+            track.finished = true;
+            *unfinished -= 1;
+        }
+    }
+
+    /// True once every expected sender has finished (all its lines or its end line arrived).
+    pub fn complete(&self) -> bool {
+        self.unfinished == 0
+    }
+}
+
+/// All receivers' tallies added up.
+#[derive(Debug, Default)]
+pub struct Totals {
+    /// Unique deliveries.
+    pub delivered: u64,
+    /// Repeated deliveries.
+    pub duplicated: u64,
+    /// Out-of-order deliveries.
+    pub reordered: u64,
+    /// Markers that were not expected (see [`Tally::foreign`]).
+    pub foreign: u64,
+    /// Latency of all unique deliveries.
+    pub latency: Histogram,
+    /// The last unique delivery, microseconds since the run's start.
+    pub last_delivery_us: u64,
+}
+
+impl Totals {
+    /// Adds one receiver's tally.
+    pub fn add(&mut self, t: &Tally) {
+        self.delivered += t.delivered;
+        self.duplicated += t.duplicated;
+        self.reordered += t.reordered;
+        self.foreign += t.foreign;
+        self.latency.merge(&t.latency);
+        self.last_delivery_us = self.last_delivery_us.max(t.last_delivery_us);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_are_exact_below_128_and_tight_above() {
+        for v in 0..128 {
+            assert_eq!(bucket_high(bucket_of(v)), v);
+        }
+        assert_eq!(bucket_of(128), 128);
+        assert_eq!(bucket_of(129), 128);
+        assert_eq!(bucket_high(128), 129);
+        assert_eq!(bucket_of(130), 129);
+        assert_eq!(bucket_of(255), 191);
+        assert_eq!(bucket_of(256), 192);
+        assert_eq!(bucket_high(192), 259);
+        for v in [1000u64, 65_537, 1 << 40, u64::MAX - 1, u64::MAX] {
+            let high = bucket_high(bucket_of(v));
+            assert!(
+                high >= v && (high - v) as f64 <= v as f64 / 64.0,
+                "{v} -> {high}"
+            );
+            // Consecutive buckets: the previous one ends just below this one's values.
+            let prev = bucket_high(bucket_of(v) - 1);
+            assert!(prev < v);
+        }
+    }
+
+    #[test]
+    fn quantiles_by_nearest_rank() {
+        let mut h = Histogram::default();
+        assert_eq!(h.quantile(500), None);
+        assert_eq!(h.max(), None);
+        // 1..=100: the median is 50, p99 is 99, p99.9 is 100 (rank ceil(99.9) = 100).
+        for v in (1..=100).rev() {
+            h.record(v);
+        }
+        assert_eq!(h.total, 100);
+        assert_eq!(h.quantile(500), Some(50));
+        assert_eq!(h.quantile(990), Some(99));
+        assert_eq!(h.quantile(999), Some(100));
+        assert_eq!(h.max(), Some(100));
+        // One value: every quantile is that value.
+        let mut one = Histogram::default();
+        one.record(7);
+        assert_eq!(one.quantile(1), Some(7));
+        assert_eq!(one.quantile(999), Some(7));
+    }
+
+    #[test]
+    fn quantiles_never_exceed_the_true_max_and_merge_adds() {
+        let mut a = Histogram::default();
+        a.record(1000); // bucket bound is 1007
+        assert_eq!(a.quantile(500), Some(1000));
+        let mut b = Histogram::default();
+        for _ in 0..9 {
+            b.record(10);
+        }
+        a.merge(&b);
+        assert_eq!(a.total, 10);
+        assert_eq!(a.quantile(900), Some(10)); // rank 9
+        assert_eq!(a.quantile(910), Some(1000)); // rank ceil(9.1) = 10
+        assert_eq!(a.max(), Some(1000));
+    }
+
+    #[test]
+    fn a_clean_stream_counts_deliveries_and_latency() {
+        // Receiver 2 of senders 0 and 1, 3 lines each.
+        let mut t = Tally::new(2, 3, 2, false);
+        assert!(!t.complete());
+        for seq in 0..3 {
+            t.on_data(0, seq, 100, 150 + u64::from(seq));
+            t.on_data(1, seq, 100, 110);
+        }
+        assert!(t.complete());
+        assert_eq!(
+            (t.delivered, t.duplicated, t.reordered, t.foreign),
+            (6, 0, 0, 0)
+        );
+        assert_eq!(t.latency.quantile(500), Some(10));
+        assert_eq!(t.latency.max(), Some(52));
+        assert_eq!(t.last_delivery_us, 152);
+    }
+
+    #[test]
+    fn duplicates_reorders_and_strangers_are_counted_apart() {
+        let mut t = Tally::new(2, 4, 1, false);
+        t.on_data(0, 0, 0, 1);
+        t.on_data(0, 2, 0, 1);
+        t.on_data(0, 1, 0, 1); // lower than 2: reordered, still delivered
+        t.on_data(0, 2, 0, 1); // seen: duplicate (not also a reorder)
+        t.on_data(0, 0, 0, 1); // duplicate
+        t.on_data(1, 0, 0, 1); // its own line, no echo expected: foreign
+        t.on_data(5, 0, 0, 1); // no such sender
+        t.on_data(0, 4, 0, 1); // beyond --messages
+        assert_eq!(
+            (t.delivered, t.duplicated, t.reordered, t.foreign),
+            (3, 2, 1, 3)
+        );
+        assert!(!t.complete());
+        t.on_data(0, 3, 0, 1);
+        assert!(t.complete());
+        assert_eq!(t.delivered, 4);
+    }
+
+    #[test]
+    fn an_end_line_finishes_a_sender_with_losses() {
+        let mut t = Tally::new(3, 10, 0, false);
+        t.on_data(1, 0, 0, 0);
+        t.on_end(1);
+        t.on_end(1); // counted once
+        assert!(!t.complete());
+        t.on_end(2);
+        assert!(t.complete());
+        assert_eq!(t.delivered, 1);
+    }
+
+    #[test]
+    fn echo_expects_a_senders_own_lines() {
+        let mut t = Tally::new(1, 2, 0, true);
+        t.on_data(0, 0, 0, 0);
+        t.on_data(0, 1, 0, 0);
+        assert!(t.complete());
+        assert_eq!(t.foreign, 0);
+        // Without echo, a lone sender expects nothing at all.
+        assert!(Tally::new(1, 2, 0, false).complete());
+    }
+
+    #[test]
+    fn totals_add_up() {
+        let mut a = Tally::new(1, 2, 1, false);
+        a.on_data(0, 0, 0, 5);
+        a.on_data(0, 0, 0, 6);
+        let mut b = Tally::new(1, 2, 2, false);
+        b.on_data(0, 1, 0, 9);
+        b.on_data(0, 0, 0, 20);
+        let mut sum = Totals::default();
+        sum.add(&a);
+        sum.add(&b);
+        assert_eq!((sum.delivered, sum.duplicated, sum.reordered), (3, 1, 1));
+        assert_eq!(sum.last_delivery_us, 20);
+        assert_eq!(sum.latency.quantile(500), Some(9));
+    }
+}
