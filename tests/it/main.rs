@@ -4,5 +4,6 @@ mod admin;
 mod binary;
 mod chat;
 mod limits;
+mod packaging;
 mod process;
 mod support;
