@@ -2,9 +2,14 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-use groupchatd::cli::CtlArgs;
+use clap::CommandFactory;
+use groupchatd::cli::{self, CtlArgs, Invocation};
 
 fn main() -> ExitCode {
-    ExitCode::from(groupchatd::ctl::run(&CtlArgs::parse()))
+    match cli::parse_or_generate::<CtlArgs>() {
+        Invocation::Run(args) => ExitCode::from(groupchatd::ctl::run(&args)),
+        Invocation::Generate(kind) => {
+            cli::print_generated(CtlArgs::command(), cli::CTL_MAN_SECTION, kind)
+        }
+    }
 }

@@ -2,13 +2,18 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::CommandFactory;
 use groupchatd::app::StartError;
-use groupchatd::cli::DaemonArgs;
+use groupchatd::cli::{self, DaemonArgs, Invocation};
 use groupchatd::config::{Config, EX_CONFIG};
 
 fn main() -> ExitCode {
-    let args = DaemonArgs::parse();
+    let args = match cli::parse_or_generate::<DaemonArgs>() {
+        Invocation::Run(args) => args,
+        Invocation::Generate(kind) => {
+            return cli::print_generated(DaemonArgs::command(), cli::DAEMON_MAN_SECTION, kind);
+        }
+    };
     let (config, path) =
         match Config::load_effective(args.config.as_deref()).and_then(|(mut c, p)| {
             c.apply_overrides(&args.overrides())?;

@@ -6,6 +6,7 @@ mod binary;
 mod chat;
 mod e2e;
 mod limits;
+mod packaging;
 mod process;
 mod support;
 mod systemd;
