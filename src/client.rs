@@ -103,6 +103,9 @@ impl Close {
 pub enum Pushed {
     /// Queued for the writer.
     Queued,
+    /// Queued, and this push took the queue past half its limit: the client is now congested, and
+    /// senders should pause until it drains (the hub counts congested clients).
+    Congested,
     /// Refused: the unsent total would pass the limit. The caller must disconnect the client.
     Overflow,
     /// The outbox is already closing; the bytes were dropped on purpose.
@@ -134,6 +137,9 @@ struct OutboxState {
     waker: Option<Waker>,
     /// Whether that waiter wants to hear about pushes, or only about a close.
     waker_wants_data: bool,
+    /// Half the queue limit: above it the client counts as congested (see [`Pushed::Congested`]).
+    soft: usize,
+    congested: bool,
 }
 
 /// A bounded, byte-counted queue of shared buffers with a wake-up for the writer.
@@ -173,6 +179,15 @@ impl Outbox {
         st.unsent += buf.len();
         st.lines_out += u64::from(lines);
         st.queue.push(buf);
+        // Pushes without a limit (the client's own replies) neither move the mark nor congest.
+        let mut pushed = Pushed::Queued;
+        if limit != usize::MAX {
+            st.soft = limit / 2;
+            if !st.congested && st.unsent > st.soft {
+                st.congested = true;
+                pushed = Pushed::Congested;
+            }
+        }
         let waker = if st.waker_wants_data {
             st.waker.take()
         } else {
@@ -182,13 +197,15 @@ impl Outbox {
         if let Some(waker) = waker {
             waker.wake();
         }
-        Pushed::Queued
+        pushed
     }
 
     /// Closes the outbox. The first close wins; later ones are ignored (the leave reason is decided once),
-    /// except that an `Abort` upgrades a pending `Flush`.
-    pub fn close(&self, how: Close) {
+    /// except that an `Abort` upgrades a pending `Flush`. Returns true if the client was congested
+    /// (it no longer counts as such).
+    pub fn close(&self, how: Close) -> bool {
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let was_congested = std::mem::take(&mut st.congested);
         match (&st.close, &how) {
             (None, _) => st.close = Some(how),
             (Some(Close::Flush(r)), Close::Abort(_)) => st.close = Some(Close::Abort(r.clone())),
@@ -199,6 +216,7 @@ impl Outbox {
         if let Some(waker) = waker {
             waker.wake();
         }
+        was_congested
     }
 
     /// True once [`close`](Self::close) has been called.
@@ -226,10 +244,15 @@ impl Outbox {
         Taken::Data(std::mem::replace(&mut st.queue, spare))
     }
 
-    /// Records that `n` bytes reached the socket.
-    pub fn sent(&self, n: usize) {
+    /// Records that `n` bytes reached the socket. Returns true if that ended the client's congestion.
+    pub fn sent(&self, n: usize) -> bool {
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
         st.unsent = st.unsent.saturating_sub(n);
+        if st.congested && st.unsent <= st.soft {
+            st.congested = false;
+            return true;
+        }
+        false
     }
 
     /// The reason, if the outbox was closed in `Abort` mode (the writer checks this between writes).
@@ -368,11 +391,11 @@ mod tests {
     #[test]
     fn overflow_is_by_bytes_and_oversized_single_buffer_fits_empty_queue() {
         let o = Outbox::default();
-        assert_eq!(o.push(Bytes::from(vec![b'x'; 50]), 1, 10), Pushed::Queued);
+        assert_ne!(o.push(Bytes::from(vec![b'x'; 50]), 1, 10), Pushed::Overflow);
         assert_eq!(o.push(b("y"), 1, 10), Pushed::Overflow);
         let o = Outbox::default();
-        assert_eq!(o.push(Bytes::from(vec![b'x'; 6]), 1, 10), Pushed::Queued);
-        assert_eq!(o.push(Bytes::from(vec![b'x'; 4]), 1, 10), Pushed::Queued);
+        assert_ne!(o.push(Bytes::from(vec![b'x'; 6]), 1, 10), Pushed::Overflow);
+        assert_ne!(o.push(Bytes::from(vec![b'x'; 4]), 1, 10), Pushed::Overflow);
         assert_eq!(o.push(b("z"), 1, 10), Pushed::Overflow);
     }
 
@@ -438,6 +461,31 @@ mod tests {
         o.close(Close::Abort(LeaveReason::QueueFull));
         assert_eq!(count.0.load(Ordering::SeqCst), 2);
         assert!(g.as_mut().poll(&mut cx).is_ready());
+    }
+
+    #[test]
+    fn congestion_starts_past_half_the_limit_and_ends_when_drained() {
+        let o = Outbox::default();
+        assert_eq!(o.push(Bytes::from(vec![b'x'; 50]), 1, 100), Pushed::Queued);
+        assert_eq!(
+            o.push(Bytes::from(vec![b'x'; 10]), 1, 100),
+            Pushed::Congested
+        );
+        assert_eq!(
+            o.push(Bytes::from(vec![b'x'; 10]), 1, 100),
+            Pushed::Queued,
+            "counted once"
+        );
+        assert_eq!(o.push(b("reply"), 1, usize::MAX), Pushed::Queued);
+        assert!(!o.sent(10), "still above half");
+        assert!(o.sent(30), "drained to half: no longer congested");
+        assert!(!o.close(Close::Flush(LeaveReason::Closed)));
+        let o = Outbox::default();
+        o.push(Bytes::from(vec![b'x'; 60]), 1, 100);
+        assert!(
+            o.close(Close::Abort(LeaveReason::QueueFull)),
+            "closing a congested client says so"
+        );
     }
 
     #[test]

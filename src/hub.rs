@@ -13,7 +13,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Instant, SystemTime};
 
@@ -121,6 +121,10 @@ struct State {
     per_ip: HashMap<IpAddr, usize>,
     peak: usize,
     stopping: bool,
+
+    /// Clients whose queue is more than half full (shared with [`Hub`], which reads it without the
+    /// lock). While any is, senders pause before reading more (see [`Hub::publish`]).
+    congested: Arc<AtomicUsize>,
     /// Copied from the config so the hot path reads it under the lock it already holds.
     queue_limit: usize,
     presence_max: usize,
@@ -134,10 +138,15 @@ impl State {
     /// Pushes `buf` to every member except `skip`; returns the ids that overflowed.
     fn fan_out(&self, skip: Option<ClientId>, buf: &Bytes, lines: u32, slow: &mut Vec<ClientId>) {
         for (id, m) in &self.members {
-            if Some(*id) != skip
-                && m.client.outbox.push(buf.clone(), lines, self.queue_limit) == Pushed::Overflow
-            {
-                slow.push(*id);
+            if Some(*id) == skip {
+                continue;
+            }
+            match m.client.outbox.push(buf.clone(), lines, self.queue_limit) {
+                Pushed::Overflow => slow.push(*id),
+                Pushed::Congested => {
+                    self.congested.fetch_add(1, Ordering::Relaxed);
+                }
+                Pushed::Queued | Pushed::Closed => {}
             }
         }
     }
@@ -159,6 +168,8 @@ pub struct Hub {
     next_id: AtomicU64,
     /// Bumped on every membership change, for the status notifier (and tests) to wait on.
     changes: watch::Sender<u64>,
+    /// The same counter as `State::congested`, readable without the lock.
+    congested: Arc<AtomicUsize>,
     /// Daemon-wide totals.
     pub counters: Counters,
     /// When the hub was created (daemon start), wall clock.
@@ -170,7 +181,9 @@ pub struct Hub {
 impl Hub {
     /// An empty room governed by `config`.
     pub fn new(config: Arc<Config>) -> Self {
+        let congested = Arc::new(AtomicUsize::new(0));
         let state = State {
+            congested: congested.clone(),
             queue_limit: config.max_queue_bytes,
             presence_max: config.presence_max_members,
             ..State::default()
@@ -181,6 +194,7 @@ impl Hub {
             config: RwLock::new(config),
             next_id: AtomicU64::new(1),
             changes: watch::Sender::new(0),
+            congested,
             counters: Counters::default(),
             started_at: SystemTime::now(),
             started: Instant::now(),
@@ -360,17 +374,45 @@ impl Hub {
     }
 
     /// Relays one buffer of `lines` already-formatted lines to every member except the sender.
-    pub fn publish(&self, from: ClientId, buf: Bytes, lines: u32) {
+    /// Returns true while some member's queue is more than half full: the sender should then pause
+    /// before publishing more (back-pressure that paces a burst to what readers can take, instead
+    /// of cutting off readers that are keeping up).
+    pub fn publish(&self, from: ClientId, buf: Bytes, lines: u32) -> bool {
         let mut slow = Vec::new();
         let len = buf.len() as u64;
-        self.lock().fan_out(Some(from), &buf, lines, &mut slow);
-        self.counters
+        let congested = {
+            self.lock().fan_out(Some(from), &buf, lines, &mut slow);
+            self.congested()
+        };
+        let relayed = &self.counters;
+        relayed
             .lines_relayed
             .fetch_add(u64::from(lines), Ordering::Relaxed);
-        self.counters
-            .bytes_relayed
-            .fetch_add(len, Ordering::Relaxed);
+        relayed.bytes_relayed.fetch_add(len, Ordering::Relaxed);
         self.drop_slow(slow);
+        congested
+    }
+
+    /// How many clients' queues are more than half full.
+    pub fn congested_count(&self) -> usize {
+        self.congested.load(Ordering::Relaxed)
+    }
+
+    /// True while some member's queue is more than half full. Lock-free: senders ask before reading.
+    pub fn congested(&self) -> bool {
+        self.congested_count() > 0
+    }
+
+    /// Counts clients that became congested outside a fan-out (a session's own replies).
+    pub fn congested_by(&self, n: usize) {
+        self.congested.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// A member's queue drained to half its limit, or the member left while congested.
+    pub fn relieved(&self) {
+        // Every decrement matches an earlier increment for the same client (the outbox's flag
+        // makes each transition happen once), so this cannot underflow.
+        self.congested.fetch_sub(1, Ordering::Relaxed);
     }
 
     /// Delivers a private line to the member called `to`; returns that member's nickname as spelt.
@@ -380,11 +422,14 @@ impl Hub {
             let st = self.lock();
             let id = *st.nicks.get(&key)?;
             let m = st.members.get(&id)?;
-            (
+            let (nick, pushed) = (
                 m.nick.clone(),
                 m.client.outbox.push(line, 1, st.queue_limit),
-                id,
-            )
+            );
+            if pushed == Pushed::Congested {
+                self.congested_by(1);
+            }
+            (nick, pushed, id)
         };
         if pushed == Pushed::Overflow {
             self.drop_slow(vec![id]);
@@ -447,7 +492,9 @@ impl Hub {
                         st.per_ip.remove(&ip);
                     }
                 }
-                client.outbox.close(Close::for_reason(reason.clone()));
+                if client.outbox.close(Close::for_reason(reason.clone())) {
+                    self.relieved();
+                }
                 let member = st.members.remove(&id);
                 if let Some(m) = &member {
                     st.nicks.remove(&nick_key(&m.nick));
@@ -551,15 +598,17 @@ impl Hub {
     /// which stays silent because everyone is leaving at once.
     pub fn shutdown(&self) {
         let line = notice("server shutting down");
-        let st = {
+        let clients = {
             let mut st = self.lock();
             st.stopping = true;
             st.clients.values().cloned().collect::<Vec<_>>()
         };
-        for client in st {
+        let mut relieved = 0;
+        for client in clients {
             client.outbox.push(line.clone(), 1, usize::MAX);
-            client.outbox.close(Close::Flush(LeaveReason::ShuttingDown));
+            relieved += usize::from(client.outbox.close(Close::Flush(LeaveReason::ShuttingDown)));
         }
+        self.congested.fetch_sub(relieved, Ordering::Relaxed);
     }
 
     /// True once [`shutdown`](Self::shutdown) has begun.

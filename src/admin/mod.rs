@@ -421,5 +421,6 @@ fn stats(ctx: &AdminCtx) -> StatsReply {
         slow_consumer_drops: n.slow_drops.load(Relaxed),
         throttled_senders: n.throttled.load(Relaxed),
         rejected_connections: n.rejected.load(Relaxed),
+        congested_clients: hub.congested_count() as u64,
     }
 }

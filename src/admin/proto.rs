@@ -287,6 +287,9 @@ pub struct StatsReply {
     pub throttled_senders: u64,
     /// Connections refused (full, per-IP, shutting down).
     pub rejected_connections: u64,
+    /// Clients whose send queue is more than half full right now (senders are being paced).
+    #[serde(default)]
+    pub congested_clients: u64,
 }
 
 /// `reload` result.
@@ -397,6 +400,7 @@ mod tests {
             slow_consumer_drops: 0,
             throttled_senders: 2,
             rejected_connections: 0,
+            congested_clients: 0,
         };
         let line = Response::ok(&stats).encode();
         assert!(line.ends_with('\n'));

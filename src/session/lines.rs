@@ -23,6 +23,13 @@ use crate::hub::{Hub, NickRefused};
 use crate::protocol::format::{self, notice, notices};
 use crate::protocol::{ClientCmd, Frame, HELP, LineFramer, parse_line, sanitise_into};
 
+/// While some recipient's queue is more than half full, a sender that just published re-checks
+/// this often before reading on...
+const CONGESTION_POLL: Duration = Duration::from_millis(2);
+/// ...but never pauses longer than this in one go, so a reader that stalled completely (and will be
+/// cut off when its queue overflows) slows the room only briefly.
+const CONGESTION_MAX_PAUSE: Duration = Duration::from_millis(100);
+
 /// Bytes read per `read()`: large enough that a busy sender's lines arrive in few syscalls and are
 /// published as few batches. Per worker thread, not per connection.
 const READ_CHUNK: usize = 64 * 1024;
@@ -49,9 +56,13 @@ pub(super) struct Input {
     pub(super) ctx: LineCtx,
     /// Input read but not yet consumed because flood control paused us. Empty (no capacity) otherwise.
     backlog: Vec<u8>,
-    handshake_deadline: Option<Instant>,
-    /// Flood control paused reading until then.
-    throttled_until: Option<Instant>,
+    /// Reading is paused until then: by flood control, or by congestion in the room (then
+    /// `paused_since` is set: re-checked every [`CONGESTION_POLL`], never more than
+    /// [`CONGESTION_MAX_PAUSE`] in a row).
+    paused_until: Option<Instant>,
+    paused_since: Option<Instant>,
+    /// The last pause hit its cap: the next read goes ahead even if the room is still congested.
+    pause_expired: bool,
     /// False once the client has left (EOF, quit, timeout): nothing more is read.
     reading: bool,
 }
@@ -60,7 +71,6 @@ impl Input {
     pub(super) fn new(hub: Arc<Hub>, client: Arc<Client>, cfg: Arc<Config>) -> Self {
         Input {
             framer: LineFramer::new(cfg.max_line_bytes),
-            handshake_deadline: cfg.handshake_timeout.map(|d| Instant::now() + d),
             ctx: LineCtx {
                 hub,
                 client,
@@ -73,25 +83,34 @@ impl Input {
                 last_line: Instant::now(),
                 leave: None,
                 throttle: false,
+                published: 0,
+                congested: false,
             },
             backlog: Vec::new(),
-            throttled_until: None,
+            paused_until: None,
+            paused_since: None,
+            pause_expired: false,
             reading: true,
         }
     }
 
     /// Whether to wait for the socket to become readable.
     pub(super) fn wants_read(&self) -> bool {
-        self.reading && self.backlog.is_empty() && self.throttled_until.is_none()
+        self.reading && self.backlog.is_empty() && !self.paused()
+    }
+
+    fn paused(&self) -> bool {
+        self.paused_until.is_some()
     }
 
     /// Whether paused input can be handled now.
     pub(super) fn has_backlog_ready(&self) -> bool {
-        self.reading && !self.backlog.is_empty() && self.throttled_until.is_none()
+        self.reading && !self.backlog.is_empty() && !self.paused()
     }
 
-    /// One non-blocking read, handled at once.
-    pub(super) fn read(&mut self, stream: &TcpStream) {
+    /// One non-blocking read, handled at once. Returns true if it published chat to the room.
+    pub(super) fn read(&mut self, stream: &TcpStream) -> bool {
+        let before = self.ctx.published;
         self.follow_config();
         READ_BUF.with_borrow_mut(|buf| match stream.try_read(buf) {
             Ok(0) => {
@@ -124,16 +143,32 @@ impl Input {
                 self.ctx.leave.get_or_insert(LeaveReason::Closed);
             }
         });
+        self.ctx.published != before
     }
 
-    /// Handles input paused by flood control, as far as the bucket allows.
-    pub(super) fn consume_backlog(&mut self) {
+    /// Called before consuming input: while some recipient's queue is more than half full, input is
+    /// held back (re-checked every [`CONGESTION_POLL`], at most [`CONGESTION_MAX_PAUSE`] in a row)
+    /// so a burst is paced to what readers can take. Returns true if input must wait.
+    pub(super) fn hold_for_congestion(&mut self, now: Instant) -> bool {
+        if std::mem::take(&mut self.pause_expired) || !self.ctx.hub.congested() {
+            return false;
+        }
+        self.paused_since.get_or_insert(now);
+        self.paused_until = Some(now + CONGESTION_POLL);
+        true
+    }
+
+    /// Handles input paused by flood control, as far as the bucket allows. Returns true if it
+    /// published chat to the room.
+    pub(super) fn consume_backlog(&mut self) -> bool {
+        let before = self.ctx.published;
         self.follow_config();
         let backlog = std::mem::take(&mut self.backlog);
         let used = self.feed(&backlog);
         if used < backlog.len() {
             self.backlog = backlog[used..].to_vec();
         }
+        self.ctx.published != before
     }
 
     /// Frames and handles `input`, stopping early on throttle or leave; publishes the batch.
@@ -144,7 +179,13 @@ impl Input {
         if std::mem::take(&mut ctx.throttle)
             && let Some(bucket) = &ctx.bucket
         {
-            self.throttled_until = Some(Instant::now() + bucket.wait());
+            let until = Instant::now() + bucket.wait();
+            self.paused_until = self.paused_until.max(Some(until));
+        }
+        if std::mem::take(&mut ctx.congested) {
+            let now = Instant::now();
+            self.paused_since.get_or_insert(now);
+            self.paused_until = self.paused_until.max(Some(now + CONGESTION_POLL));
         }
         used
     }
@@ -163,18 +204,29 @@ impl Input {
             return None;
         }
         let timeout = match self.ctx.phase {
-            Phase::Handshake => self.handshake_deadline,
+            Phase::Handshake => {
+                let connected = Instant::from_std(self.ctx.client.connected);
+                self.ctx.cfg.handshake_timeout.map(|d| connected + d)
+            }
             Phase::Joined(_) => self.ctx.cfg.idle_timeout.map(|d| self.ctx.last_line + d),
         };
-        [timeout, self.throttled_until].into_iter().flatten().min()
+        [timeout, self.paused_until].into_iter().flatten().min()
     }
 
     /// Acts on input deadlines that have passed.
     pub(super) fn on_time(&mut self, now: Instant) {
-        if self.throttled_until.is_some_and(|t| t <= now) {
-            self.throttled_until = None;
+        if self.paused_until.is_some_and(|t| t <= now) {
+            let congested = self.paused_since.is_some() && self.ctx.hub.congested();
+            let since = self.paused_since.unwrap_or(now);
+            if congested && now < since + CONGESTION_MAX_PAUSE {
+                self.paused_until = Some(now + CONGESTION_POLL);
+            } else {
+                self.paused_until = None;
+                self.paused_since = None;
+                self.pause_expired = congested;
+            }
         }
-        if self.throttled_until.is_none()
+        if !self.paused()
             && self.backlog.is_empty()
             && self.next_deadline().is_some_and(|t| t <= now)
         {
@@ -250,7 +302,7 @@ enum Phase {
 
 /// Everything a line needs while being handled (kept apart from the framer that calls it).
 pub(super) struct LineCtx {
-    hub: Arc<Hub>,
+    pub(super) hub: Arc<Hub>,
     pub(super) client: Arc<Client>,
     pub(super) cfg: Arc<Config>,
     phase: Phase,
@@ -264,6 +316,10 @@ pub(super) struct LineCtx {
     leave: Option<LeaveReason>,
     /// Set when the bucket ran dry: stop consuming input until it refills.
     throttle: bool,
+    /// Publishes made (wraps; only compared for change).
+    published: u32,
+    /// Set when a publish found the room congested: pause before consuming more input.
+    congested: bool,
 }
 
 impl LineCtx {
@@ -274,13 +330,16 @@ impl LineCtx {
     /// Queues a reply for this client alone. A client that does not read its own replies is as slow
     /// as one that does not read the room.
     fn reply(&mut self, buf: Bytes, lines: u32) {
-        if self
+        match self
             .client
             .outbox
             .push(buf, lines, self.cfg.max_queue_bytes)
-            == Pushed::Overflow
         {
-            self.leave.get_or_insert(LeaveReason::QueueFull);
+            Pushed::Overflow => {
+                self.leave.get_or_insert(LeaveReason::QueueFull);
+            }
+            Pushed::Congested => self.hub.congested_by(1),
+            Pushed::Queued | Pushed::Closed => {}
         }
     }
 
@@ -302,9 +361,12 @@ impl LineCtx {
     /// Publishes the chat lines gathered so far as one shared buffer.
     fn flush(&mut self) {
         if self.batch_lines > 0 {
+            self.published = self.published.wrapping_add(1);
             let buf = std::mem::take(&mut self.batch).freeze();
-            self.hub
-                .publish(self.id(), buf, std::mem::take(&mut self.batch_lines));
+            let lines = std::mem::take(&mut self.batch_lines);
+            if self.hub.publish(self.id(), buf, lines) {
+                self.congested = true;
+            }
         }
     }
 
@@ -373,7 +435,7 @@ impl LineCtx {
     }
 
     fn next_step(&self) -> ControlFlow<()> {
-        if self.leave.is_some() || self.throttle {
+        if self.leave.is_some() || self.throttle || self.congested {
             ControlFlow::Break(())
         } else {
             ControlFlow::Continue(())

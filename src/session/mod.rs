@@ -43,9 +43,7 @@ pub async fn run(hub: Arc<Hub>, client: Arc<Client>, stream: TcpStream) {
     let cfg = hub.config();
     client.outbox.push(hub.greeting(), 1, usize::MAX);
     let mut session = Session {
-        input: Input::new(hub.clone(), client.clone(), cfg),
-        hub,
-        client,
+        input: Input::new(hub, client, cfg),
         stream,
         pending: Vec::new(),
         head: 0,
@@ -66,8 +64,6 @@ enum End {
 }
 
 struct Session {
-    hub: Arc<Hub>,
-    client: Arc<Client>,
     stream: TcpStream,
     input: Input,
     /// Buffers taken from the outbox and not yet fully written; `head` is the first unwritten one.
@@ -82,8 +78,20 @@ struct Session {
 }
 
 impl Session {
+    fn hub(&self) -> &Hub {
+        &self.input.ctx.hub
+    }
+
+    fn client(&self) -> &Client {
+        &self.input.ctx.client
+    }
+
     /// Moves data both ways until the session ends.
     async fn drive(&mut self) -> End {
+        // Set after input was published: the next wait is a plain yield, so the recipients'
+        // sessions (just woken) write before this sender reads again. Without it a fast sender
+        // could run a whole scheduler budget of reads and fill the queues of readers that keep up.
+        let mut yield_first = false;
         loop {
             if let Some(end) = self.write_out() {
                 return end;
@@ -92,24 +100,34 @@ impl Session {
             if let Some(end) = self.on_time(Instant::now()) {
                 return end;
             }
-            if self.input.has_backlog_ready() {
-                self.input.consume_backlog();
+            if !yield_first
+                && self.input.has_backlog_ready()
+                && !self.input.hold_for_congestion(Instant::now())
+            {
+                yield_first = self.input.consume_backlog();
                 self.after_input();
                 continue;
             }
             self.arm_timer();
             let interest = self.interest();
+            let waiting = !std::mem::take(&mut yield_first);
+            // One wait point for everything keeps the task's future (most of an idle connection's
+            // memory) small: the yield is a branch here rather than an await of its own.
             tokio::select! {
-                ready = wait_ready(&self.stream, interest) => match ready {
+                biased;
+                () = tokio::task::yield_now(), if !waiting => {}
+                ready = wait_ready(&self.stream, interest), if waiting => match ready {
                     Ok(ready) if ready.is_readable() || ready.is_read_closed() => {
-                        self.input.read(&self.stream);
-                        self.after_input();
+                        if ready.is_read_closed() || !self.input.hold_for_congestion(Instant::now()) {
+                            yield_first = self.input.read(&self.stream);
+                            self.after_input();
+                        }
                     }
                     Ok(_) => {}
                     Err(_) => return End::Failed(LeaveReason::Closed),
                 },
-                () = wait_outbox(&self.client.outbox, self.head < self.pending.len()) => {}
-                () = wait_timer(&mut self.timer) => {}
+                () = wait_outbox(&self.input.ctx.client.outbox, self.head < self.pending.len()), if waiting => {}
+                () = wait_timer(&mut self.timer), if waiting => {}
             }
         }
     }
@@ -127,8 +145,8 @@ impl Session {
     /// If the input side decided the client leaves, tells the room now and starts the final flush.
     fn after_input(&mut self) {
         if let Some(reason) = self.input.take_leave() {
-            self.hub.leave(self.client.id, reason);
-            let limit = self.hub.config().write_timeout.min(LINGER);
+            self.hub().leave(self.client().id, reason);
+            let limit = self.hub().config().write_timeout.min(LINGER);
             self.closing_until = Some(Instant::now() + limit);
         }
     }
@@ -171,7 +189,7 @@ impl Session {
     /// the outbox is closed (after a flushing close: once everything was written) or the socket fails.
     fn write_out(&mut self) -> Option<End> {
         loop {
-            if let Some(reason) = self.client.outbox.aborted() {
+            if let Some(reason) = self.client().outbox.aborted() {
                 return Some(End::Closed(Close::Abort(reason)));
             }
             if self.head == self.pending.len() {
@@ -179,7 +197,8 @@ impl Session {
                 self.pending.clear();
                 self.head = 0;
                 self.stalled_until = None;
-                match self.client.outbox.take(std::mem::take(&mut self.pending)) {
+                let spare = std::mem::take(&mut self.pending);
+                match self.client().outbox.take(spare) {
                     Taken::Empty => return None,
                     Taken::Done(close) => return Some(End::Closed(close)),
                     Taken::Data(batch) => self.pending = batch,
@@ -188,17 +207,17 @@ impl Session {
             match writev(&self.stream, &self.pending[self.head..]) {
                 Ok(0) => return Some(End::Failed(LeaveReason::Closed)),
                 Ok(n) => {
-                    self.client.outbox.sent(n);
-                    self.client
-                        .stats
-                        .bytes_out
-                        .fetch_add(n as u64, Ordering::Relaxed);
+                    if self.client().outbox.sent(n) {
+                        self.hub().relieved();
+                    }
+                    let stats = &self.client().stats;
+                    stats.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
                     self.advance(n);
                     self.stalled_until = None;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     if self.stalled_until.is_none() {
-                        let timeout = self.hub.config().write_timeout;
+                        let timeout = self.hub().config().write_timeout;
                         self.stalled_until = Some(Instant::now() + timeout);
                     }
                     return None;
@@ -225,15 +244,15 @@ impl Session {
 
     /// Leaves the room (a no-op if already gone) and closes: gracefully after a flushing close.
     async fn finish(&mut self, end: End) {
-        let id = self.client.id;
+        let id = self.client().id;
         match end {
             End::Closed(Close::Flush(reason)) => {
-                self.hub.leave(id, reason);
+                self.hub().leave(id, reason);
                 // Boxed: the lingering close's timers need not sit in every idle session's future.
                 Box::pin(linger(&self.stream)).await;
             }
             End::Closed(Close::Abort(reason)) | End::Failed(reason) => {
-                self.hub.leave(id, reason);
+                self.hub().leave(id, reason);
             }
         }
         debug!(client = id, "connection closed");
