@@ -28,7 +28,7 @@ ok() { echo "ok:   $*"; }
 
 mkdir -p "$PAYLOAD/bin"
 cp "$BUILD_DIR/groupchatd" "$BUILD_DIR/chatctl" "$PAYLOAD/bin/"
-cp -r "$ROOT/packaging" "$ROOT/config" "$PAYLOAD/"
+cp -r "$ROOT/packaging" "$ROOT/config" "$ROOT/README.md" "$PAYLOAD/"
 cp "$ROOT/tests/systemd/chatclient.py" "$PAYLOAD/"
 
 # nspawn wants its own cgroup; this VM has a hybrid hierarchy, a pure v2 host has one tree.
