@@ -24,7 +24,7 @@ use tracing::{info, warn};
 use crate::client::{Client, ClientId, Close, LeaveReason, Pushed};
 use crate::config::Config;
 use crate::protocol::format::{self, notice, notices};
-use crate::protocol::{NickError, nick_key, sanitise_str, validate_nick};
+use crate::protocol::{NickError, fold_case, nick_key, sanitise_str, validate_nick};
 
 /// Width a `/who` or welcome name list wraps at.
 const NAME_LINE_WIDTH: usize = 400;
@@ -93,6 +93,33 @@ impl std::fmt::Display for NickRefused {
     }
 }
 
+/// A nickname that hashes and compares without regard to case. It shares the member's `Arc<str>`,
+/// so the registry costs no second string per member.
+#[derive(Debug, Clone)]
+struct NickKey(Arc<str>);
+
+impl NickKey {
+    fn of(nick: &str) -> NickKey {
+        NickKey(Arc::from(nick))
+    }
+}
+
+impl PartialEq for NickKey {
+    fn eq(&self, other: &Self) -> bool {
+        fold_case(&self.0).eq(fold_case(&other.0))
+    }
+}
+
+impl Eq for NickKey {}
+
+impl std::hash::Hash for NickKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        for c in fold_case(&self.0) {
+            state.write_u32(u32::from(c));
+        }
+    }
+}
+
 /// A joined member: the nickname lives here, the connection in [`Client`].
 #[derive(Debug, Clone)]
 struct Member {
@@ -115,8 +142,8 @@ struct State {
     clients: HashMap<ClientId, Arc<Client>>,
     /// Joined members: the fan-out set.
     members: HashMap<ClientId, Member>,
-    /// Nickname key → member, for uniqueness and lookups.
-    nicks: HashMap<String, ClientId>,
+    /// Nickname (case-insensitively) → member, for uniqueness and lookups.
+    nicks: HashMap<NickKey, ClientId>,
     /// Open connections per remote address (only counted for non-exempt addresses).
     per_ip: HashMap<IpAddr, usize>,
     peak: usize,
@@ -285,8 +312,8 @@ impl Hub {
     /// Takes `nick` for a registered client: the client gets the welcome line, others `*** nick joined`.
     pub fn join(&self, id: ClientId, nick: &str) -> Result<Arc<str>, NickRefused> {
         validate_nick(nick).map_err(NickRefused::Invalid)?;
-        let key = nick_key(nick);
         let nick: Arc<str> = Arc::from(nick);
+        let key = NickKey(nick.clone());
         let mut slow = Vec::new();
         let peer;
         {
@@ -340,8 +367,8 @@ impl Hub {
     /// Changes a member's nickname; everyone (the member included) sees `*** old is now known as new`.
     pub fn rename(&self, id: ClientId, new: &str) -> Result<(Arc<str>, Arc<str>), NickRefused> {
         validate_nick(new).map_err(NickRefused::Invalid)?;
-        let key = nick_key(new);
         let new: Arc<str> = Arc::from(new);
+        let key = NickKey(new.clone());
         let mut slow = Vec::new();
         let old = {
             let mut st = self.lock();
@@ -357,7 +384,8 @@ impl Hub {
                 _ => {}
             }
             st.members.get_mut(&id).unwrap().nick = new.clone();
-            st.nicks.remove(&nick_key(&old));
+            // Remove first: a change of case only (alice → Alice) is the same key.
+            st.nicks.remove(&NickKey(old.clone()));
             st.nicks.insert(key, id);
             let line = notice(&format!("{old} is now known as {new}"));
             if st.announce_presence(st.members.len()) {
@@ -417,7 +445,7 @@ impl Hub {
 
     /// Delivers a private line to the member called `to`; returns that member's nickname as spelt.
     pub fn send_private(&self, to: &str, line: Bytes) -> Option<Arc<str>> {
-        let key = nick_key(to);
+        let key = NickKey::of(to);
         let (nick, pushed, id) = {
             let st = self.lock();
             let id = *st.nicks.get(&key)?;
@@ -497,7 +525,7 @@ impl Hub {
                 }
                 let member = st.members.remove(&id);
                 if let Some(m) = &member {
-                    st.nicks.remove(&nick_key(&m.nick));
+                    st.nicks.remove(&NickKey(m.nick.clone()));
                     if !st.stopping && st.announce_presence(st.members.len() + 1) {
                         let line = notice(&format!("{} left ({reason})", m.nick));
                         st.fan_out(None, &line, 1, &mut slow);
@@ -562,7 +590,7 @@ impl Hub {
         let st = self.lock();
         match target.parse::<ClientId>() {
             Ok(id) => st.clients.contains_key(&id).then_some(id),
-            Err(_) => st.nicks.get(&nick_key(target)).copied(),
+            Err(_) => st.nicks.get(&NickKey::of(target)).copied(),
         }
     }
 

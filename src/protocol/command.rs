@@ -179,7 +179,14 @@ pub fn validate_nick(nick: &str) -> Result<(), NickError> {
 
 /// The key under which nicknames are unique: the Unicode lowercase form.
 pub fn nick_key(nick: &str) -> String {
-    nick.to_lowercase()
+    fold_case(nick).collect()
+}
+
+/// The characters of `nick` as compared for uniqueness: each lowercased on its own (so the hub can
+/// hash and compare nicknames without building a key string; unlike `str::to_lowercase` this has
+/// no word-final sigma rule, which does not matter for a uniqueness test).
+pub fn fold_case(nick: &str) -> impl Iterator<Item = char> + '_ {
+    nick.chars().flat_map(char::to_lowercase)
 }
 
 #[cfg(test)]

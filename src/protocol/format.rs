@@ -13,22 +13,22 @@ pub const NOTICE_PREFIX: &str = "*** ";
 pub const EOL: &str = "\r\n";
 
 /// Appends `<nick> text\r\n`.
-pub fn push_say(out: &mut BytesMut, nick: &str, text: &str) {
+pub fn push_say(out: &mut impl BufMut, nick: &str, text: &str) {
     put(out, &["<", nick, "> ", text, EOL]);
 }
 
 /// Appends `* nick text\r\n` (`/me`).
-pub fn push_action(out: &mut BytesMut, nick: &str, text: &str) {
+pub fn push_action(out: &mut impl BufMut, nick: &str, text: &str) {
     put(out, &["* ", nick, " ", text, EOL]);
 }
 
 /// Appends `*nick* text\r\n` (a private message as its recipient sees it).
-pub fn push_private(out: &mut BytesMut, from: &str, text: &str) {
+pub fn push_private(out: &mut impl BufMut, from: &str, text: &str) {
     put(out, &["*", from, "* ", text, EOL]);
 }
 
 /// Appends `*** text\r\n`.
-pub fn push_notice(out: &mut BytesMut, text: &str) {
+pub fn push_notice(out: &mut impl BufMut, text: &str) {
     put(out, &[NOTICE_PREFIX, text, EOL]);
 }
 
@@ -71,8 +71,7 @@ pub fn push_name_lines<'a>(
     }
 }
 
-fn put(out: &mut BytesMut, parts: &[&str]) {
-    out.reserve(parts.iter().map(|p| p.len()).sum());
+fn put(out: &mut impl BufMut, parts: &[&str]) {
     for p in parts {
         out.put_slice(p.as_bytes());
     }

@@ -76,11 +76,10 @@ impl Input {
                 client,
                 bucket: cfg.flood.map(TokenBucket::new),
                 cfg,
-                phase: Phase::Handshake,
-                batch: BytesMut::new(),
+                phase: None,
+                batch: Vec::new(),
                 batch_lines: 0,
                 told_utf8: false,
-                last_line: Instant::now(),
                 leave: None,
                 throttle: false,
                 published: 0,
@@ -120,7 +119,8 @@ impl Input {
                     let _ = ctx.on_frame(frame);
                 });
                 ctx.flush();
-                ctx.leave.get_or_insert(LeaveReason::Closed);
+                ctx.leave
+                    .get_or_insert_with(|| Box::new(LeaveReason::Closed));
             }
             Ok(n) => {
                 self.ctx
@@ -140,7 +140,9 @@ impl Input {
                 ) => {}
             // A reset: what was buffered of an unfinished line is dropped, not relayed.
             Err(_) => {
-                self.ctx.leave.get_or_insert(LeaveReason::Closed);
+                self.ctx
+                    .leave
+                    .get_or_insert_with(|| Box::new(LeaveReason::Closed));
             }
         });
         self.ctx.published != before
@@ -177,9 +179,9 @@ impl Input {
         let used = self.framer.feed(input, |frame| ctx.on_frame(frame));
         ctx.flush();
         if std::mem::take(&mut ctx.throttle)
-            && let Some(bucket) = &ctx.bucket
+            && let (Some(bucket), Some(flood)) = (&ctx.bucket, ctx.cfg.flood)
         {
-            let until = Instant::now() + bucket.wait();
+            let until = Instant::now() + bucket.wait(flood);
             self.paused_until = self.paused_until.max(Some(until));
         }
         if std::mem::take(&mut ctx.congested) {
@@ -192,7 +194,7 @@ impl Input {
 
     /// The reason the client is leaving, once (then reading stops for good).
     pub(super) fn take_leave(&mut self) -> Option<LeaveReason> {
-        let reason = self.ctx.leave.take()?;
+        let reason = *self.ctx.leave.take()?;
         self.reading = false;
         self.backlog = Vec::new();
         Some(reason)
@@ -204,11 +206,16 @@ impl Input {
             return None;
         }
         let timeout = match self.ctx.phase {
-            Phase::Handshake => {
+            None => {
                 let connected = Instant::from_std(self.ctx.client.connected);
                 self.ctx.cfg.handshake_timeout.map(|d| connected + d)
             }
-            Phase::Joined(_) => self.ctx.cfg.idle_timeout.map(|d| self.ctx.last_line + d),
+            Some(_) => self.ctx.cfg.idle_timeout.map(|d| {
+                let client = &self.ctx.client;
+                let last =
+                    Duration::from_millis(client.stats.last_active_ms.load(Ordering::Relaxed));
+                Instant::from_std(client.connected) + last + d
+            }),
         };
         [timeout, self.paused_until].into_iter().flatten().min()
     }
@@ -231,7 +238,7 @@ impl Input {
             && self.next_deadline().is_some_and(|t| t <= now)
         {
             let reason = self.ctx.timed_out();
-            self.ctx.leave.get_or_insert(reason);
+            self.ctx.leave.get_or_insert(Box::new(reason));
         }
     }
 
@@ -249,10 +256,11 @@ impl Input {
     }
 }
 
-/// Per-client flood control: a token bucket that pauses reading when empty.
+/// Per-client flood control: a token bucket that pauses reading when empty. Its rate and burst
+/// are read from the configuration in force (not copied here: every byte of session state is paid
+/// by every idle connection).
 #[derive(Debug)]
 struct TokenBucket {
-    flood: Flood,
     tokens: f64,
     last: Instant,
     /// Inside a throttle episode (counted and logged once per episode).
@@ -262,24 +270,23 @@ struct TokenBucket {
 impl TokenBucket {
     fn new(flood: Flood) -> Self {
         TokenBucket {
-            flood,
             tokens: f64::from(flood.burst),
             last: Instant::now(),
             throttled: false,
         }
     }
 
-    fn refill(&mut self, now: Instant) {
-        let burst = f64::from(self.flood.burst);
+    fn refill(&mut self, now: Instant, flood: Flood) {
+        let burst = f64::from(flood.burst);
         let dt = now.saturating_duration_since(self.last).as_secs_f64();
-        self.tokens = (self.tokens + dt * self.flood.per_sec).min(burst);
+        self.tokens = (self.tokens + dt * flood.per_sec).min(burst);
         self.last = now;
     }
 
     /// Spends a token for one line; returns true when the next line must wait.
-    fn spend(&mut self, now: Instant) -> bool {
-        self.refill(now);
-        if self.tokens >= f64::from(self.flood.burst) {
+    fn spend(&mut self, now: Instant, flood: Flood) -> bool {
+        self.refill(now, flood);
+        if self.tokens >= f64::from(flood.burst) {
             self.throttled = false;
         }
         self.tokens -= 1.0;
@@ -287,17 +294,9 @@ impl TokenBucket {
     }
 
     /// How long until one token is available.
-    fn wait(&self) -> Duration {
-        Duration::from_secs_f64(((1.0 - self.tokens) / self.flood.per_sec).max(0.0))
+    fn wait(&self, flood: Flood) -> Duration {
+        Duration::from_secs_f64(((1.0 - self.tokens) / flood.per_sec).max(0.0))
     }
-}
-
-/// Where the client is in its life.
-enum Phase {
-    /// Connected, choosing a nickname.
-    Handshake,
-    /// Joined under this nickname.
-    Joined(Arc<str>),
 }
 
 /// Everything a line needs while being handled (kept apart from the framer that calls it).
@@ -305,15 +304,17 @@ pub(super) struct LineCtx {
     pub(super) hub: Arc<Hub>,
     pub(super) client: Arc<Client>,
     pub(super) cfg: Arc<Config>,
-    phase: Phase,
+    /// The nickname once joined; None while still choosing one.
+    phase: Option<Arc<str>>,
     bucket: Option<TokenBucket>,
     /// Chat lines produced by the current read, published together.
-    batch: BytesMut,
+    batch: Vec<u8>,
     batch_lines: u32,
     told_utf8: bool,
-    last_line: Instant,
     /// Set when a line ends the session (quit, overflow of our own replies).
-    leave: Option<LeaveReason>,
+    /// Boxed: it is set once per connection, and every byte of session state is paid by every
+    /// idle connection.
+    leave: Option<Box<LeaveReason>>,
     /// Set when the bucket ran dry: stop consuming input until it refills.
     throttle: bool,
     /// Publishes made (wraps; only compared for change).
@@ -336,7 +337,8 @@ impl LineCtx {
             .push(buf, lines, self.cfg.max_queue_bytes)
         {
             Pushed::Overflow => {
-                self.leave.get_or_insert(LeaveReason::QueueFull);
+                self.leave
+                    .get_or_insert_with(|| Box::new(LeaveReason::QueueFull));
             }
             Pushed::Congested => self.hub.congested_by(1),
             Pushed::Queued | Pushed::Closed => {}
@@ -362,7 +364,7 @@ impl LineCtx {
     fn flush(&mut self) {
         if self.batch_lines > 0 {
             self.published = self.published.wrapping_add(1);
-            let buf = std::mem::take(&mut self.batch).freeze();
+            let buf = Bytes::from(std::mem::take(&mut self.batch));
             let lines = std::mem::take(&mut self.batch_lines);
             if self.hub.publish(self.id(), buf, lines) {
                 self.congested = true;
@@ -372,12 +374,12 @@ impl LineCtx {
 
     fn timed_out(&mut self) -> LeaveReason {
         match self.phase {
-            Phase::Handshake => {
+            None => {
                 let secs = self.cfg.handshake_timeout.unwrap_or_default().as_secs();
                 self.say(&format!("No nickname within {secs} s; goodbye."));
                 LeaveReason::HandshakeTimeout
             }
-            Phase::Joined(_) => {
+            Some(_) => {
                 let secs = self.cfg.idle_timeout.unwrap_or_default().as_secs();
                 self.say(&format!("Idle for {secs} s; disconnecting."));
                 LeaveReason::Idle
@@ -408,16 +410,15 @@ impl LineCtx {
             }
             self.client.stats.lines_in.fetch_add(1, Ordering::Relaxed);
             self.client.touch();
-            self.last_line = Instant::now();
             match &self.phase {
-                Phase::Handshake => self.on_nick_line(line.trim()),
-                Phase::Joined(nick) => {
+                None => self.on_nick_line(line.trim()),
+                Some(nick) => {
                     let nick = nick.clone();
                     self.on_chat_line(&nick, line);
                 }
             }
-            if let Some(bucket) = &mut self.bucket
-                && bucket.spend(Instant::now())
+            if let (Some(bucket), Some(flood)) = (&mut self.bucket, self.cfg.flood)
+                && bucket.spend(Instant::now(), flood)
             {
                 self.throttle = true;
                 if !bucket.throttled {
@@ -444,14 +445,14 @@ impl LineCtx {
 
     fn on_nick_line(&mut self, nick: &str) {
         if nick.eq_ignore_ascii_case("/quit") || nick.to_ascii_lowercase().starts_with("/quit ") {
-            self.leave = Some(LeaveReason::Quit(None));
+            self.leave = Some(Box::new(LeaveReason::Quit(None)));
             return;
         }
         match self.hub.join(self.id(), nick) {
             Ok(nick) => {
-                self.phase = Phase::Joined(nick);
+                self.phase = Some(nick);
             }
-            Err(NickRefused::Gone) => self.leave = Some(LeaveReason::ShuttingDown),
+            Err(NickRefused::Gone) => self.leave = Some(Box::new(LeaveReason::ShuttingDown)),
             Err(why) => self.reply(notices([why.to_string().as_str(), NICK_PROMPT]), 2),
         }
     }
@@ -479,9 +480,9 @@ impl LineCtx {
             ClientCmd::Say(_) | ClientCmd::Me(_) => unreachable!("chat lines are batched"),
             ClientCmd::Nick(new) => match self.hub.rename(self.id(), new) {
                 Ok((_, new)) => {
-                    self.phase = Phase::Joined(new);
+                    self.phase = Some(new);
                 }
-                Err(NickRefused::Gone) => self.leave = Some(LeaveReason::ShuttingDown),
+                Err(NickRefused::Gone) => self.leave = Some(Box::new(LeaveReason::ShuttingDown)),
                 Err(why) => self.say(&format!("Cannot change nickname: {why}")),
             },
             ClientCmd::Who => {
@@ -498,7 +499,7 @@ impl LineCtx {
             }
             ClientCmd::Quit(reason) => {
                 self.say("Goodbye.");
-                self.leave = Some(LeaveReason::Quit(reason.map(str::to_owned)));
+                self.leave = Some(Box::new(LeaveReason::Quit(reason.map(str::to_owned))));
             }
             ClientCmd::Help => self.reply(notices(HELP.iter().copied()), HELP.len() as u32),
             ClientCmd::Usage(usage) => self.say(usage),
