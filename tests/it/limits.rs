@@ -75,49 +75,46 @@ async fn flood_and_check(sender: TestClient, reader: &mut TestClient, total: usi
     notices
 }
 
-#[tokio::test]
-async fn stalled_reader_is_cut_off_and_others_lose_nothing() {
-    let srv = TestServer::start(Config {
-        max_queue_bytes: 1 << 20,
-        ..test_config()
-    });
-    let mut good = srv.join("good").await;
-    let slow = stalled_reader(&srv, "slow").await;
-    good.expect("*** slow joined").await;
-    let fast = srv.join("fast").await;
-    good.expect("*** fast joined").await;
-    let notices = flood_and_check(fast, &mut good, more_than_kernel_buffers()).await;
-    let left = "*** slow left (too slow: send queue full)";
-    if !notices.iter().any(|n| n == left) {
-        good.read_until_line(left).await;
-    }
-    assert!(
-        srv.hub
-            .counters
-            .slow_drops
-            .load(std::sync::atomic::Ordering::Relaxed)
-            >= 1
-    );
-    drop(slow);
-}
-
-#[tokio::test]
-async fn reader_that_accepts_nothing_is_dropped_after_the_write_timeout() {
-    let srv = TestServer::start(Config {
-        max_queue_bytes: 1 << 30,
-        write_timeout: Duration::from_secs(1),
-        ..test_config()
-    });
+/// A stalled reader in a room where `fast` floods: the good reader must get every line in order,
+/// and the stalled one must leave with `reason`. Returns the server for further checks.
+async fn stalled_reader_scenario(config: Config, reason: &str) -> TestServer {
+    let srv = TestServer::start(config);
     let mut good = srv.join("good").await;
     let _slow = stalled_reader(&srv, "slow").await;
     good.expect("*** slow joined").await;
     let fast = srv.join("fast").await;
     good.expect("*** fast joined").await;
     let notices = flood_and_check(fast, &mut good, more_than_kernel_buffers()).await;
-    let left = "*** slow left (too slow: write timeout)";
-    if !notices.iter().any(|n| n == left) {
-        good.read_until_line(left).await;
+    let left = format!("*** slow left ({reason})");
+    if !notices.contains(&left) {
+        good.read_until_line(&left).await;
     }
+    srv
+}
+
+#[tokio::test]
+async fn stalled_reader_is_cut_off_and_others_lose_nothing() {
+    let config = Config {
+        max_queue_bytes: 1 << 20,
+        ..test_config()
+    };
+    let srv = stalled_reader_scenario(config, "too slow: send queue full").await;
+    let drops = srv
+        .hub
+        .counters
+        .slow_drops
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(drops, 1, "only the stalled reader was cut off");
+}
+
+#[tokio::test]
+async fn reader_that_accepts_nothing_is_dropped_after_the_write_timeout() {
+    let config = Config {
+        max_queue_bytes: 1 << 30,
+        write_timeout: Duration::from_secs(1),
+        ..test_config()
+    };
+    stalled_reader_scenario(config, "too slow: write timeout").await;
 }
 
 #[tokio::test]
