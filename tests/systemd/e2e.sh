@@ -1,17 +1,24 @@
 #!/usr/bin/env bash
 # End-to-end test of groupchatd under a real systemd, booted with systemd-nspawn.
 #
-#   tests/systemd/e2e.sh BUILD_DIR      (BUILD_DIR holds the built groupchatd and chatctl)
+#   tests/systemd/e2e.sh BUILD_DIR         (BUILD_DIR holds the built groupchatd and chatctl)
+#   tests/systemd/e2e.sh --deb FILE.deb    (the package from packaging/build-deb.sh instead)
 #
-# Boots a throwaway systemd (tmpfs root + the host's /usr read-only, private network), installs the
-# binaries and the real units from packaging/ with packaging/install.sh, and checks what an operator
+# Boots a throwaway systemd (private network) and installs either the binaries and the real units
+# from packaging/ with packaging/install.sh (root: tmpfs + the host's /usr read-only), or the .deb
+# with dpkg (root: a copy-on-write overlay of the host's, so /usr is writable), then checks what an operator
 # does: start (returns only once ready), chat, status text, chatctl list/announce/kick as root over the
 # RuntimeDirectory socket, reload (good and broken), journal fields, stop, socket activation, and a
 # config error failing the start with status 78. Exit 0 all passed, 1 a check failed, 77 skipped
 # (not root, or systemd-nspawn missing). Everything it creates is removed on exit.
 set -euo pipefail
 
-BUILD_DIR=$(realpath "${1:?usage: e2e.sh BUILD_DIR}")
+DEB=""
+if [ "${1:-}" = --deb ]; then
+  DEB=$(realpath "${2:?usage: e2e.sh --deb FILE.deb}")
+else
+  BUILD_DIR=$(realpath "${1:?usage: e2e.sh BUILD_DIR | --deb FILE.deb}")
+fi
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 BOOT_TIMEOUT=60
 STEP_TIMEOUT=30
@@ -27,9 +34,21 @@ fail() { echo "FAIL: $*" >&2; exit 1; }
 ok() { echo "ok:   $*"; }
 
 mkdir -p "$PAYLOAD/bin"
-cp "$BUILD_DIR/groupchatd" "$BUILD_DIR/chatctl" "$PAYLOAD/bin/"
-cp -r "$ROOT/packaging" "$ROOT/config" "$ROOT/README.md" "$PAYLOAD/"
 cp "$ROOT/tests/systemd/chatclient.py" "$PAYLOAD/"
+OVERLAY=""
+if [ -n "$DEB" ]; then
+  cp "$DEB" "$PAYLOAD/groupchatd.deb"
+  # dpkg needs a writable /usr: boot a copy-on-write overlay of the host's root (nspawn refuses
+  # --volatile=overlay on / itself). Writes land in a tmpfs and vanish with it.
+  OVERLAY=$WORK/overlay   # mounted below, once the cleanup trap is set
+  ROOTFS=(--directory="$OVERLAY/root")
+else
+  cp "$BUILD_DIR/groupchatd" "$BUILD_DIR/chatctl" "$PAYLOAD/bin/"
+  cp -r "$ROOT/packaging" "$ROOT/config" "$ROOT/README.md" "$PAYLOAD/"
+  ROOTFS=(--directory=/ --volatile=yes)
+fi
+
+
 
 # nspawn wants its own cgroup; this VM has a hybrid hierarchy, a pure v2 host has one tree.
 CGROUPS=()
@@ -60,15 +79,23 @@ cleanup() {
   [ "$HAD_NSPAWN_DIR" = no ] && rmdir /run/systemd/nspawn/propagate /run/systemd/nspawn/locks /run/systemd/nspawn 2>/dev/null
   [ "$HAD_NSPAWN_ROOT" = no ] && rmdir /run/systemd/nspawn-root 2>/dev/null
   if [ "$rc" != 0 ] && [ -f "$WORK/console.log" ]; then echo "---- container console (tail)"; tail -20 "$WORK/console.log"; fi
+  if [ -n "$OVERLAY" ]; then umount "$OVERLAY/root" 2>/dev/null; umount "$OVERLAY" 2>/dev/null; fi
   rm -rf "$WORK"
   exit "$rc"
 }
 trap cleanup EXIT INT TERM
 
+if [ -n "$OVERLAY" ]; then
+  mkdir -p "$OVERLAY"
+  mount -t tmpfs tmpfs "$OVERLAY"
+  mkdir -p "$OVERLAY/upper" "$OVERLAY/work" "$OVERLAY/root"
+  mount -t overlay overlay -o lowerdir=/,upperdir="$OVERLAY/upper",workdir="$OVERLAY/work" "$OVERLAY/root"
+fi
+
 for cg in "${CGROUPS[@]}"; do mkdir -p "$cg"; done
 (
   for cg in "${CGROUPS[@]}"; do echo "$BASHPID" > "$cg/cgroup.procs"; done
-  exec systemd-nspawn --directory=/ --volatile=yes --boot -M "$MACHINE" --register=no --keep-unit \
+  exec systemd-nspawn "${ROOTFS[@]}" --boot -M "$MACHINE" --register=no --keep-unit \
       --private-network --bind-ro="$PAYLOAD":/opt/gcd --console=read-only \
       -- systemd.firstboot=off systemd.unit=multi-user.target
 ) </dev/null >"$WORK/console.log" 2>&1 &
@@ -117,11 +144,26 @@ wait_line() { # NICK TEXT
 set_config() { in_ct sh -c 'cat > /etc/groupchatd/groupchatd.toml' <<<"$1"; }
 
 # ---------------------------------------------------------------- install
-in_ct sh -c 'cd /opt/gcd && BUILD_DIR=/opt/gcd/bin PREFIX=/opt/groupchatd SYSCONFDIR=/etc \
-  UNITDIR=/etc/systemd/system SYSUSERSDIR=/etc/sysusers.d sh packaging/install.sh' >"$WORK/install.log" 2>&1 \
-  || { cat "$WORK/install.log"; fail "install.sh"; }
-in_ct getent passwd groupchatd >/dev/null || fail "install.sh did not create the groupchatd user"
-ok "installed with packaging/install.sh (user groupchatd created by sysusers)"
+if [ -n "$DEB" ]; then
+  # A Debian host may forbid starting services from maintainer scripts (policy-rc.d); the container
+  # is ours, so allow it, as on a normal system.
+  in_ct rm -f /usr/sbin/policy-rc.d
+  in_ct env DEBIAN_FRONTEND=noninteractive dpkg -i /opt/gcd/groupchatd.deb >"$WORK/install.log" 2>&1 \
+    || { cat "$WORK/install.log"; fail "dpkg -i"; }
+  in_ct getent passwd groupchatd >/dev/null || fail "the package did not create the groupchatd user"
+  in_ct test -f /usr/share/man/man8/groupchatd.8.gz || fail "the package has no groupchatd(8)"
+  in_ct test -f /etc/groupchatd/groupchatd.toml || fail "the package has no configuration file"
+  [ "$(in_ct systemctl is-enabled groupchatd)" = enabled ] || fail "the package did not enable the service"
+  [ "$(in_ct systemctl is-active groupchatd)" = active ] || fail "the package did not start the service"
+  in_ct systemctl stop groupchatd
+  ok "installed the .deb with dpkg (user created, service enabled and started, man page, config)"
+else
+  in_ct sh -c 'cd /opt/gcd && BUILD_DIR=/opt/gcd/bin PREFIX=/opt/groupchatd SYSCONFDIR=/etc \
+    UNITDIR=/etc/systemd/system SYSUSERSDIR=/etc/sysusers.d sh packaging/install.sh' >"$WORK/install.log" 2>&1 \
+    || { cat "$WORK/install.log"; fail "install.sh"; }
+  in_ct getent passwd groupchatd >/dev/null || fail "install.sh did not create the groupchatd user"
+  ok "installed with packaging/install.sh (user groupchatd created by sysusers)"
+fi
 
 # ---------------------------------------------------------------- start and chat
 in_ct systemctl start groupchatd || { in_ct journalctl -u groupchatd --no-pager | tail -20; fail "systemctl start"; }
