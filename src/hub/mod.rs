@@ -11,6 +11,10 @@
 //! - Lines are formatted once by the caller and shared as [`Bytes`]; recipients get reference-count bumps.
 //!   Join/leave/rename notices are formatted under the lock: they are rare, and it keeps them ordered.
 
+mod names;
+
+use names::NickKey;
+pub use names::NickRefused;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -23,11 +27,8 @@ use tracing::{info, warn};
 
 use crate::client::{Client, ClientId, Close, LeaveReason, Pushed};
 use crate::config::Config;
-use crate::protocol::format::{self, notice, notices};
-use crate::protocol::{NickError, fold_case, nick_key, sanitise_str, validate_nick};
-
-/// Width a `/who` or welcome name list wraps at.
-const NAME_LINE_WIDTH: usize = 400;
+use crate::protocol::format::notice;
+use crate::protocol::{nick_key, validate_nick};
 
 /// Daemon-wide counters (monotonic totals), readable without the hub lock.
 #[derive(Debug, Default)]
@@ -66,57 +67,6 @@ impl std::fmt::Display for Refusal {
             Refusal::PerIp => "too many connections from your address",
             Refusal::ShuttingDown => "server shutting down",
         })
-    }
-}
-
-/// Why a nickname could not be taken.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum NickRefused {
-    /// It breaks the nickname rules.
-    Invalid(NickError),
-    /// Another client has it (case-insensitively).
-    Taken,
-    /// It is already this client's nickname.
-    Unchanged,
-    /// The client is gone or the daemon is stopping.
-    Gone,
-}
-
-impl std::fmt::Display for NickRefused {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            NickRefused::Invalid(e) => write!(f, "{e}"),
-            NickRefused::Taken => f.write_str("that nickname is taken"),
-            NickRefused::Unchanged => f.write_str("that is already your nickname"),
-            NickRefused::Gone => f.write_str("the server is shutting down"),
-        }
-    }
-}
-
-/// A nickname that hashes and compares without regard to case. It shares the member's `Arc<str>`,
-/// so the registry costs no second string per member.
-#[derive(Debug, Clone)]
-struct NickKey(Arc<str>);
-
-impl NickKey {
-    fn of(nick: &str) -> NickKey {
-        NickKey(Arc::from(nick))
-    }
-}
-
-impl PartialEq for NickKey {
-    fn eq(&self, other: &Self) -> bool {
-        fold_case(&self.0).eq(fold_case(&other.0))
-    }
-}
-
-impl Eq for NickKey {}
-
-impl std::hash::Hash for NickKey {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        for c in fold_case(&self.0) {
-            state.write_u32(u32::from(c));
-        }
     }
 }
 
@@ -217,7 +167,7 @@ impl Hub {
         };
         Hub {
             state: Mutex::new(state),
-            greeting: RwLock::new(greeting(&config)),
+            greeting: RwLock::new(names::greeting(&config)),
             config: RwLock::new(config),
             next_id: AtomicU64::new(1),
             changes: watch::Sender::new(0),
@@ -258,7 +208,7 @@ impl Hub {
             st.queue_limit = config.max_queue_bytes;
             st.presence_max = config.presence_max_members;
         }
-        *self.greeting.write().unwrap_or_else(|e| e.into_inner()) = greeting(&config);
+        *self.greeting.write().unwrap_or_else(|e| e.into_inner()) = names::greeting(&config);
         *self.config.write().unwrap_or_else(|e| e.into_inner()) = config;
     }
 
@@ -335,28 +285,13 @@ impl Hub {
             };
             st.members.insert(id, member);
             let n = st.members.len();
-            let mut welcome = BytesMut::new();
-            if st.announce_presence(n) {
-                let names = st.sorted_names();
-                let list = names.iter().map(|s| &**s).collect::<Vec<_>>().join(", ");
-                let line = format!("Welcome, {nick}! {n} online: {list}");
-                if line.len() <= NAME_LINE_WIDTH {
-                    format::push_notice(&mut welcome, &line);
-                } else {
-                    format::push_notice(&mut welcome, &format!("Welcome, {nick}! {n} online:"));
-                    format::push_name_lines(
-                        &mut welcome,
-                        names.iter().map(|s| &**s),
-                        NAME_LINE_WIDTH,
-                    );
-                }
+            // In a big room the welcome gives only the count, and nobody is told of the join.
+            let listed = st.announce_presence(n).then(|| st.sorted_names());
+            if listed.is_some() {
                 st.fan_out(Some(id), &notice(&format!("{nick} joined")), 1, &mut slow);
-            } else {
-                let line = format!("Welcome, {nick}! {n} online (type /who to list them)");
-                format::push_notice(&mut welcome, &line);
             }
-            format::push_notice(&mut welcome, "Type /help for commands.");
-            client.outbox.push(welcome.freeze(), 2, usize::MAX);
+            let welcome = names::welcome(&nick, n, listed.as_deref());
+            client.outbox.push(welcome, 2, usize::MAX);
         }
         info!(client = id, peer = %peer, nick = %nick, event = "join", "joined");
         self.changed();
@@ -486,16 +421,8 @@ impl Hub {
 
     /// `/who` output for a client: a count and every name, wrapped into notice lines.
     pub fn who_lines(&self) -> Bytes {
-        let names = self.who();
         let mut out = BytesMut::new();
-        let list = names.iter().map(|s| &**s).collect::<Vec<_>>().join(", ");
-        let single = format!("{} online: {list}", names.len());
-        if single.len() <= NAME_LINE_WIDTH {
-            format::push_notice(&mut out, &single);
-        } else {
-            format::push_notice(&mut out, &format!("{} online:", names.len()));
-            format::push_name_lines(&mut out, names.iter().map(|s| &**s), NAME_LINE_WIDTH);
-        }
+        names::push_online(&mut out, "", &self.who());
         out.freeze()
     }
 
@@ -645,12 +572,5 @@ impl Hub {
     }
 }
 
-/// The MOTD (sanitised like any client text) followed by the nickname prompt.
-fn greeting(config: &Config) -> Bytes {
-    let motd: Vec<String> = config.motd.iter().map(|l| sanitise_str(l)).collect();
-    notices(
-        motd.iter()
-            .map(String::as_str)
-            .chain([crate::session::NICK_PROMPT]),
-    )
-}
+#[cfg(test)]
+mod tests;
