@@ -448,8 +448,10 @@ def cmd_table(args):
     ready = None
     if args.ready and os.path.exists(args.ready):
         with open(args.ready) as f:
-            text = f.read().strip()
-        ready = json.loads(text) if text else None
+            try:
+                ready = json.loads(f.read())
+            except json.JSONDecodeError:
+                ready = None
     storm = storm_summary(rows)
     out = [f"# groupchatd vs `ncat --chat`: {args.date}", ""]
     out.append(f"- machine: {args.nproc} CPUs, {args.cpu}; kernel {args.kernel}")

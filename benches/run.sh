@@ -28,6 +28,9 @@ Scenarios (all on 127.0.0.1, 64-byte lines):
 
 Environment: BENCH_BUDGET_SECS (default 600), BENCH_OUT (default target/bench-results).
 ncat comes from the Debian package `ncat`; when it is missing and we are root, it is installed.
+It runs as `ncat -l --chat --max-conns 20000 127.0.0.1 PORT`, and its listen backlog (10) is
+raised to 4096 once it listens, or most of chatbench's burst of connects hang (harness.py
+backlog). ncat uses select(), so it cannot hold more than ~1020 clients: its S4 runs fail.
 EOF
 }
 
@@ -124,6 +127,7 @@ start_server() {
   local server=$1 tag=$2 i port
   local log="$RUN_DIR/$tag.server.log"
   SRV_ADDR="" SRV_ADMIN=""
+  : >"$log" # exists before the server's redirection does: the polls below read it
   case "$server" in
     groupchatd)
       SRV_ADMIN="$SOCK_DIR/$tag.admin.sock"
@@ -132,7 +136,8 @@ start_server() {
       SRV_PID=$!
       LIVE[$SRV_PID]=1
       for ((i = 0; i < 200; i++)); do
-        SRV_ADDR=$(grep -o 'listening for chat connections addr=[0-9.:]*' "$log" | head -1 | cut -d= -f2) || true
+        SRV_ADDR=$(grep -o 'listening for chat connections addr=[0-9.:]*' "$log" |
+          head -1 | cut -d= -f2) || true
         [[ -n "$SRV_ADDR" ]] && break
         kill -0 "$SRV_PID" 2>/dev/null || break
         sleep 0.05
@@ -152,7 +157,9 @@ start_server() {
         sleep 0.05
       done
       # ncat's listen backlog of 10 makes most of a burst of connects hang (see harness.py).
-      [[ -n "$SRV_ADDR" ]] && { "${HARNESS[@]}" backlog "$SRV_PID" "$port" 4096 || log "could not raise ncat's backlog"; }
+      if [[ -n "$SRV_ADDR" ]]; then
+        "${HARNESS[@]}" backlog "$SRV_PID" "$port" 4096 || log "could not raise ncat's backlog"
+      fi
       ;;
   esac
   if [[ -z "$SRV_ADDR" ]]; then
@@ -167,13 +174,24 @@ server_cpu() { "${HARNESS[@]}" cpu "$1" 2>/dev/null || echo null; }
 # `chatctl --json stats` result object, or null.
 stats() {
   local reply
-  reply=$("$BIN/chatctl" --socket "$SRV_ADMIN" --timeout 5 --json stats 2>/dev/null) || { echo null; return; }
-  python3 -c 'import json,sys; print(json.dumps(json.loads(sys.argv[1])["result"]))' "$reply" 2>/dev/null || echo null
+  reply=$("$BIN/chatctl" --socket "$SRV_ADMIN" --timeout 5 --json stats 2>/dev/null) ||
+    { echo null; return; }
+  python3 -c 'import json, sys; print(json.dumps(json.loads(sys.argv[1])["result"]))' \
+    "$reply" 2>/dev/null || echo null
 }
 
-sub() { python3 -c 'import sys; a, b = sys.argv[1:]; print("null" if "null" in (a, b) else f"{float(b) - float(a):.6f}")' "$1" "$2"; }
+# $2 - $1 for two readings of server_cpu (null if either is).
+sub() {
+  python3 -c 'import sys; a, b = sys.argv[1:]
+print("null" if "null" in (a, b) else f"{float(b) - float(a):.6f}")' "$1" "$2"
+}
 
 # ---- one run -------------------------------------------------------------------------------
+
+no_server() {
+  "${HARNESS[@]}" record --out "$RESULTS" --scenario "$1" --server "$2" --rep "$3" --rc 1 \
+    "error=the server did not start"
+}
 
 # run_fanout SCENARIO SERVER REP TIMEOUT CHATBENCH-ARGS...
 run_fanout() {
@@ -181,7 +199,7 @@ run_fanout() {
   shift 4
   local tag="$scen-$server-$rep" rc=0 cpu0 cpu1 alive=true hello=()
   [[ $server == groupchatd ]] && hello=(--hello "${scen,,}u{i}")
-  start_server "$server" "$tag" || { "${HARNESS[@]}" record --out "$RESULTS" --scenario "$scen" --server "$server" --rep "$rep" --rc 1 error=no-server; return; }
+  start_server "$server" "$tag" || { no_server "$scen" "$server" "$rep"; return; }
   cpu0=$(server_cpu "$SRV_PID")
   timeout -k 5 $((limit + 30)) "$BIN/chatbench" fanout --addr "$SRV_ADDR" "$@" "${hello[@]}" \
     --pid "$SRV_PID" --timeout "$limit" --json >"$RUN_DIR/$tag.json" 2>"$RUN_DIR/$tag.err" || rc=$?
@@ -190,7 +208,8 @@ run_fanout() {
   stop_pid "$SRV_PID"
   "${HARNESS[@]}" record --out "$RESULTS" --scenario "$scen" --server "$server" --rep "$rep" \
     --rc "$rc" --report "$RUN_DIR/$tag.json" --stderr "$RUN_DIR/$tag.err" \
-    --server-log "$RUN_DIR/$tag.server.log" "cpu_whole_s=$(sub "$cpu0" "$cpu1")" "server_alive=$alive"
+    --server-log "$RUN_DIR/$tag.server.log" "cpu_whole_s=$(sub "$cpu0" "$cpu1")" \
+    "server_alive=$alive"
   log "$tag: exit $rc"
 }
 
@@ -200,7 +219,7 @@ run_idle() {
   local tag="$scen-$server-$rep" rc=0 cpu0 cpu1 cpu_storm=null members=null bench i alive=true
   local stats0=null stats1=null hello=()
   [[ $server == groupchatd ]] && hello=(--hello 'u{i}')
-  start_server "$server" "$tag" || { "${HARNESS[@]}" record --out "$RESULTS" --scenario "$scen" --server "$server" --rep "$rep" --rc 1 error=no-server; return; }
+  start_server "$server" "$tag" || { no_server "$scen" "$server" "$rep"; return; }
   [[ $server == groupchatd ]] && stats0=$(stats)
   cpu0=$(server_cpu "$SRV_PID")
   timeout -k 5 $((limit + hold + 30)) "$BIN/chatbench" idle --addr "$SRV_ADDR" \
@@ -214,7 +233,10 @@ run_idle() {
     for ((i = 0; i < (limit + 5) * 10; i++)); do
       members=$("$BIN/chatctl" --socket "$SRV_ADMIN" --timeout 5 --json stats 2>/dev/null \
         | grep -o '"members":[0-9]*' | cut -d: -f2) || members=null
-      [[ "$members" == "$clients" ]] && { cpu_storm=$(sub "$cpu0" "$(server_cpu "$SRV_PID")"); break; }
+      if [[ "$members" == "$clients" ]]; then
+        cpu_storm=$(sub "$cpu0" "$(server_cpu "$SRV_PID")")
+        break
+      fi
       kill -0 "$bench" 2>/dev/null || break
       sleep 0.1
     done
@@ -227,8 +249,9 @@ run_idle() {
   stop_pid "$SRV_PID"
   "${HARNESS[@]}" record --out "$RESULTS" --scenario "$scen" --server "$server" --rep "$rep" \
     --rc "$rc" --report "$RUN_DIR/$tag.json" --stderr "$RUN_DIR/$tag.err" \
-    --server-log "$RUN_DIR/$tag.server.log" "cpu_whole_s=$(sub "$cpu0" "$cpu1")" "storm_cpu_s=$cpu_storm" "storm_members=${members:-null}" \
-    "stats_before=$stats0" "stats_after=$stats1" "server_alive=$alive"
+    --server-log "$RUN_DIR/$tag.server.log" "cpu_whole_s=$(sub "$cpu0" "$cpu1")" \
+    "storm_cpu_s=$cpu_storm" "storm_members=${members:-null}" "stats_before=$stats0" \
+    "stats_after=$stats1" "server_alive=$alive"
   log "$tag: exit $rc"
 }
 
@@ -241,14 +264,19 @@ for ((rep = 1; rep <= REPS; rep++)); do
     for server in "${SERVERS[@]}"; do
       if over_budget "${COST[$scen]}"; then
         log "budget of $BUDGET s spent: skipping $scen $server rep $rep"
+        "${HARNESS[@]}" record --out "$RESULTS" --scenario "$scen" --server "$server" \
+          --rep "$rep" --rc 3 "error=skipped: the budget of $BUDGET s was spent"
         continue
       fi
       case "$scen" in
         S1) run_fanout S1 "$server" "$rep" 60 --clients 100 --senders 10 --messages 1000 --size 64 ;;
-        S1x10) run_fanout S1x10 "$server" "$rep" 60 --clients 100 --senders 10 --messages 10000 --size 64 ;;
+        S1x10) run_fanout S1x10 "$server" "$rep" 60 --clients 100 --senders 10 --messages 10000 \
+          --size 64 ;;
         S2) run_fanout S2 "$server" "$rep" 60 --clients 1000 --senders 1 --messages 1000 --size 64 ;;
-        S2x10) run_fanout S2x10 "$server" "$rep" 60 --clients 1000 --senders 1 --messages 10000 --size 64 ;;
-        S3) run_fanout S3 "$server" "$rep" 60 --clients 200 --senders 20 --messages 500 --rate 50 --size 64 ;;
+        S2x10) run_fanout S2x10 "$server" "$rep" 60 --clients 1000 --senders 1 --messages 10000 \
+          --size 64 ;;
+        S3) run_fanout S3 "$server" "$rep" 60 --clients 200 --senders 20 --messages 500 --rate 50 \
+          --size 64 ;;
         S4) run_idle "$server" "$rep" ;;
       esac
     done
@@ -261,7 +289,8 @@ if over_budget 30; then
 else
   log "start-up to READY=1, 10 times"
   timeout -k 5 120 "${HARNESS[@]}" ready --bin "$BIN/groupchatd" --config "$CONFIG" \
-    --dir "$RUN_DIR" --sock-dir "$SOCK_DIR" --runs 10 >"$READY" || log "start-up measurement had errors: $(cat "$READY")"
+    --dir "$RUN_DIR" --sock-dir "$SOCK_DIR" --runs 10 >"$READY" ||
+    log "start-up measurement had errors: $(cat "$READY")"
 fi
 
 # ---- the report ----------------------------------------------------------------------------
