@@ -1,0 +1,559 @@
+#!/usr/bin/env python3
+"""Helpers for benches/run.sh: things that are awkward in bash.
+
+Subcommands:
+  port                      print a free TCP port on 127.0.0.1, below the ephemeral range
+  backlog PID PORT N        raise the listen backlog of PID's socket listening on PORT to N
+  cpu PID                   print PID's CPU time in seconds, to the nanosecond
+  ready --bin ... --runs N  time spawn -> READY=1 of groupchatd N times, print JSON
+  record ...                append one run's result (chatbench JSON + extras) as a JSON line
+  table RESULTS ...         print the markdown report of a results file
+
+Only the standard library is used. Every wait is bounded.
+"""
+
+import argparse
+import ctypes
+import json
+import os
+import random
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+
+# pidfd_getfd(2) has no wrapper in Python's os module; its number is the same on every
+# architecture that has it (Linux 5.6+).
+SYS_PIDFD_GETFD = 438
+
+
+def cmd_port(_args):
+    """A port that nothing is bound to, chosen below the ephemeral range.
+
+    Ports in the ephemeral range may be taken at any moment by a client socket (chatbench opens
+    tens of thousands) or still held by one in TIME-WAIT, which makes a listener's bind fail.
+    The bind test here uses no SO_REUSEADDR, so it is at least as strict as the server's.
+    """
+    with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+        low = int(f.read().split()[0])
+    candidates = list(range(20000, low)) if low > 21000 else []
+    random.shuffle(candidates)
+    for port in candidates[:200]:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            print(port)
+            return 0
+    # No room below the ephemeral range: let the kernel choose (a small race remains).
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        print(s.getsockname()[1])
+    return 0
+
+
+def cmd_backlog(args):
+    """Calls listen(N) again on another process's listening socket, through pidfd_getfd.
+
+    ncat listens with a backlog of 10. chatbench opens up to 256 connections at once; past the
+    backlog the kernel answers with SYN cookies, and a client that then waits for the server to
+    speak first (ncat never does) stays half-open forever, and ncat may even exit on a reset.
+    A second listen() on the same socket only changes the queue length.
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    pidfd = os.pidfd_open(args.pid)
+    raised = 0
+    try:
+        for name in os.listdir(f"/proc/{args.pid}/fd"):
+            fd = libc.syscall(SYS_PIDFD_GETFD, pidfd, int(name), 0)
+            if fd < 0:
+                continue
+            try:
+                sock = socket.socket(fileno=fd)
+            except OSError:
+                os.close(fd)
+                continue
+            try:
+                listening = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
+                if listening and sock.getsockname()[1] == args.port:
+                    sock.listen(args.backlog)
+                    raised += 1
+            except OSError:
+                pass
+            finally:
+                sock.close()
+    finally:
+        os.close(pidfd)
+    if raised == 0:
+        print(f"no socket of {args.pid} listens on port {args.port}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cpu_seconds(pid):
+    """Sum of the on-CPU time of every live thread of `pid`, in seconds.
+
+    /proc/PID/task/TID/schedstat counts nanoseconds, where /proc/PID/stat counts clock ticks
+    (10 ms). Threads that exited are not counted; groupchatd and ncat keep theirs while serving.
+    """
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                total += int(f.read().split()[0])
+        except (FileNotFoundError, ProcessLookupError):
+            pass
+    return total / 1e9
+
+
+def cmd_cpu(args):
+    print(f"{cpu_seconds(args.pid):.6f}")
+    return 0
+
+
+def wait_ready(notify, proc, deadline):
+    """Reads datagrams until one carries READY=1; returns the time it arrived, or None if the
+    deadline passed or the process exited first."""
+    while True:
+        left = deadline - time.perf_counter()
+        if left <= 0 or proc.poll() is not None:
+            return None
+        # Short waits, so that a daemon that exits (bad config: 78) is noticed at once.
+        notify.settimeout(min(left, 0.05))
+        try:
+            data = notify.recv(4096)
+        except socket.timeout:
+            continue
+        if b"READY=1" in data.split(b"\n"):
+            return time.perf_counter()
+
+
+def cmd_ready(args):
+    """Spawns groupchatd `runs` times with NOTIFY_SOCKET set; times spawn -> READY=1 datagram."""
+    samples = []
+    errors = []
+    for i in range(args.runs):
+        notify_path = os.path.join(args.sock_dir, f"notify-{i}.sock")
+        admin_path = os.path.join(args.sock_dir, f"ready-admin-{i}.sock")
+        for p in (notify_path, admin_path):
+            if os.path.exists(p):
+                os.unlink(p)
+        notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        notify.bind(notify_path)
+        env = dict(os.environ, NOTIFY_SOCKET=notify_path)
+        env.pop("WATCHDOG_USEC", None)
+        log = open(os.path.join(args.dir, f"ready-{i}.log"), "wb")
+        argv = [args.bin, "--config", args.config, "--listen", "127.0.0.1:0",
+                "--admin-socket", admin_path]
+        start = time.perf_counter()
+        proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=log)
+        ready_at = wait_ready(notify, proc, start + args.timeout)
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+        log.close()
+        notify.close()
+        os.unlink(notify_path)
+        if ready_at is None:
+            errors.append(f"run {i}: no READY=1 within {args.timeout} s (exit {proc.returncode})")
+        else:
+            samples.append((ready_at - start) * 1000)
+    out = {"samples_ms": [round(s, 3) for s in samples], "errors": errors}
+    if samples:
+        out.update(median_ms=statistics.median(samples), min_ms=min(samples),
+                   max_ms=max(samples))
+    print(json.dumps(out))
+    return 0 if samples and not errors else 1
+
+
+def parse_extra(pairs):
+    """KEY=VALUE pairs; values that parse as JSON (numbers, true, null) keep their type."""
+    extra = {}
+    for pair in pairs:
+        key, _, value = pair.partition("=")
+        try:
+            extra[key] = json.loads(value)
+        except json.JSONDecodeError:
+            extra[key] = value
+    return extra
+
+
+def last_line(path):
+    """The last non-empty line of a file, or ""."""
+    if not path or not os.path.exists(path):
+        return ""
+    with open(path, errors="replace") as f:
+        lines = [line.strip() for line in f if line.strip()]
+    return lines[-1] if lines else ""
+
+
+def cmd_record(args):
+    """Appends one run: chatbench's JSON (if it printed any) plus what run.sh measured."""
+    report = None
+    if args.report and os.path.exists(args.report):
+        with open(args.report) as f:
+            text = f.read().strip()
+        if text:
+            try:
+                report = json.loads(text.splitlines()[-1])
+            except json.JSONDecodeError:
+                report = None
+    row = {"scenario": args.scenario, "server": args.server, "rep": args.rep, "rc": args.rc,
+           "report": report, "error": last_line(args.stderr),
+           "server_log": last_line(args.server_log)}
+    row.update(parse_extra(args.extra))
+    with open(args.out, "a") as f:
+        f.write(json.dumps(row) + "\n")
+    return 0
+
+
+# ---- the report ------------------------------------------------------------------------------
+
+SCENARIOS = {
+    "S1": "S1 chatty room: 100 clients, 10 senders x 1000 lines, 64 B, as fast as possible",
+    "S1x10": "S1x10: S1 with 10 x 10,000 lines (a CPU time well above /proc's 10 ms ticks)",
+    "S2": "S2 big room: 1000 clients, 1 sender x 1000 lines, 64 B, as fast as possible",
+    "S2x10": "S2x10: S2 with 1 x 10,000 lines (likewise)",
+    "S3": "S3 steady: 200 clients, 20 senders x 50 lines/s for 10 s, 64 B",
+    "S4": "S4 idle: 10,000 clients (named for groupchatd), held 2 s",
+}
+SERVERS = ("groupchatd", "ncat")
+
+
+def med(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def fmt(x, spec, unit=""):
+    return "n/a" if x is None else f"{x:{spec}}{unit}"
+
+
+def ratio(a, b):
+    if a is None or b is None or b == 0:
+        return "n/a"
+    return f"{a / b:.2f}x"
+
+
+def rget(row, *path):
+    """A nested field of a run's chatbench report, or None."""
+    v = row.get("report")
+    for key in path:
+        if not isinstance(v, dict):
+            return None
+        v = v.get(key)
+    return v
+
+
+def complete(row):
+    """True if chatbench ran to the end (exit 0, not partial)."""
+    return row["rc"] == 0 and row.get("report") is not None and not rget(row, "partial")
+
+
+class Summary:
+    """Medians over the repetitions of one scenario on one server."""
+
+    def __init__(self, rows):
+        self.rows = rows
+        self.ok = [r for r in rows if complete(r)]
+        ok = self.ok
+        self.n, self.n_ok = len(rows), len(ok)
+        self.expected = med([rget(r, "expected") for r in ok])
+        self.delivered = med([rget(r, "delivered") for r in ok])
+        self.worst = {k: max([rget(r, k) or 0 for r in ok], default=None)
+                      for k in ("lost", "duplicated", "reordered", "disconnected")}
+        self.rate = med([rget(r, "deliveries_per_s") for r in ok])
+        # chatbench's own formula, without its rounding to 3 decimals.
+        self.cpu_per_m = med([per_million(rget(r, "server_cpu_s"), rget(r, "delivered"))
+                              for r in ok])
+        self.cpu_window = med([rget(r, "server_cpu_s") for r in ok])
+        self.cpu_whole = med([r.get("cpu_whole_s") for r in ok])
+        p50 = med([rget(r, "latency_us", "p50") for r in ok])
+        p99 = med([rget(r, "latency_us", "p99") for r in ok])
+        self.p50 = None if p50 is None else p50 / 1000
+        self.p99 = None if p99 is None else p99 / 1000
+        self.rss = med([rget(r, "rss_per_conn_bytes") for r in ok])
+        self.setup = med([rget(r, "setup_s") for r in ok])
+        self.storm_cpu = med([r.get("storm_cpu_s") for r in ok])
+        self.clients = med([rget(r, "clients") for r in ok])
+        self.failures = [f"rep {r['rep']}: exit {r['rc']}: {why(r)}" for r in rows if not complete(r)]
+
+
+def per_million(cpu, delivered):
+    return None if cpu is None or not delivered else cpu / delivered * 1e6
+
+
+def why(row):
+    notes = rget(row, "notes") or []
+    result = [n for n in notes if n.startswith("result:")]
+    text = result[-1] if result else row.get("error") or "no report"
+    if row.get("server_log") and row.get("server_alive") is not True:
+        text += f" (server's last words: {row['server_log']})"
+    return text[:300]
+
+
+def load(path):
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def summaries(rows):
+    out = {}
+    for s in SCENARIOS:
+        for srv in SERVERS:
+            mine = [r for r in rows if r["scenario"] == s and r["server"] == srv]
+            if mine:
+                out[s, srv] = Summary(mine)
+    return out
+
+
+def main_table(out, sums):
+    out.append("| scenario | server | runs ok | delivered / expected | lost / dup / reordered "
+               "(worst run) | deliveries/s | server CPU s per million deliveries | server CPU, "
+               "whole run (ns clock) | p50 / p99 latency | RSS per connection |")
+    out.append("|---|---|---|---|---|---|---|---|---|---|")
+    for s in SCENARIOS:
+        for srv in SERVERS:
+            m = sums.get((s, srv))
+            if m is None:
+                continue
+            if s == "S4":
+                cells = [
+                    f"{fmt(m.clients, '.0f')} held" if m.n_ok else "n/a", "", "",
+                    "", fmt(m.cpu_whole, ".3f", " s"), "",
+                    "n/a" if m.rss is None else f"{m.rss:.0f} B ({m.rss / 1024:.2f} KiB)",
+                ]
+            else:
+                w = m.worst
+                loss = "n/a" if not m.n_ok else \
+                    f"{w['lost']} / {w['duplicated']} / {w['reordered']}"
+                cells = [
+                    f"{fmt(m.delivered, '.0f')} / {fmt(m.expected, '.0f')}", loss,
+                    fmt(m.rate, ",.0f"), fmt(m.cpu_per_m, ".4f"),
+                    fmt(m.cpu_whole, ".3f", " s"),
+                    f"{fmt(m.p50, '.2f')} / {fmt(m.p99, '.2f')} ms", "",
+                ]
+            out.append(f"| {s} | {srv} | {m.n_ok}/{m.n} | " + " | ".join(cells) + " |")
+        g, n = sums.get((s, "groupchatd")), sums.get((s, "ncat"))
+        if g and n and s != "S4" and g.n_ok and n.n_ok:
+            out.append(f"| {s} | groupchatd / ncat | | | | {ratio(g.rate, n.rate)} | "
+                       f"{ratio(g.cpu_per_m, n.cpu_per_m)} | {ratio(g.cpu_whole, n.cpu_whole)} | "
+                       f"{ratio(g.p50, n.p50)} / {ratio(g.p99, n.p99)} | |")
+
+
+def verdict(ok):
+    return "n/a" if ok is None else ("met" if ok else "**MISSED**")
+
+
+def targets_table(out, sums, ready, storm):
+    g = {s: sums.get((s, "groupchatd")) for s in SCENARIOS}
+    n = {s: sums.get((s, "ncat")) for s in SCENARIOS}
+    rows = []
+
+    def both(s):
+        return g[s] is not None and g[s].n_ok and n[s] is not None and n[s].n_ok
+
+    for s in ("S1", "S2"):
+        m = g[s]
+        if m and m.n_ok:
+            w = m.worst
+            clean = m.n_ok == m.n and w["lost"] == w["duplicated"] == w["reordered"] == 0
+            rows.append((f"{s}: zero lost, duplicated or reordered (every run)",
+                         f"worst run {w['lost']} / {w['duplicated']} / {w['reordered']}, "
+                         f"{m.n_ok}/{m.n} runs complete", verdict(clean)))
+        if both(s):
+            rows.append((f"{s}: deliveries/s >= ncat's",
+                         f"{fmt(g[s].rate, ',.0f')} vs {fmt(n[s].rate, ',.0f')} "
+                         f"({ratio(g[s].rate, n[s].rate)})",
+                         verdict(g[s].rate >= n[s].rate)))
+            a, b = g[s].cpu_per_m, n[s].cpu_per_m
+            rows.append((f"{s}: server CPU per million deliveries <= ncat's (chatbench, 10 ms ticks)",
+                         f"{fmt(a, '.4f')} vs {fmt(b, '.4f')} s ({ratio(a, b)})",
+                         verdict(None if a is None or b is None else a <= b)))
+            x = s + "x10"
+            if both(x):
+                a, b = g[x].cpu_per_m, n[x].cpu_per_m
+                rows.append((f"{s}: same, measured on {x} (10x the lines)",
+                             f"{fmt(a, '.4f')} vs {fmt(b, '.4f')} s ({ratio(a, b)})",
+                             verdict(None if a is None or b is None else a <= b)))
+            a, b = g[s].cpu_whole, n[s].cpu_whole
+            rows.append((f"{s}: same, whole run incl. connect/join/teardown (ns clock, for context)",
+                         f"{fmt(a, '.3f')} vs {fmt(b, '.3f')} s ({ratio(a, b)})",
+                         verdict(None if a is None or b is None else a <= b)))
+    if both("S3") and g["S3"].p99 is not None and n["S3"].p99 is not None:
+        a, b = g["S3"].p99, n["S3"].p99
+        rows.append(("S3: p99 latency <= half of ncat's", f"{a:.2f} ms vs {b:.2f} ms "
+                     f"(limit {b / 2:.2f} ms)", verdict(a <= b / 2)))
+    if g["S3"] and g["S3"].p50 is not None:
+        p50 = g["S3"].p50
+        rows.append(("S3: p50 latency < 1 ms", f"{p50:.2f} ms", verdict(p50 < 1.0)))
+    m = g["S4"]
+    if m:
+        held = m.n_ok == m.n and m.clients == 10000
+        rows.append(("S4: 10,000 connections held", f"{m.n_ok}/{m.n} runs complete",
+                     verdict(held)))
+        if m.rss is not None:
+            rows.append(("S4: RSS per idle connection <= 2 KiB (2048 B)",
+                         f"{m.rss:.0f} B", verdict(m.rss <= 2048)))
+    if ready and ready.get("median_ms") is not None:
+        rows.append(("Start-up to READY=1 < 20 ms (median of "
+                     f"{len(ready['samples_ms'])})", f"{ready['median_ms']:.1f} ms "
+                     f"(min {ready['min_ms']:.1f}, max {ready['max_ms']:.1f})",
+                     verdict(ready["median_ms"] < 20 and not ready["errors"])))
+    if storm:
+        rows.append(("S5: join storm, no client disconnected",
+                     storm["drops_text"], verdict(storm["clean"])))
+    out.append("| target | measured (medians) | verdict |")
+    out.append("|---|---|---|")
+    for t, v, ok in rows:
+        out.append(f"| {t} | {v} | {ok} |")
+
+
+def storm_summary(rows):
+    """S5 comes from groupchatd's S4 runs: 10,000 named clients joining, as chatbench opens them."""
+    runs = [r for r in rows if r["scenario"] == "S4" and r["server"] == "groupchatd"]
+    if not runs:
+        return None
+    ok = [r for r in runs if complete(r)]
+    drops, problems = [], []
+    for r in runs:
+        before, after = r.get("stats_before") or {}, r.get("stats_after") or {}
+        d = {k: (after.get(k, 0) or 0) - (before.get(k, 0) or 0)
+             for k in ("slow_consumer_drops", "kicks", "rejected_connections")}
+        drops.append(d)
+        if any(d.values()) or not complete(r) or r.get("storm_members") != 10000:
+            problems.append(r["rep"])
+    text = ("slow_consumer_drops / kicks / rejected_connections added during the runs: "
+            + ", ".join(f"{d['slow_consumer_drops']}/{d['kicks']}/{d['rejected_connections']}"
+                        for d in drops)
+            + "; members reached: " + ", ".join(str(r.get("storm_members")) for r in runs))
+    return {
+        "runs": len(runs), "ok": len(ok),
+        "setup": med([rget(r, "setup_s") for r in ok]),
+        "cpu": med([r.get("storm_cpu_s") for r in ok]),
+        "drops_text": text, "clean": not problems,
+    }
+
+
+def cmd_table(args):
+    rows = load(args.results)
+    sums = summaries(rows)
+    ready = None
+    if args.ready and os.path.exists(args.ready):
+        with open(args.ready) as f:
+            try:
+                ready = json.loads(f.read())
+            except json.JSONDecodeError:
+                ready = None
+    storm = storm_summary(rows)
+    out = [f"# groupchatd vs `ncat --chat`: {args.date}", ""]
+    out.append(f"- machine: {args.nproc} CPUs, {args.cpu}; kernel {args.kernel}")
+    out.append(f"- groupchatd {args.commit}; {args.rustc}; ncat: {args.ncat}")
+    out.append(f"- {args.reps} repetition(s) per scenario, interleaved groupchatd, ncat, ...; "
+               "a fresh server for every run; medians quoted")
+    out.append("")
+    for s, text in SCENARIOS.items():
+        out.append(f"- {text}")
+    out.append("")
+    main_table(out, sums)
+    out.append("")
+    out.append("CPU per million deliveries is chatbench's (server CPU between the end of set-up "
+               "and the last delivery, from /proc/PID/stat in 10 ms ticks; in S1 and S2 that "
+               "window holds only a few ticks). \"Whole run\" is the server's CPU from "
+               "just before chatbench starts to just after it exits, summed over threads from "
+               "/proc/PID/task/*/schedstat (ns): it includes connecting, joining and teardown.")
+    out.append("")
+    out.append("## Targets")
+    out.append("")
+    targets_table(out, sums, ready, storm)
+    out.append("")
+    if storm:
+        out.append("## S5: join storm (groupchatd's S4 runs)")
+        out.append("")
+        out.append(f"10,000 clients connect (chatbench keeps up to 256 connects in flight) and "
+                   f"each sends its nickname. Median over {storm['ok']}/{storm['runs']} runs: "
+                   f"set-up {fmt(storm['setup'], '.3f', ' s')} until all 10,000 had their "
+                   f"welcome, server CPU during the storm "
+                   f"{fmt(storm['cpu'], '.3f', ' s')}"
+                   + ("" if storm["cpu"] is None else
+                      f" ({storm['cpu'] * 1e6 / 10000:.0f} us per join)")
+                   + f". {storm['drops_text']}.")
+        out.append("")
+    if ready:
+        out.append("## Start-up to READY=1")
+        out.append("")
+        out.append("spawn of `groupchatd --listen 127.0.0.1:0` with NOTIFY_SOCKET set -> the "
+                   "READY=1 datagram received: "
+                   + ", ".join(f"{s:.1f}" for s in ready["samples_ms"]) + " ms"
+                   + ("; errors: " + "; ".join(ready["errors"]) if ready["errors"] else ""))
+        out.append("")
+    warnings = {}
+    for r in rows:
+        for note in rget(r, "notes") or []:
+            if note.startswith("warning:"):
+                warnings.setdefault((r["scenario"], r["server"]), []).append(
+                    f"rep {r['rep']}: {note[len('warning:'):].strip()}")
+    if warnings:
+        out.append("## chatbench's warnings")
+        out.append("")
+        for (s, srv), notes in warnings.items():
+            out.append(f"- {s} {srv}: " + "; ".join(notes))
+        out.append("")
+    failures = [(k, f) for k, m in sums.items() for f in m.failures]
+    if failures:
+        out.append("## Runs that did not complete")
+        out.append("")
+        for (s, srv), f in failures:
+            out.append(f"- {s} {srv}: {f}")
+        out.append("")
+    print("\n".join(out))
+    return 0
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("port")
+    b = sub.add_parser("backlog")
+    b.add_argument("pid", type=int)
+    b.add_argument("port", type=int)
+    b.add_argument("backlog", type=int)
+    c = sub.add_parser("cpu")
+    c.add_argument("pid", type=int)
+    r = sub.add_parser("ready")
+    r.add_argument("--bin", required=True)
+    r.add_argument("--config", required=True)
+    r.add_argument("--dir", required=True, help="for the daemons' logs")
+    r.add_argument("--sock-dir", required=True, help="for the sockets (short absolute path)")
+    r.add_argument("--runs", type=int, default=10)
+    r.add_argument("--timeout", type=float, default=10.0)
+    rec = sub.add_parser("record")
+    rec.add_argument("--out", required=True)
+    rec.add_argument("--scenario", required=True)
+    rec.add_argument("--server", required=True)
+    rec.add_argument("--rep", type=int, required=True)
+    rec.add_argument("--rc", type=int, required=True)
+    rec.add_argument("--report")
+    rec.add_argument("--stderr")
+    rec.add_argument("--server-log")
+    rec.add_argument("extra", nargs="*", help="KEY=VALUE (JSON values keep their type)")
+    t = sub.add_parser("table")
+    t.add_argument("results")
+    t.add_argument("--ready")
+    for key in ("date", "nproc", "cpu", "kernel", "commit", "rustc", "ncat", "reps"):
+        t.add_argument(f"--{key}", default="?")
+    args = p.parse_args()
+    handler = {"port": cmd_port, "backlog": cmd_backlog, "cpu": cmd_cpu, "ready": cmd_ready,
+               "record": cmd_record, "table": cmd_table}[args.cmd]
+    return handler(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

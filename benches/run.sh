@@ -1,0 +1,307 @@
+#!/usr/bin/env bash
+# Load benchmarks: groupchatd side by side with `ncat --chat`, driven by the same chatbench.
+#
+# Builds the release binaries, then runs scenarios S1-S4 (see usage) REPS times, interleaved
+# (groupchatd, ncat, groupchatd, ncat, ...), each run against a freshly started server on
+# 127.0.0.1, and measures start-up to READY=1 and a 10,000-client join storm (S5). Prints a
+# markdown report of medians, ratios and the targets, and writes it with every raw result to
+# target/bench-results/<UTC time>/ (report.md; latest.md points at the newest report).
+# Every wait and every run is bounded; the whole script stops starting new runs once its budget
+# (BENCH_BUDGET_SECS, default 600) is spent. Only processes this script started are stopped, by PID.
+set -euo pipefail
+
+usage() {
+  cat <<'EOF'
+usage: benches/run.sh [--quick]
+
+  --quick   one repetition instead of three (a smoke run)
+
+Scenarios (all on 127.0.0.1, 64-byte lines):
+  S1 chatty room  100 clients, 10 senders x 1000 lines, as fast as possible
+  S2 big room     1000 clients, 1 sender x 1000 lines, as fast as possible
+  S1x10, S2x10    the same with 10 times the lines, so that the server's CPU time is well
+                  above the 10 ms resolution of /proc/PID/stat that chatbench reads
+  S3 steady       200 clients, 20 senders x 50 lines/s for 10 s
+  S4 idle         10,000 clients holding (groupchatd: each with a nickname); RSS per connection
+  S5 join storm   from groupchatd's S4 runs: set-up time and server CPU while 10,000 join
+  start-up        spawn -> READY=1 on NOTIFY_SOCKET, median of 10
+
+Environment: BENCH_BUDGET_SECS (default 600), BENCH_OUT (default target/bench-results).
+ncat comes from the Debian package `ncat`; when it is missing and we are root, it is installed.
+It runs as `ncat -l --chat --max-conns 20000 127.0.0.1 PORT`, and its listen backlog (10) is
+raised to 4096 once it listens, or most of chatbench's burst of connects hang (harness.py
+backlog). ncat uses select(), so it cannot hold more than ~1020 clients: its S4 runs fail.
+EOF
+}
+
+REPS=3
+for arg in "$@"; do
+  case "$arg" in
+    --quick) REPS=1 ;;
+    -h | --help) usage; exit 0 ;;
+    *) echo "run.sh: unknown argument: $arg" >&2; usage >&2; exit 2 ;;
+  esac
+done
+
+cd "$(dirname "$0")/.."
+BUDGET=${BENCH_BUDGET_SECS:-600}
+OUT_BASE=$(realpath -m "${BENCH_OUT:-target/bench-results}")
+RUN_DIR="$OUT_BASE/$(date -u +%Y%m%dT%H%M%SZ)"
+# Unix sockets (admin, NOTIFY_SOCKET) need an absolute path under 108 bytes: keep them short.
+SOCK_DIR=$(mktemp -d /tmp/groupchatd-bench.XXXXXX)
+RESULTS="$RUN_DIR/results.jsonl"
+BIN=target/release
+HARNESS=(python3 benches/harness.py)
+# Servers and chatbench processes we started and have not reaped yet.
+declare -A LIVE=()
+
+log() { printf '[run.sh %3ds] %s\n' "$SECONDS" "$*" >&2; }
+
+# True while $1 is still a child of this shell (not exited, nor its PID reused by another).
+ours() { [[ $(ps -o ppid= -p "$1" 2>/dev/null | tr -d ' ') == "$$" ]]; }
+
+# Stops process $1 (started by us): SIGTERM, then SIGKILL after 10 s; reaps it.
+stop_pid() {
+  local pid=$1 i
+  [[ -n "${LIVE[$pid]:-}" ]] || return 0
+  if ours "$pid"; then
+    kill -TERM "$pid" 2>/dev/null || true
+    for ((i = 0; i < 100; i++)); do
+      ours "$pid" || break
+      sleep 0.1
+    done
+    ours "$pid" && kill -KILL "$pid" 2>/dev/null
+  fi
+  wait "$pid" 2>/dev/null || true
+  unset "LIVE[$pid]"
+}
+
+cleanup() {
+  local pid
+  for pid in "${!LIVE[@]}"; do
+    stop_pid "$pid"
+  done
+  rm -rf "$SOCK_DIR"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+over_budget() { ((SECONDS > BUDGET - ${1:-0})); }
+
+# ---- tools ---------------------------------------------------------------------------------
+
+if ! command -v ncat >/dev/null; then
+  if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
+    log "installing ncat (Debian package ncat)"
+    export DEBIAN_FRONTEND=noninteractive
+    timeout 300 apt-get -o DPkg::Lock::Timeout=60 update -qq || true
+    timeout 300 apt-get -o DPkg::Lock::Timeout=60 install -y -qq --no-install-recommends ncat \
+      || log "could not install ncat; running groupchatd alone"
+  else
+    log "ncat is not installed (Debian package ncat); running groupchatd alone"
+  fi
+fi
+SERVERS=(groupchatd)
+command -v ncat >/dev/null && SERVERS+=(ncat)
+
+mkdir -p "$RUN_DIR"
+log "building release binaries"
+timeout 900 cargo build --release --locked --bin groupchatd --bin chatbench --bin chatctl >&2
+
+# Servers and chatbench both get every descriptor the hard limit allows (S4 needs 10,000+).
+ulimit -n "$(ulimit -Hn)"
+log "open file limit $(ulimit -n); results in $RUN_DIR"
+
+CONFIG="$RUN_DIR/groupchatd.toml"
+cat >"$CONFIG" <<'EOF'
+# Benchmarks: no flood control (senders go as fast as they can) and no per-address cap (every
+# client comes from 127.0.0.1). Everything else is the default, including max_clients = 10000.
+flood_burst = 0
+max_clients_per_ip = 0
+EOF
+
+# ---- servers -------------------------------------------------------------------------------
+
+# Sets SRV_PID, SRV_ADDR and (groupchatd) SRV_ADMIN for a fresh server $1 named by $2.
+start_server() {
+  local server=$1 tag=$2 i port
+  local log="$RUN_DIR/$tag.server.log"
+  SRV_ADDR="" SRV_ADMIN=""
+  : >"$log" # exists before the server's redirection does: the polls below read it
+  case "$server" in
+    groupchatd)
+      SRV_ADMIN="$SOCK_DIR/$tag.admin.sock"
+      "$BIN/groupchatd" --config "$CONFIG" --listen 127.0.0.1:0 --admin-socket "$SRV_ADMIN" \
+        </dev/null >/dev/null 2>"$log" &
+      SRV_PID=$!
+      LIVE[$SRV_PID]=1
+      for ((i = 0; i < 200; i++)); do
+        SRV_ADDR=$(grep -o 'listening for chat connections addr=[0-9.:]*' "$log" |
+          head -1 | cut -d= -f2) || true
+        [[ -n "$SRV_ADDR" ]] && break
+        kill -0 "$SRV_PID" 2>/dev/null || break
+        sleep 0.05
+      done
+      ;;
+    ncat)
+      port=$("${HARNESS[@]}" port)
+      ncat -l --chat --max-conns 20000 127.0.0.1 "$port" </dev/null >/dev/null 2>"$log" &
+      SRV_PID=$!
+      LIVE[$SRV_PID]=1
+      for ((i = 0; i < 200; i++)); do
+        if ss -Hltn "sport = :$port" | grep -q .; then
+          SRV_ADDR="127.0.0.1:$port"
+          break
+        fi
+        kill -0 "$SRV_PID" 2>/dev/null || break
+        sleep 0.05
+      done
+      # ncat's listen backlog of 10 makes most of a burst of connects hang (see harness.py).
+      if [[ -n "$SRV_ADDR" ]]; then
+        "${HARNESS[@]}" backlog "$SRV_PID" "$port" 4096 || log "could not raise ncat's backlog"
+      fi
+      ;;
+  esac
+  if [[ -z "$SRV_ADDR" ]]; then
+    log "$server did not start listening; see $log"
+    stop_pid "$SRV_PID"
+    return 1
+  fi
+}
+
+server_cpu() { "${HARNESS[@]}" cpu "$1" 2>/dev/null || echo null; }
+
+# `chatctl --json stats` result object, or null.
+stats() {
+  local reply
+  reply=$("$BIN/chatctl" --socket "$SRV_ADMIN" --timeout 5 --json stats 2>/dev/null) ||
+    { echo null; return; }
+  python3 -c 'import json, sys; print(json.dumps(json.loads(sys.argv[1])["result"]))' \
+    "$reply" 2>/dev/null || echo null
+}
+
+# $2 - $1 for two readings of server_cpu (null if either is).
+sub() {
+  python3 -c 'import sys; a, b = sys.argv[1:]
+print("null" if "null" in (a, b) else f"{float(b) - float(a):.6f}")' "$1" "$2"
+}
+
+# ---- one run -------------------------------------------------------------------------------
+
+no_server() {
+  "${HARNESS[@]}" record --out "$RESULTS" --scenario "$1" --server "$2" --rep "$3" --rc 1 \
+    "error=the server did not start"
+}
+
+# run_fanout SCENARIO SERVER REP TIMEOUT CHATBENCH-ARGS...
+run_fanout() {
+  local scen=$1 server=$2 rep=$3 limit=$4
+  shift 4
+  local tag="$scen-$server-$rep" rc=0 cpu0 cpu1 alive=true hello=()
+  [[ $server == groupchatd ]] && hello=(--hello "${scen,,}u{i}")
+  start_server "$server" "$tag" || { no_server "$scen" "$server" "$rep"; return; }
+  cpu0=$(server_cpu "$SRV_PID")
+  timeout -k 5 $((limit + 30)) "$BIN/chatbench" fanout --addr "$SRV_ADDR" "$@" "${hello[@]}" \
+    --pid "$SRV_PID" --timeout "$limit" --json >"$RUN_DIR/$tag.json" 2>"$RUN_DIR/$tag.err" || rc=$?
+  cpu1=$(server_cpu "$SRV_PID")
+  kill -0 "$SRV_PID" 2>/dev/null || alive=false
+  stop_pid "$SRV_PID"
+  "${HARNESS[@]}" record --out "$RESULTS" --scenario "$scen" --server "$server" --rep "$rep" \
+    --rc "$rc" --report "$RUN_DIR/$tag.json" --stderr "$RUN_DIR/$tag.err" \
+    --server-log "$RUN_DIR/$tag.server.log" "cpu_whole_s=$(sub "$cpu0" "$cpu1")" \
+    "server_alive=$alive"
+  log "$tag: exit $rc"
+}
+
+# run_idle SERVER REP: S4, and for groupchatd also S5 (the storm's CPU and the drop counters).
+run_idle() {
+  local server=$1 rep=$2 scen=S4 clients=10000 limit=60 hold=2
+  local tag="$scen-$server-$rep" rc=0 cpu0 cpu1 cpu_storm=null members=null bench i alive=true
+  local stats0=null stats1=null hello=()
+  [[ $server == groupchatd ]] && hello=(--hello 'u{i}')
+  start_server "$server" "$tag" || { no_server "$scen" "$server" "$rep"; return; }
+  [[ $server == groupchatd ]] && stats0=$(stats)
+  cpu0=$(server_cpu "$SRV_PID")
+  timeout -k 5 $((limit + hold + 30)) "$BIN/chatbench" idle --addr "$SRV_ADDR" \
+    --clients "$clients" --hold "$hold" "${hello[@]}" --pid "$SRV_PID" --timeout "$limit" \
+    --json >"$RUN_DIR/$tag.json" 2>"$RUN_DIR/$tag.err" &
+  bench=$!
+  LIVE[$bench]=1
+  if [[ $server == groupchatd ]]; then
+    # The storm is over when every client has joined; the server is idle from then until the
+    # hold ends, so sampling its CPU a little late costs no accuracy.
+    for ((i = 0; i < (limit + 5) * 10; i++)); do
+      members=$("$BIN/chatctl" --socket "$SRV_ADMIN" --timeout 5 --json stats 2>/dev/null \
+        | grep -o '"members":[0-9]*' | cut -d: -f2) || members=null
+      if [[ "$members" == "$clients" ]]; then
+        cpu_storm=$(sub "$cpu0" "$(server_cpu "$SRV_PID")")
+        break
+      fi
+      kill -0 "$bench" 2>/dev/null || break
+      sleep 0.1
+    done
+  fi
+  wait "$bench" || rc=$?
+  unset "LIVE[$bench]"
+  cpu1=$(server_cpu "$SRV_PID")
+  [[ $server == groupchatd ]] && stats1=$(stats)
+  kill -0 "$SRV_PID" 2>/dev/null || alive=false
+  stop_pid "$SRV_PID"
+  "${HARNESS[@]}" record --out "$RESULTS" --scenario "$scen" --server "$server" --rep "$rep" \
+    --rc "$rc" --report "$RUN_DIR/$tag.json" --stderr "$RUN_DIR/$tag.err" \
+    --server-log "$RUN_DIR/$tag.server.log" "cpu_whole_s=$(sub "$cpu0" "$cpu1")" \
+    "storm_cpu_s=$cpu_storm" "storm_members=${members:-null}" "stats_before=$stats0" \
+    "stats_after=$stats1" "server_alive=$alive"
+  log "$tag: exit $rc"
+}
+
+# ---- the runs ------------------------------------------------------------------------------
+
+# Rough upper bounds of one run in seconds, to stop starting runs the budget cannot finish.
+declare -A COST=([S1]=15 [S1x10]=20 [S2]=30 [S2x10]=30 [S3]=30 [S4]=30)
+for ((rep = 1; rep <= REPS; rep++)); do
+  for scen in S1 S1x10 S2 S2x10 S3 S4; do
+    for server in "${SERVERS[@]}"; do
+      if over_budget "${COST[$scen]}"; then
+        log "budget of $BUDGET s spent: skipping $scen $server rep $rep"
+        "${HARNESS[@]}" record --out "$RESULTS" --scenario "$scen" --server "$server" \
+          --rep "$rep" --rc 3 "error=skipped: the budget of $BUDGET s was spent"
+        continue
+      fi
+      case "$scen" in
+        S1) run_fanout S1 "$server" "$rep" 60 --clients 100 --senders 10 --messages 1000 --size 64 ;;
+        S1x10) run_fanout S1x10 "$server" "$rep" 60 --clients 100 --senders 10 --messages 10000 \
+          --size 64 ;;
+        S2) run_fanout S2 "$server" "$rep" 60 --clients 1000 --senders 1 --messages 1000 --size 64 ;;
+        S2x10) run_fanout S2x10 "$server" "$rep" 60 --clients 1000 --senders 1 --messages 10000 \
+          --size 64 ;;
+        S3) run_fanout S3 "$server" "$rep" 60 --clients 200 --senders 20 --messages 500 --rate 50 \
+          --size 64 ;;
+        S4) run_idle "$server" "$rep" ;;
+      esac
+    done
+  done
+done
+
+READY="$RUN_DIR/ready.json"
+if over_budget 30; then
+  log "budget spent: skipping the start-up measurement"
+else
+  log "start-up to READY=1, 10 times"
+  timeout -k 5 120 "${HARNESS[@]}" ready --bin "$BIN/groupchatd" --config "$CONFIG" \
+    --dir "$RUN_DIR" --sock-dir "$SOCK_DIR" --runs 10 >"$READY" ||
+    log "start-up measurement had errors: $(cat "$READY")"
+fi
+
+# ---- the report ----------------------------------------------------------------------------
+
+cpu_model=$(grep -m1 '^model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//') || cpu_model="?"
+commit="$(git rev-parse --short HEAD 2>/dev/null || echo '?')"
+git diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null || commit="$commit (modified)"
+ncat_version=$(ncat --version 2>&1 | grep -o 'Version [^ ]*' || echo "not installed")
+"${HARNESS[@]}" table "$RESULTS" --ready "$READY" --date "$(date -u '+%Y-%m-%d %H:%M UTC')" \
+  --nproc "$(nproc)" --cpu "$cpu_model" --kernel "$(uname -r)" --commit "$commit" \
+  --rustc "$(rustc --version)" --ncat "$ncat_version" --reps "$REPS" >"$RUN_DIR/report.md"
+cp "$RUN_DIR/report.md" "$OUT_BASE/latest.md"
+cat "$RUN_DIR/report.md"
+log "done in $SECONDS s; report: $RUN_DIR/report.md (also $OUT_BASE/latest.md)"
