@@ -112,6 +112,17 @@ pub enum Pushed {
     Closed,
 }
 
+/// What a write did to a client's congestion (see [`Pushed::Congested`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Drained {
+    /// The client was not congested.
+    Normal,
+    /// Still congested, but making progress (paused senders wait on for it).
+    Congested,
+    /// The queue drained to half its limit: no longer congested.
+    Relieved,
+}
+
 /// Per-client traffic counters, read by the admin socket without taking any lock.
 #[derive(Debug, Default)]
 pub struct ClientStats {
@@ -244,15 +255,18 @@ impl Outbox {
         Taken::Data(std::mem::replace(&mut st.queue, spare))
     }
 
-    /// Records that `n` bytes reached the socket. Returns true if that ended the client's congestion.
-    pub fn sent(&self, n: usize) -> bool {
+    /// Records that `n` bytes reached the socket, and says what that did to the client's congestion.
+    pub fn sent(&self, n: usize) -> Drained {
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
         st.unsent = st.unsent.saturating_sub(n);
-        if st.congested && st.unsent <= st.soft {
+        if !st.congested {
+            Drained::Normal
+        } else if st.unsent <= st.soft {
             st.congested = false;
-            return true;
+            Drained::Relieved
+        } else {
+            Drained::Congested
         }
-        false
     }
 
     /// The reason, if the outbox was closed in `Abort` mode (the writer checks this between writes).
@@ -477,8 +491,17 @@ mod tests {
             "counted once"
         );
         assert_eq!(o.push(b("reply"), 1, usize::MAX), Pushed::Queued);
-        assert!(!o.sent(10), "still above half");
-        assert!(o.sent(30), "drained to half: no longer congested");
+        assert_eq!(
+            o.sent(10),
+            Drained::Congested,
+            "still above half, but draining"
+        );
+        assert_eq!(
+            o.sent(30),
+            Drained::Relieved,
+            "drained to half: no longer congested"
+        );
+        assert_eq!(o.sent(1), Drained::Normal);
         assert!(!o.close(Close::Flush(LeaveReason::Closed)));
         let o = Outbox::default();
         o.push(Bytes::from(vec![b'x'; 60]), 1, 100);

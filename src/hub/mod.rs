@@ -17,7 +17,7 @@ use names::NickKey;
 pub use names::NickRefused;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Instant, SystemTime};
 
@@ -147,6 +147,8 @@ pub struct Hub {
     changes: watch::Sender<u64>,
     /// The same counter as `State::congested`, readable without the lock.
     congested: Arc<AtomicUsize>,
+    /// Bumped whenever a congested member's writer makes progress.
+    drains: AtomicU32,
     /// Daemon-wide totals.
     pub counters: Counters,
     /// When the hub was created (daemon start), wall clock.
@@ -172,6 +174,7 @@ impl Hub {
             next_id: AtomicU64::new(1),
             changes: watch::Sender::new(0),
             congested,
+            drains: AtomicU32::new(0),
             counters: Counters::default(),
             started_at: SystemTime::now(),
             started: Instant::now(),
@@ -371,8 +374,19 @@ impl Hub {
         self.congested.fetch_add(n, Ordering::Relaxed);
     }
 
+    /// A congested member's writer made progress (paused senders keep waiting while this moves).
+    pub fn draining(&self) {
+        self.drains.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How many times congested members made progress (wrapping; only compared for change).
+    pub fn drains(&self) -> u32 {
+        self.drains.load(Ordering::Relaxed)
+    }
+
     /// A member's queue drained to half its limit, or the member left while congested.
     pub fn relieved(&self) {
+        self.draining();
         // Every decrement matches an earlier increment for the same client (the outbox's flag
         // makes each transition happen once), so this cannot underflow.
         self.congested.fetch_sub(1, Ordering::Relaxed);

@@ -179,7 +179,7 @@ fn congestion_is_counted_while_a_queue_is_over_half_full() {
         panic!("queued output")
     };
     let n: usize = bufs.iter().map(Bytes::len).sum();
-    assert!(b.outbox.sent(n));
+    assert_eq!(b.outbox.sent(n), crate::client::Drained::Relieved);
     h.relieved();
     assert!(!h.congested());
     // Leaving while congested also clears it.

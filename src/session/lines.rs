@@ -26,9 +26,13 @@ use crate::protocol::{ClientCmd, Frame, HELP, LineFramer, parse_line, sanitise_i
 /// While some recipient's queue is more than half full, a sender that just published re-checks
 /// this often before reading on...
 const CONGESTION_POLL: Duration = Duration::from_millis(2);
-/// ...but never pauses longer than this in one go, so a reader that stalled completely (and will be
-/// cut off when its queue overflows) slows the room only briefly.
-const CONGESTION_MAX_PAUSE: Duration = Duration::from_millis(100);
+/// ...and waits on while the congested readers keep draining their queues, but stops waiting when
+/// none has written anything for this long: that reader has stalled (it will be cut off when its
+/// queue overflows or its write times out), and must not hold the room meanwhile...
+const CONGESTION_STALL: Duration = Duration::from_millis(100);
+/// ...and never waits longer than this in one go, so even a reader that trickles (a byte now and
+/// then) cannot set the pace of the room.
+const CONGESTION_MAX_POLLS: u16 = 500; // 1 s
 
 /// Bytes read per `read()`: large enough that a busy sender's lines arrive in few syscalls and are
 /// published as few batches. Per worker thread, not per connection.
@@ -57,10 +61,14 @@ pub(super) struct Input {
     /// Input read but not yet consumed because flood control paused us. Empty (no capacity) otherwise.
     backlog: Vec<u8>,
     /// Reading is paused until then: by flood control, or by congestion in the room (then
-    /// `paused_since` is set: re-checked every [`CONGESTION_POLL`], never more than
-    /// [`CONGESTION_MAX_PAUSE`] in a row).
+    /// `paused_since` is set: re-checked every [`CONGESTION_POLL`]; see [`CONGESTION_STALL`] and
+    /// [`CONGESTION_MAX_POLLS`] for when it ends).
     paused_until: Option<Instant>,
     paused_since: Option<Instant>,
+    /// Polls in the current congestion pause (capped by [`CONGESTION_MAX_POLLS`]), and the hub's
+    /// drain counter when last seen (it moves while congested readers make progress).
+    pause_polls: u16,
+    seen_drains: u32,
     /// The last pause hit its cap: the next read goes ahead even if the room is still congested.
     pause_expired: bool,
     /// False once the client has left (EOF, quit, timeout): nothing more is read.
@@ -88,6 +96,8 @@ impl Input {
             backlog: Vec::new(),
             paused_until: None,
             paused_since: None,
+            pause_polls: 0,
+            seen_drains: 0,
             pause_expired: false,
             reading: true,
         }
@@ -149,15 +159,24 @@ impl Input {
     }
 
     /// Called before consuming input: while some recipient's queue is more than half full, input is
-    /// held back (re-checked every [`CONGESTION_POLL`], at most [`CONGESTION_MAX_PAUSE`] in a row)
+    /// held back (re-checked every [`CONGESTION_POLL`], while the congested readers make progress)
     /// so a burst is paced to what readers can take. Returns true if input must wait.
     pub(super) fn hold_for_congestion(&mut self, now: Instant) -> bool {
         if std::mem::take(&mut self.pause_expired) || !self.ctx.hub.congested() {
             return false;
         }
-        self.paused_since.get_or_insert(now);
-        self.paused_until = Some(now + CONGESTION_POLL);
+        self.start_pause(now);
         true
+    }
+
+    /// Begins (or continues) a congestion pause.
+    fn start_pause(&mut self, now: Instant) {
+        if self.paused_since.is_none() {
+            self.paused_since = Some(now);
+            self.pause_polls = 0;
+            self.seen_drains = self.ctx.hub.drains();
+        }
+        self.paused_until = self.paused_until.max(Some(now + CONGESTION_POLL));
     }
 
     /// Handles input paused by flood control, as far as the bucket allows. Returns true if it
@@ -186,8 +205,7 @@ impl Input {
         }
         if std::mem::take(&mut ctx.congested) {
             let now = Instant::now();
-            self.paused_since.get_or_insert(now);
-            self.paused_until = self.paused_until.max(Some(now + CONGESTION_POLL));
+            self.start_pause(now);
         }
         used
     }
@@ -224,8 +242,18 @@ impl Input {
     pub(super) fn on_time(&mut self, now: Instant) {
         if self.paused_until.is_some_and(|t| t <= now) {
             let congested = self.paused_since.is_some() && self.ctx.hub.congested();
-            let since = self.paused_since.unwrap_or(now);
-            if congested && now < since + CONGESTION_MAX_PAUSE {
+            let drains = self.ctx.hub.drains();
+            if drains != self.seen_drains {
+                // A congested reader wrote something: it is slow, not stalled; its stall clock
+                // starts again.
+                self.seen_drains = drains;
+                self.paused_since = Some(now);
+            }
+            let stalled = self
+                .paused_since
+                .is_none_or(|since| now >= since + CONGESTION_STALL);
+            if congested && !stalled && self.pause_polls < CONGESTION_MAX_POLLS {
+                self.pause_polls += 1;
                 self.paused_until = Some(now + CONGESTION_POLL);
             } else {
                 self.paused_until = None;

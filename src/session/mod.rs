@@ -27,7 +27,7 @@ use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 use tracing::debug;
 
-use crate::client::{Client, Close, LeaveReason, Taken};
+use crate::client::{Client, Close, Drained, LeaveReason, Taken};
 use crate::hub::Hub;
 use lines::Input;
 
@@ -192,8 +192,10 @@ impl Session {
             match writev(&self.stream, &self.pending) {
                 Ok(0) => return Some(End::Failed(LeaveReason::Closed)),
                 Ok(n) => {
-                    if self.client().outbox.sent(n) {
-                        self.hub().relieved();
+                    match self.client().outbox.sent(n) {
+                        Drained::Relieved => self.hub().relieved(),
+                        Drained::Congested => self.hub().draining(),
+                        Drained::Normal => {}
                     }
                     let stats = &self.client().stats;
                     stats.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
