@@ -1,0 +1,120 @@
+//! The TOML config loader, on any file an operator could write.
+//!
+//! Properties: loading never panics and gives the same answer twice; an error names the file and
+//! a line inside it, if any, and displays as one line (no LF or CR); an accepted file yields a
+//! `Config` inside the documented ranges (see `config/groupchatd.toml`), and appending a comment
+//! line changes nothing.
+
+use std::collections::HashSet;
+use std::net::IpAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use groupchatd::config::{Config, IpNet};
+
+const ORIGIN: &str = "fuzz.toml";
+
+/// Checks one config file (decoded lossily: the daemon reads files as UTF-8 and refuses others
+/// before parsing).
+pub fn check_config(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let origin = Path::new(ORIGIN);
+    match Config::from_toml(&text, origin) {
+        Ok(config) => {
+            check_ranges(&config, &text);
+            let commented = format!("{text}\n# a comment\n");
+            match Config::from_toml(&commented, origin) {
+                Ok(again) => assert_eq!(again, config, "a comment changed {text:?}"),
+                Err(e) => panic!("a comment broke {text:?}: {e}"),
+            }
+        }
+        Err(e) => {
+            let shown = e.to_string();
+            assert!(
+                !shown.contains(['\n', '\r']),
+                "error is not one line: {shown:?}"
+            );
+            assert!(
+                shown.starts_with(ORIGIN),
+                "error does not name the file: {shown:?}"
+            );
+            assert_eq!(e.file.as_deref(), Some(origin), "{shown:?}");
+            let lines = text.split('\n').count();
+            assert!(
+                e.line.is_none_or(|l| (1..=lines).contains(&l)),
+                "line {:?} of {lines}: {shown:?}",
+                e.line
+            );
+            match Config::from_toml(&text, origin) {
+                Ok(_) => panic!("accepted on the second try: {text:?}"),
+                Err(again) => assert_eq!(again.to_string(), shown),
+            }
+        }
+    }
+}
+
+/// Every rule of `config/groupchatd.toml`, restated.
+fn check_ranges(c: &Config, text: &str) {
+    let secs =
+        |d: Duration, lo: u64, hi: u64| d.subsec_nanos() == 0 && (lo..=hi).contains(&d.as_secs());
+    let unique: HashSet<_> = c.listen.iter().collect();
+    let rules = [
+        (
+            "listen",
+            !c.listen.is_empty() && unique.len() == c.listen.len(),
+        ),
+        (
+            "admin_socket",
+            c.admin_socket.as_ref().is_none_or(|p| p.is_absolute()),
+        ),
+        ("admin_socket_mode", c.admin_socket_mode <= 0o777),
+        (
+            "admin_group",
+            c.admin_group.as_ref().is_none_or(|g| !g.trim().is_empty()),
+        ),
+        ("log_level", !c.log_level.trim().is_empty()),
+        (
+            "motd",
+            c.motd.len() <= 20
+                && c.motd.iter().all(|l| l.len() <= 400 && !l.contains('\n'))
+                && c.motd.last().is_none_or(|l| !l.is_empty()),
+        ),
+        ("per_ip_exempt", c.per_ip_exempt.iter().all(canonical)),
+        ("max_line_bytes", (64..=1 << 20).contains(&c.max_line_bytes)),
+        (
+            "max_queue_bytes",
+            c.max_queue_bytes >= 4 * c.max_line_bytes && c.max_queue_bytes <= 1 << 30,
+        ),
+        ("write_timeout_secs", secs(c.write_timeout, 1, 3600)),
+        (
+            "handshake_timeout_secs",
+            c.handshake_timeout.is_none_or(|d| secs(d, 1, 3600)),
+        ),
+        (
+            "idle_timeout_secs",
+            c.idle_timeout.is_none_or(|d| secs(d, 1, 365 * 24 * 3600)),
+        ),
+        (
+            "flood",
+            c.flood
+                .is_none_or(|f| f.burst >= 1 && f.per_sec.is_finite() && f.per_sec > 0.0),
+        ),
+        ("shutdown_grace_secs", secs(c.shutdown_grace, 1, 300)),
+        (
+            "tcp_keepalive_secs",
+            c.tcp_keepalive.is_none_or(|d| secs(d, 1, 7200)),
+        ),
+    ];
+    for (key, ok) in rules {
+        assert!(ok, "{key} out of range in {c:?} from {text:?}");
+    }
+}
+
+/// A network is stored with its host bits cleared and a prefix that fits its family.
+fn canonical(net: &IpNet) -> bool {
+    let max = match net.addr() {
+        IpAddr::V4(_) => 32,
+        IpAddr::V6(_) => 128,
+    };
+    net.prefix() <= max && IpNet::new(net.addr(), net.prefix()) == Some(*net)
+}
