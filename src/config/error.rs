@@ -21,7 +21,8 @@ pub struct ConfigError {
     pub line: Option<usize>,
     /// The offending key (`max_clients`) or flag (`--listen`), if the problem belongs to one.
     pub key: Option<String>,
-    /// What is wrong, in plain words; never contains a newline.
+    /// What is wrong, in plain words. It may quote a value from the file; `Display` escapes any
+    /// control characters in it, so the rendered error is always one line.
     pub reason: String,
 }
 
@@ -40,7 +41,7 @@ impl ConfigError {
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.file {
-            Some(file) => write!(f, "{}", file.display())?,
+            Some(file) => write_inert(f, &file.display().to_string())?,
             None => f.write_str("command line")?,
         }
         if let Some(line) = self.line {
@@ -48,8 +49,24 @@ impl fmt::Display for ConfigError {
         }
         f.write_str(": ")?;
         if let Some(key) = &self.key {
-            write!(f, "key '{key}': ")?;
+            f.write_str("key '")?;
+            write_inert(f, key)?;
+            f.write_str("': ")?;
         }
-        f.write_str(&self.reason)
+        write_inert(f, &self.reason)
     }
+}
+
+/// Writes `s` with every character a terminal could act on (controls, ESC, bidi overrides) escaped
+/// as `\n`, `\u{1b}`…: reasons quote values from the file, and the message must stay one inert line
+/// on the operator's terminal and in the journal. (Found by the config fuzz target.)
+fn write_inert(f: &mut fmt::Formatter<'_>, s: &str) -> fmt::Result {
+    for c in s.chars() {
+        if crate::protocol::is_forbidden(c) {
+            write!(f, "{}", c.escape_default())?;
+        } else {
+            fmt::Write::write_char(f, c)?;
+        }
+    }
+    Ok(())
 }

@@ -239,3 +239,25 @@ fn bad_overrides_name_the_flag_and_change_nothing() {
         assert_eq!(c, Config::default(), "a rejected override applies nothing");
     }
 }
+
+#[test]
+fn quoted_values_with_control_characters_stay_one_inert_line() {
+    // Found by the config fuzz target: reasons quote values, and TOML strings can hold newlines
+    // and escape sequences.
+    let cases = [
+        "listen = [\"\"\"\u{a5}\n\"\"\"]\n",
+        "admin_socket = \"run\\nx.sock\"\n",
+        "log_level = \"info\\nx==\"\n",
+        "log_level = \"\\u001b[2J\"\n",
+        "per_ip_exempt = [\"10.0.0.0\\n/8\"]\n",
+    ];
+    for text in cases {
+        let shown = parse_err(text).to_string();
+        assert!(!shown.contains('\n') && !shown.contains('\r'), "{shown:?}");
+        assert!(!shown.contains('\u{1b}'), "{shown:?}");
+        assert!(
+            shown.contains("\\n") || shown.contains("\\u{1b}"),
+            "escaped visibly: {shown:?}"
+        );
+    }
+}
