@@ -110,17 +110,23 @@ fn refuse(
     });
 }
 
-/// No Nagle delay (we coalesce writes ourselves) and TCP keepalive, so peers that vanished without a
-/// FIN are eventually reaped even when the room is quiet.
+/// No Nagle delay (we coalesce writes ourselves); TCP keepalive, so peers that vanished without a
+/// FIN are reaped even when the room is quiet; and a user timeout, so they are reaped when it is busy.
 fn configure(stream: &TcpStream, hub: &Hub) {
     let _ = stream.set_nodelay(true);
-    if let Some(idle) = hub.config().tcp_keepalive {
+    let cfg = hub.config();
+    if let Some(idle) = cfg.tcp_keepalive {
         let secs = idle.as_secs().clamp(1, i32::MAX as u64) as u32;
         let _ = setsockopt(stream, sockopt::KeepAlive, &true);
         let _ = setsockopt(stream, sockopt::TcpKeepIdle, &secs);
         let _ = setsockopt(stream, sockopt::TcpKeepInterval, &(secs / 6).clamp(1, 10));
         let _ = setsockopt(stream, sockopt::TcpKeepCount, &6);
     }
+    // Keepalive never probes while sent data is unacknowledged: a peer that vanished in a busy room
+    // would otherwise be retransmitted to for ~15 minutes (tcp_retries2). Give up after the write
+    // timeout instead; the session then sees the error and the client leaves.
+    let ms = cfg.write_timeout.as_millis().min(u128::from(u32::MAX)) as u32;
+    let _ = setsockopt(stream, sockopt::TcpUserTimeout, &ms);
 }
 
 /// Errors that concern only the connection being accepted.

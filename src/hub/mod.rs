@@ -443,6 +443,19 @@ impl Hub {
     /// Removes a client (once): closes its outbox and, if it had joined, tells the others it left.
     /// Returns the nickname it had, if any. Calling it for a client already gone does nothing.
     pub fn leave(&self, id: ClientId, reason: LeaveReason) -> Option<Arc<str>> {
+        self.leave_saying(id, reason, None)
+    }
+
+    /// Like [`leave`](Self::leave), queueing `farewell` (a goodbye, a kick or timeout notice) as
+    /// the client's last line: it is pushed under the same lock as the removal, so no other line
+    /// can follow it.
+    pub fn leave_saying(
+        &self,
+        id: ClientId,
+        reason: LeaveReason,
+        farewell: Option<Bytes>,
+    ) -> Option<Arc<str>> {
+        let mut farewell = farewell;
         let mut work = vec![(id, reason)];
         let mut first_nick = None;
         let mut first = true;
@@ -454,6 +467,9 @@ impl Hub {
                     first = false;
                     continue;
                 };
+                if first && let Some(line) = farewell.take() {
+                    client.outbox.push(line, 1, usize::MAX);
+                }
                 let ip = client.peer.ip().to_canonical();
                 if let Some(n) = st.per_ip.get_mut(&ip) {
                     *n -= 1;
@@ -515,13 +531,12 @@ impl Hub {
     /// Returns the id and nickname (if joined) of who was kicked.
     pub fn kick(&self, target: &str, reason: Option<&str>) -> Option<(ClientId, Option<Arc<str>>)> {
         let id = self.resolve(target)?;
-        let client = self.client(id)?;
         let text = match reason {
             Some(r) => format!("you were kicked: {r}"),
             None => "you were kicked".to_owned(),
         };
-        client.outbox.push(notice(&text), 1, usize::MAX);
-        let nick = self.leave(id, LeaveReason::Kicked(reason.map(str::to_owned)));
+        let reason = LeaveReason::Kicked(reason.map(str::to_owned));
+        let nick = self.leave_saying(id, reason, Some(notice(&text)));
         self.counters.kicks.fetch_add(1, Ordering::Relaxed);
         Some((id, nick))
     }

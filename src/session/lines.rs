@@ -54,6 +54,12 @@ pub(super) fn drain(stream: &TcpStream) -> bool {
     })
 }
 
+/// Why a client leaves, decided while handling its input, and the last line it is sent.
+pub(super) struct Leaving {
+    pub(super) reason: LeaveReason,
+    pub(super) farewell: Option<Bytes>,
+}
+
 /// The input side of one session.
 pub(super) struct Input {
     framer: LineFramer,
@@ -129,8 +135,7 @@ impl Input {
                     let _ = ctx.on_frame(frame);
                 });
                 ctx.flush();
-                ctx.leave
-                    .get_or_insert_with(|| Box::new(LeaveReason::Closed));
+                ctx.set_leave(LeaveReason::Closed, None);
             }
             Ok(n) => {
                 self.ctx
@@ -150,9 +155,7 @@ impl Input {
                 ) => {}
             // A reset: what was buffered of an unfinished line is dropped, not relayed.
             Err(_) => {
-                self.ctx
-                    .leave
-                    .get_or_insert_with(|| Box::new(LeaveReason::Closed));
+                self.ctx.set_leave(LeaveReason::Closed, None);
             }
         });
         self.ctx.published != before
@@ -211,11 +214,11 @@ impl Input {
     }
 
     /// The reason the client is leaving, once (then reading stops for good).
-    pub(super) fn take_leave(&mut self) -> Option<LeaveReason> {
-        let reason = *self.ctx.leave.take()?;
+    pub(super) fn take_leave(&mut self) -> Option<Leaving> {
+        let leaving = *self.ctx.leave.take()?;
         self.reading = false;
         self.backlog = Vec::new();
-        Some(reason)
+        Some(leaving)
     }
 
     /// The earliest input deadline: end of a flood pause, handshake or idle timeout.
@@ -265,8 +268,8 @@ impl Input {
             && self.backlog.is_empty()
             && self.next_deadline().is_some_and(|t| t <= now)
         {
-            let reason = self.ctx.timed_out();
-            self.ctx.leave.get_or_insert(Box::new(reason));
+            let (reason, farewell) = self.ctx.timed_out();
+            self.ctx.set_leave(reason, Some(&farewell));
         }
     }
 
@@ -342,7 +345,7 @@ pub(super) struct LineCtx {
     /// Set when a line ends the session (quit, overflow of our own replies).
     /// Boxed: it is set once per connection, and every byte of session state is paid by every
     /// idle connection.
-    leave: Option<Box<LeaveReason>>,
+    leave: Option<Box<Leaving>>,
     /// Set when the bucket ran dry: stop consuming input until it refills.
     throttle: bool,
     /// Publishes made (wraps; only compared for change).
@@ -364,10 +367,7 @@ impl LineCtx {
             .outbox
             .push(buf, lines, self.cfg.max_queue_bytes)
         {
-            Pushed::Overflow => {
-                self.leave
-                    .get_or_insert_with(|| Box::new(LeaveReason::QueueFull));
-            }
+            Pushed::Overflow => self.set_leave(LeaveReason::QueueFull, None),
             Pushed::Congested => self.hub.congested_by(1),
             Pushed::Queued | Pushed::Closed => {}
         }
@@ -400,18 +400,32 @@ impl LineCtx {
         }
     }
 
-    fn timed_out(&mut self) -> LeaveReason {
+    /// Why the client leaves when its handshake or idle deadline passes, and what it is told.
+    fn timed_out(&self) -> (LeaveReason, String) {
         match self.phase {
             None => {
                 let secs = self.cfg.handshake_timeout.unwrap_or_default().as_secs();
-                self.say(&format!("No nickname within {secs} s; goodbye."));
-                LeaveReason::HandshakeTimeout
+                let text = format!("No nickname within {secs} s; goodbye.");
+                (LeaveReason::HandshakeTimeout, text)
             }
             Some(_) => {
                 let secs = self.cfg.idle_timeout.unwrap_or_default().as_secs();
-                self.say(&format!("Idle for {secs} s; disconnecting."));
-                LeaveReason::Idle
+                (
+                    LeaveReason::Idle,
+                    format!("Idle for {secs} s; disconnecting."),
+                )
             }
+        }
+    }
+
+    /// Decides that the client leaves (the first reason wins), with an optional last line. The
+    /// line is queued by the hub together with the removal, so nothing can follow it.
+    fn set_leave(&mut self, reason: LeaveReason, farewell: Option<&str>) {
+        if self.leave.is_none() {
+            self.leave = Some(Box::new(Leaving {
+                reason,
+                farewell: farewell.map(notice),
+            }));
         }
     }
 
@@ -473,14 +487,14 @@ impl LineCtx {
 
     fn on_nick_line(&mut self, nick: &str) {
         if nick.eq_ignore_ascii_case("/quit") || nick.to_ascii_lowercase().starts_with("/quit ") {
-            self.leave = Some(Box::new(LeaveReason::Quit(None)));
+            self.set_leave(LeaveReason::Quit(None), Some("Goodbye."));
             return;
         }
         match self.hub.join(self.id(), nick) {
             Ok(nick) => {
                 self.phase = Some(nick);
             }
-            Err(NickRefused::Gone) => self.leave = Some(Box::new(LeaveReason::ShuttingDown)),
+            Err(NickRefused::Gone) => self.set_leave(LeaveReason::ShuttingDown, None),
             Err(why) => self.reply(notices([why.to_string().as_str(), NICK_PROMPT]), 2),
         }
     }
@@ -510,7 +524,7 @@ impl LineCtx {
                 Ok((_, new)) => {
                     self.phase = Some(new);
                 }
-                Err(NickRefused::Gone) => self.leave = Some(Box::new(LeaveReason::ShuttingDown)),
+                Err(NickRefused::Gone) => self.set_leave(LeaveReason::ShuttingDown, None),
                 Err(why) => self.say(&format!("Cannot change nickname: {why}")),
             },
             ClientCmd::Who => {
@@ -526,8 +540,10 @@ impl LineCtx {
                 }
             }
             ClientCmd::Quit(reason) => {
-                self.say("Goodbye.");
-                self.leave = Some(Box::new(LeaveReason::Quit(reason.map(str::to_owned))));
+                self.set_leave(
+                    LeaveReason::Quit(reason.map(str::to_owned)),
+                    Some("Goodbye."),
+                );
             }
             ClientCmd::Help => self.reply(notices(HELP.iter().copied()), HELP.len() as u32),
             ClientCmd::Usage(usage) => self.say(usage),

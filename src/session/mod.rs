@@ -132,8 +132,10 @@ impl Session {
 
     /// If the input side decided the client leaves, tells the room now and starts the final flush.
     fn after_input(&mut self) {
-        if let Some(reason) = self.input.take_leave() {
-            self.hub().leave(self.client().id, reason);
+        if let Some(leaving) = self.input.take_leave() {
+            let id = self.client().id;
+            self.hub()
+                .leave_saying(id, leaving.reason, leaving.farewell);
             let limit = self.hub().config().write_timeout.min(LINGER);
             self.output_deadline = Some(Instant::now() + limit);
             self.closing = true;
