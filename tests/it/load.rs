@@ -40,18 +40,22 @@ async fn sigterm_under_load_delivers_every_accepted_line_and_exits_0() {
     let aud = Audience::join(d.addr(), load()).await;
     aud.wait_lines(300).await;
     // Lines already relayed to someone were handed to every member at once (one fan-out under
-    // the hub's lock), so every reader must get them before the shutdown line.
+    // the hub's lock), so every reader must get them, then the shutdown line, then EOF.
     let relayed = aud.seen_now();
     let written = aud.sent_now();
     d.signal(Signal::SIGTERM);
     let signalled = Instant::now();
     let report = aud.finish_at_shutdown(&relayed).await;
-    let exit_bound = Duration::from_secs(5) + Duration::from_secs(2);
-    let code = tokio::task::spawn_blocking(move || {
-        let left = exit_bound.saturating_sub(signalled.elapsed());
-        let code = d.wait_exit(left);
+    // (That the shutdown line is the very last line is not asserted here yet: see
+    // shutdown_line_is_the_last_line_every_client_gets.)
+    let closed = signalled.elapsed();
+    let grace = Duration::from_secs(5);
+    let (code, exited) = tokio::task::spawn_blocking(move || {
+        let code =
+            d.wait_exit((grace + Duration::from_secs(2)).saturating_sub(signalled.elapsed()));
+        let exited = signalled.elapsed();
         d.log_line("stopped");
-        code
+        (code, exited)
     })
     .await
     .unwrap();
@@ -62,10 +66,10 @@ async fn sigterm_under_load_delivers_every_accepted_line_and_exits_0() {
         .map(|h| h.counts.iter().sum::<u64>())
         .sum();
     eprintln!(
-        "SIGTERM under load: {} readers, {got} lines delivered; written before the signal \
-         {written:?}, relayed {relayed:?}; stopped in {:?}",
+        "SIGTERM under load: {} readers got {got} numbered lines; written before the signal \
+         {written:?}, relayed {relayed:?}; every client closed after {closed:?}, exit 0 after \
+         {exited:?} (grace {grace:?})",
         report.heard.len(),
-        signalled.elapsed()
     );
 }
 
@@ -74,28 +78,35 @@ async fn sigterm_under_load_delivers_every_accepted_line_and_exits_0() {
             but the daemon had not read yet are dropped, not relayed before the shutdown line"]
 async fn sigterm_under_load_relays_every_line_written_before_the_signal() {
     raise_nofile_limit();
-    let dir = Scratch::new("l-term-written");
-    let mut d = Daemon::start(&dir, "d", "flood_burst = 0\n");
-    let aud = Audience::join(d.addr(), load()).await;
-    let (last_r, mut last) = audience::join(d.addr(), "last").await;
-    aud.wait_lines(300).await;
-    // The sharpest case: a line written just before the signal.
-    last.write_all(b"last words\n").await.unwrap();
-    let written = aud.sent_now();
-    d.signal(Signal::SIGTERM);
-    let report = aud.finish_at_shutdown(&written).await;
-    for h in &report.heard {
-        assert!(
-            h.others.iter().any(|l| l == "<last> last words"),
-            "{}: the line written just before the signal was lost",
-            h.nick
-        );
+    // The sharpest case: one more line written just before the signal. Only a few stops in a
+    // hundred lose it, so this stops 40 daemons (about 15 s), each with 110 clients at 1000
+    // lines/s.
+    let mut lost = Vec::new();
+    for round in 0..40 {
+        let dir = Scratch::new(&format!("l-written{round}"));
+        let mut d = Daemon::start(&dir, "d", "flood_burst = 0\n");
+        let aud = Audience::join(d.addr(), Spec::new(100, 10, 100.0)).await;
+        let (last_r, mut last) = audience::join(d.addr(), "last").await;
+        aud.wait_lines(300).await;
+        last.write_all(b"last words\n").await.unwrap();
+        let written = aud.sent_now();
+        d.signal(Signal::SIGTERM);
+        let report = aud.finish_at_shutdown(&written).await;
+        let missed = report
+            .heard
+            .iter()
+            .filter(|h| !h.others.iter().any(|l| l == "<last> last words"));
+        lost.extend(missed.map(|h| format!("round {round}: {}", h.nick)));
+        drop((last_r, last));
+        let code = tokio::task::spawn_blocking(move || d.wait_exit(Duration::from_secs(7)))
+            .await
+            .unwrap();
+        assert_eq!(code, 0);
     }
-    drop((last_r, last));
-    let code = tokio::task::spawn_blocking(move || d.wait_exit(Duration::from_secs(7)))
-        .await
-        .unwrap();
-    assert_eq!(code, 0);
+    assert!(
+        lost.is_empty(),
+        "a line written before the signal was lost: {lost:?}"
+    );
 }
 
 /// A configuration that differs at every step: MOTD and line limit.
@@ -311,4 +322,28 @@ async fn admin_commands_in_a_loop_do_not_stall_the_relay() {
     assert_eq!(marks, 120, "every marker reached the audience too");
     drop(_lat_w);
     tokio::time::timeout(WAIT, reader).await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "bug: hub.shutdown() queues `*** server shutting down` and closes each outbox in two \
+            steps, outside the hub lock; a fan-out in between lands after the shutdown line"]
+async fn shutdown_line_is_the_last_line_every_client_gets() {
+    raise_nofile_limit();
+    // The window is narrow: about one stop in ten shows it with 110 clients at 1000 lines/s,
+    // so this stops 40 daemons (about 15 s).
+    let mut wrong = Vec::new();
+    for round in 0..40 {
+        let dir = Scratch::new(&format!("l-lastline{round}"));
+        let d = Daemon::start(&dir, "d", "flood_burst = 0\n");
+        let aud = Audience::join(d.addr(), Spec::new(100, 10, 100.0)).await;
+        aud.wait_lines(300).await;
+        d.signal(Signal::SIGTERM);
+        let report = aud.finish_at_shutdown(&[]).await;
+        wrong.extend(report.not_last("*** server shutting down"));
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} readers got lines after the shutdown line: {wrong:?}",
+        wrong.len()
+    );
 }
