@@ -214,3 +214,112 @@ pub fn chatctl_with(cmd: &mut Command) -> Ctl {
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
 }
+
+// ------------------------------------------------------------------------------------------------
+// Resource probes, admin requests and log scanning for the reliability suites (hostile, load, soak).
+
+/// Resident memory of process `pid` in bytes (`VmRSS` of /proc/PID/status).
+pub fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .expect("VmRSS in /proc/PID/status");
+    kib.trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse::<u64>()
+        .unwrap()
+        * 1024
+}
+
+/// Open file descriptors of process `pid` (entries of /proc/PID/fd).
+pub fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
+}
+
+/// Sends one request line to the admin socket at `socket` and returns the daemon's reply, parsed.
+/// Blocking, each step bounded by [`WAIT`].
+pub fn admin_request(socket: &Path, request: &str) -> serde_json::Value {
+    use std::io::Write;
+    let stream = std::os::unix::net::UnixStream::connect(socket)
+        .unwrap_or_else(|e| panic!("connect to {}: {e}", socket.display()));
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    stream.set_write_timeout(Some(WAIT)).unwrap();
+    (&stream)
+        .write_all(format!("{request}\n").as_bytes())
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(&stream).read_line(&mut line).unwrap();
+    serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"))
+}
+
+/// The `result` of the admin `stats` command (`clients`, `members`, counters…).
+pub fn admin_stats(socket: &Path) -> serde_json::Value {
+    let reply = admin_request(socket, r#"{"cmd":"stats"}"#);
+    assert_eq!(reply["ok"], true, "stats refused: {reply}");
+    reply["result"].clone()
+}
+
+impl Daemon {
+    /// The daemon's process id, for /proc probes.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Like [`Daemon::start`], letting the test adjust the command (e.g. `RUST_LOG`).
+    pub fn start_with(
+        dir: &Scratch,
+        name: &str,
+        config: &str,
+        adjust: impl FnOnce(&mut Command),
+    ) -> Daemon {
+        let cfg = dir.file(&format!("{name}.toml"), config);
+        let socket = dir.path(&format!("{name}.sock"));
+        let args = [
+            "--config".as_ref(),
+            cfg.as_os_str(),
+            "--listen".as_ref(),
+            "127.0.0.1:0".as_ref(),
+            "--admin-socket".as_ref(),
+            socket.as_os_str(),
+        ];
+        let mut d = Daemon::spawn_with(&args, adjust);
+        d.socket = socket;
+        d.addr = Some(d.listening_addr());
+        d.log_line("ready");
+        d
+    }
+
+    /// Waits (bounded by `bound`) until at least `n` log lines containing `needle` were seen.
+    pub fn log_count(&self, needle: &str, n: usize, bound: Duration) {
+        let deadline = Instant::now() + bound;
+        loop {
+            let have = self
+                .seen
+                .borrow()
+                .iter()
+                .filter(|l| l.contains(needle))
+                .count();
+            if have >= n {
+                return;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.log.recv_timeout(left) {
+                Ok(line) => self.seen.borrow_mut().push(line),
+                Err(_) => panic!("{have} of {n} log lines containing {needle:?} within {bound:?}"),
+            }
+        }
+    }
+
+    /// Takes every log line that has arrived, without waiting and without keeping them (so a
+    /// long run does not accumulate its log in memory). After the process exited this is its
+    /// whole remaining log.
+    pub fn take_log(&self) -> Vec<String> {
+        let mut lines: Vec<String> = std::mem::take(&mut *self.seen.borrow_mut());
+        lines.extend(self.log.try_iter());
+        lines
+    }
+}
