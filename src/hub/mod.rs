@@ -582,16 +582,15 @@ impl Hub {
     /// which stays silent because everyone is leaving at once.
     pub fn shutdown(&self) {
         let line = notice("server shutting down");
-        let clients = {
-            let mut st = self.lock();
-            st.stopping = true;
-            st.clients.values().cloned().collect::<Vec<_>>()
-        };
         let mut relieved = 0;
-        for client in clients {
+        let mut st = self.lock();
+        st.stopping = true;
+        // Queue and close under the lock, so no fan-out can slip a line in after the notice.
+        for client in st.clients.values() {
             client.outbox.push(line.clone(), 1, usize::MAX);
             relieved += usize::from(client.outbox.close(Close::Flush(LeaveReason::ShuttingDown)));
         }
+        drop(st);
         self.congested.fetch_sub(relieved, Ordering::Relaxed);
     }
 

@@ -656,9 +656,6 @@ async fn half_open_connections_are_reaped_by_keepalive() {
 }
 
 #[tokio::test]
-#[ignore = "bug: a vanished member of a busy room is not reaped for ~15 minutes: keepalive \
-            never probes while sent data is unacknowledged, and the retransmissions go on until \
-            tcp_retries2 (~924 s); the daemon sets no TCP_USER_TIMEOUT"]
 async fn half_open_member_is_reaped_while_the_room_chats() {
     let dir = Scratch::new("h-halfmember");
     let config = "flood_burst = 0\ntcp_keepalive_secs = 1\nwrite_timeout_secs = 2\n";
@@ -1012,8 +1009,6 @@ async fn last_line_after(addr: SocketAddr, nick: &str, script: &str) -> String {
 }
 
 #[tokio::test]
-#[ignore = "bug: a client's final notice (*** Goodbye., *** you were kicked) is queued, then the \
-            client leaves the room in a second step; a fan-out in between lands after it"]
 async fn quit_and_kick_notices_are_the_last_line() {
     let dir = Scratch::new("h-lastline");
     // A busy room: 4 senders x 200 lines/s.

@@ -325,8 +325,6 @@ async fn admin_commands_in_a_loop_do_not_stall_the_relay() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: hub.shutdown() queues `*** server shutting down` and closes each outbox in two \
-            steps, outside the hub lock; a fan-out in between lands after the shutdown line"]
 async fn shutdown_line_is_the_last_line_every_client_gets() {
     raise_nofile_limit();
     // The window is narrow: about one stop in ten shows it with 110 clients at 1000 lines/s,
