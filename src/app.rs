@@ -22,6 +22,8 @@ use crate::reload::Reloader;
 use crate::server;
 use crate::systemd::{self, Inherited};
 
+/// How long a stop waits for sessions to relay input their clients sent before it.
+const DRAIN_LIMIT: std::time::Duration = std::time::Duration::from_millis(500);
 /// Listen backlog: deep enough that a join storm waits in the kernel rather than being refused.
 const BACKLOG: u32 = 4096;
 
@@ -195,6 +197,10 @@ impl App {
         self.stop.cancel();
         // The admin task owns the socket file; once it returns the file is gone.
         let _ = admin.await;
+        // Phase one: lines clients wrote before the stop (still in our sockets) reach the room
+        // before the shutdown notice. Bounded: a session that cannot finish does not hold the stop.
+        self.hub.begin_drain();
+        let _ = tokio::time::timeout(DRAIN_LIMIT, self.hub.drained_all()).await;
         self.hub.shutdown();
         self.tracker.close();
         let grace = self.hub.config().shutdown_grace;

@@ -148,6 +148,9 @@ struct OutboxState {
     waker: Option<Waker>,
     /// Whether that waiter wants to hear about pushes, or only about a close.
     waker_wants_data: bool,
+    /// Set by [`Outbox::request_drain`]: the next wait returns at once, and the session relays its
+    /// client's pending input before the stop (taken once, by the session or by the hub's leave).
+    drain_requested: bool,
     /// Half the queue limit: above it the client counts as congested (see [`Pushed::Congested`]).
     soft: usize,
     congested: bool,
@@ -299,6 +302,28 @@ impl Outbox {
         }
     }
 
+    /// Asks the session to relay what its client already sent (the daemon is stopping), waking it.
+    pub fn request_drain(&self) {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        st.drain_requested = true;
+        let waker = st.waker.take();
+        drop(st);
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+
+    /// Takes the drain request, if any: true exactly once after [`request_drain`](Self::request_drain).
+    pub fn take_drain_request(&self) -> bool {
+        std::mem::take(
+            &mut self
+                .state
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .drain_requested,
+        )
+    }
+
     /// Resolves once the outbox is closed. A session whose socket is full waits on this rather than
     /// [`ready`](Self::ready), so further pushes do not wake it in vain.
     pub fn closed(&self) -> OutboxReady<'_> {
@@ -321,7 +346,7 @@ impl Future for OutboxReady<'_> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let mut st = self.outbox.state.lock().unwrap_or_else(|e| e.into_inner());
-        if st.close.is_some() || (self.data && !st.queue.is_empty()) {
+        if st.close.is_some() || st.drain_requested || (self.data && !st.queue.is_empty()) {
             return Poll::Ready(());
         }
         st.waker_wants_data = self.data;

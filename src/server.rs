@@ -110,22 +110,30 @@ fn refuse(
     });
 }
 
+/// Keepalive probes before a silent peer is declared dead.
+const KEEPALIVE_PROBES: u32 = 6;
+
 /// No Nagle delay (we coalesce writes ourselves); TCP keepalive, so peers that vanished without a
 /// FIN are reaped even when the room is quiet; and a user timeout, so they are reaped when it is busy.
 fn configure(stream: &TcpStream, hub: &Hub) {
     let _ = stream.set_nodelay(true);
     let cfg = hub.config();
+    // Without keepalive, the write timeout bounds how long unacknowledged data may wait.
+    let mut give_up = cfg.write_timeout;
     if let Some(idle) = cfg.tcp_keepalive {
         let secs = idle.as_secs().clamp(1, i32::MAX as u64) as u32;
+        let interval = (secs / 6).clamp(1, 10);
         let _ = setsockopt(stream, sockopt::KeepAlive, &true);
         let _ = setsockopt(stream, sockopt::TcpKeepIdle, &secs);
-        let _ = setsockopt(stream, sockopt::TcpKeepInterval, &(secs / 6).clamp(1, 10));
-        let _ = setsockopt(stream, sockopt::TcpKeepCount, &6);
+        let _ = setsockopt(stream, sockopt::TcpKeepInterval, &interval);
+        let _ = setsockopt(stream, sockopt::TcpKeepCount, &KEEPALIVE_PROBES);
+        give_up = std::time::Duration::from_secs(u64::from(secs + KEEPALIVE_PROBES * interval));
     }
-    // Keepalive never probes while sent data is unacknowledged: a peer that vanished in a busy room
-    // would otherwise be retransmitted to for ~15 minutes (tcp_retries2). Give up after the write
-    // timeout instead; the session then sees the error and the client leaves.
-    let ms = cfg.write_timeout.as_millis().min(u128::from(u32::MAX)) as u32;
+    // Keepalive never probes while sent data is unacknowledged, so a peer that vanished in a busy
+    // room would be retransmitted to for ~15 minutes (tcp_retries2). The user timeout makes the
+    // kernel give up after the keepalive deadline in that case too (and it replaces the probe
+    // count, so it must be that deadline, not less).
+    let ms = give_up.as_millis().min(u128::from(u32::MAX)) as u32;
     let _ = setsockopt(stream, sockopt::TcpUserTimeout, &ms);
 }
 

@@ -17,12 +17,12 @@ use names::NickKey;
 pub use names::NickRefused;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Instant, SystemTime};
 
 use bytes::{Bytes, BytesMut};
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tracing::{info, warn};
 
 use crate::client::{Client, ClientId, Close, LeaveReason, Pushed};
@@ -149,6 +149,11 @@ pub struct Hub {
     congested: Arc<AtomicUsize>,
     /// Bumped whenever a congested member's writer makes progress.
     drains: AtomicU32,
+    /// Stopping, phase one: sessions relay what their clients already sent (see [`Hub::begin_drain`]).
+    draining: AtomicBool,
+    /// Sessions that have not finished that yet, and a wake-up for when none is left.
+    undrained: AtomicUsize,
+    drained: Notify,
     /// Daemon-wide totals.
     pub counters: Counters,
     /// When the hub was created (daemon start), wall clock.
@@ -175,6 +180,9 @@ impl Hub {
             changes: watch::Sender::new(0),
             congested,
             drains: AtomicU32::new(0),
+            draining: AtomicBool::new(false),
+            undrained: AtomicUsize::new(0),
+            drained: Notify::new(),
             counters: Counters::default(),
             started_at: SystemTime::now(),
             started: Instant::now(),
@@ -470,6 +478,9 @@ impl Hub {
                 if first && let Some(line) = farewell.take() {
                     client.outbox.push(line, 1, usize::MAX);
                 }
+                if client.outbox.take_drain_request() {
+                    self.input_drained();
+                }
                 let ip = client.peer.ip().to_canonical();
                 if let Some(n) = st.per_ip.get_mut(&ip) {
                     *n -= 1;
@@ -575,6 +586,43 @@ impl Hub {
     pub fn counts(&self) -> (usize, usize, usize) {
         let st = self.lock();
         (st.clients.len(), st.members.len(), st.peak)
+    }
+
+    /// Stopping, phase one (after the listeners closed): every session is asked to read and relay
+    /// what its client has already sent, so that lines written before the stop reach the room
+    /// before `*** server shutting down`. Wait for it with [`drained_all`](Self::drained_all).
+    pub fn begin_drain(&self) {
+        let st = self.lock();
+        self.undrained.store(st.clients.len(), Ordering::SeqCst);
+        self.draining.store(true, Ordering::SeqCst);
+        for client in st.clients.values() {
+            client.outbox.request_drain();
+        }
+        drop(st);
+        self.drained.notify_waiters();
+    }
+
+    /// True during phase one of a stop.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// A session relayed its client's pending input, or left before it could: once per client asked.
+    pub fn input_drained(&self) {
+        if self.undrained.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.drained.notify_waiters();
+        }
+    }
+
+    /// Resolves once every session has called [`input_drained`](Self::input_drained).
+    pub async fn drained_all(&self) {
+        loop {
+            let done = self.drained.notified();
+            if self.undrained.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            done.await;
+        }
     }
 
     /// Begins a graceful stop: refuses newcomers, and gives every connection `*** server shutting

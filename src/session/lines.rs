@@ -34,6 +34,9 @@ const CONGESTION_STALL: Duration = Duration::from_millis(100);
 /// then) cannot set the pace of the room.
 const CONGESTION_MAX_POLLS: u16 = 500; // 1 s
 
+/// Most input one session relays when the daemon stops (see [`Input::drain_pending`]).
+const DRAIN_MAX: usize = 1 << 20;
+
 /// Bytes read per `read()`: large enough that a busy sender's lines arrive in few syscalls and are
 /// published as few batches. Per worker thread, not per connection.
 const READ_CHUNK: usize = 64 * 1024;
@@ -153,10 +156,8 @@ impl Input {
                     e.kind(),
                     io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
                 ) => {}
-            // A reset: what was buffered of an unfinished line is dropped, not relayed.
-            Err(_) => {
-                self.ctx.set_leave(LeaveReason::Closed, None);
-            }
+            // A reset or timeout: what was buffered of an unfinished line is dropped, not relayed.
+            Err(e) => self.ctx.set_leave(super::socket_error_reason(&e), None),
         });
         self.ctx.published != before
     }
@@ -211,6 +212,34 @@ impl Input {
             self.start_pause(now);
         }
         used
+    }
+
+    /// Stopping: reads and relays everything the client has already sent, ignoring flood control
+    /// and congestion (the room is about to close), up to [`DRAIN_MAX`] bytes.
+    pub(super) fn drain_pending(&mut self, stream: &TcpStream) {
+        self.ctx.bucket = None;
+        let mut budget = DRAIN_MAX;
+        // Bounded in rounds too: each round reads or consumes something, or ends the loop.
+        for _ in 0..DRAIN_MAX / 512 {
+            self.paused_until = None;
+            self.paused_since = None;
+            if !self.reading || self.ctx.leave.is_some() {
+                break;
+            }
+            if !self.backlog.is_empty() {
+                self.consume_backlog();
+                continue;
+            }
+            let before = self.ctx.client.stats.bytes_in.load(Ordering::Relaxed);
+            self.read(stream);
+            let got = self.ctx.client.stats.bytes_in.load(Ordering::Relaxed) - before;
+            if (got == 0 && self.backlog.is_empty()) || budget <= got as usize {
+                break;
+            }
+            budget -= got as usize;
+        }
+        self.paused_until = None;
+        self.paused_since = None;
     }
 
     /// The reason the client is leaving, once (then reading stops for good).

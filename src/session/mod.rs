@@ -92,6 +92,13 @@ impl Session {
         // whole scheduler budget of reads and fill the queues of readers that keep up.
         let mut yield_first = false;
         loop {
+            if self.client().outbox.take_drain_request() {
+                // The daemon is stopping: relay what the client already sent, before the
+                // shutdown notice that follows once every session has done this.
+                self.input.drain_pending(&self.stream);
+                self.after_input();
+                self.hub().input_drained();
+            }
             if let Some(end) = self.write_out() {
                 return end;
             }
@@ -212,7 +219,7 @@ impl Session {
                     return None;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return Some(End::Failed(LeaveReason::Closed)),
+                Err(e) => return Some(End::Failed(socket_error_reason(&e))),
             }
         }
     }
@@ -252,6 +259,16 @@ impl Session {
             }
         }
         debug!(client = id, "connection closed");
+    }
+}
+
+/// Why a client leaves when its socket fails: the kernel's user timeout (unacknowledged data, or a
+/// zero window, for too long) is a write timeout; anything else is the connection closing.
+pub(super) fn socket_error_reason(e: &io::Error) -> LeaveReason {
+    if e.kind() == io::ErrorKind::TimedOut {
+        LeaveReason::WriteTimeout
+    } else {
+        LeaveReason::Closed
     }
 }
 

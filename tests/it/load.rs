@@ -74,8 +74,6 @@ async fn sigterm_under_load_delivers_every_accepted_line_and_exits_0() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: on SIGTERM, lines clients had already written (in the daemon's socket buffers) \
-            but the daemon had not read yet are dropped, not relayed before the shutdown line"]
 async fn sigterm_under_load_relays_every_line_written_before_the_signal() {
     raise_nofile_limit();
     // The sharpest case: one more line written just before the signal. Only a few stops in a
