@@ -5,7 +5,7 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 
-use crate::process::{CHATCTL, Daemon, Scratch, chatctl, chatctl_with};
+use crate::process::{CHATCTL, Daemon, Scratch, admin_exchange, chatctl, chatctl_with};
 use crate::support::{TestClient, WAIT};
 
 /// Connects and joins a running daemon as `nick`.
@@ -193,26 +193,11 @@ fn stale_socket_is_replaced_live_one_is_not_stolen_other_files_are_refused() {
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "precious");
 }
 
-/// Sends raw lines on one admin connection and returns the reply lines.
-fn raw_exchange(path: &std::path::Path, payload: &[u8], replies: usize) -> Vec<serde_json::Value> {
-    let stream = UnixStream::connect(path).unwrap();
-    stream.set_read_timeout(Some(WAIT)).unwrap();
-    (&stream).write_all(payload).unwrap();
-    let mut reader = BufReader::new(&stream);
-    (0..replies)
-        .map(|_| {
-            let mut line = String::new();
-            reader.read_line(&mut line).unwrap();
-            serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"))
-        })
-        .collect()
-}
-
 #[test]
 fn garbage_gets_error_replies_and_the_daemon_keeps_serving() {
     let dir = Scratch::new("adm-garbage");
     let d = Daemon::start(&dir, "d", "");
-    let replies = raw_exchange(
+    let replies = admin_exchange(
         &d.socket,
         b"garbage\n\xff\xfe\n{\"cmd\":\"frob\"}\n{\"version\":9,\"cmd\":\"list\"}\n{\"cmd\":\"stats\"}\n",
         5,
@@ -231,14 +216,14 @@ fn garbage_gets_error_replies_and_the_daemon_keeps_serving() {
 
     let mut huge = vec![b'x'; 100 * 1024];
     huge.push(b'\n');
-    let replies = raw_exchange(&d.socket, &huge, 1);
+    let replies = admin_exchange(&d.socket, &huge, 1);
     assert_eq!(replies[0]["error"]["code"], "too_large");
 
     // Eight idle connections fill the admin slots; a ninth is told the daemon is busy.
     let idle: Vec<UnixStream> = (0..8)
         .map(|_| UnixStream::connect(&d.socket).unwrap())
         .collect();
-    let replies = raw_exchange(&d.socket, b"", 1);
+    let replies = admin_exchange(&d.socket, b"", 1);
     assert_eq!(replies[0]["error"]["code"], "busy");
     // The held connections are still served: the daemon kept working through all of the above.
     let first = &idle[0];

@@ -22,7 +22,9 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::process::{Daemon, Scratch, admin_request, chatctl, fd_count, rss_bytes};
+use crate::process::{
+    Daemon, Scratch, admin_exchange, admin_request, chatctl, fd_count, rss_bytes,
+};
 use crate::support::WAIT;
 use crate::support::audience::{Audience, Spec, connect};
 
@@ -852,22 +854,6 @@ async fn max_clients_and_per_ip_limits_refuse_only_newcomers() {
     drop(squatters);
     back_to_baseline("max_clients + per-IP", &d, base).await;
     aud.finish().await;
-}
-
-/// Sends `payload` on a fresh admin connection and reads `replies` reply lines (blocking).
-fn admin_exchange(socket: &Path, payload: &[u8], replies: usize) -> Vec<serde_json::Value> {
-    let stream = UnixStream::connect(socket).unwrap();
-    stream.set_read_timeout(Some(WAIT)).unwrap();
-    stream.set_write_timeout(Some(WAIT)).unwrap();
-    (&stream).write_all(payload).unwrap();
-    let mut reader = BufReader::new(&stream);
-    (0..replies)
-        .map(|_| {
-            let mut line = String::new();
-            reader.read_line(&mut line).unwrap();
-            serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"))
-        })
-        .collect()
 }
 
 /// Garbage, random bytes and a 1 MiB request on the admin socket (blocking).

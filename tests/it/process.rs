@@ -57,28 +57,11 @@ impl Daemon {
     /// Starts `groupchatd --config DIR/NAME.toml --listen 127.0.0.1:0 --admin-socket DIR/NAME.sock`
     /// with `config` as the file, and waits until it listens.
     pub fn start(dir: &Scratch, name: &str, config: &str) -> Daemon {
-        let cfg = dir.file(&format!("{name}.toml"), config);
-        let socket = dir.path(&format!("{name}.sock"));
-        let mut d = Daemon::spawn(&[
-            "--config".as_ref(),
-            cfg.as_os_str(),
-            "--listen".as_ref(),
-            "127.0.0.1:0".as_ref(),
-            "--admin-socket".as_ref(),
-            socket.as_os_str(),
-        ]);
-        d.socket = socket;
-        d.addr = Some(d.listening_addr());
-        d.log_line("ready");
-        d
+        Self::start_with(dir, name, config, |_| {})
     }
 
-    /// Spawns the daemon with exactly `args`, stderr captured.
-    pub fn spawn<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Daemon {
-        Self::spawn_with(args, |_| {})
-    }
-
-    /// Like [`spawn`](Self::spawn), letting the test adjust the command (environment, fds).
+    /// Spawns the daemon with exactly `args` (stderr captured), letting the test adjust the command
+    /// (environment, fds).
     pub fn spawn_with<S: AsRef<std::ffi::OsStr>>(
         args: &[S],
         adjust: impl FnOnce(&mut Command),
@@ -322,4 +305,21 @@ impl Daemon {
         lines.extend(self.log.try_iter());
         lines
     }
+}
+
+/// Sends raw bytes on one admin connection and returns the next `replies` reply lines, parsed.
+pub fn admin_exchange(socket: &Path, payload: &[u8], replies: usize) -> Vec<serde_json::Value> {
+    use std::io::Write;
+    let stream = std::os::unix::net::UnixStream::connect(socket).unwrap();
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    stream.set_write_timeout(Some(WAIT)).unwrap();
+    (&stream).write_all(payload).unwrap();
+    let mut reader = BufReader::new(&stream);
+    (0..replies)
+        .map(|_| {
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"))
+        })
+        .collect()
 }
