@@ -15,6 +15,20 @@ use tracing_subscriber::{EnvFilter, Registry, reload};
 /// The identifier journal entries carry (`SYSLOG_IDENTIFIER=`).
 pub const SYSLOG_IDENTIFIER: &str = "groupchatd";
 
+/// A filter directive in the form `EnvFilter` parses safely: comma-separated pieces, each trimmed.
+///
+/// tracing-subscriber 0.3 parses each piece by walking its trimmed text but slicing the untrimmed
+/// one, so leading whitespace before a multi-byte character panics (found by the config fuzz
+/// target). Every directive goes through here before it reaches `EnvFilter`.
+pub fn normalize_directive(directive: &str) -> String {
+    directive
+        .split(',')
+        .map(str::trim)
+        .filter(|piece| !piece.is_empty())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// Changes the log filter of the running daemon.
 #[derive(Clone)]
 pub struct LogHandle {
@@ -24,7 +38,8 @@ pub struct LogHandle {
 impl LogHandle {
     /// Applies a new filter directive (already validated by the config loader).
     pub fn set_filter(&self, directive: &str) -> Result<(), String> {
-        let filter = EnvFilter::try_new(directive).map_err(|e| e.to_string())?;
+        let filter =
+            EnvFilter::try_new(normalize_directive(directive)).map_err(|e| e.to_string())?;
         self.filter.reload(filter).map_err(|e| e.to_string())
     }
 }
@@ -54,7 +69,7 @@ pub fn stderr_is_journal() -> bool {
 
 /// Installs the global subscriber with `directive` as the filter. Call once.
 pub fn init(directive: &str) -> Result<(LogHandle, Sink), String> {
-    let filter = EnvFilter::try_new(directive).map_err(|e| e.to_string())?;
+    let filter = EnvFilter::try_new(normalize_directive(directive)).map_err(|e| e.to_string())?;
     let (filter, handle) = reload::Layer::new(filter);
     let registry = tracing_subscriber::registry().with(filter);
     let journal = if stderr_is_journal() {

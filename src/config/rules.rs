@@ -108,14 +108,15 @@ pub(super) fn admin_group(name: &str) -> Rule<String> {
 
 /// `log_level`: anything `tracing_subscriber::EnvFilter` accepts, except the
 /// empty string, which would silently log nothing useful.
-pub(super) fn log_level(filter: &str) -> Rule<String> {
-    if filter.trim().is_empty() {
+pub(super) fn log_level(raw: &str) -> Rule<String> {
+    let filter = crate::logging::normalize_directive(raw);
+    if filter.is_empty() {
         return Err("must not be empty (e.g. \"info\" or \"groupchatd=debug,warn\")".into());
     }
-    EnvFilter::try_new(filter).map_err(|e| {
-        format!("'{filter}' is not a log filter: {e} (e.g. \"info\" or \"groupchatd=debug,warn\")")
+    EnvFilter::try_new(&filter).map_err(|e| {
+        format!("'{raw}' is not a log filter: {e} (e.g. \"info\" or \"groupchatd=debug,warn\")")
     })?;
-    Ok(filter.to_owned())
+    Ok(filter)
 }
 
 /// `motd`: split into lines (CRLF tolerated, trailing blank lines dropped) and size-checked.

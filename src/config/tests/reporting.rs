@@ -261,3 +261,21 @@ fn quoted_values_with_control_characters_stay_one_inert_line() {
         );
     }
 }
+
+#[test]
+fn log_filters_that_would_panic_tracing_subscriber_are_handled() {
+    // Found by the config fuzz target: whitespace before a multi-byte character in a directive
+    // made EnvFilter's parser slice inside a character and panic.
+    for text in [
+        "log_level = \"  \u{5c0f}\"\n",
+        "log_level = \"info, \u{5c0f}x=debug\"\n",
+    ] {
+        let _ = parse(text); // must return, accepted or not, rather than panic
+    }
+    assert_eq!(
+        parse("log_level = \" info , groupchatd=debug \"\n")
+            .unwrap()
+            .log_level,
+        "info,groupchatd=debug"
+    );
+}
