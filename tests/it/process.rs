@@ -142,19 +142,23 @@ impl Daemon {
         kill(Pid::from_raw(self.child.id() as i32), sig).unwrap();
     }
 
-    /// Waits (bounded) for the process to exit; returns its exit code.
+    /// Waits (bounded) for the process to exit; returns its exit code. The event is the end of its
+    /// stderr: the pipe closes when the daemon exits, which ends the log reader thread and so
+    /// disconnects the log channel (lines still arriving are kept for `log_line`).
     pub fn wait_exit(&mut self, bound: Duration) -> i32 {
         let deadline = Instant::now() + bound;
         loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status.code().unwrap_or(-1);
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.log.recv_timeout(left) {
+                Ok(line) => self.seen.borrow_mut().push(line),
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    panic!("daemon did not exit within {bound:?}")
+                }
             }
-            assert!(
-                Instant::now() < deadline,
-                "daemon did not exit within {bound:?}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
         }
+        // stderr closes as the process exits; reaping it is immediate.
+        self.child.wait().unwrap().code().unwrap_or(-1)
     }
 }
 
