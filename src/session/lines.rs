@@ -12,6 +12,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use tokio::io::Interest;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tracing::info;
@@ -50,11 +51,31 @@ thread_local! {
 
 /// Reads and discards whatever is readable now; true once the peer has closed (or failed).
 pub(super) fn drain(stream: &TcpStream) -> bool {
-    READ_BUF.with_borrow_mut(|buf| match stream.try_read(buf) {
+    READ_BUF.with_borrow_mut(|buf| match recv(stream, buf) {
         Ok(0) => true,
         Ok(_) => false,
         Err(e) => e.kind() != io::ErrorKind::WouldBlock,
     })
+}
+
+/// One `recv()` into `buf`. A short read (less than `buf` holds) emptied the socket's receive
+/// queue, so the socket's readiness is cleared then as well, as tokio's own `poll_read` does: the
+/// next wait sleeps instead of spending a syscall to learn "would block". Tokio never clears "read
+/// closed", and skips the clear if a newer readiness event came in meanwhile, so a FIN or data
+/// that arrived after the read is still seen.
+fn recv(stream: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+    use nix::sys::socket::{MsgFlags, recv};
+    use std::os::fd::AsRawFd;
+    let mut short = None;
+    let res = stream.try_io(Interest::READABLE, || {
+        let n = recv(stream.as_raw_fd(), buf, MsgFlags::empty()).map_err(io::Error::from)?;
+        if n > 0 && n < buf.len() {
+            short = Some(n);
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        Ok(n)
+    });
+    short.map_or(res, Ok)
 }
 
 /// Why a client leaves, decided while handling its input, and the last line it is sent.
@@ -130,7 +151,7 @@ impl Input {
     pub(super) fn read(&mut self, stream: &TcpStream) -> bool {
         let before = self.ctx.published;
         self.follow_config();
-        READ_BUF.with_borrow_mut(|buf| match stream.try_read(buf) {
+        READ_BUF.with_borrow_mut(|buf| match recv(stream, buf) {
             Ok(0) => {
                 // Clean EOF: a last unterminated line still counts (`printf 'hi' | nc -N`).
                 let ctx = &mut self.ctx;

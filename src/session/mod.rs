@@ -87,11 +87,17 @@ impl Session {
 
     /// Moves data both ways until the session ends.
     async fn drive(&mut self) -> End {
-        // Set after input was published: the next wait first yields, so the recipients' sessions
-        // (just woken) write before this sender reads again. Without it a fast sender could run a
-        // whole scheduler budget of reads and fill the queues of readers that keep up.
+        // Set after input was published: before reading again the sender yields, so the
+        // recipients' sessions (just woken) write before it reads more. Without it a fast sender
+        // could run a whole scheduler budget of reads and fill the queues of readers that keep up.
         let mut yield_first = false;
         loop {
+            if std::mem::take(&mut yield_first) {
+                // Deferred (see `yield_now`): we run again only once every ready task has run and
+                // the runtime has polled for new socket events. Our own output waits too, so what
+                // the other senders of a burst publish meanwhile leaves in the same write.
+                tokio::task::yield_now().await;
+            }
             if self.client().outbox.take_drain_request() {
                 // The daemon is stopping: relay what the client already sent, before the
                 // shutdown notice that follows once every session has done this.
@@ -121,8 +127,6 @@ impl Session {
                 write: !self.pending.is_empty(),
                 outbox: &self.input.ctx.client.outbox,
                 timer: &mut self.timer,
-                yield_first: std::mem::take(&mut yield_first),
-                yielded: false,
             };
             match wait.await {
                 Wake::Readable => {
@@ -131,6 +135,10 @@ impl Session {
                         self.after_input();
                     }
                 }
+                // Output for an idle socket: write it after the input that is ready now has been
+                // read and published. Lines that arrive together from several senders (a burst)
+                // then leave in one write per recipient instead of one write per line.
+                Wake::Output => tokio::task::yield_now().await,
                 Wake::Other => {}
                 Wake::Failed => return End::Failed(LeaveReason::Closed),
             }
@@ -184,32 +192,39 @@ impl Session {
     /// Writes queued output until the socket would block or nothing is left. Returns the end when
     /// the outbox is closed (after a flushing close: once everything was written) or the socket fails.
     fn write_out(&mut self) -> Option<End> {
+        let outbox = &self.input.ctx.client.outbox;
         loop {
-            if let Some(reason) = self.client().outbox.aborted() {
-                return Some(End::Closed(Close::Abort(reason)));
-            }
             if self.pending.is_empty() {
+                // Nothing left to write: the stall clock stops (a closing deadline stays).
+                if !self.closing {
+                    self.output_deadline = None;
+                }
                 // Hand our (empty) vector back so steady traffic reuses it; when idle it is freed.
-                self.unstall();
                 let spare = std::mem::take(&mut self.pending);
-                match self.client().outbox.take(spare) {
+                match outbox.take(spare) {
                     Taken::Empty => return None,
                     Taken::Done(close) => return Some(End::Closed(close)),
                     Taken::Data(batch) => self.pending = batch,
                 }
+            } else if let Some(reason) = outbox.aborted() {
+                // Kicked or cut off in the middle of a batch: the rest is not sent.
+                return Some(End::Closed(Close::Abort(reason)));
             }
             match writev(&self.stream, &self.pending) {
                 Ok(0) => return Some(End::Failed(LeaveReason::Closed)),
                 Ok(n) => {
-                    match self.client().outbox.sent(n) {
-                        Drained::Relieved => self.hub().relieved(),
-                        Drained::Congested => self.hub().draining(),
+                    match outbox.sent(n) {
+                        Drained::Relieved => self.input.ctx.hub.relieved(),
+                        Drained::Congested => self.input.ctx.hub.draining(),
                         Drained::Normal => {}
                     }
-                    let stats = &self.client().stats;
+                    let stats = &self.input.ctx.client.stats;
                     stats.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
-                    self.advance(n);
-                    self.unstall();
+                    advance(&mut self.pending, n);
+                    // Progress: the stall clock starts again (a closing deadline stays).
+                    if !self.closing {
+                        self.output_deadline = None;
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     if self.output_deadline.is_none() {
@@ -222,27 +237,6 @@ impl Session {
                 Err(e) => return Some(End::Failed(socket_error_reason(&e))),
             }
         }
-    }
-
-    /// Output made progress: the stall clock stops (a closing deadline stays).
-    fn unstall(&mut self) {
-        if !self.closing {
-            self.output_deadline = None;
-        }
-    }
-
-    /// Drops `n` written bytes from the front of the pending buffers.
-    fn advance(&mut self, mut n: usize) {
-        let mut done = 0;
-        for buf in &mut self.pending {
-            if n < buf.len() {
-                buf.advance(n);
-                break;
-            }
-            n -= buf.len();
-            done += 1;
-        }
-        self.pending.drain(..done);
     }
 
     /// Leaves the room (a no-op if already gone) and closes: gracefully after a flushing close.
@@ -283,18 +277,34 @@ fn writev(stream: &TcpStream, bufs: &[Bytes]) -> io::Result<usize> {
     stream.try_write_vectored(&slices[..n])
 }
 
+/// Drops `n` written bytes from the front of `pending`.
+fn advance(pending: &mut Vec<Bytes>, mut n: usize) {
+    let mut done = 0;
+    for buf in pending.iter_mut() {
+        if n < buf.len() {
+            buf.advance(n);
+            break;
+        }
+        n -= buf.len();
+        done += 1;
+    }
+    pending.drain(..done);
+}
+
 /// What ended a [`Wait`].
 enum Wake {
     /// The socket has input (or EOF) to read.
     Readable,
-    /// Something else: output possible, outbox activity, a deadline, or the end of a yield.
+    /// New output was queued while the socket had nothing pending.
+    Output,
+    /// Something else: output possible, an outbox close or drain request, or a deadline.
     Other,
     /// The socket failed.
     Failed,
 }
 
 /// The session's one wait point: socket readiness for what it needs, new output (or, while the
-/// socket is full, only a close), the nearest deadline, or a one-off yield. Written by hand rather
+/// socket is full, only a close), or the nearest deadline. Written by hand rather
 /// than with `select!` over `TcpStream::ready()`: the readiness wakers then live in the socket's own
 /// slots (`poll_read_ready`/`poll_write_ready`), so the future is a handful of references and an
 /// idle connection's task stays small.
@@ -304,10 +314,6 @@ struct Wait<'a> {
     write: bool,
     outbox: &'a crate::client::Outbox,
     timer: &'a mut Option<Pin<Box<Sleep>>>,
-    /// Return after one trip through the scheduler, before looking at anything else (the caller
-    /// then re-runs its loop: there may be paused input to handle).
-    yield_first: bool,
-    yielded: bool,
 }
 
 impl Future for Wait<'_> {
@@ -315,14 +321,6 @@ impl Future for Wait<'_> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Wake> {
         let this = &mut *self;
-        if this.yield_first {
-            if this.yielded {
-                return Poll::Ready(Wake::Other);
-            }
-            this.yielded = true;
-            cx.waker().wake_by_ref();
-            return Poll::Pending;
-        }
         if this.read {
             match this.stream.poll_read_ready(cx) {
                 Poll::Ready(Ok(())) => return Poll::Ready(Wake::Readable),
@@ -344,7 +342,11 @@ impl Future for Wait<'_> {
             this.outbox.ready()
         };
         if Pin::new(&mut outbox).poll(cx).is_ready() {
-            return Poll::Ready(Wake::Other);
+            return Poll::Ready(if this.write {
+                Wake::Other
+            } else {
+                Wake::Output
+            });
         }
         if let Some(timer) = this.timer.as_mut()
             && timer.as_mut().poll(cx).is_ready()

@@ -1,15 +1,18 @@
 //! One connection's receiving side: reads, splits lines, accounts for markers.
 //!
-//! Reads wait for readiness, then drain the socket into one large buffer per worker thread
-//! (borrowed only between awaits), so a busy receiver gets many lines per syscall and a swarm of
+//! Each read drains the socket into one large buffer per worker thread (borrowed only within a
+//! poll), so a busy receiver gets many lines per syscall and a swarm of
 //! thousands does not pay a large buffer per connection. The reader keeps its own [`Tally`]; the
 //! only things it shares are milestone events and a progress counter.
 
 use std::cell::RefCell;
-use std::io::ErrorKind;
+use std::future::poll_fn;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll, ready};
 
+use tokio::io::{AsyncRead, ReadBuf};
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -85,39 +88,52 @@ impl Reader {
     }
 
     /// Reads until cancelled, EOF or an error, accounting for every marker; returns the tally.
-    pub async fn run(mut self, rd: OwnedReadHalf, cancel: CancellationToken) -> Tally {
+    pub async fn run(mut self, mut rd: OwnedReadHalf, cancel: CancellationToken) -> Tally {
         let mut lines = LineSplitter::new(MAX_LINE);
         let mut seen = Seen::default();
+        // Created once, not once per read: each new wait registers with the token under its lock.
+        let cancelled = std::pin::pin!(cancel.cancelled());
+        let mut cancelled = cancelled;
         loop {
             if !seen.done && self.tally.complete() {
                 seen.done = true;
                 self.report(Event::Done(self.id));
             }
-            tokio::select! {
+            let read = tokio::select! {
                 biased;
-                _ = cancel.cancelled() => break,
-                ready = rd.readable() => if ready.is_err() {
-                    self.report(Event::Closed(self.id));
-                    break;
-                },
-            }
-            // The buffer is borrowed only between awaits, so one per worker thread serves every
-            // connection: a big swarm does not pay READ_BUF bytes per connection.
-            let read = READ_BUFFER.with_borrow_mut(|buf| match rd.try_read(buf) {
-                Ok(0) => Err(()),
-                Ok(n) => {
-                    self.take(&buf[..n], &mut lines, &mut seen);
-                    Ok(())
-                }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => Ok(()),
-                Err(_) => Err(()),
-            });
+                _ = &mut cancelled => break,
+                read = poll_fn(|cx| self.poll_read(cx, &mut rd, &mut lines, &mut seen)) => read,
+            };
             if read.is_err() {
                 self.report(Event::Closed(self.id));
                 break;
             }
         }
         self.tally
+    }
+
+    /// Waits for input and reads it once, accounting for what arrived; Err on EOF or an error.
+    /// `poll_read` (rather than readiness plus `try_read`) clears the socket's readiness after a
+    /// short read, so a drained socket costs no extra read that would only say "would block". The
+    /// buffer is borrowed only within one poll, so one per worker thread serves every connection:
+    /// a big swarm does not pay READ_BUF bytes per connection.
+    fn poll_read(
+        &mut self,
+        cx: &mut Context<'_>,
+        rd: &mut OwnedReadHalf,
+        lines: &mut LineSplitter,
+        seen: &mut Seen,
+    ) -> Poll<Result<(), ()>> {
+        READ_BUFFER.with_borrow_mut(|buf| {
+            let mut filled = ReadBuf::new(buf);
+            match ready!(Pin::new(rd).poll_read(cx, &mut filled)) {
+                Ok(()) if !filled.filled().is_empty() => {
+                    self.take(filled.filled(), lines, seen);
+                    Poll::Ready(Ok(()))
+                }
+                Ok(()) | Err(_) => Poll::Ready(Err(())),
+            }
+        })
     }
 
     /// Accounts for one read's bytes and reports any milestone they reached.
