@@ -247,12 +247,6 @@ pub async fn run(args: &FanoutArgs, addr: SocketAddr) -> anyhow::Result<bool> {
     let handles: Vec<_> = (0..senders)
         .map(|id| {
             let mut wr = swarm.take_writer(id as usize);
-            let mut plan = plan;
-            if std::env::var_os("STAGGER").is_some() {
-                if let Some(r) = plan.rate {
-                    plan.start_us += (f64::from(id) * 1e6 / (r * f64::from(senders))) as u64;
-                }
-            }
             let cancel = swarm.cancel.clone();
             tokio::spawn(async move {
                 let sent = send(id, &mut wr, plan, cancel).await;
