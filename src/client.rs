@@ -136,9 +136,6 @@ pub struct ClientStats {
     pub last_active_ms: AtomicU64,
 }
 
-/// Buffers an outbox makes room for when it stops being empty (32 bytes each).
-const QUEUE_START: usize = 16;
-
 #[derive(Debug, Default)]
 struct OutboxState {
     queue: Vec<Bytes>,
@@ -195,11 +192,6 @@ impl Outbox {
         }
         st.unsent += buf.len();
         st.lines_out += u64::from(lines);
-        if st.queue.capacity() == 0 {
-            // The first buffer since the client went idle: room for a burst's worth at once,
-            // rather than growing 4, 8, 16 through reallocations.
-            st.queue.reserve_exact(QUEUE_START);
-        }
         st.queue.push(buf);
         // Pushes without a limit (the client's own replies) neither move the mark nor congest.
         let mut pushed = Pushed::Queued;
