@@ -236,6 +236,9 @@ pub async fn run(args: &FanoutArgs, addr: SocketAddr) -> anyhow::Result<bool> {
     let cpu =
         |pid: u32| proc::cpu_seconds(pid).with_context(|| format!("reading CPU time of {pid}"));
     let cpu_before = args.pid.map(cpu).transpose()?;
+    let precise =
+        |pid: u32| proc::thread_cpu_ns(pid).with_context(|| format!("reading CPU time of {pid}"));
+    let precise_before = args.pid.map(precise).transpose()?.flatten();
 
     let plan = Plan {
         messages,
@@ -276,6 +279,7 @@ pub async fn run(args: &FanoutArgs, addr: SocketAddr) -> anyhow::Result<bool> {
     let completed = !timed_out && swarm.wait_done(deadline).await;
     let end_us = now_us(base);
     let cpu_after = args.pid.map(cpu).transpose()?;
+    let precise_after = args.pid.map(precise).transpose()?.flatten();
     let disconnected = swarm.closed();
     let tallies = swarm.finish().await;
     drop(keep_open);
@@ -309,6 +313,9 @@ pub async fn run(args: &FanoutArgs, addr: SocketAddr) -> anyhow::Result<bool> {
     if let (Some(a), Some(b)) = (cpu_before, cpu_after) {
         run.server_cpu_s = Some(b - a);
     }
+    if let (Some(a), Some(b)) = (&precise_before, &precise_after) {
+        run.server_cpu_ns_s = Some(proc::cpu_seconds_between(a, b));
+    }
     verdict(&mut notes, args, &run);
     print(args, &run, notes);
     Ok(completed)
@@ -324,6 +331,8 @@ struct Run {
     disconnected: usize,
     elapsed_s: Option<f64>,
     server_cpu_s: Option<f64>,
+    /// The same from schedstat, to the nanosecond (live threads only).
+    server_cpu_ns_s: Option<f64>,
     batches: u64,
     late_batches: u64,
     max_lag_us: u64,
@@ -356,7 +365,7 @@ fn verdict(notes: &mut Vec<String>, args: &FanoutArgs, run: &Run) {
             run.max_lag_us as f64 / 1000.0
         ));
     }
-    if run.server_cpu_s.is_some_and(|c| c < 0.1) {
+    if run.server_cpu_s.is_some_and(|c| c < 0.1) && run.server_cpu_ns_s.is_none() {
         notes.push(
             "note: the server used under 0.1 s of CPU, which /proc counts in clock ticks \
              (usually 10 ms): send more lines for a precise CPU figure"
@@ -387,10 +396,10 @@ fn print(args: &FanoutArgs, run: &Run, notes: Vec<String>) {
         .elapsed_s
         .filter(|&e| e > 0.0)
         .map(|e| delivered as f64 / e);
-    let per_million = run
-        .server_cpu_s
-        .filter(|_| delivered > 0)
-        .map(|c| c / delivered as f64 * 1e6);
+    let per_million = |cpu: Option<f64>| {
+        cpu.filter(|_| delivered > 0)
+            .map(|c| c / delivered as f64 * 1e6)
+    };
     let lost = run.expected.saturating_sub(delivered);
     let lag = args.rate.map(|_| run.max_lag_us as f64 / 1000.0);
     let l = &t.latency;
@@ -453,7 +462,19 @@ fn print(args: &FanoutArgs, run: &Run, notes: Vec<String>) {
         (
             "cpu_s_per_million",
             "server CPU per million deliveries",
-            Value::opt_float(per_million, 3),
+            Value::opt_float(per_million(run.server_cpu_s), 3),
+            "s",
+        ),
+        (
+            "server_cpu_ns_s",
+            "server CPU, ns clock",
+            Value::opt_float(run.server_cpu_ns_s, 6),
+            "s",
+        ),
+        (
+            "cpu_ns_s_per_million",
+            "server CPU per million, ns clock",
+            Value::opt_float(per_million(run.server_cpu_ns_s), 4),
             "s",
         ),
         (
