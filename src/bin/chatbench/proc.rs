@@ -56,8 +56,9 @@ pub fn cpu_seconds(pid: u32) -> io::Result<f64> {
 pub type ThreadCpu = HashMap<u32, u64>;
 
 /// How long each of process `pid`'s live threads has been on a CPU, to the nanosecond, from
-/// /proc/PID/task/*/schedstat (where /proc/PID/stat counts clock ticks, usually 10 ms). None if
-/// the kernel keeps no schedstat.
+/// /proc/PID/task/*/schedstat (where /proc/PID/stat counts clock ticks, usually 10 ms). A thread
+/// running at that moment is counted up to its last tick or scheduling event: the readings are
+/// taken while the server is idle. None if the kernel keeps no schedstat.
 pub fn thread_cpu_ns(pid: u32) -> io::Result<Option<ThreadCpu>> {
     let mut threads = ThreadCpu::new();
     for task in fs::read_dir(format!("/proc/{pid}/task"))? {
@@ -151,14 +152,20 @@ mod tests {
         let me = std::process::id();
         assert!(rss_bytes(me).unwrap() > 0);
         assert!(cpu_seconds(me).unwrap() >= 0.0);
-        // This test thread runs between the readings, so it grows wherever schedstat exists.
+        // This test thread runs between the readings, so the figure grows wherever schedstat
+        // exists. A running thread's count is brought up to date when it is scheduled (or at a
+        // tick), so it spins a little and yields before each reading; bounded to about a second.
         if let Some(before) = thread_cpu_ns(me).unwrap() {
-            let spin = std::time::Instant::now();
-            while spin.elapsed() < std::time::Duration::from_millis(2) {
-                std::hint::spin_loop();
-            }
-            let after = thread_cpu_ns(me).unwrap().unwrap();
-            assert!(cpu_seconds_between(&before, &after) > 0.0);
+            let grew = (0..1000).any(|_| {
+                let spin = std::time::Instant::now();
+                while spin.elapsed() < std::time::Duration::from_millis(1) {
+                    std::hint::spin_loop();
+                }
+                std::thread::yield_now();
+                let after = thread_cpu_ns(me).unwrap().unwrap();
+                cpu_seconds_between(&before, &after) > 0.0
+            });
+            assert!(grew, "schedstat never counted this thread's CPU time");
         }
     }
 
