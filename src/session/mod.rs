@@ -3,8 +3,11 @@
 //! All the work is synchronous: the input side ([`lines`]) reads into a per-thread buffer, frames and
 //! sanitises lines and publishes everything one read produced as *one* shared buffer; the output side
 //! drains the client's outbox with `writev`, so whatever queued up while the socket was busy goes out
-//! in one syscall and a lone line goes out at once. The only `.await` in steady state is one wait for
-//! "socket ready for what we need, outbox has data, or a deadline passed". Reads never wait on writes.
+//! in one syscall and a lone line goes out at once. In steady state the session awaits only one wait
+//! for "socket ready for what we need, outbox has data, or a deadline passed", and a deferred yield
+//! after publishing or before writing new output, so that input which is ready (other senders'
+//! lines of the same burst) is published first and leaves in the same write. Reads never wait on
+//! writes.
 //!
 //! Memory: an idle joined client holds no buffers and no timer; the task's future stays small because
 //! nothing large lives across the wait (the timer is boxed and exists only while a deadline does).
