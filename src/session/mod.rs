@@ -90,9 +90,10 @@ impl Session {
 
     /// Moves data both ways until the session ends.
     async fn drive(&mut self) -> End {
-        // Set after input was published: before reading again the sender yields, so the
-        // recipients' sessions (just woken) write before it reads more. Without it a fast sender
-        // could run a whole scheduler budget of reads and fill the queues of readers that keep up.
+        // Set after input was published: the sender then yields before anything else, so it reads
+        // at most once per round of the scheduler and the recipients' sessions write in between.
+        // Without it a fast sender could run a whole scheduler budget of reads and fill the queues
+        // of readers that keep up.
         let mut yield_first = false;
         loop {
             if std::mem::take(&mut yield_first) {
@@ -139,7 +140,7 @@ impl Session {
                     }
                 }
                 // Output for an idle socket: write it after the input that is ready now has been
-                // read and published. Lines that arrive together from several senders (a burst)
+                // read and published (a close waits the same single round). Lines that arrive together from several senders (a burst)
                 // then leave in one write per recipient instead of one write per line.
                 Wake::Output => tokio::task::yield_now().await,
                 Wake::Other => {}
@@ -195,39 +196,33 @@ impl Session {
     /// Writes queued output until the socket would block or nothing is left. Returns the end when
     /// the outbox is closed (after a flushing close: once everything was written) or the socket fails.
     fn write_out(&mut self) -> Option<End> {
-        let outbox = &self.input.ctx.client.outbox;
         loop {
             if self.pending.is_empty() {
-                // Nothing left to write: the stall clock stops (a closing deadline stays).
-                if !self.closing {
-                    self.output_deadline = None;
-                }
                 // Hand our (empty) vector back so steady traffic reuses it; when idle it is freed.
+                // (`take` also reports an abort, so only a half-written batch checks for one.)
+                self.unstall();
                 let spare = std::mem::take(&mut self.pending);
-                match outbox.take(spare) {
+                match self.client().outbox.take(spare) {
                     Taken::Empty => return None,
                     Taken::Done(close) => return Some(End::Closed(close)),
                     Taken::Data(batch) => self.pending = batch,
                 }
-            } else if let Some(reason) = outbox.aborted() {
+            } else if let Some(reason) = self.client().outbox.aborted() {
                 // Kicked or cut off in the middle of a batch: the rest is not sent.
                 return Some(End::Closed(Close::Abort(reason)));
             }
             match writev(&self.stream, &self.pending) {
                 Ok(0) => return Some(End::Failed(LeaveReason::Closed)),
                 Ok(n) => {
-                    match outbox.sent(n) {
-                        Drained::Relieved => self.input.ctx.hub.relieved(),
-                        Drained::Congested => self.input.ctx.hub.draining(),
+                    match self.client().outbox.sent(n) {
+                        Drained::Relieved => self.hub().relieved(),
+                        Drained::Congested => self.hub().draining(),
                         Drained::Normal => {}
                     }
-                    let stats = &self.input.ctx.client.stats;
+                    let stats = &self.client().stats;
                     stats.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
-                    advance(&mut self.pending, n);
-                    // Progress: the stall clock starts again (a closing deadline stays).
-                    if !self.closing {
-                        self.output_deadline = None;
-                    }
+                    self.advance(n);
+                    self.unstall();
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     if self.output_deadline.is_none() {
@@ -240,6 +235,27 @@ impl Session {
                 Err(e) => return Some(End::Failed(socket_error_reason(&e))),
             }
         }
+    }
+
+    /// Output made progress: the stall clock stops (a closing deadline stays).
+    fn unstall(&mut self) {
+        if !self.closing {
+            self.output_deadline = None;
+        }
+    }
+
+    /// Drops `n` written bytes from the front of the pending buffers.
+    fn advance(&mut self, mut n: usize) {
+        let mut done = 0;
+        for buf in &mut self.pending {
+            if n < buf.len() {
+                buf.advance(n);
+                break;
+            }
+            n -= buf.len();
+            done += 1;
+        }
+        self.pending.drain(..done);
     }
 
     /// Leaves the room (a no-op if already gone) and closes: gracefully after a flushing close.
@@ -280,25 +296,11 @@ fn writev(stream: &TcpStream, bufs: &[Bytes]) -> io::Result<usize> {
     stream.try_write_vectored(&slices[..n])
 }
 
-/// Drops `n` written bytes from the front of `pending`.
-fn advance(pending: &mut Vec<Bytes>, mut n: usize) {
-    let mut done = 0;
-    for buf in pending.iter_mut() {
-        if n < buf.len() {
-            buf.advance(n);
-            break;
-        }
-        n -= buf.len();
-        done += 1;
-    }
-    pending.drain(..done);
-}
-
 /// What ended a [`Wait`].
 enum Wake {
     /// The socket has input (or EOF) to read.
     Readable,
-    /// New output was queued while the socket had nothing pending.
+    /// The outbox has news (new output, or a close) while the socket had nothing pending.
     Output,
     /// Something else: output possible, an outbox close or drain request, or a deadline.
     Other,

@@ -60,6 +60,18 @@ fn argv(template: &str, addr: &str) -> Vec<String> {
         .collect()
 }
 
+/// Runs chatbench with `template` against `srv` and returns its JSON report; it must exit 0.
+async fn run_json(srv: &TestServer, template: &str) -> String {
+    let out = chatbench(&argv(template, &srv.addr.to_string())).await;
+    let (json, stderr) = text(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stdout: {json}\nstderr: {stderr}"
+    );
+    json
+}
+
 fn text(out: &Output) -> (String, String) {
     (
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -72,14 +84,7 @@ async fn fanout_counts_every_delivery_exactly_once() {
     let srv = TestServer::start(test_config());
     let template = "fanout --addr ADDR --clients 20 --senders 4 --messages 200 --hello b{i} \
                     --pid PID --json --timeout 30";
-    let args = argv(template, &srv.addr.to_string());
-    let out = chatbench(&args).await;
-    let (json, stderr) = text(&out);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "stdout: {json}\nstderr: {stderr}"
-    );
+    let json = run_json(&srv, template).await;
     // Every line reaches the 19 other clients: 4 x 200 x 19.
     assert_eq!(number(&json, "expected"), 15_200.0, "{json}");
     assert_eq!(number(&json, "delivered"), 15_200.0, "{json}");
@@ -101,14 +106,7 @@ async fn idle_reports_the_servers_memory() {
     let srv = TestServer::start(test_config());
     let template = "idle --addr ADDR --clients 50 --hold 0 --hello i{i} --pid PID --json \
                     --timeout 30";
-    let args = argv(template, &srv.addr.to_string());
-    let out = chatbench(&args).await;
-    let (json, stderr) = text(&out);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "stdout: {json}\nstderr: {stderr}"
-    );
+    let json = run_json(&srv, template).await;
     assert_eq!(number(&json, "clients"), 50.0);
     assert!(number(&json, "rss_before_bytes") > 0.0, "{json}");
     assert!(number(&json, "rss_after_bytes") > 0.0, "{json}");

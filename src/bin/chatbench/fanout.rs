@@ -291,7 +291,7 @@ pub async fn run(args: &FanoutArgs, addr: SocketAddr) -> anyhow::Result<bool> {
         ..Run::default()
     };
     for t in &tallies {
-        run.totals.add(t);
+        run.totals.add(&t.counts);
     }
     let receivers = (args.clients - 1 + usize::from(echo)) as u64;
     for s in &outcomes {

@@ -92,8 +92,7 @@ impl Reader {
         let mut lines = LineSplitter::new(MAX_LINE);
         let mut seen = Seen::default();
         // Created once, not once per read: each new wait registers with the token under its lock.
-        let cancelled = std::pin::pin!(cancel.cancelled());
-        let mut cancelled = cancelled;
+        let mut cancelled = std::pin::pin!(cancel.cancelled());
         loop {
             if !seen.done && self.tally.complete() {
                 seen.done = true;
@@ -141,7 +140,7 @@ impl Reader {
         // One clock reading per read: every line in it had arrived by now.
         let now_us = self.base.elapsed().as_micros() as u64;
         let tally = &mut self.tally;
-        let delivered_before = tally.delivered;
+        let delivered_before = tally.counts.delivered;
         let mut saw_line = false;
         let mut newest_probe = seen.probe;
         lines.feed(bytes, |line| {
@@ -158,7 +157,7 @@ impl Reader {
                 None => {}
             }
         });
-        if self.tally.delivered != delivered_before {
+        if self.tally.counts.delivered != delivered_before {
             self.progress.fetch_add(1, Ordering::Relaxed);
         }
         if saw_line && !seen.any_line {

@@ -110,19 +110,8 @@ pub struct Tally {
     tracks: Vec<Option<Track>>,
     messages: u32,
     unfinished: usize,
-    /// Unique data lines received.
-    pub delivered: u64,
-    /// Data lines received again.
-    pub duplicated: u64,
-    /// Lines received after a higher sequence number from the same sender.
-    pub reordered: u64,
-    /// Markers that do not belong to this run's senders or sequence range, or that came back to
-    /// their own sender when no echo was expected.
-    pub foreign: u64,
-    /// Send-to-receive time of each unique delivery, in microseconds.
-    pub latency: Histogram,
-    /// Receive time of the last unique delivery, microseconds since the run's start.
-    pub last_delivery_us: u64,
+    /// What this receiver got.
+    pub counts: Totals,
 }
 
 impl Tally {
@@ -145,12 +134,7 @@ impl Tally {
             tracks,
             messages,
             unfinished,
-            delivered: 0,
-            duplicated: 0,
-            reordered: 0,
-            foreign: 0,
-            latency: Histogram::default(),
-            last_delivery_us: 0,
+            counts: Totals::default(),
         }
     }
 
@@ -159,24 +143,24 @@ impl Tally {
         let track = match self.tracks.get_mut(sender as usize) {
             Some(Some(t)) if seq < self.messages => t,
             _ => {
-                self.foreign += 1;
+                self.counts.foreign += 1;
                 return;
             }
         };
         let (word, bit) = (seq as usize / 64, 1u64 << (seq % 64));
         if track.seen[word] & bit != 0 {
-            self.duplicated += 1;
+            self.counts.duplicated += 1;
             return;
         }
         track.seen[word] |= bit;
         track.unique += 1;
         match track.highest {
-            Some(h) if seq < h => self.reordered += 1,
+            Some(h) if seq < h => self.counts.reordered += 1,
             _ => track.highest = Some(seq),
         }
-        self.delivered += 1;
-        self.latency.record(now_us.saturating_sub(sent_us));
-        self.last_delivery_us = self.last_delivery_us.max(now_us);
+        self.counts.delivered += 1;
+        self.counts.latency.record(now_us.saturating_sub(sent_us));
+        self.counts.last_delivery_us = self.counts.last_delivery_us.max(now_us);
         if track.unique == self.messages {
             Self::finish(track, &mut self.unfinished);
         }
@@ -187,7 +171,7 @@ impl Tally {
     pub fn on_end(&mut self, sender: u32) {
         match self.tracks.get_mut(sender as usize) {
             Some(Some(t)) => Self::finish(t, &mut self.unfinished),
-            _ => self.foreign += 1,
+            _ => self.counts.foreign += 1,
         }
     }
 
@@ -204,26 +188,27 @@ impl Tally {
     }
 }
 
-/// All receivers' tallies added up.
-#[derive(Debug, Default)]
+/// What one receiver got, or (added up) all of them.
+#[derive(Clone, Debug, Default)]
 pub struct Totals {
-    /// Unique deliveries.
+    /// Unique data lines received.
     pub delivered: u64,
-    /// Repeated deliveries.
+    /// Data lines received again.
     pub duplicated: u64,
-    /// Out-of-order deliveries.
+    /// Lines received after a higher sequence number from the same sender.
     pub reordered: u64,
-    /// Markers that were not expected (see [`Tally::foreign`]).
+    /// Markers that do not belong to this run's senders or sequence range, or that came back to
+    /// their own sender when no echo was expected.
     pub foreign: u64,
-    /// Latency of all unique deliveries.
+    /// Send-to-receive time of each unique delivery, in microseconds.
     pub latency: Histogram,
-    /// The last unique delivery, microseconds since the run's start.
+    /// Receive time of the last unique delivery, microseconds since the run's start.
     pub last_delivery_us: u64,
 }
 
 impl Totals {
-    /// Adds one receiver's tally.
-    pub fn add(&mut self, t: &Tally) {
+    /// Adds another receiver's counts.
+    pub fn add(&mut self, t: &Totals) {
         self.delivered += t.delivered;
         self.duplicated += t.duplicated;
         self.reordered += t.reordered;
@@ -309,12 +294,17 @@ mod tests {
         }
         assert!(t.complete());
         assert_eq!(
-            (t.delivered, t.duplicated, t.reordered, t.foreign),
+            (
+                t.counts.delivered,
+                t.counts.duplicated,
+                t.counts.reordered,
+                t.counts.foreign
+            ),
             (6, 0, 0, 0)
         );
-        assert_eq!(t.latency.quantile(500), Some(10));
-        assert_eq!(t.latency.max(), Some(52));
-        assert_eq!(t.last_delivery_us, 152);
+        assert_eq!(t.counts.latency.quantile(500), Some(10));
+        assert_eq!(t.counts.latency.max(), Some(52));
+        assert_eq!(t.counts.last_delivery_us, 152);
     }
 
     #[test]
@@ -329,13 +319,18 @@ mod tests {
         t.on_data(5, 0, 0, 1); // no such sender
         t.on_data(0, 4, 0, 1); // beyond --messages
         assert_eq!(
-            (t.delivered, t.duplicated, t.reordered, t.foreign),
+            (
+                t.counts.delivered,
+                t.counts.duplicated,
+                t.counts.reordered,
+                t.counts.foreign
+            ),
             (3, 2, 1, 3)
         );
         assert!(!t.complete());
         t.on_data(0, 3, 0, 1);
         assert!(t.complete());
-        assert_eq!(t.delivered, 4);
+        assert_eq!(t.counts.delivered, 4);
     }
 
     #[test]
@@ -347,7 +342,7 @@ mod tests {
         assert!(!t.complete());
         t.on_end(2);
         assert!(t.complete());
-        assert_eq!(t.delivered, 1);
+        assert_eq!(t.counts.delivered, 1);
     }
 
     #[test]
@@ -356,7 +351,7 @@ mod tests {
         t.on_data(0, 0, 0, 0);
         t.on_data(0, 1, 0, 0);
         assert!(t.complete());
-        assert_eq!(t.foreign, 0);
+        assert_eq!(t.counts.foreign, 0);
         // Without echo, a lone sender expects nothing at all.
         assert!(Tally::new(1, 2, 0, false).complete());
     }
@@ -370,8 +365,8 @@ mod tests {
         b.on_data(0, 1, 0, 9);
         b.on_data(0, 0, 0, 20);
         let mut sum = Totals::default();
-        sum.add(&a);
-        sum.add(&b);
+        sum.add(&a.counts);
+        sum.add(&b.counts);
         assert_eq!((sum.delivered, sum.duplicated, sum.reordered), (3, 1, 1));
         assert_eq!(sum.last_delivery_us, 20);
         assert_eq!(sum.latency.quantile(500), Some(9));
