@@ -109,7 +109,7 @@ impl App {
     /// Serves on sockets bound elsewhere (socket activation).
     pub fn with_listeners(config: Config, listeners: Vec<TcpListener>, admin: AdminSocket) -> App {
         App {
-            hub: Arc::new(Hub::new(Arc::new(config))),
+            hub: Arc::new(Hub::new(config)),
             listeners,
             admin,
             reloader: None,
@@ -200,7 +200,7 @@ impl App {
         // Phase one: lines clients wrote before the stop (still in our sockets) reach the room
         // before the shutdown notice. Bounded: a session that cannot finish does not hold the stop.
         self.hub.begin_drain();
-        let _ = tokio::time::timeout(DRAIN_LIMIT, self.hub.drained_all()).await;
+        let _ = tokio::time::timeout(DRAIN_LIMIT, self.hub.drained()).await;
         self.hub.shutdown();
         self.tracker.close();
         let grace = self.hub.config().shutdown_grace;

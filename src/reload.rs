@@ -8,7 +8,7 @@
 //! in both outcomes. Reloads are serialised: a SIGHUP during a `chatctl reload` waits its turn.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use sd_notify::NotifyState;
 use tracing::{debug, error, info, warn};
@@ -100,12 +100,12 @@ impl Reloader {
         if new.admin_group != old.admin_group {
             self.regroup_admin_socket(new.admin_group.as_deref());
         }
-        hub.set_config(Arc::new(Config {
+        hub.set_config(Config {
             listen: old.listen.clone(),
             admin_socket: old.admin_socket.clone(),
             admin_socket_mode: old.admin_socket_mode,
             ..new
-        }));
+        });
         let file = path
             .as_ref()
             .map_or("built-in defaults".to_owned(), |p| p.display().to_string());

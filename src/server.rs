@@ -64,15 +64,15 @@ pub async fn accept_loop(
                 continue;
             }
         };
-        match hub.register(peer) {
+        configure(&stream, &hub);
+        match hub.register(peer, stream) {
             Ok(client) => {
-                configure(&stream, &hub);
                 debug!(client = client.id, peer = %peer, event = "connect", "connected");
                 // No per-session span: it would cost every idle connection a few hundred bytes;
                 // session events carry the client id as a field instead.
-                tracker.spawn(session::run(hub.clone(), client, stream));
+                tracker.spawn(session::run(hub.clone(), client));
             }
-            Err(why) => refuse(stream, peer, why, &refusals, &tracker),
+            Err((why, stream)) => refuse(stream, peer, why, &refusals, &tracker),
         }
     }
 }

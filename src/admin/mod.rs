@@ -393,9 +393,9 @@ fn list(hub: &Hub) -> Vec<ClientEntry> {
                 idle_secs: c.idle_for().as_secs_f64(),
                 lines_in: c.stats.lines_in.load(Relaxed),
                 bytes_in: c.stats.bytes_in.load(Relaxed),
-                lines_out: c.outbox.lines_out(),
+                lines_out: c.stats.lines_out.load(Relaxed),
                 bytes_out: c.stats.bytes_out.load(Relaxed),
-                queued_bytes: c.outbox.unsent() as u64,
+                queued_bytes: info.unsent,
             }
         })
         .collect()

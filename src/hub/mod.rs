@@ -1,34 +1,42 @@
-//! The room: who is connected, who has joined under which nickname, and fan-out between them.
+//! The room: who is connected, who has joined under which nickname, and delivery between them.
 //!
 //! Invariants:
-//! - One `std::sync::Mutex` guards membership. It is never held across an `.await` (every method is
-//!   synchronous) and every delivery to every member happens under it, which is what gives all members
-//!   the same total order of lines.
-//! - Fan-out never waits: a recipient whose outbox is full is collected and, after the lock is released,
-//!   disconnected as too slow. Nobody else is delayed or loses a line.
-//! - A client is removed exactly once ([`Hub::leave`] finds it or does nothing), so its leave notice is
-//!   announced exactly once whatever the mix of quit, kick, overflow, EOF and shutdown.
-//! - Lines are formatted once by the caller and shared as [`Bytes`]; recipients get reference-count bumps.
-//!   Join/leave/rename notices are formatted under the lock: they are rare, and it keeps them ordered.
+//! - One `std::sync::Mutex` guards membership and the room's [`log`]. It is never held across an
+//!   `.await`, and under it a publish does only O(1) work: append one entry (the order everyone
+//!   sees) and clone the shared member list. Nothing is pushed to, locked for or woken in any
+//!   recipient there.
+//! - After unlocking, the publisher writes to every member's socket itself ([`Client::flush`]),
+//!   and judges each member's lag: past `max_queue_bytes` the member is cut off as too slow,
+//!   nobody else is delayed or loses a line.
+//! - A client ends through [`Hub::close`] only (see `close.rs`): the removal from the room is the
+//!   state change, so its leave is announced exactly once whoever closes it, and its last line
+//!   (goodbye, kick notice, shutdown notice) is queued with the removal, so nothing follows it.
+//! - Lines are formatted once and shared as [`Bytes`]; recipients get reference-count bumps.
 
+mod close;
+pub(crate) mod log;
 mod names;
 
 use names::NickKey;
 pub use names::NickRefused;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Instant, SystemTime};
 
 use bytes::{Bytes, BytesMut};
-use tokio::sync::{Notify, watch};
-use tracing::{info, warn};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tracing::info;
 
-use crate::client::{Client, ClientId, Close, LeaveReason, Pushed};
+use crate::client::{Client, ClientId, Congestion, Lag, Limits};
 use crate::config::Config;
+use crate::drain::Drain;
 use crate::protocol::format::notice;
 use crate::protocol::{nick_key, validate_nick};
+use crate::settings::{Settings, SettingsCell};
+use log::{Log, NOBODY};
 
 /// Daemon-wide counters (monotonic totals), readable without the hub lock.
 #[derive(Debug, Default)]
@@ -84,27 +92,33 @@ pub struct ClientInfo {
     pub client: Arc<Client>,
     /// Its nickname, if it has joined.
     pub nick: Option<Arc<str>>,
+    /// Bytes owed to it and not yet written.
+    pub unsent: u64,
 }
+
+/// Who gets a publish, handed from under the lock to the delivery after it.
+type Recipients = Arc<[Arc<Client>]>;
 
 #[derive(Debug, Default)]
 struct State {
     /// Every open connection, joined or still choosing a nickname.
     clients: HashMap<ClientId, Arc<Client>>,
-    /// Joined members: the fan-out set.
+    /// Joined members.
     members: HashMap<ClientId, Member>,
     /// Nickname (case-insensitively) → member, for uniqueness and lookups.
     nicks: HashMap<NickKey, ClientId>,
     /// Open connections per remote address (only counted for non-exempt addresses).
     per_ip: HashMap<IpAddr, usize>,
+    /// The room's output, in the one order every member sees.
+    log: Log,
+    /// The members as one shared list for publishers; rebuilt on the first publish after a
+    /// membership change, so a join storm without notices costs nothing here.
+    recipients: Option<Recipients>,
     peak: usize,
     stopping: bool,
-
-    /// Clients whose queue is more than half full (shared with [`Hub`], which reads it without the
-    /// lock). While any is, senders pause before reading more (see [`Hub::publish`]).
-    congested: Arc<AtomicUsize>,
-    /// Copied from the config so the hot path reads it under the lock it already holds.
-    queue_limit: usize,
+    /// Copied from the settings so publishers read them under the lock they already hold.
     presence_max: usize,
+    queue_limit: usize,
 }
 
 impl State {
@@ -112,20 +126,15 @@ impl State {
         self.presence_max == 0 || members <= self.presence_max
     }
 
-    /// Pushes `buf` to every member except `skip`; returns the ids that overflowed.
-    fn fan_out(&self, skip: Option<ClientId>, buf: &Bytes, lines: u32, slow: &mut Vec<ClientId>) {
-        for (id, m) in &self.members {
-            if Some(*id) == skip {
-                continue;
-            }
-            match m.client.outbox.push(buf.clone(), lines, self.queue_limit) {
-                Pushed::Overflow => slow.push(*id),
-                Pushed::Congested => {
-                    self.congested.fetch_add(1, Ordering::Relaxed);
-                }
-                Pushed::Queued | Pushed::Closed => {}
-            }
-        }
+    fn recipients(&mut self) -> Recipients {
+        let members = &self.members;
+        self.recipients
+            .get_or_insert_with(|| members.values().map(|m| m.client.clone()).collect())
+            .clone()
+    }
+
+    fn members_changed(&mut self) {
+        self.recipients = None;
     }
 
     fn sorted_names(&self) -> Vec<Arc<str>> {
@@ -139,21 +148,15 @@ impl State {
 #[derive(Debug)]
 pub struct Hub {
     state: Mutex<State>,
-    config: RwLock<Arc<Config>>,
-    /// MOTD and nickname prompt, sanitised and formatted once per configuration.
-    greeting: RwLock<Bytes>,
+    settings: SettingsCell,
+    /// The log's length, readable without the lock (where a private reply goes in the order).
+    log_end: AtomicU64,
     next_id: AtomicU64,
     /// Bumped on every membership change, for the status notifier (and tests) to wait on.
     changes: watch::Sender<u64>,
-    /// The same counter as `State::congested`, readable without the lock.
-    congested: Arc<AtomicUsize>,
-    /// Bumped whenever a congested member's writer makes progress.
-    drains: AtomicU32,
-    /// Stopping, phase one: sessions relay what their clients already sent (see [`Hub::begin_drain`]).
-    draining: AtomicBool,
-    /// Sessions that have not finished that yet, and a wake-up for when none is left.
-    undrained: AtomicUsize,
-    drained: Notify,
+    congestion: Arc<Congestion>,
+    /// Stopping, phase one (see [`Hub::begin_drain`]).
+    drain: Drain,
     /// Daemon-wide totals.
     pub counters: Counters,
     /// When the hub was created (daemon start), wall clock.
@@ -164,25 +167,20 @@ pub struct Hub {
 
 impl Hub {
     /// An empty room governed by `config`.
-    pub fn new(config: Arc<Config>) -> Self {
-        let congested = Arc::new(AtomicUsize::new(0));
+    pub fn new(config: Config) -> Self {
         let state = State {
-            congested: congested.clone(),
-            queue_limit: config.max_queue_bytes,
             presence_max: config.presence_max_members,
+            queue_limit: config.max_queue_bytes,
             ..State::default()
         };
         Hub {
             state: Mutex::new(state),
-            greeting: RwLock::new(names::greeting(&config)),
-            config: RwLock::new(config),
+            settings: SettingsCell::new(Settings::new(config)),
+            log_end: AtomicU64::new(0),
             next_id: AtomicU64::new(1),
             changes: watch::Sender::new(0),
-            congested,
-            drains: AtomicU32::new(0),
-            draining: AtomicBool::new(false),
-            undrained: AtomicUsize::new(0),
-            drained: Notify::new(),
+            congestion: Arc::default(),
+            drain: Drain::default(),
             counters: Counters::default(),
             started_at: SystemTime::now(),
             started: Instant::now(),
@@ -204,70 +202,84 @@ impl Hub {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The configuration in force.
-    pub fn config(&self) -> Arc<Config> {
-        self.config
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+    /// The settings in force.
+    pub fn config(&self) -> Arc<Settings> {
+        self.settings.load()
     }
 
-    /// Replaces the configuration (reload). Limits apply to existing clients from their next line/push.
-    pub fn set_config(&self, config: Arc<Config>) {
+    /// The cell sessions follow the settings through.
+    pub fn settings(&self) -> &SettingsCell {
+        &self.settings
+    }
+
+    /// Puts a new configuration in force (reload). Limits apply to existing clients from their
+    /// next read or publish.
+    pub fn set_config(&self, config: Config) {
         {
             let mut st = self.lock();
-            st.queue_limit = config.max_queue_bytes;
             st.presence_max = config.presence_max_members;
+            st.queue_limit = config.max_queue_bytes;
         }
-        *self.greeting.write().unwrap_or_else(|e| e.into_inner()) = names::greeting(&config);
-        *self.config.write().unwrap_or_else(|e| e.into_inner()) = config;
+        self.settings.store(Settings::new(config));
     }
 
-    /// What a new connection is sent first: the MOTD and the nickname prompt.
-    pub fn greeting(&self) -> Bytes {
-        self.greeting
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+    /// The room's congestion, for senders that pause on it.
+    pub fn congestion(&self) -> &Arc<Congestion> {
+        &self.congestion
     }
 
-    /// Admits a new connection (still without a nickname), or says why not.
-    pub fn register(&self, peer: SocketAddr) -> Result<Arc<Client>, Refusal> {
+    /// The log's length now: where a private line queued now goes in a member's order.
+    pub(crate) fn log_end(&self) -> u64 {
+        self.log_end.load(Ordering::SeqCst)
+    }
+
+    /// What judging a member's lag needs.
+    pub(crate) fn limits(&self, log_end: u64, max_queue_bytes: usize) -> Limits<'_> {
+        Limits {
+            log_end,
+            max_queue_bytes,
+            congestion: &self.congestion,
+        }
+    }
+
+    /// Admits a new connection on `stream` (still without a nickname), or says why not and hands
+    /// the stream back.
+    pub fn register(
+        &self,
+        peer: SocketAddr,
+        stream: TcpStream,
+    ) -> Result<Arc<Client>, (Refusal, TcpStream)> {
         let cfg = self.config();
         let ip = peer.ip().to_canonical();
         let per_ip_limited =
             cfg.max_clients_per_ip > 0 && !cfg.per_ip_exempt.iter().any(|net| net.contains(ip));
-        let client = {
+        let refused = {
             let mut st = self.lock();
             if st.stopping {
-                return self.refuse(Refusal::ShuttingDown);
-            }
-            if cfg.max_clients > 0 && st.clients.len() >= cfg.max_clients {
-                drop(st);
-                return self.refuse(Refusal::Full);
-            }
-            if per_ip_limited {
-                let n = st.per_ip.entry(ip).or_insert(0);
-                if *n >= cfg.max_clients_per_ip {
-                    drop(st);
-                    return self.refuse(Refusal::PerIp);
+                Some(Refusal::ShuttingDown)
+            } else if cfg.max_clients > 0 && st.clients.len() >= cfg.max_clients {
+                Some(Refusal::Full)
+            } else if per_ip_limited && st.per_ip.get(&ip).copied().unwrap_or(0) >= cfg.max_clients_per_ip {
+                Some(Refusal::PerIp)
+            } else {
+                if per_ip_limited {
+                    *st.per_ip.entry(ip).or_insert(0) += 1;
                 }
-                *n += 1;
+                let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+                let client = Arc::new(Client::new(id, peer, stream));
+                client
+                    .outbox
+                    .push_private(0, cfg.greeting.clone(), 1 + cfg.motd.len() as u32);
+                st.clients.insert(id, client.clone());
+                st.peak = st.peak.max(st.clients.len());
+                drop(st);
+                self.counters.connections.fetch_add(1, Ordering::Relaxed);
+                self.changed();
+                return Ok(client);
             }
-            let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-            let client = Arc::new(Client::new(id, peer));
-            st.clients.insert(id, client.clone());
-            st.peak = st.peak.max(st.clients.len());
-            client
         };
-        self.counters.connections.fetch_add(1, Ordering::Relaxed);
-        self.changed();
-        Ok(client)
-    }
-
-    fn refuse(&self, why: Refusal) -> Result<Arc<Client>, Refusal> {
         self.counters.rejected.fetch_add(1, Ordering::Relaxed);
-        Err(why)
+        Err((refused.expect("refused"), stream))
     }
 
     /// Takes `nick` for a registered client: the client gets the welcome line, others `*** nick joined`.
@@ -275,14 +287,11 @@ impl Hub {
         validate_nick(nick).map_err(NickRefused::Invalid)?;
         let nick: Arc<str> = Arc::from(nick);
         let key = NickKey(nick.clone());
-        let mut slow = Vec::new();
-        let peer;
-        {
+        let (peer, recipients, end) = {
             let mut st = self.lock();
             let Some(client) = st.clients.get(&id).cloned() else {
                 return Err(NickRefused::Gone);
             };
-            peer = client.peer;
             if st.stopping {
                 return Err(NickRefused::Gone);
             }
@@ -295,18 +304,26 @@ impl Hub {
                 client: client.clone(),
             };
             st.members.insert(id, member);
+            st.members_changed();
             let n = st.members.len();
             // In a big room the welcome gives only the count, and nobody is told of the join.
             let listed = st.announce_presence(n).then(|| st.sorted_names());
-            if listed.is_some() {
-                st.fan_out(Some(id), &notice(&format!("{nick} joined")), 1, &mut slow);
-            }
+            let recipients = listed.is_some().then(|| {
+                st.log
+                    .append(NOBODY, notice(&format!("{nick} joined")), 1);
+                st.recipients()
+            });
+            let end = (st.log.end(), st.queue_limit);
+            self.log_end.store(end.0, Ordering::SeqCst);
+            // The newcomer's output starts after the notice, with the welcome.
+            client.outbox.start_after(st.log.tail().clone());
             let welcome = names::welcome(&nick, n, listed.as_deref());
-            client.outbox.push(welcome, 2, usize::MAX);
-        }
+            client.outbox.push_private(end.0, welcome, 2);
+            (client.peer, recipients.unwrap_or_else(|| Arc::new([client])), end)
+        };
         info!(client = id, peer = %peer, nick = %nick, event = "join", "joined");
         self.changed();
-        self.drop_slow(slow);
+        self.deliver(&recipients, end, 0);
         Ok(nick)
     }
 
@@ -315,13 +332,13 @@ impl Hub {
         validate_nick(new).map_err(NickRefused::Invalid)?;
         let new: Arc<str> = Arc::from(new);
         let key = NickKey(new.clone());
-        let mut slow = Vec::new();
-        let old = {
+        let (old, recipients, end) = {
             let mut st = self.lock();
             let Some(member) = st.members.get(&id) else {
                 return Err(NickRefused::Gone);
             };
             let old = member.nick.clone();
+            let client = member.client.clone();
             if *old == *new {
                 return Err(NickRefused::Unchanged);
             }
@@ -329,111 +346,112 @@ impl Hub {
                 Some(owner) if *owner != id => return Err(NickRefused::Taken),
                 _ => {}
             }
-            st.members.get_mut(&id).unwrap().nick = new.clone();
+            if let Some(m) = st.members.get_mut(&id) {
+                m.nick = new.clone();
+            }
             // Remove first: a change of case only (alice → Alice) is the same key.
             st.nicks.remove(&NickKey(old.clone()));
             st.nicks.insert(key, id);
             let line = notice(&format!("{old} is now known as {new}"));
-            if st.announce_presence(st.members.len()) {
-                st.fan_out(None, &line, 1, &mut slow);
-            } else if let Some(m) = st.members.get(&id) {
-                m.client.outbox.push(line, 1, usize::MAX);
-            }
-            old
+            let recipients = if st.announce_presence(st.members.len()) {
+                st.log.append(NOBODY, line, 1);
+                st.recipients()
+            } else {
+                client.outbox.push_private(st.log.end(), line, 1);
+                Arc::new([client])
+            };
+            let end = (st.log.end(), st.queue_limit);
+            self.log_end.store(end.0, Ordering::SeqCst);
+            (old, recipients, end)
         };
         info!(client = id, old = %old, nick = %new, event = "rename", "changed nickname");
         self.changed();
-        self.drop_slow(slow);
+        self.deliver(&recipients, end, 0);
         Ok((old, new))
     }
 
-    /// Relays one buffer of `lines` already-formatted lines to every member except the sender.
-    /// Returns true while some member's queue is more than half full: the sender should then pause
-    /// before publishing more (back-pressure that paces a burst to what readers can take, instead
-    /// of cutting off readers that are keeping up).
+    /// Relays one buffer of `lines` already-formatted lines to every member except the sender, in
+    /// the room's one order. Returns true while some member is congested: the sender should then
+    /// pause before reading more (back-pressure that paces a burst to what readers can take,
+    /// instead of cutting off readers that are keeping up).
     pub fn publish(&self, from: ClientId, buf: Bytes, lines: u32) -> bool {
-        let mut slow = Vec::new();
         let len = buf.len() as u64;
-        let congested = {
-            self.lock().fan_out(Some(from), &buf, lines, &mut slow);
-            self.congested()
+        let (recipients, end) = {
+            let mut st = self.lock();
+            let end = st.log.append(from, buf, lines).end;
+            self.log_end.store(end, Ordering::SeqCst);
+            (st.recipients(), (end, st.queue_limit))
         };
         let relayed = &self.counters;
         relayed
             .lines_relayed
             .fetch_add(u64::from(lines), Ordering::Relaxed);
         relayed.bytes_relayed.fetch_add(len, Ordering::Relaxed);
+        self.deliver(&recipients, end, len);
+        self.congestion.any()
+    }
+
+    /// After unlocking: writes to each recipient's socket (unless its writer is busy or its
+    /// socket full), then judges its lag; the too slow are cut off.
+    fn deliver(&self, recipients: &[Arc<Client>], end: (u64, usize), added: u64) {
+        let slow = self.deliver_collect(recipients, end, added);
         self.drop_slow(slow);
-        congested
     }
 
-    /// How many clients' queues are more than half full.
-    pub fn congested_count(&self) -> usize {
-        self.congested.load(Ordering::Relaxed)
+    /// [`deliver`](Self::deliver), returning the too slow instead of cutting them off.
+    fn deliver_collect(
+        &self,
+        recipients: &[Arc<Client>],
+        (log_end, limit): (u64, usize),
+        added: u64,
+    ) -> Vec<ClientId> {
+        let limits = self.limits(log_end, limit);
+        let mut slow = Vec::new();
+        for client in recipients {
+            client.flush(limits);
+            if client.outbox.judge(added, limits) == Lag::Overflow {
+                slow.push(client.id);
+            }
+        }
+        slow
     }
 
-    /// True while some member's queue is more than half full. Lock-free: senders ask before reading.
-    pub fn congested(&self) -> bool {
-        self.congested_count() > 0
-    }
-
-    /// Counts clients that became congested outside a fan-out (a session's own replies).
-    pub fn congested_by(&self, n: usize) {
-        self.congested.fetch_add(n, Ordering::Relaxed);
-    }
-
-    /// A congested member's writer made progress (paused senders keep waiting while this moves).
-    pub fn draining(&self) {
-        self.drains.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// How many times congested members made progress (wrapping; only compared for change).
-    pub fn drains(&self) -> u32 {
-        self.drains.load(Ordering::Relaxed)
-    }
-
-    /// A member's queue drained to half its limit, or the member left while congested.
-    pub fn relieved(&self) {
-        self.draining();
-        // Every decrement matches an earlier increment for the same client (the outbox's flag
-        // makes each transition happen once), so this cannot underflow.
-        self.congested.fetch_sub(1, Ordering::Relaxed);
+    /// Queues a line for `client` alone (a reply to its own command), writes it if the socket
+    /// takes it, and says whether the client is now too far behind.
+    pub(crate) fn reply(&self, client: &Client, buf: Bytes, lines: u32, limit: usize) -> Lag {
+        let len = buf.len() as u64;
+        let end = self.log_end();
+        client.outbox.push_private(end, buf, lines);
+        let limits = self.limits(end, limit);
+        client.flush(limits);
+        client.outbox.judge(len, limits)
     }
 
     /// Delivers a private line to the member called `to`; returns that member's nickname as spelt.
     pub fn send_private(&self, to: &str, line: Bytes) -> Option<Arc<str>> {
         let key = NickKey::of(to);
-        let (nick, pushed, id) = {
+        let (nick, client, limit) = {
             let st = self.lock();
             let id = *st.nicks.get(&key)?;
             let m = st.members.get(&id)?;
-            let (nick, pushed) = (
-                m.nick.clone(),
-                m.client.outbox.push(line, 1, st.queue_limit),
-            );
-            if pushed == Pushed::Congested {
-                self.congested_by(1);
-            }
-            (nick, pushed, id)
+            (m.nick.clone(), m.client.clone(), st.queue_limit)
         };
-        if pushed == Pushed::Overflow {
-            self.drop_slow(vec![id]);
+        if self.reply(&client, line, 1, limit) == Lag::Overflow {
+            self.drop_slow(vec![client.id]);
         }
         Some(nick)
     }
 
-    /// Sends one notice to every joined member; returns how many it reached.
+    /// Sends one notice to every joined member; returns how many it was sent to.
     pub fn announce(&self, text: &str) -> usize {
-        let line = notice(text);
-        let mut slow = Vec::new();
-        let n = {
-            let st = self.lock();
-            st.fan_out(None, &line, 1, &mut slow);
-            st.members.len()
+        let (recipients, end) = {
+            let mut st = self.lock();
+            let end = st.log.append(NOBODY, notice(text), 1).end;
+            self.log_end.store(end, Ordering::SeqCst);
+            (st.recipients(), (end, st.queue_limit))
         };
-        let reached = n - slow.len();
-        self.drop_slow(slow);
-        reached
+        self.deliver(&recipients, end, 0);
+        recipients.len()
     }
 
     /// The joined members' nicknames, sorted case-insensitively.
@@ -448,110 +466,6 @@ impl Hub {
         out.freeze()
     }
 
-    /// Removes a client (once): closes its outbox and, if it had joined, tells the others it left.
-    /// Returns the nickname it had, if any. Calling it for a client already gone does nothing.
-    pub fn leave(&self, id: ClientId, reason: LeaveReason) -> Option<Arc<str>> {
-        self.leave_saying(id, reason, None)
-    }
-
-    /// Like [`leave`](Self::leave), queueing `farewell` (a goodbye, a kick or timeout notice) as
-    /// the client's last line: it is pushed under the same lock as the removal, so no other line
-    /// can follow it.
-    pub fn leave_saying(
-        &self,
-        id: ClientId,
-        reason: LeaveReason,
-        farewell: Option<Bytes>,
-    ) -> Option<Arc<str>> {
-        let mut farewell = farewell;
-        let mut work = vec![(id, reason)];
-        let mut first_nick = None;
-        let mut first = true;
-        while let Some((id, reason)) = work.pop() {
-            let mut slow = Vec::new();
-            let removed = {
-                let mut st = self.lock();
-                let Some(client) = st.clients.remove(&id) else {
-                    first = false;
-                    continue;
-                };
-                if first && let Some(line) = farewell.take() {
-                    client.outbox.push(line, 1, usize::MAX);
-                }
-                if client.outbox.take_drain_request() {
-                    self.input_drained();
-                }
-                let ip = client.peer.ip().to_canonical();
-                if let Some(n) = st.per_ip.get_mut(&ip) {
-                    *n -= 1;
-                    if *n == 0 {
-                        st.per_ip.remove(&ip);
-                    }
-                }
-                if client.outbox.close(Close::for_reason(reason.clone())) {
-                    self.relieved();
-                }
-                let member = st.members.remove(&id);
-                if let Some(m) = &member {
-                    st.nicks.remove(&NickKey(m.nick.clone()));
-                    if !st.stopping && st.announce_presence(st.members.len() + 1) {
-                        let line = notice(&format!("{} left ({reason})", m.nick));
-                        st.fan_out(None, &line, 1, &mut slow);
-                    }
-                }
-                (client, member.map(|m| m.nick))
-            };
-            let (client, nick) = removed;
-            self.changed();
-            if matches!(reason, LeaveReason::QueueFull | LeaveReason::WriteTimeout) {
-                self.counters.slow_drops.fetch_add(1, Ordering::Relaxed);
-                warn!(
-                    client = id, peer = %client.peer, nick = nick.as_deref().unwrap_or(""),
-                    queued = client.outbox.unsent(), event = "slow_consumer",
-                    "send queue full; disconnected as too slow"
-                );
-            }
-            match &nick {
-                Some(nick) => info!(
-                    client = id, nick = %nick, event = "leave", reason = reason.kind(),
-                    detail = %reason, "left"
-                ),
-                None => tracing::debug!(
-                    client = id, peer = %client.peer, event = "disconnect", reason = reason.kind(),
-                    "disconnected before choosing a nickname"
-                ),
-            }
-            if first {
-                first_nick = nick;
-                first = false;
-            }
-            work.extend(slow.into_iter().map(|id| (id, LeaveReason::QueueFull)));
-        }
-        first_nick
-    }
-
-    /// Disconnects clients whose outbox overflowed during a fan-out (and any that overflow while
-    /// hearing about it).
-    fn drop_slow(&self, ids: Vec<ClientId>) {
-        for id in ids {
-            self.leave(id, LeaveReason::QueueFull);
-        }
-    }
-
-    /// Kicks a client by id (all digits) or nickname: it gets `*** you were kicked: reason`, then leaves.
-    /// Returns the id and nickname (if joined) of who was kicked.
-    pub fn kick(&self, target: &str, reason: Option<&str>) -> Option<(ClientId, Option<Arc<str>>)> {
-        let id = self.resolve(target)?;
-        let text = match reason {
-            Some(r) => format!("you were kicked: {r}"),
-            None => "you were kicked".to_owned(),
-        };
-        let reason = LeaveReason::Kicked(reason.map(str::to_owned));
-        let nick = self.leave_saying(id, reason, Some(notice(&text)));
-        self.counters.kicks.fetch_add(1, Ordering::Relaxed);
-        Some((id, nick))
-    }
-
     /// Finds a client by id (a target made only of digits; nicknames always contain a letter) or nickname.
     pub fn resolve(&self, target: &str) -> Option<ClientId> {
         let st = self.lock();
@@ -561,13 +475,9 @@ impl Hub {
         }
     }
 
-    /// The shared client with this id, if connected.
-    pub fn client(&self, id: ClientId) -> Option<Arc<Client>> {
-        self.lock().clients.get(&id).cloned()
-    }
-
     /// Every connection, joined or not, ordered by id.
     pub fn list(&self) -> Vec<ClientInfo> {
+        let end = self.log_end();
         let st = self.lock();
         let mut out: Vec<ClientInfo> = st
             .clients
@@ -575,6 +485,7 @@ impl Hub {
             .map(|c| ClientInfo {
                 client: c.clone(),
                 nick: st.members.get(&c.id).map(|m| m.nick.clone()),
+                unsent: c.outbox.lag(end),
             })
             .collect();
         drop(st);
@@ -588,65 +499,9 @@ impl Hub {
         (st.clients.len(), st.members.len(), st.peak)
     }
 
-    /// Stopping, phase one (after the listeners closed): every session is asked to read and relay
-    /// what its client has already sent, so that lines written before the stop reach the room
-    /// before `*** server shutting down`. Wait for it with [`drained_all`](Self::drained_all).
-    pub fn begin_drain(&self) {
-        let st = self.lock();
-        self.undrained.store(st.clients.len(), Ordering::SeqCst);
-        self.draining.store(true, Ordering::SeqCst);
-        for client in st.clients.values() {
-            client.outbox.request_drain();
-        }
-        drop(st);
-        self.drained.notify_waiters();
-    }
-
-    /// True during phase one of a stop.
-    pub fn is_draining(&self) -> bool {
-        self.draining.load(Ordering::Relaxed)
-    }
-
-    /// A session relayed its client's pending input, or left before it could: once per client asked.
-    pub fn input_drained(&self) {
-        if self.undrained.fetch_sub(1, Ordering::SeqCst) == 1 {
-            self.drained.notify_waiters();
-        }
-    }
-
-    /// Resolves once every session has called [`input_drained`](Self::input_drained).
-    pub async fn drained_all(&self) {
-        loop {
-            let done = self.drained.notified();
-            if self.undrained.load(Ordering::SeqCst) == 0 {
-                return;
-            }
-            done.await;
-        }
-    }
-
-    /// Begins a graceful stop: refuses newcomers, and gives every connection `*** server shutting
-    /// down` and a flushing close. Sessions then end by themselves and call [`leave`](Self::leave),
-    /// which stays silent because everyone is leaving at once.
-    pub fn shutdown(&self) {
-        let line = notice("server shutting down");
-        let mut relieved = 0;
-        let mut st = self.lock();
-        st.stopping = true;
-        // Queue and close under the lock, so no fan-out can slip a line in after the notice.
-        for client in st.clients.values() {
-            client.outbox.push(line.clone(), 1, usize::MAX);
-            relieved += usize::from(client.outbox.close(Close::Flush(LeaveReason::ShuttingDown)));
-        }
-        drop(st);
-        self.congested.fetch_sub(relieved, Ordering::Relaxed);
-    }
-
-    /// True once [`shutdown`](Self::shutdown) has begun.
-    pub fn is_stopping(&self) -> bool {
-        self.lock().stopping
+    /// How many clients are congested now (for `chatctl stats`).
+    pub fn congested_count(&self) -> usize {
+        self.congestion.count()
     }
 }
 
-#[cfg(test)]
-mod tests;

@@ -5,10 +5,8 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 
-use crate::config::Config;
-use crate::protocol::format::{self, notices};
-use crate::protocol::{NickError, fold_case, sanitise_str};
-use crate::session::NICK_PROMPT;
+use crate::protocol::format;
+use crate::protocol::{NickError, fold_case};
 
 /// Width a `/who` or welcome name list wraps at.
 const NAME_LINE_WIDTH: usize = 400;
@@ -92,10 +90,4 @@ pub(super) fn welcome(nick: &str, members: usize, names: Option<&[Arc<str>]>) ->
     }
     format::push_notice(&mut out, "Type /help for commands.");
     out.freeze()
-}
-
-/// The MOTD (sanitised like any client text) followed by the nickname prompt.
-pub(super) fn greeting(config: &Config) -> Bytes {
-    let motd: Vec<String> = config.motd.iter().map(|l| sanitise_str(l)).collect();
-    notices(motd.iter().map(String::as_str).chain([NICK_PROMPT]))
 }

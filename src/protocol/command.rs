@@ -81,6 +81,9 @@ fn non_empty(s: &str) -> Option<&str> {
     (!s.is_empty()).then_some(s)
 }
 
+/// The prompt that asks for a nickname (after the MOTD, and again after a refused one).
+pub const NICK_PROMPT: &str = "Choose a nickname:";
+
 /// The `/help` text, one entry per line, without any prefix.
 pub const HELP: &[&str] = &[
     "TEXT             send TEXT to everyone",

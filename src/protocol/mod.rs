@@ -11,7 +11,7 @@ pub mod framing;
 pub mod sanitise;
 
 pub use command::{
-    ClientCmd, HELP, NICK_MAX_CHARS, NickError, RESERVED_NICKS, fold_case, nick_key, parse_line,
+    ClientCmd, HELP, NICK_MAX_CHARS, NICK_PROMPT, NickError, RESERVED_NICKS, fold_case, nick_key, parse_line,
     validate_nick,
 };
 pub use framing::{Frame, LineFramer};

@@ -17,23 +17,12 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tracing::info;
 
-use super::NICK_PROMPT;
-use crate::client::{Client, ClientId, LeaveReason, Pushed};
-use crate::config::{Config, Flood};
+use crate::client::{Client, ClientId, Lag, LeaveReason};
+use crate::config::Flood;
 use crate::hub::{Hub, NickRefused};
 use crate::protocol::format::{self, notice, notices};
-use crate::protocol::{ClientCmd, Frame, HELP, LineFramer, parse_line, sanitise_into};
-
-/// While some recipient's queue is more than half full, a sender that just published re-checks
-/// this often before reading on...
-const CONGESTION_POLL: Duration = Duration::from_millis(2);
-/// ...and waits on while the congested readers keep draining their queues, but stops waiting when
-/// none has written anything for this long: that reader has stalled (it will be cut off when its
-/// queue overflows or its write times out), and must not hold the room meanwhile...
-const CONGESTION_STALL: Duration = Duration::from_millis(100);
-/// ...and never waits longer than this in one go, so even a reader that trickles (a byte now and
-/// then) cannot set the pace of the room.
-const CONGESTION_MAX_POLLS: u16 = 500; // 1 s
+use crate::protocol::{ClientCmd, Frame, HELP, LineFramer, NICK_PROMPT, parse_line, sanitise_into};
+use crate::settings::Snapshot;
 
 /// Most input one session relays when the daemon stops (see [`Input::drain_pending`]).
 const DRAIN_MAX: usize = 1 << 20;
@@ -90,29 +79,24 @@ pub(super) struct Input {
     pub(super) ctx: LineCtx,
     /// Input read but not yet consumed because flood control paused us. Empty (no capacity) otherwise.
     backlog: Vec<u8>,
-    /// Reading is paused until then: by flood control, or by congestion in the room (then
-    /// `paused_since` is set: re-checked every [`CONGESTION_POLL`]; see [`CONGESTION_STALL`] and
-    /// [`CONGESTION_MAX_POLLS`] for when it ends).
+    /// Reading is paused by flood control until then.
     paused_until: Option<Instant>,
-    paused_since: Option<Instant>,
-    /// Polls in the current congestion pause (capped by [`CONGESTION_MAX_POLLS`]), and the hub's
-    /// drain counter when last seen (it moves while congested readers make progress).
-    pause_polls: u16,
-    seen_drains: u32,
-    /// The last pause hit its cap: the next read goes ahead even if the room is still congested.
-    pause_expired: bool,
+    /// The last congestion pause ended without relief (the congested readers stalled, or it hit
+    /// its cap): the next read goes ahead even if the room is still congested.
+    pub(super) pause_expired: bool,
     /// False once the client has left (EOF, quit, timeout): nothing more is read.
     reading: bool,
 }
 
 impl Input {
-    pub(super) fn new(hub: Arc<Hub>, client: Arc<Client>, cfg: Arc<Config>) -> Self {
+    pub(super) fn new(hub: Arc<Hub>, client: Arc<Client>) -> Self {
+        let cfg = Snapshot::of(hub.settings());
         Input {
-            framer: LineFramer::new(cfg.max_line_bytes),
+            framer: LineFramer::new(cfg.settings.max_line_bytes),
             ctx: LineCtx {
+                bucket: cfg.settings.flood.map(TokenBucket::new),
                 hub,
                 client,
-                bucket: cfg.flood.map(TokenBucket::new),
                 cfg,
                 phase: None,
                 batch: Vec::new(),
@@ -125,9 +109,6 @@ impl Input {
             },
             backlog: Vec::new(),
             paused_until: None,
-            paused_since: None,
-            pause_polls: 0,
-            seen_drains: 0,
             pause_expired: false,
             reading: true,
         }
@@ -178,30 +159,21 @@ impl Input {
                     io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
                 ) => {}
             // A reset or timeout: what was buffered of an unfinished line is dropped, not relayed.
-            Err(e) => self.ctx.set_leave(super::socket_error_reason(&e), None),
+            Err(e) => self.ctx.set_leave(crate::client::outbox::socket_error_reason(&e), None),
         });
         self.ctx.published != before
     }
 
-    /// Called before consuming input: while some recipient's queue is more than half full, input is
-    /// held back (re-checked every [`CONGESTION_POLL`], while the congested readers make progress)
-    /// so a burst is paced to what readers can take. Returns true if input must wait.
-    pub(super) fn hold_for_congestion(&mut self, now: Instant) -> bool {
-        if std::mem::take(&mut self.pause_expired) || !self.ctx.hub.congested() {
-            return false;
-        }
-        self.start_pause(now);
-        true
+    /// Called before consuming input: while some member is congested, input is held back (the
+    /// session waits on [`Congestion::until_relieved`](crate::client::Congestion)), so a burst is
+    /// paced to what readers can take. Returns true if input must wait.
+    pub(super) fn hold_for_congestion(&mut self) -> bool {
+        !std::mem::take(&mut self.pause_expired) && self.ctx.hub.congestion().any()
     }
 
-    /// Begins (or continues) a congestion pause.
-    fn start_pause(&mut self, now: Instant) {
-        if self.paused_since.is_none() {
-            self.paused_since = Some(now);
-            self.pause_polls = 0;
-            self.seen_drains = self.ctx.hub.drains();
-        }
-        self.paused_until = self.paused_until.max(Some(now + CONGESTION_POLL));
+    /// True (once) if the last publish found the room congested.
+    pub(super) fn take_congested(&mut self) -> bool {
+        std::mem::take(&mut self.ctx.congested)
     }
 
     /// Handles input paused by flood control, as far as the bucket allows. Returns true if it
@@ -223,14 +195,10 @@ impl Input {
         let used = self.framer.feed(input, |frame| ctx.on_frame(frame));
         ctx.flush();
         if std::mem::take(&mut ctx.throttle)
-            && let (Some(bucket), Some(flood)) = (&ctx.bucket, ctx.cfg.flood)
+            && let (Some(bucket), Some(flood)) = (&ctx.bucket, ctx.cfg.settings.flood)
         {
             let until = Instant::now() + bucket.wait(flood);
             self.paused_until = self.paused_until.max(Some(until));
-        }
-        if std::mem::take(&mut ctx.congested) {
-            let now = Instant::now();
-            self.start_pause(now);
         }
         used
     }
@@ -243,7 +211,6 @@ impl Input {
         // Bounded in rounds too: each round reads or consumes something, or ends the loop.
         for _ in 0..DRAIN_MAX / 512 {
             self.paused_until = None;
-            self.paused_since = None;
             if !self.reading || self.ctx.leave.is_some() {
                 break;
             }
@@ -260,7 +227,6 @@ impl Input {
             budget -= got as usize;
         }
         self.paused_until = None;
-        self.paused_since = None;
     }
 
     /// The reason the client is leaving, once (then reading stops for good).
@@ -279,9 +245,9 @@ impl Input {
         let timeout = match self.ctx.phase {
             None => {
                 let connected = Instant::from_std(self.ctx.client.connected);
-                self.ctx.cfg.handshake_timeout.map(|d| connected + d)
+                self.ctx.cfg.settings.handshake_timeout.map(|d| connected + d)
             }
-            Some(_) => self.ctx.cfg.idle_timeout.map(|d| {
+            Some(_) => self.ctx.cfg.settings.idle_timeout.map(|d| {
                 let client = &self.ctx.client;
                 let last =
                     Duration::from_millis(client.stats.last_active_ms.load(Ordering::Relaxed));
@@ -294,25 +260,7 @@ impl Input {
     /// Acts on input deadlines that have passed.
     pub(super) fn on_time(&mut self, now: Instant) {
         if self.paused_until.is_some_and(|t| t <= now) {
-            let congested = self.paused_since.is_some() && self.ctx.hub.congested();
-            let drains = self.ctx.hub.drains();
-            if drains != self.seen_drains {
-                // A congested reader wrote something: it is slow, not stalled; its stall clock
-                // starts again.
-                self.seen_drains = drains;
-                self.paused_since = Some(now);
-            }
-            let stalled = self
-                .paused_since
-                .is_none_or(|since| now >= since + CONGESTION_STALL);
-            if congested && !stalled && self.pause_polls < CONGESTION_MAX_POLLS {
-                self.pause_polls += 1;
-                self.paused_until = Some(now + CONGESTION_POLL);
-            } else {
-                self.paused_until = None;
-                self.paused_since = None;
-                self.pause_expired = congested;
-            }
+            self.paused_until = None;
         }
         if !self.paused()
             && self.backlog.is_empty()
@@ -325,21 +273,26 @@ impl Input {
 
     /// Picks up a reloaded configuration before handling more input.
     fn follow_config(&mut self) {
-        let cfg = self.ctx.hub.config();
-        if Arc::ptr_eq(&cfg, &self.ctx.cfg) {
+        let old_flood = self.ctx.cfg.settings.flood;
+        if !self.ctx.cfg.refresh(self.ctx.hub.settings()) {
             return;
         }
+        let cfg = &self.ctx.cfg.settings;
         self.framer.set_max_line(cfg.max_line_bytes);
-        if cfg.flood != self.ctx.cfg.flood {
+        if cfg.flood != old_flood {
             self.ctx.bucket = cfg.flood.map(TokenBucket::new);
         }
-        self.ctx.cfg = cfg;
     }
 }
 
 /// Per-client flood control: a token bucket that pauses reading when empty. Its rate and burst
 /// are read from the configuration in force (not copied here: every byte of session state is paid
 /// by every idle connection).
+///
+/// The bucket may run into debt by what one timer tick ([`TICK`]) refills: a pause shorter than
+/// the timer's resolution would last a whole tick anyway and cap a high `flood_rate` at `burst`
+/// lines per tick. So a line is only held back when the wait is worth a timer, and a limiter that
+/// lets lines through costs nothing but arithmetic.
 #[derive(Debug)]
 struct TokenBucket {
     tokens: f64,
@@ -347,6 +300,9 @@ struct TokenBucket {
     /// Inside a throttle episode (counted and logged once per episode).
     throttled: bool,
 }
+
+/// The runtime timer's resolution.
+const TICK: Duration = Duration::from_millis(1);
 
 impl TokenBucket {
     fn new(flood: Flood) -> Self {
@@ -371,20 +327,29 @@ impl TokenBucket {
             self.throttled = false;
         }
         self.tokens -= 1.0;
-        self.tokens < 1.0
+        let slack = flood.per_sec * TICK.as_secs_f64();
+        self.tokens < 1.0 - slack
     }
 
-    /// How long until one token is available.
+    /// How long until one token is available (at least a tick when [`spend`](Self::spend) said
+    /// to wait). Finite whatever the rate: `--check-config` accepts tiny positive rates.
     fn wait(&self, flood: Flood) -> Duration {
-        Duration::from_secs_f64(((1.0 - self.tokens) / flood.per_sec).max(0.0))
+        let secs = ((1.0 - self.tokens) / flood.per_sec).max(0.0);
+        Duration::try_from_secs_f64(secs)
+            .unwrap_or(MAX_FLOOD_WAIT)
+            .min(MAX_FLOOD_WAIT)
     }
 }
+
+/// The longest a flood pause lasts in one go (the bucket is checked again after it): keeps the
+/// deadline arithmetic finite for any rate the configuration accepts.
+const MAX_FLOOD_WAIT: Duration = Duration::from_secs(3600);
 
 /// Everything a line needs while being handled (kept apart from the framer that calls it).
 pub(super) struct LineCtx {
     pub(super) hub: Arc<Hub>,
     pub(super) client: Arc<Client>,
-    pub(super) cfg: Arc<Config>,
+    pub(super) cfg: Snapshot,
     /// The nickname once joined; None while still choosing one.
     phase: Option<Arc<str>>,
     bucket: Option<TokenBucket>,
@@ -412,14 +377,9 @@ impl LineCtx {
     /// Queues a reply for this client alone. A client that does not read its own replies is as slow
     /// as one that does not read the room.
     fn reply(&mut self, buf: Bytes, lines: u32) {
-        match self
-            .client
-            .outbox
-            .push(buf, lines, self.cfg.max_queue_bytes)
-        {
-            Pushed::Overflow => self.set_leave(LeaveReason::QueueFull, None),
-            Pushed::Congested => self.hub.congested_by(1),
-            Pushed::Queued | Pushed::Closed => {}
+        let limit = self.cfg.settings.max_queue_bytes;
+        if self.hub.reply(&self.client, buf, lines, limit) == Lag::Overflow {
+            self.set_leave(LeaveReason::QueueFull, None);
         }
     }
 
@@ -432,7 +392,7 @@ impl LineCtx {
     /// flight would look slow.
     fn batched(&mut self) {
         self.batch_lines += 1;
-        let cap = (self.cfg.max_queue_bytes / 8).clamp(1024, 16 * 1024);
+        let cap = (self.cfg.settings.max_queue_bytes / 8).clamp(1024, 16 * 1024);
         if self.batch.len() >= cap {
             self.flush();
         }
@@ -454,12 +414,12 @@ impl LineCtx {
     fn timed_out(&self) -> (LeaveReason, String) {
         match self.phase {
             None => {
-                let secs = self.cfg.handshake_timeout.unwrap_or_default().as_secs();
+                let secs = self.cfg.settings.handshake_timeout.unwrap_or_default().as_secs();
                 let text = format!("No nickname within {secs} s; goodbye.");
                 (LeaveReason::HandshakeTimeout, text)
             }
             Some(_) => {
-                let secs = self.cfg.idle_timeout.unwrap_or_default().as_secs();
+                let secs = self.cfg.settings.idle_timeout.unwrap_or_default().as_secs();
                 (
                     LeaveReason::Idle,
                     format!("Idle for {secs} s; disconnecting."),
@@ -482,7 +442,7 @@ impl LineCtx {
     fn on_frame(&mut self, frame: Frame<'_>) -> ControlFlow<()> {
         let raw = match frame {
             Frame::TooLong => {
-                let max = self.cfg.max_line_bytes;
+                let max = self.cfg.settings.max_line_bytes;
                 self.say(&format!(
                     "Line too long (limit {max} bytes); it was not sent."
                 ));
@@ -509,7 +469,7 @@ impl LineCtx {
                     self.on_chat_line(&nick, line);
                 }
             }
-            if let (Some(bucket), Some(flood)) = (&mut self.bucket, self.cfg.flood)
+            if let (Some(bucket), Some(flood)) = (&mut self.bucket, self.cfg.settings.flood)
                 && bucket.spend(Instant::now(), flood)
             {
                 self.throttle = true;

@@ -1,0 +1,92 @@
+//! One connection as the rest of the daemon sees it: identity, socket, counters and output.
+//!
+//! The socket lives here, not in the session, because output is written by whoever produced it
+//! (see [`outbox`]): the publisher right after its read, the session only when the socket is
+//! full. Input is read by the session alone.
+
+mod congestion;
+mod leave;
+pub(crate) mod outbox;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::net::TcpStream;
+
+pub use congestion::Congestion;
+pub use leave::{Close, LeaveReason};
+pub use outbox::Outbox;
+pub(crate) use outbox::{Flushed, Lag, Limits};
+
+/// A connection's id: unique for the daemon's lifetime, never reused, never a socket address.
+pub type ClientId = u64;
+
+/// Per-client traffic counters, read by the admin socket without taking any lock.
+#[derive(Debug, Default)]
+pub struct ClientStats {
+    /// Lines received from the client (non-empty, after sanitising).
+    pub lines_in: AtomicU64,
+    /// Bytes received from the client, as read from the socket.
+    pub bytes_in: AtomicU64,
+    /// Lines taken for sending to the client.
+    pub lines_out: AtomicU64,
+    /// Bytes written to the client's socket.
+    pub bytes_out: AtomicU64,
+    /// When the client last sent a line, in milliseconds since it connected.
+    pub last_active_ms: AtomicU64,
+}
+
+/// A connected client, shared between its session, the room and the admin socket.
+#[derive(Debug)]
+pub struct Client {
+    /// The connection's id.
+    pub id: ClientId,
+    /// The remote address.
+    pub peer: SocketAddr,
+    /// Wall-clock connection time, for display.
+    pub connected_at: SystemTime,
+    /// Monotonic connection time, for durations.
+    pub connected: Instant,
+    /// The connection.
+    pub(crate) stream: TcpStream,
+    /// Everything owed to the client, and who writes it.
+    pub outbox: Outbox,
+    /// Traffic counters.
+    pub stats: ClientStats,
+}
+
+impl Client {
+    /// A client that has just connected on `stream`.
+    pub fn new(id: ClientId, peer: SocketAddr, stream: TcpStream) -> Self {
+        Client {
+            id,
+            peer,
+            connected_at: SystemTime::now(),
+            connected: Instant::now(),
+            stream,
+            outbox: Outbox::default(),
+            stats: ClientStats::default(),
+        }
+    }
+
+    /// Writes pending output if nobody else is (see [`Outbox::flush`]).
+    pub(crate) fn flush(&self, limits: Limits<'_>) {
+        self.outbox
+            .flush(self.id, &self.stream, &self.stats, limits);
+    }
+
+    /// Records activity (a line received) for the idle column of `chatctl list`.
+    pub fn touch(&self) {
+        let ms = self.connected.elapsed().as_millis() as u64;
+        self.stats.last_active_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// How long since the client last sent a line (or connected).
+    pub fn idle_for(&self) -> Duration {
+        let last = self.stats.last_active_ms.load(Ordering::Relaxed);
+        self.connected
+            .elapsed()
+            .saturating_sub(Duration::from_millis(last))
+    }
+}

@@ -1,0 +1,502 @@
+//! One client's output: its cursor in the room's log, the lines meant for it alone, the close
+//! mark, and the protocol for who writes to its socket.
+//!
+//! Writing follows nats-server's "flush after the read": whoever produced output writes it. A
+//! publisher, after appending to the room's log and unlocking, calls [`Outbox::flush`] for each
+//! member; it takes the member's writer lock only if it is free (`try_lock`), writes with one
+//! non-blocking `writev`, and moves on. Only when the socket would block is the client *parked*:
+//! the session is woken once and writes the rest when the socket drains (and only it, so nobody
+//! else spends syscalls on a full socket). A writer that finds the lock taken sets `dirty`, and
+//! the holder looks again before it lets go, so no output is ever left behind (the two flags are
+//! a Dekker pair: each side stores its own, then loads the other's, all `SeqCst`).
+//!
+//! Bounds: the client's lag is the log bytes after its cursor plus the bytes taken or queued for
+//! it and not yet written; past `max_queue_bytes` it is cut off as too slow, past half of it it
+//! counts as congested (see [`Congestion`]). An idle client holds no buffers.
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+
+use bytes::{Buf, Bytes};
+use tokio::net::TcpStream;
+
+use super::congestion::Congestion;
+use super::leave::{Close, LeaveReason};
+use super::{ClientId, ClientStats};
+use crate::drain::DrainTicket;
+use crate::hub::log::Entry;
+
+/// Buffers handed to one `writev()` (well under IOV_MAX).
+const WRITE_SLICES: usize = 64;
+/// `writev` calls one [`Outbox::flush`] makes before handing the rest to the session: a publisher
+/// writes to many sockets after each read and must not spend its turn on one busy reader.
+const FLUSH_WRITES: usize = 4;
+
+/// A line (or a few) for this client alone, to go out after the log entries before `at`.
+#[derive(Debug)]
+struct Private {
+    /// The room log's length when it was queued.
+    at: u64,
+    bytes: Bytes,
+    lines: u32,
+}
+
+/// What others hand to the writer: private lines, where to start in a log, and the close mark.
+#[derive(Debug, Default)]
+struct Mailbox {
+    queue: Vec<Private>,
+    /// Set on joining a room: the entry to start after.
+    start: Option<Arc<Entry>>,
+    /// Set once: how the connection ends, and the log length after which nothing more is sent.
+    close: Option<(u64, Close)>,
+}
+
+/// The writer's state: only the holder of the writer lock touches it.
+#[derive(Debug, Default)]
+struct Writer {
+    /// The last log entry consumed (written or skipped). None until the client joins a room.
+    cursor: Option<Arc<Entry>>,
+    /// Taken and not yet fully written, in order.
+    pending: Vec<Bytes>,
+    /// Private lines moved from the mailbox, waiting for their place in the order.
+    private: VecDeque<Private>,
+}
+
+/// The session's doorbell: rung when the session must act (output handed to it, a close, a
+/// failed write, a stop request).
+#[derive(Debug, Default)]
+struct Doorbell {
+    rung: bool,
+    waker: Option<Waker>,
+    /// A write by someone else failed: why the session must end.
+    failure: Option<LeaveReason>,
+    /// The daemon is stopping: relay the client's pending input, then drop this.
+    drain: Option<DrainTicket>,
+}
+
+/// What a flush achieved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Flushed {
+    /// Everything is written (or another writer has it in hand).
+    Idle,
+    /// The socket is full (or this flush's budget is spent): the session takes over.
+    Parked,
+    /// The connection is closed and its final output is written (or dropped, for an abort).
+    Done(Close),
+    /// The socket failed.
+    Failed(LeaveReason),
+}
+
+/// What a member's lag says after a publish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Lag {
+    Fine,
+    /// Over the limit: the client must be cut off as too slow.
+    Overflow,
+}
+
+/// The room-wide facts an outbox needs to judge a client's lag.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits<'a> {
+    /// The room log's length now.
+    pub(crate) log_end: u64,
+    pub(crate) max_queue_bytes: usize,
+    pub(crate) congestion: &'a Congestion,
+}
+
+/// One client's output.
+#[derive(Debug)]
+pub struct Outbox {
+    writer: Mutex<Writer>,
+    mailbox: Mutex<Mailbox>,
+    /// Output was added since the writer last looked.
+    dirty: AtomicBool,
+    /// The socket would block: only the session writes until it clears this.
+    parked: AtomicBool,
+    /// The log length up to which this client's output has been taken by the writer.
+    log_pos: AtomicU64,
+    /// Bytes queued privately or taken from the log, not yet written.
+    held: AtomicU64,
+    /// Counted in the room's [`Congestion`].
+    congested: AtomicBool,
+    /// Set once the close mark is set.
+    closing: AtomicBool,
+    doorbell: Mutex<Doorbell>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every critical section leaves the state consistent, so a panic elsewhere must not make
+    // the client unusable.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Default for Outbox {
+    fn default() -> Self {
+        Outbox {
+            writer: Mutex::default(),
+            mailbox: Mutex::default(),
+            dirty: AtomicBool::new(false),
+            parked: AtomicBool::new(false),
+            // Not in a room: no log output is owed (see `lag`).
+            log_pos: AtomicU64::new(u64::MAX),
+            held: AtomicU64::new(0),
+            congested: AtomicBool::new(false),
+            closing: AtomicBool::new(false),
+            doorbell: Mutex::default(),
+        }
+    }
+}
+
+impl Outbox {
+    /// Queues `bytes` for this client alone, after the log entries published before `at`.
+    pub(crate) fn push_private(&self, at: u64, bytes: Bytes, lines: u32) {
+        if bytes.is_empty() {
+            return;
+        }
+        self.held.fetch_add(bytes.len() as u64, Ordering::SeqCst);
+        lock(&self.mailbox).queue.push(Private { at, bytes, lines });
+    }
+
+    /// Starts this client's room output after `entry` (it has just joined).
+    pub(crate) fn start_after(&self, entry: Arc<Entry>) {
+        self.log_pos.store(entry.end, Ordering::SeqCst);
+        lock(&self.mailbox).start = Some(entry);
+    }
+
+    /// Sets the close mark: nothing logged after `at` is sent. The first close wins, except that
+    /// an abort upgrades a pending flush (the reason stays). Returns false if already closing.
+    pub(crate) fn close(&self, at: u64, how: Close, congestion: Option<&Congestion>) -> bool {
+        let first = {
+            let mut mb = lock(&self.mailbox);
+            match (&mb.close, &how) {
+                (None, _) => {
+                    mb.close = Some((at, how));
+                    true
+                }
+                (Some((at, Close::Flush(r))), Close::Abort(_)) => {
+                    mb.close = Some((*at, Close::Abort(r.clone())));
+                    false
+                }
+                _ => false,
+            }
+        };
+        self.closing.store(true, Ordering::SeqCst);
+        // A closing client relays nothing more, so it is not waited for by a stop.
+        let ticket = lock(&self.doorbell).drain.take();
+        drop(ticket);
+        if let Some(congestion) = congestion
+            && self.congested.swap(false, Ordering::SeqCst)
+        {
+            congestion.leave();
+        }
+        self.ring();
+        first
+    }
+
+    /// True once a close mark is set.
+    pub fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::SeqCst)
+    }
+
+    /// Bytes pushed or published for this client and not yet written.
+    pub(crate) fn lag(&self, log_end: u64) -> u64 {
+        let behind = log_end.saturating_sub(self.log_pos.load(Ordering::SeqCst));
+        behind + self.held.load(Ordering::SeqCst)
+    }
+
+    /// Judges the lag after a publish of `added` bytes: over half the limit counts the client as
+    /// congested; over the limit it must go, unless the queue was empty before (one big buffer, a
+    /// `/who` of a huge room, does not by itself make a client slow).
+    pub(crate) fn judge(&self, added: u64, limits: Limits<'_>) -> Lag {
+        if self.is_closing() {
+            return Lag::Fine;
+        }
+        let lag = self.lag(limits.log_end);
+        let limit = limits.max_queue_bytes as u64;
+        if lag > limit && lag > added {
+            return Lag::Overflow;
+        }
+        if lag > limit / 2 && !self.congested.swap(true, Ordering::SeqCst) {
+            limits.congestion.enter();
+        }
+        Lag::Fine
+    }
+
+    /// Writes what is pending, as a publisher or anyone but the session: only if nobody else is
+    /// writing and the session has not taken over. Never blocks.
+    pub(crate) fn flush(
+        &self,
+        id: ClientId,
+        stream: &TcpStream,
+        stats: &ClientStats,
+        limits: Limits<'_>,
+    ) {
+        self.dirty.store(true, Ordering::SeqCst);
+        // Bounded: each round needs someone else to have added output meanwhile.
+        for _ in 0..4 {
+            if self.parked.load(Ordering::SeqCst) {
+                return;
+            }
+            let Ok(mut w) = self.writer.try_lock() else {
+                return; // the holder sees `dirty` before letting go
+            };
+            self.dirty.store(false, Ordering::SeqCst);
+            let outcome = self.write(&mut w, id, stream, stats, limits);
+            drop(w);
+            match outcome {
+                Flushed::Idle => {}
+                Flushed::Parked => {
+                    self.parked.store(true, Ordering::SeqCst);
+                    self.ring();
+                    return;
+                }
+                Flushed::Done(_) => {
+                    // The session ends the connection; tell it.
+                    self.parked.store(true, Ordering::SeqCst);
+                    self.ring();
+                    return;
+                }
+                Flushed::Failed(reason) => {
+                    self.parked.store(true, Ordering::SeqCst);
+                    lock(&self.doorbell).failure.get_or_insert(reason);
+                    self.ring();
+                    return;
+                }
+            }
+            if !self.dirty.load(Ordering::SeqCst) {
+                return;
+            }
+        }
+        // Output keeps coming while we write: let the session carry on.
+        self.parked.store(true, Ordering::SeqCst);
+        self.ring();
+    }
+
+    /// Writes what is pending, as the session: waits for the writer lock, and takes over from
+    /// publishers when the socket is full (the caller then waits until it is writable).
+    pub(crate) fn flush_own(
+        &self,
+        id: ClientId,
+        stream: &TcpStream,
+        stats: &ClientStats,
+        limits: Limits<'_>,
+    ) -> Flushed {
+        // Bounded: each round needs someone else to have added output meanwhile; after that the
+        // session keeps the socket (parked) and comes back when it is writable.
+        for _ in 0..4 {
+            let mut w = lock(&self.writer);
+            self.dirty.store(false, Ordering::SeqCst);
+            let outcome = self.write(&mut w, id, stream, stats, limits);
+            if outcome != Flushed::Idle {
+                self.parked.store(true, Ordering::SeqCst);
+                return outcome;
+            }
+            self.parked.store(false, Ordering::SeqCst);
+            drop(w);
+            if !self.dirty.load(Ordering::SeqCst) {
+                return Flushed::Idle;
+            }
+        }
+        self.parked.store(true, Ordering::SeqCst);
+        Flushed::Parked
+    }
+
+    /// True while the session owns writing (socket full, or the end reached).
+    pub(crate) fn is_parked(&self) -> bool {
+        self.parked.load(Ordering::SeqCst)
+    }
+
+    /// Moves what others queued into the writer's hands; returns the close mark.
+    fn collect(&self, w: &mut Writer) -> Option<(u64, Close)> {
+        let mut mb = lock(&self.mailbox);
+        if let Some(start) = mb.start.take() {
+            w.cursor = Some(start);
+        }
+        w.private.extend(mb.queue.drain(..));
+        if mb.queue.capacity() > 8 {
+            mb.queue = Vec::new();
+        }
+        mb.close.clone()
+    }
+
+    /// Takes output in order into `w.pending` (up to [`WRITE_SLICES`] buffers); returns lines taken.
+    fn take(&self, w: &mut Writer, id: ClientId, stop_at: u64) -> u64 {
+        let mut lines = 0u64;
+        while w.pending.len() < WRITE_SLICES {
+            let next = w
+                .cursor
+                .as_ref()
+                .and_then(|c| c.next())
+                .filter(|e| e.start() < stop_at)
+                .cloned();
+            let private_first = w
+                .private
+                .front()
+                .is_some_and(|p| next.as_ref().is_none_or(|e| p.at <= e.start()));
+            if private_first {
+                let p = w.private.pop_front().expect("front exists");
+                lines += u64::from(p.lines);
+                w.pending.push(p.bytes);
+                continue;
+            }
+            let Some(entry) = next else { break };
+            self.log_pos.store(entry.end, Ordering::SeqCst);
+            if entry.from != id && !entry.bytes.is_empty() {
+                self.held
+                    .fetch_add(entry.bytes.len() as u64, Ordering::SeqCst);
+                lines += u64::from(entry.lines);
+                w.pending.push(entry.bytes.clone());
+            }
+            w.cursor = Some(entry);
+        }
+        if w.private.is_empty() && w.private.capacity() > 8 {
+            w.private = VecDeque::new();
+        }
+        lines
+    }
+
+    /// The write loop, under the writer lock.
+    fn write(
+        &self,
+        w: &mut Writer,
+        id: ClientId,
+        stream: &TcpStream,
+        stats: &ClientStats,
+        limits: Limits<'_>,
+    ) -> Flushed {
+        let close = self.collect(w);
+        if let Some((_, Close::Abort(reason))) = &close {
+            self.release(w);
+            return Flushed::Done(Close::Abort(reason.clone()));
+        }
+        let stop_at = close.as_ref().map_or(u64::MAX, |(at, _)| *at);
+        for _ in 0..FLUSH_WRITES {
+            let lines = self.take(w, id, stop_at);
+            stats.lines_out.fetch_add(lines, Ordering::Relaxed);
+            if w.pending.is_empty() {
+                if let Some((_, how)) = close {
+                    self.release(w);
+                    return Flushed::Done(how);
+                }
+                if w.pending.capacity() > 0 {
+                    w.pending = Vec::new(); // idle: hold no buffers
+                }
+                return Flushed::Idle;
+            }
+            match writev(stream, &w.pending) {
+                Ok(0) => return Flushed::Failed(LeaveReason::Closed),
+                Ok(n) => {
+                    advance(&mut w.pending, n);
+                    self.held.fetch_sub(n as u64, Ordering::SeqCst);
+                    stats.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
+                    self.wrote(limits);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Flushed::Parked,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Flushed::Failed(socket_error_reason(&e)),
+            }
+        }
+        Flushed::Parked
+    }
+
+    /// After a write: a congested client that is back under half its limit is relieved.
+    fn wrote(&self, limits: Limits<'_>) {
+        if !self.congested.load(Ordering::SeqCst) {
+            return;
+        }
+        limits.congestion.progressed();
+        let lag = self.lag(limits.log_end);
+        if lag <= limits.max_queue_bytes as u64 / 2 && self.congested.swap(false, Ordering::SeqCst)
+        {
+            limits.congestion.leave();
+        }
+    }
+
+    /// The end: drop everything held, so a closed client pins no part of the log.
+    fn release(&self, w: &mut Writer) {
+        w.cursor = None;
+        w.pending = Vec::new();
+        w.private = VecDeque::new();
+    }
+
+    /// Wakes the session.
+    pub(crate) fn ring(&self) {
+        let waker = {
+            let mut bell = lock(&self.doorbell);
+            bell.rung = true;
+            bell.waker.take()
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+
+    /// Asks the session to relay its client's pending input (the daemon is stopping).
+    pub(crate) fn request_drain(&self, ticket: DrainTicket) {
+        if self.is_closing() {
+            return;
+        }
+        lock(&self.doorbell).drain = Some(ticket);
+        self.ring();
+    }
+
+    /// The drain request, if one is waiting.
+    pub(crate) fn take_drain(&self) -> Option<DrainTicket> {
+        lock(&self.doorbell).drain.take()
+    }
+
+    /// Why a write made by someone else failed, if one did.
+    pub(crate) fn take_failure(&self) -> Option<LeaveReason> {
+        lock(&self.doorbell).failure.take()
+    }
+
+    /// The session's side of the doorbell: ready (and reset) if rung since the last call.
+    pub(crate) fn poll_doorbell(&self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut bell = lock(&self.doorbell);
+        if std::mem::take(&mut bell.rung) {
+            return Poll::Ready(());
+        }
+        match &mut bell.waker {
+            Some(w) => w.clone_from(cx.waker()),
+            None => bell.waker = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+}
+
+/// Drops `n` written bytes from the front of `pending`.
+fn advance(pending: &mut Vec<Bytes>, mut n: usize) {
+    let mut done = 0;
+    for buf in pending.iter_mut() {
+        if n < buf.len() {
+            buf.advance(n);
+            break;
+        }
+        n -= buf.len();
+        done += 1;
+    }
+    pending.drain(..done);
+}
+
+/// One `writev()` of up to [`WRITE_SLICES`] buffers; the slice array lives on the stack.
+fn writev(stream: &TcpStream, bufs: &[Bytes]) -> io::Result<usize> {
+    let mut slices = [IoSlice::new(&[]); WRITE_SLICES];
+    let n = bufs.len().min(WRITE_SLICES);
+    for (slot, buf) in slices.iter_mut().zip(bufs) {
+        *slot = IoSlice::new(buf);
+    }
+    stream.try_write_vectored(&slices[..n])
+}
+
+/// Why a client leaves when its socket fails: the kernel's user timeout (unacknowledged data, or a
+/// zero window, for too long) is a write timeout; anything else is the connection closing.
+pub(crate) fn socket_error_reason(e: &io::Error) -> LeaveReason {
+    if e.kind() == io::ErrorKind::TimedOut {
+        LeaveReason::WriteTimeout
+    } else {
+        LeaveReason::Closed
+    }
+}

@@ -1,0 +1,176 @@
+//! How a client's time in the room ends: the one entry point ([`Hub::close`]), kicks, slow
+//! consumers, and the two phases of a stop.
+//!
+//! Removing the client from the room under the lock *is* the state change from open to closing:
+//! whoever gets there first (its session after EOF or `/quit`, an operator's kick, a publisher that
+//! found it too slow, the shutdown) decides the reason, queues the last line and announces the
+//! leave; anyone later finds it gone. The outbox's close mark then tells the writer where the
+//! client's output ends, and rings the session, which finishes writing and closes the socket.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use tracing::{debug, info, warn};
+
+use super::log::NOBODY;
+use super::{Hub, NickKey};
+use crate::client::{ClientId, Close, LeaveReason};
+use crate::protocol::format::notice;
+
+impl Hub {
+    /// Ends a client's time in the room, once: queues `farewell` (if any) as its last line, marks
+    /// its output closed with `reason`, and tells the others it left. Returns its nickname if it
+    /// had joined; None if it had already been closed (nothing happens then).
+    pub fn close(
+        &self,
+        id: ClientId,
+        reason: LeaveReason,
+        farewell: Option<Bytes>,
+    ) -> Option<Arc<str>> {
+        let mut work = vec![(id, reason, farewell)];
+        let mut first_nick = None;
+        let mut first = true;
+        // Bounded: every round removes one client from the room or finds it gone.
+        while let Some((id, reason, farewell)) = work.pop() {
+            let closed = self.close_one(id, &reason, farewell);
+            let Some((nick, slow)) = closed else {
+                first = false;
+                continue;
+            };
+            if std::mem::take(&mut first) {
+                first_nick = nick;
+            }
+            work.extend(slow.into_iter().map(|id| (id, LeaveReason::QueueFull, None)));
+        }
+        first_nick
+    }
+
+    /// One removal; returns the nickname it had and whoever became too slow hearing about it.
+    fn close_one(
+        &self,
+        id: ClientId,
+        reason: &LeaveReason,
+        farewell: Option<Bytes>,
+    ) -> Option<(Option<Arc<str>>, Vec<ClientId>)> {
+        let (client, nick, notice_for) = {
+            let mut st = self.lock();
+            let client = st.clients.remove(&id)?;
+            let ip = client.peer.ip().to_canonical();
+            if let Some(n) = st.per_ip.get_mut(&ip) {
+                *n -= 1;
+                if *n == 0 {
+                    st.per_ip.remove(&ip);
+                }
+            }
+            let end = st.log.end();
+            if let Some(line) = farewell {
+                client.outbox.push_private(end, line, 1);
+            }
+            let how = Close::for_reason(reason.clone());
+            client.outbox.close(end, how, Some(&self.congestion));
+            let member = st.members.remove(&id);
+            let mut notice_for = None;
+            if let Some(m) = &member {
+                st.nicks.remove(&NickKey(m.nick.clone()));
+                st.members_changed();
+                if !st.stopping && st.announce_presence(st.members.len() + 1) {
+                    let line = notice(&format!("{} left ({reason})", m.nick));
+                    let end = st.log.append(NOBODY, line, 1).end;
+                    self.log_end.store(end, Ordering::SeqCst);
+                    notice_for = Some((st.recipients(), (end, st.queue_limit)));
+                }
+            }
+            (client, member.map(|m| m.nick), notice_for)
+        };
+        self.changed();
+        if matches!(reason, LeaveReason::QueueFull | LeaveReason::WriteTimeout) {
+            self.counters.slow_drops.fetch_add(1, Ordering::Relaxed);
+            warn!(
+                client = id, peer = %client.peer, nick = nick.as_deref().unwrap_or(""),
+                queued = client.outbox.lag(self.log_end()), event = "slow_consumer",
+                "send queue full; disconnected as too slow"
+            );
+        }
+        match &nick {
+            Some(nick) => info!(
+                client = id, nick = %nick, event = "leave", reason = reason.kind(),
+                detail = %reason, "left"
+            ),
+            None => debug!(
+                client = id, peer = %client.peer, event = "disconnect", reason = reason.kind(),
+                "disconnected before choosing a nickname"
+            ),
+        }
+        let mut slow = Vec::new();
+        if let Some((recipients, end)) = notice_for {
+            slow = self.deliver_collect(&recipients, end, 0);
+        }
+        Some((nick, slow))
+    }
+
+    /// Disconnects clients whose lag overflowed during a delivery (and any that overflow while
+    /// hearing about it).
+    pub(super) fn drop_slow(&self, ids: Vec<ClientId>) {
+        for id in ids {
+            self.close(id, LeaveReason::QueueFull, None);
+        }
+    }
+
+    /// Kicks a client by id (all digits) or nickname: it gets `*** you were kicked: reason`, then leaves.
+    /// Returns the id and nickname (if joined) of who was kicked.
+    pub fn kick(&self, target: &str, reason: Option<&str>) -> Option<(ClientId, Option<Arc<str>>)> {
+        let id = self.resolve(target)?;
+        let text = match reason {
+            Some(r) => format!("you were kicked: {r}"),
+            None => "you were kicked".to_owned(),
+        };
+        let reason = LeaveReason::Kicked(reason.map(str::to_owned));
+        let nick = self.close(id, reason, Some(notice(&text)));
+        self.counters.kicks.fetch_add(1, Ordering::Relaxed);
+        Some((id, nick))
+    }
+
+    /// Stopping, phase one (after the listeners closed): every session is asked to read and relay
+    /// what its client has already sent, so that lines written before the stop reach the room
+    /// before `*** server shutting down`. Wait for it with [`drained`](Self::drained).
+    pub fn begin_drain(&self) {
+        let clients: Vec<_> = self.lock().clients.values().cloned().collect();
+        for client in clients {
+            client.outbox.request_drain(self.drain.ticket());
+        }
+    }
+
+    /// Resolves once every session asked by [`begin_drain`](Self::begin_drain) has relayed its
+    /// client's input or closed.
+    pub async fn drained(&self) {
+        self.drain.finished().await;
+    }
+
+    /// Begins a graceful stop: refuses newcomers, and closes every connection with `*** server
+    /// shutting down` as its last line. Sessions then finish writing and end by themselves; nobody
+    /// is told of anyone leaving, because everyone is.
+    pub fn shutdown(&self) {
+        let line = notice("server shutting down");
+        let mut st = self.lock();
+        st.stopping = true;
+        let end = st.log.end();
+        // Queued and closed under the lock, so no publish can slip a line in after the notice.
+        for (_, client) in st.clients.drain() {
+            client.outbox.push_private(end, line.clone(), 1);
+            let how = Close::Flush(LeaveReason::ShuttingDown);
+            client.outbox.close(end, how, Some(&self.congestion));
+        }
+        st.members.clear();
+        st.nicks.clear();
+        st.per_ip.clear();
+        st.members_changed();
+        drop(st);
+        self.changed();
+    }
+
+    /// True once [`shutdown`](Self::shutdown) has begun.
+    pub fn is_stopping(&self) -> bool {
+        self.lock().stopping
+    }
+}
