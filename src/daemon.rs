@@ -5,7 +5,6 @@
 //! stays in force. Keys that only take effect at start-up are reported as ignored until restart.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use anyhow::Context;
 use tokio::signal::unix::{SignalKind, signal};
@@ -50,9 +49,7 @@ async fn serve(
     let mut hup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
     let inherited = systemd::inherited_sockets().context("taking sockets passed by systemd")?;
     let mut app = App::bind_with(config, inherited)?;
-    let reloader = Arc::new(Reloader::new(path, overrides, Some(log)));
-    app.set_reloader(reloader.clone());
-    let hub = app.hub().clone();
+    let reconfigure = app.enable_reload(Reloader::new(path, overrides), Some(log));
     let stop = async move {
         loop {
             tokio::select! {
@@ -60,9 +57,9 @@ async fn serve(
                 _ = int.recv() => { info!(signal = "SIGINT", "stop requested"); break }
                 _ = hup.recv() => {
                     info!(signal = "SIGHUP", "reload requested");
-                    let (reloader, hub) = (reloader.clone(), hub.clone());
+                    let reconfigure = reconfigure.clone();
                     // File IO: off the async workers. Errors are logged by the reloader.
-                    let _ = tokio::task::spawn_blocking(move || reloader.reload(&hub)).await;
+                    let _ = tokio::task::spawn_blocking(move || reconfigure.reload()).await;
                 }
             }
         }

@@ -81,8 +81,10 @@ mod tests {
             tokio::task::yield_now().await;
             drop(b);
         };
-        tokio::time::timeout(Duration::from_secs(5), async { tokio::join!(waiter, dropper) })
-            .await
-            .expect("finished after the last drop");
+        tokio::time::timeout(Duration::from_secs(5), async {
+            tokio::join!(waiter, dropper)
+        })
+        .await
+        .expect("finished after the last drop");
     }
 }

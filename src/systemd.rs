@@ -20,10 +20,9 @@ use nix::sys::socket::{
 };
 use sd_notify::NotifyState;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::hub::Hub;
-use crate::reload::notify;
 
 /// Sockets passed by systemd (`LISTEN_FDS`), sorted by role.
 #[derive(Debug, Default)]
@@ -169,4 +168,24 @@ pub fn watchdog_interval() -> Option<Duration> {
         return None;
     }
     Some(interval)
+}
+
+/// `RELOADING=1` and `MONOTONIC_USEC=` in one datagram, as systemd's notify-reload protocol asks.
+pub fn notify_reloading() {
+    match NotifyState::monotonic_usec_now() {
+        Ok(now) => notify(&[NotifyState::Reloading, now]),
+        Err(e) => warn!(error = %e, "cannot read CLOCK_MONOTONIC for MONOTONIC_USEC"),
+    }
+}
+
+/// Sends states to systemd when `$NOTIFY_SOCKET` is set; a failure is logged, never fatal.
+pub fn notify(states: &[NotifyState<'_>]) {
+    if std::env::var_os("NOTIFY_SOCKET").is_none() {
+        return;
+    }
+    if let Err(e) = sd_notify::notify(states) {
+        warn!(error = %e, "cannot notify systemd");
+    } else {
+        debug!(states = ?states, "notified systemd");
+    }
 }

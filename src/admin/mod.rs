@@ -28,7 +28,10 @@ use tracing::{debug, info, warn};
 
 use crate::hub::Hub;
 use crate::protocol::sanitise_str;
-use crate::reload::Reloader;
+use crate::reload::ReloadOutcome;
+
+/// How the admin socket asks for a reload (blocking; provided by the app, which owns reloading).
+pub type ReloadFn = Arc<dyn Fn() -> Result<ReloadOutcome, String> + Send + Sync>;
 use proto::{
     AnnounceReply, ClientEntry, Command, ErrorCode, KickReply, ListReply, MAX_REQUEST_BYTES,
     ReloadReply, Response, StatsReply,
@@ -180,7 +183,7 @@ pub struct AdminCtx {
     /// Chat listen addresses, for `stats`.
     pub listen: Vec<SocketAddr>,
     /// For `reload`; None where the daemon has no reloadable configuration.
-    pub reloader: Option<Arc<Reloader>>,
+    pub reload: Option<ReloadFn>,
 }
 
 /// Serves admin connections until `stop` is cancelled; the socket file is removed when this returns.
@@ -350,7 +353,7 @@ async fn execute(ctx: &AdminCtx, cmd: &Command, uid: u32, pid: i32) -> Response 
             Response::ok(&AnnounceReply { reached })
         }
         Command::Reload => {
-            let Some(reloader) = ctx.reloader.clone() else {
+            let Some(reload) = ctx.reload.clone() else {
                 return Response::error(
                     ErrorCode::ReloadFailed,
                     "this daemon has no reloadable configuration",
@@ -360,9 +363,8 @@ async fn execute(ctx: &AdminCtx, cmd: &Command, uid: u32, pid: i32) -> Response 
                 event = "reload_requested",
                 uid, pid, "admin requested a reload"
             );
-            let hub = hub.clone();
             // Reading the file is blocking IO.
-            match tokio::task::spawn_blocking(move || reloader.reload(&hub)).await {
+            match tokio::task::spawn_blocking(move || reload()).await {
                 Ok(Ok(outcome)) => Response::ok(&ReloadReply {
                     config: outcome.config.map(|p| p.display().to_string()),
                     ignored_until_restart: outcome.ignored.iter().map(|k| k.to_string()).collect(),

@@ -128,6 +128,9 @@ mod tests {
         }
         waiter.await.unwrap();
         let waited = Instant::now() - t0;
-        assert!(waited >= MAX_PAUSE && waited < MAX_PAUSE + STALL, "{waited:?}");
+        assert!(
+            waited >= MAX_PAUSE && waited < MAX_PAUSE + STALL,
+            "{waited:?}"
+        );
     }
 }

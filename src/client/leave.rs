@@ -71,13 +71,6 @@ impl Close {
             other => Close::Flush(other),
         }
     }
-
-    /// The reason carried by either mode.
-    pub fn reason(&self) -> &LeaveReason {
-        match self {
-            Close::Flush(r) | Close::Abort(r) => r,
-        }
-    }
 }
 
 #[cfg(test)]

@@ -114,6 +114,9 @@ pub struct Outbox {
     mailbox: Mutex<Mailbox>,
     /// Output was added since the writer last looked.
     dirty: AtomicBool,
+    /// The mailbox has something: the writer locks it only then (most flushes carry room
+    /// output only, and must not take a second lock per recipient).
+    mail: AtomicBool,
     /// The socket would block: only the session writes until it clears this.
     parked: AtomicBool,
     /// The log length up to which this client's output has been taken by the writer.
@@ -139,6 +142,7 @@ impl Default for Outbox {
             writer: Mutex::default(),
             mailbox: Mutex::default(),
             dirty: AtomicBool::new(false),
+            mail: AtomicBool::new(false),
             parked: AtomicBool::new(false),
             // Not in a room: no log output is owed (see `lag`).
             log_pos: AtomicU64::new(u64::MAX),
@@ -158,12 +162,14 @@ impl Outbox {
         }
         self.held.fetch_add(bytes.len() as u64, Ordering::SeqCst);
         lock(&self.mailbox).queue.push(Private { at, bytes, lines });
+        self.mail.store(true, Ordering::SeqCst);
     }
 
     /// Starts this client's room output after `entry` (it has just joined).
     pub(crate) fn start_after(&self, entry: Arc<Entry>) {
         self.log_pos.store(entry.end, Ordering::SeqCst);
         lock(&self.mailbox).start = Some(entry);
+        self.mail.store(true, Ordering::SeqCst);
     }
 
     /// Sets the close mark: nothing logged after `at` is sent. The first close wins, except that
@@ -183,6 +189,7 @@ impl Outbox {
                 _ => false,
             }
         };
+        self.mail.store(true, Ordering::SeqCst);
         self.closing.store(true, Ordering::SeqCst);
         // A closing client relays nothing more, so it is not waited for by a stop.
         let ticket = lock(&self.doorbell).drain.take();
@@ -311,14 +318,18 @@ impl Outbox {
 
     /// Moves what others queued into the writer's hands; returns the close mark.
     fn collect(&self, w: &mut Writer) -> Option<(u64, Close)> {
+        if !self.mail.load(Ordering::SeqCst) {
+            return None;
+        }
         let mut mb = lock(&self.mailbox);
+        // Cleared under the lock, and only a closed mailbox stays flagged (the close mark is
+        // read on every write from then on).
+        self.mail.store(mb.close.is_some(), Ordering::SeqCst);
         if let Some(start) = mb.start.take() {
             w.cursor = Some(start);
         }
-        w.private.extend(mb.queue.drain(..));
-        if mb.queue.capacity() > 8 {
-            mb.queue = Vec::new();
-        }
+        // Private lines are rare (replies, notices): an idle client keeps no capacity for them.
+        w.private.extend(std::mem::take(&mut mb.queue));
         mb.close.clone()
     }
 
@@ -352,7 +363,7 @@ impl Outbox {
             }
             w.cursor = Some(entry);
         }
-        if w.private.is_empty() && w.private.capacity() > 8 {
+        if w.private.is_empty() && w.private.capacity() > 0 {
             w.private = VecDeque::new();
         }
         lines
@@ -482,13 +493,26 @@ fn advance(pending: &mut Vec<Bytes>, mut n: usize) {
 }
 
 /// One `writev()` of up to [`WRITE_SLICES`] buffers; the slice array lives on the stack.
+///
+/// The first attempt goes straight to the socket, whatever tokio's readiness cache says (a new
+/// connection's cache is cold until the runtime next polls, and a publisher must not hand a
+/// writable socket to the session for that). Only on EAGAIN does it go through
+/// [`TcpStream::try_io`], which retries once if tokio believes the socket writable and otherwise
+/// clears that belief in step with the runtime's events, so the session's wait for writability
+/// cannot miss the socket draining.
 fn writev(stream: &TcpStream, bufs: &[Bytes]) -> io::Result<usize> {
     let mut slices = [IoSlice::new(&[]); WRITE_SLICES];
     let n = bufs.len().min(WRITE_SLICES);
     for (slot, buf) in slices.iter_mut().zip(bufs) {
         *slot = IoSlice::new(buf);
     }
-    stream.try_write_vectored(&slices[..n])
+    let raw = || nix::sys::uio::writev(stream, &slices[..n]).map_err(io::Error::from);
+    match raw() {
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+            stream.try_io(tokio::io::Interest::WRITABLE, raw)
+        }
+        other => other,
+    }
 }
 
 /// Why a client leaves when its socket fails: the kernel's user timeout (unacknowledged data, or a

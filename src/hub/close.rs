@@ -41,7 +41,10 @@ impl Hub {
             if std::mem::take(&mut first) {
                 first_nick = nick;
             }
-            work.extend(slow.into_iter().map(|id| (id, LeaveReason::QueueFull, None)));
+            work.extend(
+                slow.into_iter()
+                    .map(|id| (id, LeaveReason::QueueFull, None)),
+            );
         }
         first_nick
     }

@@ -259,7 +259,9 @@ impl Hub {
                 Some(Refusal::ShuttingDown)
             } else if cfg.max_clients > 0 && st.clients.len() >= cfg.max_clients {
                 Some(Refusal::Full)
-            } else if per_ip_limited && st.per_ip.get(&ip).copied().unwrap_or(0) >= cfg.max_clients_per_ip {
+            } else if per_ip_limited
+                && st.per_ip.get(&ip).copied().unwrap_or(0) >= cfg.max_clients_per_ip
+            {
                 Some(Refusal::PerIp)
             } else {
                 if per_ip_limited {
@@ -309,8 +311,7 @@ impl Hub {
             // In a big room the welcome gives only the count, and nobody is told of the join.
             let listed = st.announce_presence(n).then(|| st.sorted_names());
             let recipients = listed.is_some().then(|| {
-                st.log
-                    .append(NOBODY, notice(&format!("{nick} joined")), 1);
+                st.log.append(NOBODY, notice(&format!("{nick} joined")), 1);
                 st.recipients()
             });
             let end = (st.log.end(), st.queue_limit);
@@ -319,7 +320,11 @@ impl Hub {
             client.outbox.start_after(st.log.tail().clone());
             let welcome = names::welcome(&nick, n, listed.as_deref());
             client.outbox.push_private(end.0, welcome, 2);
-            (client.peer, recipients.unwrap_or_else(|| Arc::new([client])), end)
+            (
+                client.peer,
+                recipients.unwrap_or_else(|| Arc::new([client])),
+                end,
+            )
         };
         info!(client = id, peer = %peer, nick = %nick, event = "join", "joined");
         self.changed();
@@ -505,3 +510,5 @@ impl Hub {
     }
 }
 
+#[cfg(test)]
+mod tests;

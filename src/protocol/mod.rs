@@ -11,8 +11,8 @@ pub mod framing;
 pub mod sanitise;
 
 pub use command::{
-    ClientCmd, HELP, NICK_MAX_CHARS, NICK_PROMPT, NickError, RESERVED_NICKS, fold_case, nick_key, parse_line,
-    validate_nick,
+    ClientCmd, HELP, NICK_MAX_CHARS, NICK_PROMPT, NickError, RESERVED_NICKS, fold_case, nick_key,
+    parse_line, validate_nick,
 };
 pub use framing::{Frame, LineFramer};
 pub use sanitise::{is_forbidden, sanitise_into, sanitise_str};

@@ -159,7 +159,9 @@ impl Input {
                     io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
                 ) => {}
             // A reset or timeout: what was buffered of an unfinished line is dropped, not relayed.
-            Err(e) => self.ctx.set_leave(crate::client::outbox::socket_error_reason(&e), None),
+            Err(e) => self
+                .ctx
+                .set_leave(crate::client::outbox::socket_error_reason(&e), None),
         });
         self.ctx.published != before
     }
@@ -245,7 +247,11 @@ impl Input {
         let timeout = match self.ctx.phase {
             None => {
                 let connected = Instant::from_std(self.ctx.client.connected);
-                self.ctx.cfg.settings.handshake_timeout.map(|d| connected + d)
+                self.ctx
+                    .cfg
+                    .settings
+                    .handshake_timeout
+                    .map(|d| connected + d)
             }
             Some(_) => self.ctx.cfg.settings.idle_timeout.map(|d| {
                 let client = &self.ctx.client;
@@ -414,7 +420,12 @@ impl LineCtx {
     fn timed_out(&self) -> (LeaveReason, String) {
         match self.phase {
             None => {
-                let secs = self.cfg.settings.handshake_timeout.unwrap_or_default().as_secs();
+                let secs = self
+                    .cfg
+                    .settings
+                    .handshake_timeout
+                    .unwrap_or_default()
+                    .as_secs();
                 let text = format!("No nickname within {secs} s; goodbye.");
                 (LeaveReason::HandshakeTimeout, text)
             }

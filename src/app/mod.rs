@@ -18,9 +18,13 @@ use tracing::{info, warn};
 use crate::admin::{self, AdminCtx, AdminError, AdminSocket};
 use crate::config::Config;
 use crate::hub::Hub;
+use crate::logging::LogHandle;
 use crate::reload::Reloader;
 use crate::server;
 use crate::systemd::{self, Inherited};
+
+mod reconfigure;
+pub use reconfigure::Reconfigure;
 
 /// How long a stop waits for sessions to relay input their clients sent before it.
 const DRAIN_LIMIT: std::time::Duration = std::time::Duration::from_millis(500);
@@ -61,7 +65,7 @@ pub struct App {
     hub: Arc<Hub>,
     listeners: Vec<TcpListener>,
     admin: AdminSocket,
-    reloader: Option<Arc<Reloader>>,
+    reconfigure: Option<Arc<Reconfigure>>,
     tracker: TaskTracker,
     stop: CancellationToken,
 }
@@ -112,16 +116,27 @@ impl App {
             hub: Arc::new(Hub::new(config)),
             listeners,
             admin,
-            reloader: None,
+            reconfigure: None,
             tracker: TaskTracker::new(),
             stop: CancellationToken::new(),
         }
     }
 
-    /// Enables `chatctl reload` (and lets a reload re-own the admin socket).
-    pub fn set_reloader(&mut self, reloader: Arc<Reloader>) {
-        reloader.set_admin_socket(self.admin.path());
-        self.reloader = Some(reloader);
+    /// Enables reloading (`chatctl reload`) from `reloader`; returns the handle SIGHUP uses too.
+    pub fn enable_reload(
+        &mut self,
+        reloader: Reloader,
+        log: Option<LogHandle>,
+    ) -> Arc<Reconfigure> {
+        let reconfigure = Arc::new(Reconfigure {
+            reloader,
+            hub: self.hub.clone(),
+            log,
+            admin_socket: self.admin.path().to_path_buf(),
+            serial: std::sync::Mutex::new(()),
+        });
+        self.reconfigure = Some(reconfigure.clone());
+        reconfigure
     }
 
     /// Where the admin socket is.
@@ -148,7 +163,10 @@ impl App {
         let ctx = Arc::new(AdminCtx {
             hub: self.hub.clone(),
             listen: self.local_addrs(),
-            reloader: self.reloader.clone(),
+            reload: self.reconfigure.clone().map(|r| {
+                let reload: admin::ReloadFn = Arc::new(move || r.reload());
+                reload
+            }),
         });
         let admin_path = self.admin.path().display().to_string();
         let addrs = self.local_addrs();

@@ -1,0 +1,63 @@
+//! The reload protocol, shared by SIGHUP and `chatctl reload`: one reload at a time, systemd told
+//! `RELOADING=1` (with `MONOTONIC_USEC=`, as `Type=notify-reload` requires) before and `READY=1`
+//! after in both outcomes, and a [`ReloadPlan`] applied in full or not at all. The file is read
+//! and validated completely ([`Reloader::plan`]) before anything changes; on success every
+//! reloadable key applies to new and existing clients at once and nobody is disconnected.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use sd_notify::NotifyState;
+use tracing::{info, warn};
+
+use crate::admin;
+use crate::hub::Hub;
+use crate::logging::LogHandle;
+use crate::reload::{ReloadOutcome, ReloadPlan, Reloader};
+use crate::systemd;
+
+/// Everything a reload changes, and the lock that keeps reloads apart.
+pub struct Reconfigure {
+    pub(super) reloader: Reloader,
+    pub(super) hub: Arc<Hub>,
+    pub(super) log: Option<LogHandle>,
+    /// The admin socket, re-grouped when `admin_group` changes.
+    pub(super) admin_socket: PathBuf,
+    pub(super) serial: Mutex<()>,
+}
+
+impl Reconfigure {
+    /// Re-reads and applies the configuration; on error nothing changes and the error is returned.
+    /// Blocking (file IO): call it off the async workers.
+    pub fn reload(&self) -> Result<ReloadOutcome, String> {
+        let _one_at_a_time = self.serial.lock().unwrap_or_else(|e| e.into_inner());
+        systemd::notify_reloading();
+        let result = self
+            .reloader
+            .plan(&self.hub.config())
+            .map(|plan| self.apply(plan));
+        systemd::notify(&[NotifyState::Ready]);
+        result
+    }
+
+    fn apply(&self, plan: ReloadPlan) -> ReloadOutcome {
+        if let (Some(log), Some(level)) = (&self.log, &plan.log_level)
+            && let Err(e) = log.set_filter(level)
+        {
+            warn!(event = "reload", key = "log_level", error = %e, "log level not applied");
+        }
+        if let Some(group) = &plan.admin_group
+            && let Err(e) = admin::set_group(&self.admin_socket, group.as_deref())
+        {
+            warn!(event = "reload", key = "admin_group", error = %e, "admin socket group not changed");
+        }
+        self.hub.set_config(plan.config);
+        let file = plan
+            .outcome
+            .config
+            .as_ref()
+            .map_or("built-in defaults".to_owned(), |p| p.display().to_string());
+        info!(event = "reload", result = "ok", config = %file, "configuration reloaded");
+        plan.outcome
+    }
+}

@@ -1,0 +1,375 @@
+//! Hub unit tests against real loopback sockets: a publish writes to the members' sockets before
+//! it returns (when they have room), so each test reads exactly what a client would receive. No
+//! session runs here; where a session would take over a full socket, the test does its part.
+
+use std::io::{ErrorKind, Read};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::{Hub, NickRefused, Refusal};
+use crate::client::{Client, Close, Flushed, LeaveReason};
+use crate::config::Config;
+
+const WAIT: Duration = Duration::from_secs(5);
+
+fn peer(last: u8) -> SocketAddr {
+    SocketAddr::from(([10, 0, 0, last], 5000))
+}
+
+/// A connection: the daemon's side registered in the hub, the far side read by the test.
+struct Conn {
+    client: Arc<Client>,
+    far: std::net::TcpStream,
+}
+
+/// Small buffers on both sides make a client that does not read fill up quickly.
+fn sockets(small: bool) -> (tokio::net::TcpStream, std::net::TcpStream) {
+    use nix::sys::socket::{setsockopt, sockopt};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let far = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (near, _) = listener.accept().unwrap();
+    if small {
+        setsockopt(&near, sockopt::SndBuf, &4096).unwrap();
+        setsockopt(&far, sockopt::RcvBuf, &4096).unwrap();
+    }
+    near.set_nonblocking(true).unwrap();
+    far.set_read_timeout(Some(WAIT)).unwrap();
+    (tokio::net::TcpStream::from_std(near).unwrap(), far)
+}
+
+fn connect_at(hub: &Hub, ip: u8, small: bool) -> Result<Conn, Refusal> {
+    let (near, far) = sockets(small);
+    let client = hub.register(peer(ip), near).map_err(|(why, _)| why)?;
+    let mut conn = Conn { client, far };
+    // What a session does first: write the greeting.
+    conn.flush();
+    conn.read_until("*** Choose a nickname:\r\n");
+    Ok(conn)
+}
+
+fn connect(hub: &Hub, ip: u8) -> Conn {
+    connect_at(hub, ip, false).unwrap()
+}
+
+/// Registers and joins a client, reading its welcome.
+fn member(hub: &Hub, nick: &str, ip: u8) -> Conn {
+    let mut c = connect(hub, ip);
+    hub.join(c.client.id, nick).unwrap();
+    c.read_until("Type /help for commands.\r\n");
+    c
+}
+
+impl Conn {
+    fn id(&self) -> u64 {
+        self.client.id
+    }
+
+    /// Writes what this client is owed, as its session would.
+    fn flush(&self) -> Flushed {
+        let hub_limits = crate::client::Limits {
+            log_end: u64::MAX / 2,
+            max_queue_bytes: usize::MAX,
+            congestion: &crate::client::Congestion::default(),
+        };
+        let c = &self.client;
+        c.outbox.flush_own(c.id, &c.stream, &c.stats, hub_limits)
+    }
+
+    /// Reads until `want` has arrived (it must be exactly the next bytes).
+    fn expect(&mut self, want: &str) {
+        let mut got = vec![0; want.len()];
+        self.far
+            .read_exact(&mut got)
+            .expect("the expected bytes in time");
+        assert_eq!(String::from_utf8_lossy(&got), want);
+    }
+
+    /// Reads until the text received ends with `end`; returns all of it.
+    fn read_until(&mut self, end: &str) -> String {
+        let deadline = Instant::now() + WAIT;
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !got.ends_with(end.as_bytes()) {
+            assert!(
+                Instant::now() < deadline,
+                "no {end:?} in {:?}",
+                String::from_utf8_lossy(&got)
+            );
+            match self.far.read(&mut buf) {
+                Ok(0) => panic!("closed before {end:?}: {:?}", String::from_utf8_lossy(&got)),
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) => panic!("reading: {e}"),
+            }
+        }
+        String::from_utf8(got).unwrap()
+    }
+
+    /// Asserts nothing more has arrived (the hub writes synchronously on loopback, so anything
+    /// sent would be here already).
+    fn quiet(&mut self) {
+        self.far.set_nonblocking(true).unwrap();
+        let mut buf = [0u8; 256];
+        match self.far.read(&mut buf) {
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+            other => panic!(
+                "expected silence, got {other:?}: {:?}",
+                String::from_utf8_lossy(&buf)
+            ),
+        }
+        self.far.set_nonblocking(false).unwrap();
+    }
+}
+
+fn line(text: &str) -> Bytes {
+    Bytes::from(format!("{text}\r\n"))
+}
+
+#[tokio::test]
+async fn publish_reaches_everyone_but_the_sender_in_one_order() {
+    let h = Hub::new(Config::default());
+    let mut a = member(&h, "a", 1);
+    let mut b = member(&h, "b", 2);
+    let mut c = member(&h, "c", 3);
+    a.read_until("*** c joined\r\n");
+    b.read_until("*** c joined\r\n");
+    h.publish(a.id(), line("<a> one"), 1);
+    h.publish(b.id(), line("<b> two"), 1);
+    h.publish(a.id(), line("<a> three"), 1);
+    a.expect("<b> two\r\n");
+    b.expect("<a> one\r\n<a> three\r\n");
+    c.expect("<a> one\r\n<b> two\r\n<a> three\r\n");
+    for conn in [&mut a, &mut b, &mut c] {
+        conn.quiet();
+    }
+    assert_eq!(h.counters.lines_relayed.load(Ordering::Relaxed), 3);
+}
+
+#[tokio::test]
+async fn joins_welcome_and_announce_within_the_presence_limit_only() {
+    let h = Hub::new(Config {
+        presence_max_members: 2,
+        ..Config::default()
+    });
+    let mut a = member(&h, "alice", 1);
+    let mut b = connect(&h, 2);
+    h.join(b.id(), "Bob").unwrap();
+    b.expect("*** Welcome, Bob! 2 online: alice, Bob\r\n*** Type /help for commands.\r\n");
+    a.expect("*** Bob joined\r\n");
+    // A third member makes the room bigger than the limit: count only, nobody told.
+    let mut c = connect(&h, 3);
+    h.join(c.id(), "carol").unwrap();
+    c.expect("*** Welcome, carol! 3 online (type /who to list them)\r\n");
+    a.quiet();
+    assert_eq!(&h.who_lines()[..], b"*** 3 online: alice, Bob, carol\r\n");
+}
+
+#[tokio::test]
+async fn nicknames_are_unique_without_regard_to_case_and_validated() {
+    let h = Hub::new(Config::default());
+    let _alice = member(&h, "Alice", 1);
+    let c = connect(&h, 2);
+    assert_eq!(h.join(c.id(), "aLICE"), Err(NickRefused::Taken));
+    assert!(matches!(
+        h.join(c.id(), "server"),
+        Err(NickRefused::Invalid(_))
+    ));
+    assert!(matches!(
+        h.join(c.id(), "two words"),
+        Err(NickRefused::Invalid(_))
+    ));
+    assert_eq!(h.join(c.id(), "小明").as_deref(), Ok("小明"));
+}
+
+#[tokio::test]
+async fn renames_tell_everyone_and_free_the_old_name() {
+    let h = Hub::new(Config::default());
+    let mut a = member(&h, "alice", 1);
+    let mut b = member(&h, "bob", 2);
+    a.read_until("*** bob joined\r\n");
+    assert_eq!(h.rename(b.id(), "ALICE"), Err(NickRefused::Taken));
+    assert_eq!(h.rename(a.id(), "alice"), Err(NickRefused::Unchanged));
+    h.rename(a.id(), "Alice").unwrap(); // a change of case only
+    h.rename(a.id(), "alicia").unwrap();
+    let both = "*** alice is now known as Alice\r\n*** Alice is now known as alicia\r\n";
+    b.expect(both);
+    a.expect(both);
+    let c = connect(&h, 3);
+    assert!(
+        h.join(c.id(), "alice").is_ok(),
+        "the old name is free again"
+    );
+}
+
+/// Publishes 1000-byte lines from `from` until `gone` has left the room (bounded); `reader`
+/// keeps up meanwhile. Returns the lines published and all `reader` received.
+fn publish_until_gone(h: &Hub, from: &Conn, gone: &str, reader: &mut Conn) -> (usize, String) {
+    let mut seen = Vec::new();
+    for round in 0..2000 {
+        if h.resolve(gone).is_none() {
+            return (round, String::from_utf8(seen).unwrap());
+        }
+        h.publish(
+            from.id(),
+            Bytes::from(format!("{}\r\n", "x".repeat(998))),
+            1,
+        );
+        reader.far.set_nonblocking(true).unwrap();
+        let mut buf = [0u8; 65536];
+        while let Ok(n @ 1..) = reader.far.read(&mut buf) {
+            seen.extend_from_slice(&buf[..n]);
+        }
+        reader.far.set_nonblocking(false).unwrap();
+    }
+    panic!("{gone} was never cut off");
+}
+
+#[tokio::test]
+async fn a_full_queue_cuts_off_that_client_alone_and_announces_it_once() {
+    let h = Hub::new(Config {
+        max_queue_bytes: 8192,
+        ..Config::default()
+    });
+    let mut a = member(&h, "a", 1);
+    let mut b = member(&h, "b", 2);
+    let slow = connect_at(&h, 3, true).unwrap();
+    h.join(slow.id(), "slow").unwrap();
+    a.read_until("*** slow joined\r\n");
+    b.read_until("*** slow joined\r\n");
+    let (rounds, seen) = publish_until_gone(&h, &a, "slow", &mut b);
+    assert!(rounds > 8, "cut off only once far behind ({rounds} lines)");
+    assert!(slow.client.outbox.is_closing());
+    assert!(
+        matches!(
+            slow.flush(),
+            Flushed::Done(Close::Abort(LeaveReason::QueueFull))
+        ),
+        "abort: nothing more is written"
+    );
+    let left = "*** slow left (too slow: send queue full)\r\n";
+    a.expect(left);
+    if !seen.ends_with(left) {
+        b.read_until(left);
+    }
+    assert_eq!(
+        h.close(slow.id(), LeaveReason::Closed, None),
+        None,
+        "gone already: nothing happens"
+    );
+    a.quiet();
+    b.quiet();
+    assert_eq!(h.counters.slow_drops.load(Ordering::Relaxed), 1);
+}
+
+#[tokio::test]
+async fn congestion_is_counted_while_a_queue_is_over_half_full() {
+    let h = Hub::new(Config {
+        max_queue_bytes: 64 * 1024,
+        ..Config::default()
+    });
+    let a = member(&h, "a", 1);
+    let mut b = connect_at(&h, 2, true).unwrap();
+    h.join(b.id(), "b").unwrap();
+    let mut congested = false;
+    for _ in 0..200 {
+        if h.publish(a.id(), Bytes::from(format!("{}\r\n", "x".repeat(998))), 1) {
+            congested = true;
+            break;
+        }
+    }
+    assert!(congested, "b fell more than half its queue behind");
+    assert_eq!(h.congested_count(), 1);
+    assert!(
+        b.client.outbox.is_parked(),
+        "b's session owns its full socket"
+    );
+    // b reads everything; its session writes the rest as the socket drains, and b is relieved.
+    b.far
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut buf = vec![0u8; 65536];
+    for _ in 0..1000 {
+        let limits = h.limits(h.log_end(), 64 * 1024);
+        let c = &b.client;
+        let done = c.outbox.flush_own(c.id, &c.stream, &c.stats, limits) == Flushed::Idle;
+        if done && h.congested_count() == 0 {
+            break;
+        }
+        let _ = b.far.read(&mut buf);
+    }
+    assert_eq!(h.congested_count(), 0);
+    // Closing while congested also clears it.
+    for _ in 0..200 {
+        if h.publish(a.id(), Bytes::from(format!("{}\r\n", "x".repeat(998))), 1) {
+            break;
+        }
+    }
+    assert_eq!(h.congested_count(), 1);
+    h.close(b.id(), LeaveReason::Closed, None);
+    assert_eq!(h.congested_count(), 0);
+}
+
+#[tokio::test]
+async fn admission_limits_and_exemptions() {
+    let h = Hub::new(Config {
+        max_clients: 2,
+        max_clients_per_ip: 1,
+        ..Config::default()
+    });
+    let first = connect(&h, 1);
+    assert_eq!(connect_at(&h, 1, false).err(), Some(Refusal::PerIp));
+    let (near, _far) = sockets(false);
+    let lo = SocketAddr::from(([127, 0, 0, 1], 1));
+    assert!(h.register(lo, near).is_ok(), "loopback is exempt");
+    assert_eq!(connect_at(&h, 2, false).err(), Some(Refusal::Full));
+    h.close(first.id(), LeaveReason::Closed, None);
+    assert!(
+        connect_at(&h, 1, false).is_ok(),
+        "a slot and the address's count were released"
+    );
+    assert_eq!(h.counters.rejected.load(Ordering::Relaxed), 2);
+}
+
+#[tokio::test]
+async fn kicks_resolve_ids_and_nicknames() {
+    let h = Hub::new(Config::default());
+    let mut a = member(&h, "alice", 1);
+    let mut b = member(&h, "bob", 2);
+    a.read_until("*** bob joined\r\n");
+    assert_eq!(h.kick("BOB", Some("spam")).unwrap().0, b.id());
+    let kicked = LeaveReason::Kicked(Some("spam".into()));
+    assert_eq!(b.flush(), Flushed::Done(Close::Flush(kicked)));
+    b.expect("*** you were kicked: spam\r\n");
+    a.expect("*** bob left (kicked: spam)\r\n");
+    assert!(h.kick("bob", None).is_none());
+    let pending = connect(&h, 3);
+    assert_eq!(
+        h.kick(&pending.id().to_string(), None),
+        Some((pending.id(), None))
+    );
+}
+
+#[tokio::test]
+async fn shutdown_tells_every_connection_and_refuses_newcomers() {
+    let h = Hub::new(Config::default());
+    let mut a = member(&h, "alice", 1);
+    let mut pending = connect(&h, 2);
+    h.shutdown();
+    for c in [&mut a, &mut pending] {
+        assert!(matches!(
+            c.flush(),
+            Flushed::Done(Close::Flush(LeaveReason::ShuttingDown))
+        ));
+        c.expect("*** server shutting down\r\n");
+        c.quiet();
+    }
+    assert_eq!(connect_at(&h, 3, false).err(), Some(Refusal::ShuttingDown));
+    assert_eq!(
+        h.counts().0,
+        0,
+        "everyone is out of the room at once, without notices"
+    );
+}
