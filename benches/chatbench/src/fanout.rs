@@ -11,11 +11,15 @@
 //! and in rated mode whenever it has fallen behind its schedule (the mode before per-line
 //! senders became the default; it measures a server's batching more than its per-line cost).
 //!
+//! `--lockstep` makes each write wait until everything sent so far has reached every receiver (see
+//! `lockstep`): for counting a server's instructions per line, not for its speed.
+//!
 //! In rated mode (`--rate`) the senders are staggered evenly over one period (sender j of S
 //! starts j/S of a period after sender 0), so the server sees a steady stream as from people
 //! typing independently; `--synchronized` starts them all at once, in aligned bursts.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -25,6 +29,7 @@ use tokio::net::tcp::OwnedWriteHalf;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::lockstep::Lockstep;
 use crate::marker;
 use crate::proc;
 use crate::report::{Report, Value, field};
@@ -63,6 +68,11 @@ pub struct FanoutArgs {
     /// staggering them evenly over one period.
     #[arg(long, requires = "rate")]
     pub synchronized: bool,
+    /// Each write waits until every line sent so far has reached every receiver: one line in
+    /// flight per sender, so the server's work per line does not depend on timing (for
+    /// instruction counts; the throughput it reports is the round trip's).
+    #[arg(long)]
+    pub lockstep: bool,
     /// Bytes per line, line end excluded (the marker is never cut: this is a minimum).
     #[arg(long, default_value_t = 64)]
     pub size: usize,
@@ -167,8 +177,14 @@ fn now_us(base: Instant) -> u64 {
 }
 
 /// Sends `plan.messages` data lines as connection `id`, then its end line; stops early when
-/// cancelled.
-async fn send(id: u32, wr: &mut OwnedWriteHalf, plan: Plan, cancel: CancellationToken) -> Sent {
+/// cancelled. With `lockstep`, each write waits for the lines before it to be delivered.
+async fn send(
+    id: u32,
+    wr: &mut OwnedWriteHalf,
+    plan: Plan,
+    lockstep: Option<Arc<Lockstep>>,
+    cancel: CancellationToken,
+) -> Sent {
     let mut sent = Sent::default();
     let mut buf = Vec::with_capacity(plan.batch.min(1024) as usize * (plan.size + 32));
     // Each pass writes at least one line or sleeps until the next is due: at most 2 x messages
@@ -206,6 +222,9 @@ async fn send(id: u32, wr: &mut OwnedWriteHalf, plan: Plan, cancel: Cancellation
         for seq in sent.lines..sent.lines + n {
             marker::push_data_line(&mut buf, id, seq, now, plan.size);
         }
+        if let Some(ls) = &lockstep {
+            ls.sending(u64::from(n));
+        }
         tokio::select! {
             r = wr.write_all(&buf) => if let Err(e) = r {
                 sent.error = Some(format!("sender {id}: {e}"));
@@ -215,6 +234,12 @@ async fn send(id: u32, wr: &mut OwnedWriteHalf, plan: Plan, cancel: Cancellation
         }
         sent.lines += n;
         sent.writes += 1;
+        if let Some(ls) = &lockstep {
+            tokio::select! {
+                _ = ls.settled() => {}
+                _ = cancel.cancelled() => return sent,
+            }
+        }
     }
     if !cancel.is_cancelled() {
         buf.clear();
@@ -235,11 +260,14 @@ pub async fn run(args: &FanoutArgs, addr: SocketAddr) -> anyhow::Result<bool> {
     let base = Instant::now();
     let deadline = base + Duration::from_secs_f64(args.timeout);
     let (senders, messages, echo) = (args.senders as u32, args.messages, args.echo);
+    let receivers = (args.clients - 1 + usize::from(echo)) as u64;
+    let lockstep = args.lockstep.then(|| Arc::new(Lockstep::new(receivers)));
     let setup = Setup {
         addr,
         clients: args.clients,
         hello: args.hello.clone(),
         tally: Box::new(move |i| Tally::new(senders, messages, i, echo)),
+        lockstep: lockstep.clone(),
         base,
     };
     let mut swarm = Swarm::connect(setup, deadline).await?;
@@ -281,9 +309,9 @@ pub async fn run(args: &FanoutArgs, addr: SocketAddr) -> anyhow::Result<bool> {
     let handles: Vec<_> = (0..senders)
         .map(|id| {
             let mut wr = swarm.take_writer(id as usize);
-            let cancel = swarm.cancel.clone();
+            let (cancel, lockstep) = (swarm.cancel.clone(), lockstep.clone());
             tokio::spawn(async move {
-                let sent = send(id, &mut wr, plan, cancel).await;
+                let sent = send(id, &mut wr, plan, lockstep, cancel).await;
                 // Returned, not dropped: dropping the write half would half-close the connection,
                 // and a server may end the session at EOF while we still read from it.
                 (sent, wr)
@@ -324,7 +352,6 @@ pub async fn run(args: &FanoutArgs, addr: SocketAddr) -> anyhow::Result<bool> {
     for t in &tallies {
         run.totals.add(&t.counts);
     }
-    let receivers = (args.clients - 1 + usize::from(echo)) as u64;
     for s in &outcomes {
         run.sent += u64::from(s.lines);
         run.writes += s.writes;
@@ -461,6 +488,12 @@ fn print(args: &FanoutArgs, run: &Run, notes: Vec<String>) {
             "lines_per_write",
             "lines per write, at most",
             Value::count(u64::from(args.batch)),
+            "",
+        ),
+        (
+            "lockstep",
+            "lockstep (one line in flight per sender)",
+            Value::Bool(args.lockstep),
             "",
         ),
         (

@@ -179,6 +179,13 @@ async fn batch_and_schedule_modes_do_what_the_report_says() {
         assert_eq!(number(&json, "writes"), 60.0, "{json}");
         assert_eq!(number(&json, "delivered"), 300.0, "{json}");
     }
+    // Lockstep: each write waits for the lines before it, so the run still completes exactly.
+    let lockstep = "fanout --addr ADDR --clients 6 --senders 2 --messages 50 --lockstep \
+                    --hello l{i} --json --timeout 30";
+    let json = run_json(&srv, lockstep).await;
+    assert!(json.contains("\"lockstep\": true"), "{json}");
+    assert_eq!(number(&json, "writes"), 100.0, "{json}");
+    assert_eq!(number(&json, "delivered"), 500.0, "{json}");
     srv.stop().await;
 }
 
