@@ -23,9 +23,14 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::socket::{Backlog, listen};
 
 /// Largest read, and the most bytes forwarded by one write().
 const READ_MAX: usize = 64 * 1024;
+/// Listen backlog. mio (like std) asks for 128; chatbench keeps 256 connects in flight, and a
+/// connect past the backlog can end half-open for good when, as here, the server never speaks
+/// first. groupchatd listens with a deep backlog too.
+const BACKLOG: i32 = 4096;
 /// Reads from one connection per readiness event before the others get a turn.
 const READS_PER_TURN: usize = 16;
 const LISTENER: Token = Token(usize::MAX - 1);
@@ -69,6 +74,8 @@ fn main() -> anyhow::Result<()> {
 
     let mut poll = Poll::new()?;
     let mut listener = TcpListener::bind(cli.listen).with_context(|| format!("{}", cli.listen))?;
+    // A second listen() on a listening socket only changes its backlog.
+    listen(&listener, Backlog::new(BACKLOG)?).context("raising the listen backlog")?;
     poll.registry()
         .register(&mut listener, LISTENER, Interest::READABLE)?;
     let raw = signals.as_raw_fd();
