@@ -1,7 +1,7 @@
 //! `chatbench fanout`: N connections, S of them sending M marked lines each; measures delivery.
 //!
 //! Sequence: connect all (hello lines), probe barrier (see `swarm`), read the server's CPU time,
-//! start every sender on one shared schedule, wait until every receiver has every line or its
+//! start every sender (on its schedule, in rated mode), wait until every receiver has every line or its
 //! senders' end lines, read the CPU time again, report. The whole run is bounded by `--timeout`;
 //! when it passes, everything stops and what was measured so far is reported as partial.
 //!
