@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# Load benchmarks: groupchatd side by side with `ncat --chat`, driven by the same chatbench.
+# Load benchmarks: groupchatd side by side with `ncat --chat` and refrelay (the reference relay in
+# benches/refrelay: the floor), all driven by the same chatbench (benches/chatbench).
 #
-# Builds the release binaries, then runs scenarios S1-S4 (see usage) REPS times, interleaved
-# (groupchatd, ncat, groupchatd, ncat, ...), each run against a freshly started server on
+# Builds the release binaries, then runs the scenarios (see usage) REPS times, interleaved
+# (groupchatd, ncat, refrelay, groupchatd, ...), each run against a freshly started server on
 # 127.0.0.1, and measures start-up to READY=1 and a 10,000-client join storm (S5). Prints a
-# markdown report of medians, ratios and the targets, and writes it with every raw result to
-# target/bench-results/<UTC time>/ (report.md; latest.md points at the newest report).
+# markdown report of medians, ratios and the targets of issue 10, and writes it with every raw
+# result to target/bench-results/<UTC time>/ (report.md; latest.md points at the newest report).
 # Every wait and every run is bounded; the whole script stops starting new runs once its budget
-# (BENCH_BUDGET_SECS, default 600) is spent. Only processes this script started are stopped, by PID.
+# (BENCH_BUDGET_SECS, default 900) is spent. Only processes this script started are stopped, by PID.
 set -euo pipefail
 
 usage() {
@@ -16,17 +17,26 @@ usage: benches/run.sh [--quick]
 
   --quick   one repetition instead of three (a smoke run)
 
-Scenarios (all on 127.0.0.1, 64-byte lines):
-  S1 chatty room  100 clients, 10 senders x 1000 lines, as fast as possible
-  S2 big room     1000 clients, 1 sender x 1000 lines, as fast as possible
-  S1x10, S2x10    the same with 10 times the lines, so that the server's CPU time is well
-                  above the 10 ms resolution of /proc/PID/stat that chatbench reads
-  S3 steady       200 clients, 20 senders x 50 lines/s for 10 s
-  S4 idle         10,000 clients holding (groupchatd: each with a nickname); RSS per connection
+Scenarios (all on 127.0.0.1, 64-byte lines, every line its own write() unless noted, as netcat
+sends what a person types or a script echoes):
+  S1 chatty room  100 clients, 10 senders x 10,000 lines, as fast as possible
+  S1f             S1 with groupchatd's flood limiter engaged (flood_burst at its default of 10;
+                  groupchatd only: the others have no limiter)
+  S2 big room     1000 clients, 1 sender x 2000 lines, as fast as possible
+  S3 steady       200 clients, 20 senders x 50 lines/s for 10 s, staggered over the 20 ms period
+  S4 idle         10,000 clients holding, each with a nickname; RSS per connection (groupchatd
+                  only: ncat's select() stops at ~1020 clients, and neither ncat nor refrelay
+                  sends a greeting by which chatbench could see a connection established)
   S5 join storm   from groupchatd's S4 runs: set-up time and server CPU while 10,000 join
   start-up        spawn -> READY=1 on NOTIFY_SOCKET, median of 10
+  S1b, S2b        S1 and S2 with up to 64 lines per write() (chatbench --batch 64), reported in
+                  a second table: they measure a server's batching more than its per-line cost
 
-Environment: BENCH_BUDGET_SECS (default 600), BENCH_OUT (default target/bench-results).
+groupchatd runs with flood_rate = 1e6 lines/s and flood_burst = 100000 (limits lifted but the
+limiter in place), except in S1f (flood_burst left at 10), and max_clients_per_ip = 0. chatbench
+sends a nickname (--hello) to groupchatd only: ncat and refrelay have no nicknames.
+
+Environment: BENCH_BUDGET_SECS (default 900), BENCH_OUT (default target/bench-results).
 ncat comes from the Debian package `ncat`; when it is missing and we are root, it is installed.
 It runs as `ncat -l --chat --max-conns 20000 127.0.0.1 PORT`, and its listen backlog (10) is
 raised to 4096 once it listens, or most of chatbench's burst of connects hang (harness.py
@@ -44,7 +54,7 @@ for arg in "$@"; do
 done
 
 cd "$(dirname "$0")/.."
-BUDGET=${BENCH_BUDGET_SECS:-600}
+BUDGET=${BENCH_BUDGET_SECS:-900}
 OUT_BASE=$(realpath -m "${BENCH_OUT:-target/bench-results}")
 RUN_DIR="$OUT_BASE/$(date -u +%Y%m%dT%H%M%SZ)"
 # Unix sockets (admin, NOTIFY_SOCKET) need an absolute path under 108 bytes: keep them short.
@@ -103,10 +113,12 @@ if ! command -v ncat >/dev/null; then
 fi
 SERVERS=(groupchatd)
 command -v ncat >/dev/null && SERVERS+=(ncat)
+SERVERS+=(refrelay)
 
 mkdir -p "$RUN_DIR"
 log "building release binaries"
-timeout 900 cargo build --release --locked --bin groupchatd --bin chatbench --bin chatctl >&2
+# groupchatd's package holds groupchatd and chatctl; chatbench and refrelay are workspace members.
+timeout 900 cargo build --release --locked -p groupchatd -p chatbench -p refrelay >&2
 
 # Servers and chatbench both get every descriptor the hard limit allows (S4 needs 10,000+).
 ulimit -n "$(ulimit -Hn)"
@@ -114,24 +126,33 @@ log "open file limit $(ulimit -n); results in $RUN_DIR"
 
 CONFIG="$RUN_DIR/groupchatd.toml"
 cat >"$CONFIG" <<'EOF'
-# Benchmarks: no flood control (senders go as fast as they can) and no per-address cap (every
-# client comes from 127.0.0.1). Everything else is the default, including max_clients = 10000.
-flood_burst = 0
+# Benchmarks: flood limits lifted so senders go as fast as they can, but the limiter still runs
+# (its cost is part of the figure), and no per-address cap (every client comes from 127.0.0.1).
+# Everything else is the default, including max_clients = 10000.
+flood_rate = 1e6
+flood_burst = 100000
+max_clients_per_ip = 0
+EOF
+# S1f: the limiter engaged: the rate lifted, the burst at its default of 10.
+CONFIG_FLOOD="$RUN_DIR/groupchatd-flood.toml"
+cat >"$CONFIG_FLOOD" <<'EOF'
+flood_rate = 1e6
 max_clients_per_ip = 0
 EOF
 
 # ---- servers -------------------------------------------------------------------------------
 
-# Sets SRV_PID, SRV_ADDR and (groupchatd) SRV_ADMIN for a fresh server $1 named by $2.
+# Sets SRV_PID, SRV_ADDR and (groupchatd) SRV_ADMIN for a fresh server $1 named by $2;
+# groupchatd reads config file $3 (default $CONFIG).
 start_server() {
-  local server=$1 tag=$2 i port
+  local server=$1 tag=$2 config=${3:-$CONFIG} i port
   local log="$RUN_DIR/$tag.server.log"
   SRV_ADDR="" SRV_ADMIN=""
   : >"$log" # exists before the server's redirection does: the polls below read it
   case "$server" in
     groupchatd)
       SRV_ADMIN="$SOCK_DIR/$tag.admin.sock"
-      "$BIN/groupchatd" --config "$CONFIG" --listen 127.0.0.1:0 --admin-socket "$SRV_ADMIN" \
+      "$BIN/groupchatd" --config "$config" --listen 127.0.0.1:0 --admin-socket "$SRV_ADMIN" \
         </dev/null >/dev/null 2>"$log" &
       SRV_PID=$!
       LIVE[$SRV_PID]=1
@@ -160,6 +181,19 @@ start_server() {
       if [[ -n "$SRV_ADDR" ]]; then
         "${HARNESS[@]}" backlog "$SRV_PID" "$port" 4096 || log "could not raise ncat's backlog"
       fi
+      ;;
+    refrelay)
+      local out="$RUN_DIR/$tag.addr"
+      : >"$out"
+      "$BIN/refrelay" --listen 127.0.0.1:0 </dev/null >"$out" 2>"$log" &
+      SRV_PID=$!
+      LIVE[$SRV_PID]=1
+      for ((i = 0; i < 200; i++)); do
+        SRV_ADDR=$(head -1 "$out")
+        [[ -n "$SRV_ADDR" ]] && break
+        kill -0 "$SRV_PID" 2>/dev/null || break
+        sleep 0.05
+      done
       ;;
   esac
   if [[ -z "$SRV_ADDR" ]]; then
@@ -195,11 +229,13 @@ no_server() {
 
 # run_fanout SCENARIO SERVER REP TIMEOUT CHATBENCH-ARGS...
 run_fanout() {
-  local scen=$1 server=$2 rep=$3 limit=$4
+  local scen=$1 server=$2 rep=$3 limit=$4 config=$CONFIG
   shift 4
   local tag="$scen-$server-$rep" rc=0 cpu0 cpu1 alive=true hello=()
+  # Only groupchatd has nicknames; for the others the hello line would be a chat line.
   [[ $server == groupchatd ]] && hello=(--hello "${scen,,}u{i}")
-  start_server "$server" "$tag" || { no_server "$scen" "$server" "$rep"; return; }
+  [[ $scen == S1f ]] && config=$CONFIG_FLOOD
+  start_server "$server" "$tag" "$config" || { no_server "$scen" "$server" "$rep"; return; }
   cpu0=$(server_cpu "$SRV_PID")
   timeout -k 5 $((limit + 30)) "$BIN/chatbench" fanout --addr "$SRV_ADDR" "$@" "${hello[@]}" \
     --pid "$SRV_PID" --timeout "$limit" --json >"$RUN_DIR/$tag.json" 2>"$RUN_DIR/$tag.err" || rc=$?
@@ -258,10 +294,13 @@ run_idle() {
 # ---- the runs ------------------------------------------------------------------------------
 
 # Rough upper bounds of one run in seconds, to stop starting runs the budget cannot finish.
-declare -A COST=([S1]=15 [S1x10]=20 [S2]=30 [S2x10]=30 [S3]=30 [S4]=30)
+declare -A COST=([S1]=20 [S1f]=20 [S2]=30 [S3]=30 [S4]=30 [S1b]=15 [S2b]=30)
+# Per-line scenarios first, then the batched ones, so a short budget cuts the second table.
 for ((rep = 1; rep <= REPS; rep++)); do
-  for scen in S1 S1x10 S2 S2x10 S3 S4; do
+  for scen in S1 S1f S2 S3 S4 S1b S2b; do
     for server in "${SERVERS[@]}"; do
+      # The limiter and the named idle clients exist in groupchatd only (see usage).
+      [[ $scen == S1f || $scen == S4 ]] && [[ $server != groupchatd ]] && continue
       if over_budget "${COST[$scen]}"; then
         log "budget of $BUDGET s spent: skipping $scen $server rep $rep"
         "${HARNESS[@]}" record --out "$RESULTS" --scenario "$scen" --server "$server" \
@@ -269,15 +308,16 @@ for ((rep = 1; rep <= REPS; rep++)); do
         continue
       fi
       case "$scen" in
-        S1) run_fanout S1 "$server" "$rep" 60 --clients 100 --senders 10 --messages 1000 --size 64 ;;
-        S1x10) run_fanout S1x10 "$server" "$rep" 60 --clients 100 --senders 10 --messages 10000 \
-          --size 64 ;;
-        S2) run_fanout S2 "$server" "$rep" 60 --clients 1000 --senders 1 --messages 1000 --size 64 ;;
-        S2x10) run_fanout S2x10 "$server" "$rep" 60 --clients 1000 --senders 1 --messages 10000 \
-          --size 64 ;;
+        S1 | S1f) run_fanout "$scen" "$server" "$rep" 60 --clients 100 --senders 10 \
+          --messages 10000 --size 64 ;;
+        S2) run_fanout S2 "$server" "$rep" 60 --clients 1000 --senders 1 --messages 2000 --size 64 ;;
         S3) run_fanout S3 "$server" "$rep" 60 --clients 200 --senders 20 --messages 500 --rate 50 \
           --size 64 ;;
         S4) run_idle "$server" "$rep" ;;
+        S1b) run_fanout S1b "$server" "$rep" 60 --clients 100 --senders 10 --messages 10000 \
+          --size 64 --batch 64 ;;
+        S2b) run_fanout S2b "$server" "$rep" 60 --clients 1000 --senders 1 --messages 2000 \
+          --size 64 --batch 64 ;;
       esac
     done
   done
@@ -297,7 +337,7 @@ fi
 
 cpu_model=$(grep -m1 '^model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//') || cpu_model="?"
 commit="$(git rev-parse --short HEAD 2>/dev/null || echo '?')"
-git diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null || commit="$commit (modified)"
+git diff --quiet HEAD -- src benches Cargo.toml Cargo.lock 2>/dev/null || commit="$commit (modified)"
 ncat_version=$(ncat --version 2>&1 | grep -o 'Version [^ ]*' || echo "not installed")
 "${HARNESS[@]}" table "$RESULTS" --ready "$READY" --date "$(date -u '+%Y-%m-%d %H:%M UTC')" \
   --nproc "$(nproc)" --cpu "$cpu_model" --kernel "$(uname -r)" --commit "$commit" \

@@ -13,7 +13,8 @@ if ! cargo deb --version >/dev/null 2>&1; then
     cargo install cargo-deb --locked
 fi
 
-cargo build --release --locked
+# Only the daemon's package: the workspace's other members (benches/) are not shipped.
+cargo build --release --locked -p groupchatd
 bin=${CARGO_TARGET_DIR:-$root/target}/release
 
 # Reproducible pages: their date is the last commit's, unless the caller chose one.

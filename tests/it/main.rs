@@ -1,7 +1,6 @@
 //! groupchatd integration tests: one binary (one link step), grouped by subject.
 
 mod admin;
-mod bench;
 mod binary;
 mod chat;
 mod e2e;

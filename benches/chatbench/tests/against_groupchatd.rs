@@ -1,21 +1,71 @@
-//! The real `chatbench` binary against an in-process server: its accounting must be exact.
+//! The real `chatbench` binary against an in-process groupchatd: its accounting must be exact.
 //!
-//! Correctness only: no assertion depends on timing, which depends on the machine. The server runs
-//! on this test's runtime, so chatbench runs as a child process waited for on a blocking thread.
+//! Correctness only: no assertion depends on timing, which depends on the machine. chatbench
+//! imports nothing from groupchatd; only this test does, as a dev-dependency, to run the server
+//! in-process (as the daemon's own tests do): `cargo test -p chatbench` then needs no prebuilt
+//! daemon binary (another package's `CARGO_BIN_EXE_*` is not visible here), and `--pid` can name
+//! this process. The server runs on this test's runtime, so chatbench runs as a child process
+//! waited for on a blocking thread.
 
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use groupchatd::app::App;
+use groupchatd::config::Config;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-
-use crate::support::{TestServer, test_config};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
 
 const BIN: &str = env!("CARGO_BIN_EXE_chatbench");
 
 /// Outer bound on one chatbench run; the runs below pass a shorter `--timeout`.
 const RUN_BOUND: Duration = Duration::from_secs(60);
+/// Bound on the server's graceful stop.
+const STOP_BOUND: Duration = Duration::from_secs(10);
+
+/// An in-process groupchatd on 127.0.0.1:0 (the minimal part of the daemon tests' `TestServer`).
+struct TestServer {
+    addr: SocketAddr,
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<()>,
+}
+
+impl TestServer {
+    /// Flood control off (chatbench sends as fast as it can); its own admin socket in the temp
+    /// directory (short: Unix socket paths are limited to 108 bytes).
+    fn start() -> TestServer {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let admin: PathBuf =
+            std::env::temp_dir().join(format!("gcd-cb-{}-{n}.sock", std::process::id()));
+        let config = Config {
+            listen: vec!["127.0.0.1:0".parse().unwrap()],
+            admin_socket: Some(admin),
+            flood: None,
+            ..Config::default()
+        };
+        let app = App::bind(config).expect("bind 127.0.0.1:0");
+        let addr = app.local_addrs()[0];
+        let (stop, stopped) = oneshot::channel();
+        let task = tokio::spawn(app.run(async move {
+            let _ = stopped.await;
+        }));
+        TestServer { addr, stop, task }
+    }
+
+    /// Triggers the graceful stop and waits (bounded) for `run` to return.
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        tokio::time::timeout(STOP_BOUND, self.task)
+            .await
+            .expect("server stopped within the bound")
+            .unwrap();
+    }
+}
 
 /// Runs chatbench with `args`, bounded by [`RUN_BOUND`] (killed past it).
 async fn chatbench(args: &[String]) -> Output {
@@ -81,7 +131,7 @@ fn text(out: &Output) -> (String, String) {
 
 #[tokio::test]
 async fn fanout_counts_every_delivery_exactly_once() {
-    let srv = TestServer::start(test_config());
+    let srv = TestServer::start();
     let template = "fanout --addr ADDR --clients 20 --senders 4 --messages 200 --hello b{i} \
                     --pid PID --json --timeout 30";
     let json = run_json(&srv, template).await;
@@ -98,12 +148,50 @@ async fn fanout_counts_every_delivery_exactly_once() {
         assert!(number(&json, "server_cpu_ns_s") > 0.0, "{json}");
     }
     assert!(json.contains("\"partial\": false"), "{json}");
+    // The default: every line its own write(), and no schedule to stagger.
+    assert_eq!(number(&json, "lines_per_write"), 1.0, "{json}");
+    assert_eq!(number(&json, "writes"), 800.0, "{json}");
+    assert!(json.contains("\"staggered\": null"), "{json}");
+    srv.stop().await;
+}
+
+#[tokio::test]
+async fn batch_and_schedule_modes_do_what_the_report_says() {
+    let srv = TestServer::start();
+    // As fast as possible, up to 64 lines per write: 200 lines take 4 writes per sender.
+    let batched = "fanout --addr ADDR --clients 6 --senders 2 --messages 200 --batch 64 \
+                   --hello m{i} --json --timeout 30";
+    let json = run_json(&srv, batched).await;
+    assert_eq!(number(&json, "lines_per_write"), 64.0, "{json}");
+    assert_eq!(number(&json, "writes"), 8.0, "{json}");
+    assert_eq!(number(&json, "lost"), 0.0, "{json}");
+    // Rated: staggered by default, aligned with --synchronized; per-line writes either way.
+    for (flag, staggered) in [("", "true"), ("--synchronized", "false")] {
+        let rated = format!(
+            "fanout --addr ADDR --clients 6 --senders 3 --messages 20 --rate 200 {flag} \
+             --hello r{{i}} --json --timeout 30"
+        );
+        let json = run_json(&srv, &rated).await;
+        assert!(
+            json.contains(&format!("\"staggered\": {staggered}")),
+            "{json}"
+        );
+        assert_eq!(number(&json, "writes"), 60.0, "{json}");
+        assert_eq!(number(&json, "delivered"), 300.0, "{json}");
+    }
+    // Lockstep: each write waits for the lines before it, so the run still completes exactly.
+    let lockstep = "fanout --addr ADDR --clients 6 --senders 2 --messages 50 --lockstep \
+                    --hello l{i} --json --timeout 30";
+    let json = run_json(&srv, lockstep).await;
+    assert!(json.contains("\"lockstep\": true"), "{json}");
+    assert_eq!(number(&json, "writes"), 100.0, "{json}");
+    assert_eq!(number(&json, "delivered"), 500.0, "{json}");
     srv.stop().await;
 }
 
 #[tokio::test]
 async fn idle_reports_the_servers_memory() {
-    let srv = TestServer::start(test_config());
+    let srv = TestServer::start();
     let template = "idle --addr ADDR --clients 50 --hold 0 --hello i{i} --pid PID --json \
                     --timeout 30";
     let json = run_json(&srv, template).await;

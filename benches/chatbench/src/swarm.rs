@@ -30,6 +30,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::lockstep::Lockstep;
 use crate::marker;
 use crate::reader::{Event, Reader};
 use crate::stats::Tally;
@@ -54,6 +55,8 @@ pub struct Setup {
     pub hello: Option<String>,
     /// Builds connection `i`'s tally (what it expects to receive).
     pub tally: Box<dyn Fn(u32) -> Tally + Send + Sync>,
+    /// Where readers add their data deliveries, for senders in lockstep.
+    pub lockstep: Option<Arc<Lockstep>>,
     /// The run's clock: all times are microseconds since this instant.
     pub base: Instant,
 }
@@ -122,7 +125,14 @@ impl Swarm {
                 let started = opened.map(|stream| {
                     let (rd, wr) = stream.into_split();
                     let tally = (setup.tally)(i as u32);
-                    let reader = Reader::new(i, tally, events, progress, setup.base);
+                    let reader = Reader::new(
+                        i,
+                        tally,
+                        events,
+                        progress,
+                        setup.lockstep.clone(),
+                        setup.base,
+                    );
                     (wr, tokio::spawn(reader.run(rd, cancel)))
                 });
                 (i, started)

@@ -18,6 +18,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::lockstep::Lockstep;
 use crate::marker::{self, LineSplitter, Marker};
 use crate::stats::Tally;
 
@@ -66,16 +67,19 @@ pub struct Reader {
     tally: Tally,
     events: mpsc::UnboundedSender<Event>,
     progress: Arc<AtomicU64>,
+    lockstep: Option<Arc<Lockstep>>,
     base: Instant,
 }
 
 impl Reader {
-    /// The reader of connection `id`, accounting into `tally`; times are measured from `base`.
+    /// The reader of connection `id`, accounting into `tally` (and its data deliveries into
+    /// `lockstep`, if any); times are measured from `base`.
     pub fn new(
         id: usize,
         tally: Tally,
         events: mpsc::UnboundedSender<Event>,
         progress: Arc<AtomicU64>,
+        lockstep: Option<Arc<Lockstep>>,
         base: Instant,
     ) -> Reader {
         Reader {
@@ -83,6 +87,7 @@ impl Reader {
             tally,
             events,
             progress,
+            lockstep,
             base,
         }
     }
@@ -159,6 +164,9 @@ impl Reader {
         });
         if self.tally.counts.delivered != delivered_before {
             self.progress.fetch_add(1, Ordering::Relaxed);
+            if let Some(ls) = &self.lockstep {
+                ls.delivered(self.tally.counts.delivered - delivered_before);
+            }
         }
         if saw_line && !seen.any_line {
             seen.any_line = true;

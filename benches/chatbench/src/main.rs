@@ -5,8 +5,8 @@
 //! with `--echo`); lost = expected - unique deliveries, duplicated = a line received again by the
 //! same client, reordered = a line received after a higher sequence number from its sender.
 //! Modules: `marker` (line format, framing), `stats` (accounting), `proc` (server CPU and RSS),
-//! `swarm` (connections, readiness), `reader` (one connection's input), `fanout`, `idle`,
-//! `report`.
+//! `swarm` (connections, readiness), `reader` (one connection's input), `lockstep` (one line in
+//! flight, for instruction counts), `fanout`, `idle`, `report`.
 //!
 //! This file only parses the command line, prepares the process (file descriptor limit, a
 //! runtime with one worker per core) and maps outcomes to exit codes: 0 the run completed (even
@@ -15,6 +15,7 @@
 
 mod fanout;
 mod idle;
+mod lockstep;
 mod marker;
 mod proc;
 mod reader;

@@ -1,14 +1,25 @@
 //! `chatbench fanout`: N connections, S of them sending M marked lines each; measures delivery.
 //!
 //! Sequence: connect all (hello lines), probe barrier (see `swarm`), read the server's CPU time,
-//! start every sender on one shared schedule, wait until every receiver has every line or its
+//! start every sender (on its schedule, in rated mode), wait until every receiver has every line or its
 //! senders' end lines, read the CPU time again, report. The whole run is bounded by `--timeout`;
 //! when it passes, everything stops and what was measured so far is reported as partial.
 //!
-//! A sender writes up to [`BATCH`] lines per write(): always in as-fast-as-possible mode, and in
-//! rated mode whenever it has fallen behind its schedule, so the generator itself stays cheap.
+//! By default a sender writes one line per write(), as a person at netcat or a script piping
+//! `while read; do echo; done` into it does: a server then pays its per-read costs once per line.
+//! `--batch N` lets a sender put up to N lines in one write(): always in as-fast-as-possible mode,
+//! and in rated mode whenever it has fallen behind its schedule (the mode before per-line
+//! senders became the default; it measures a server's batching more than its per-line cost).
+//!
+//! `--lockstep` makes each write wait until everything sent so far has reached every receiver (see
+//! `lockstep`): for counting a server's instructions per line, not for its speed.
+//!
+//! In rated mode (`--rate`) the senders are staggered evenly over one period (sender j of S
+//! starts j/S of a period after sender 0), so the server sees a steady stream as from people
+//! typing independently; `--synchronized` starts them all at once, in aligned bursts.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -18,15 +29,16 @@ use tokio::net::tcp::OwnedWriteHalf;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::lockstep::Lockstep;
 use crate::marker;
 use crate::proc;
 use crate::report::{Report, Value, field};
 use crate::stats::{Tally, Totals};
 use crate::swarm::{Setup, Swarm, WaitError};
 
-/// Most lines put in one write().
-const BATCH: u32 = 64;
-/// A rated batch starting later than this behind its schedule counts as late.
+/// Most lines one write() may carry: `--batch` above it would only grow the buffer.
+const MAX_BATCH: u32 = 1 << 16;
+/// A rated write starting later than this behind its schedule counts as late.
 const LATE_US: u64 = 2000;
 /// Cap on the memory for duplicate detection (one bit per receiver, sender and line).
 const MAX_TRACKING_BYTES: u64 = 1 << 30;
@@ -49,6 +61,18 @@ pub struct FanoutArgs {
     /// Lines per second per sender (default: as fast as possible).
     #[arg(long)]
     pub rate: Option<f64>,
+    /// Most lines per write(): 1 (the default) writes each line on its own, as netcat does.
+    #[arg(long, default_value_t = 1)]
+    pub batch: u32,
+    /// With --rate: start every sender at the same instant (aligned bursts) instead of
+    /// staggering them evenly over one period.
+    #[arg(long, requires = "rate")]
+    pub synchronized: bool,
+    /// Each write waits until every line sent so far has reached every receiver: one line in
+    /// flight per sender, so the server's work per line does not depend on timing (for
+    /// instruction counts; the throughput it reports is the round trip's).
+    #[arg(long)]
+    pub lockstep: bool,
     /// Bytes per line, line end excluded (the marker is never cut: this is a minimum).
     #[arg(long, default_value_t = 64)]
     pub size: usize,
@@ -90,6 +114,9 @@ impl FanoutArgs {
         {
             bail!("--rate must be a positive number of lines per second");
         }
+        if !(1..=MAX_BATCH).contains(&self.batch) {
+            bail!("--batch must be between 1 and {MAX_BATCH} lines per write");
+        }
         if self.size > 1 << 20 {
             bail!("--size must be at most 1048576 bytes");
         }
@@ -112,15 +139,26 @@ struct Plan {
     messages: u32,
     size: usize,
     rate: Option<f64>,
-    /// When line 0 is due, microseconds since the run's start.
+    /// Most lines per write().
+    batch: u32,
+    /// Stagger the senders' schedules over one period (rated mode).
+    staggered: bool,
+    senders: u32,
+    /// When sender 0's line 0 is due, microseconds since the run's start.
     start_us: u64,
     base: Instant,
 }
 
 impl Plan {
-    /// When line `seq` is due (rated mode).
-    fn due_us(&self, seq: u32, rate: f64) -> u64 {
-        self.start_us + (f64::from(seq) * 1e6 / rate) as u64
+    /// When sender `id`'s line `seq` is due (rated mode): staggered, sender j of S is j/S of a
+    /// period behind sender 0.
+    fn due_us(&self, id: u32, seq: u32, rate: f64) -> u64 {
+        let offset = if self.staggered {
+            f64::from(id) / f64::from(self.senders)
+        } else {
+            0.0
+        };
+        self.start_us + ((f64::from(seq) + offset) * 1e6 / rate) as u64
     }
 }
 
@@ -128,8 +166,8 @@ impl Plan {
 #[derive(Default)]
 struct Sent {
     lines: u32,
-    batches: u64,
-    late_batches: u64,
+    writes: u64,
+    late_writes: u64,
     max_lag_us: u64,
     error: Option<String>,
 }
@@ -139,18 +177,24 @@ fn now_us(base: Instant) -> u64 {
 }
 
 /// Sends `plan.messages` data lines as connection `id`, then its end line; stops early when
-/// cancelled.
-async fn send(id: u32, wr: &mut OwnedWriteHalf, plan: Plan, cancel: CancellationToken) -> Sent {
+/// cancelled. With `lockstep`, each write waits for the lines before it to be delivered.
+async fn send(
+    id: u32,
+    wr: &mut OwnedWriteHalf,
+    plan: Plan,
+    lockstep: Option<Arc<Lockstep>>,
+    cancel: CancellationToken,
+) -> Sent {
     let mut sent = Sent::default();
-    let mut buf = Vec::with_capacity(BATCH as usize * (plan.size + 32));
+    let mut buf = Vec::with_capacity(plan.batch.min(1024) as usize * (plan.size + 32));
     // Each pass writes at least one line or sleeps until the next is due: at most 2 x messages
     // passes, and the cancel (the deadline) cuts it short.
     while sent.lines < plan.messages {
         let now = now_us(plan.base);
         let n = match plan.rate {
-            None => BATCH.min(plan.messages - sent.lines),
+            None => plan.batch.min(plan.messages - sent.lines),
             Some(rate) => {
-                let due = plan.due_us(sent.lines, rate);
+                let due = plan.due_us(id, sent.lines, rate);
                 if now < due {
                     let wake = plan.base + Duration::from_micros(due);
                     tokio::select! {
@@ -161,13 +205,13 @@ async fn send(id: u32, wr: &mut OwnedWriteHalf, plan: Plan, cancel: Cancellation
                 let lag = now - due;
                 sent.max_lag_us = sent.max_lag_us.max(lag);
                 if lag > LATE_US {
-                    sent.late_batches += 1;
+                    sent.late_writes += 1;
                 }
                 // Everything already due goes out in this write, up to a batch.
                 let mut n = 1;
-                while n < BATCH
+                while n < plan.batch
                     && sent.lines + n < plan.messages
-                    && plan.due_us(sent.lines + n, rate) <= now
+                    && plan.due_us(id, sent.lines + n, rate) <= now
                 {
                     n += 1;
                 }
@@ -178,6 +222,9 @@ async fn send(id: u32, wr: &mut OwnedWriteHalf, plan: Plan, cancel: Cancellation
         for seq in sent.lines..sent.lines + n {
             marker::push_data_line(&mut buf, id, seq, now, plan.size);
         }
+        if let Some(ls) = &lockstep {
+            ls.sending(u64::from(n));
+        }
         tokio::select! {
             r = wr.write_all(&buf) => if let Err(e) = r {
                 sent.error = Some(format!("sender {id}: {e}"));
@@ -186,7 +233,13 @@ async fn send(id: u32, wr: &mut OwnedWriteHalf, plan: Plan, cancel: Cancellation
             _ = cancel.cancelled() => return sent,
         }
         sent.lines += n;
-        sent.batches += 1;
+        sent.writes += 1;
+        if let Some(ls) = &lockstep {
+            tokio::select! {
+                _ = ls.settled() => {}
+                _ = cancel.cancelled() => return sent,
+            }
+        }
     }
     if !cancel.is_cancelled() {
         buf.clear();
@@ -207,11 +260,14 @@ pub async fn run(args: &FanoutArgs, addr: SocketAddr) -> anyhow::Result<bool> {
     let base = Instant::now();
     let deadline = base + Duration::from_secs_f64(args.timeout);
     let (senders, messages, echo) = (args.senders as u32, args.messages, args.echo);
+    let receivers = (args.clients - 1 + usize::from(echo)) as u64;
+    let lockstep = args.lockstep.then(|| Arc::new(Lockstep::new(receivers)));
     let setup = Setup {
         addr,
         clients: args.clients,
         hello: args.hello.clone(),
         tally: Box::new(move |i| Tally::new(senders, messages, i, echo)),
+        lockstep: lockstep.clone(),
         base,
     };
     let mut swarm = Swarm::connect(setup, deadline).await?;
@@ -244,15 +300,18 @@ pub async fn run(args: &FanoutArgs, addr: SocketAddr) -> anyhow::Result<bool> {
         messages,
         size: args.size,
         rate: args.rate,
+        batch: args.batch,
+        staggered: args.rate.is_some() && !args.synchronized,
+        senders,
         start_us: now_us(base),
         base,
     };
     let handles: Vec<_> = (0..senders)
         .map(|id| {
             let mut wr = swarm.take_writer(id as usize);
-            let cancel = swarm.cancel.clone();
+            let (cancel, lockstep) = (swarm.cancel.clone(), lockstep.clone());
             tokio::spawn(async move {
-                let sent = send(id, &mut wr, plan, cancel).await;
+                let sent = send(id, &mut wr, plan, lockstep, cancel).await;
                 // Returned, not dropped: dropping the write half would half-close the connection,
                 // and a server may end the session at EOF while we still read from it.
                 (sent, wr)
@@ -293,11 +352,10 @@ pub async fn run(args: &FanoutArgs, addr: SocketAddr) -> anyhow::Result<bool> {
     for t in &tallies {
         run.totals.add(&t.counts);
     }
-    let receivers = (args.clients - 1 + usize::from(echo)) as u64;
     for s in &outcomes {
         run.sent += u64::from(s.lines);
-        run.batches += s.batches;
-        run.late_batches += s.late_batches;
+        run.writes += s.writes;
+        run.late_writes += s.late_writes;
         run.max_lag_us = run.max_lag_us.max(s.max_lag_us);
         if let Some(e) = &s.error {
             notes.push(format!("warning: {e}"));
@@ -333,8 +391,8 @@ struct Run {
     server_cpu_s: Option<f64>,
     /// The same from schedstat, to the nanosecond (live threads only).
     server_cpu_ns_s: Option<f64>,
-    batches: u64,
-    late_batches: u64,
+    writes: u64,
+    late_writes: u64,
     max_lag_us: u64,
     partial: bool,
 }
@@ -355,12 +413,12 @@ fn verdict(notes: &mut Vec<String>, args: &FanoutArgs, run: &Run) {
             t.foreign
         ));
     }
-    if args.rate.is_some() && run.late_batches > 0 {
+    if args.rate.is_some() && run.late_writes > 0 {
         notes.push(format!(
             "warning: chatbench fell behind: {} of {} writes started more than {} ms late \
              (max {:.1} ms)",
-            run.late_batches,
-            run.batches,
+            run.late_writes,
+            run.writes,
             LATE_US / 1000,
             run.max_lag_us as f64 / 1000.0
         ));
@@ -426,6 +484,26 @@ fn print(args: &FanoutArgs, run: &Run, notes: Vec<String>) {
             Value::opt_float(args.rate, 1),
             "lines/s",
         ),
+        (
+            "lines_per_write",
+            "lines per write, at most",
+            Value::count(u64::from(args.batch)),
+            "",
+        ),
+        (
+            "lockstep",
+            "lockstep (one line in flight per sender)",
+            Value::Bool(args.lockstep),
+            "",
+        ),
+        (
+            "staggered",
+            "senders staggered over a period",
+            // Only a rated run has a schedule to stagger.
+            args.rate
+                .map_or(Value::Null, |_| Value::Bool(!args.synchronized)),
+            "",
+        ),
         ("setup_s", "setup", Value::opt_float(run.setup_s, 3), "s"),
         ("sent", "sent", Value::count(run.sent), "lines"),
         (
@@ -478,9 +556,15 @@ fn print(args: &FanoutArgs, run: &Run, notes: Vec<String>) {
             "s",
         ),
         (
-            "late_batches",
+            "writes",
+            "data writes by senders",
+            Value::count(run.writes),
+            "",
+        ),
+        (
+            "late_writes",
             "late writes",
-            Value::count(run.late_batches),
+            Value::count(run.late_writes),
             "",
         ),
         (
@@ -499,4 +583,77 @@ fn print(args: &FanoutArgs, run: &Run, notes: Vec<String>) {
         report.note(n);
     }
     crate::emit(&report, args.json);
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    fn plan(senders: u32, staggered: bool) -> Plan {
+        Plan {
+            messages: 10,
+            size: 64,
+            rate: Some(100.0),
+            batch: 1,
+            staggered,
+            senders,
+            start_us: 1_000,
+            base: Instant::now(),
+        }
+    }
+
+    #[test]
+    fn staggered_senders_spread_evenly_over_one_period() {
+        // 100 lines/s: a 10 ms period; 4 senders start 2.5 ms apart, then keep their period.
+        let p = plan(4, true);
+        let firsts: Vec<u64> = (0..4).map(|id| p.due_us(id, 0, 100.0)).collect();
+        assert_eq!(firsts, [1_000, 3_500, 6_000, 8_500]);
+        assert_eq!(p.due_us(3, 1, 100.0), 18_500);
+        // The last sender's first line is still due before sender 0's second.
+        assert!(p.due_us(3, 0, 100.0) < p.due_us(0, 1, 100.0));
+    }
+
+    #[test]
+    fn synchronized_senders_share_one_schedule() {
+        let p = plan(4, false);
+        for id in 0..4 {
+            assert_eq!(p.due_us(id, 0, 100.0), 1_000);
+            assert_eq!(p.due_us(id, 5, 100.0), 51_000);
+        }
+    }
+
+    /// The fanout arguments of `chatbench fanout ARGS`.
+    fn parse(args: &str) -> Result<FanoutArgs, String> {
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            fanout: FanoutArgs,
+        }
+        let argv = std::iter::once("chatbench").chain(args.split_whitespace());
+        let cli = Cli::try_parse_from(argv).map_err(|e| e.to_string())?;
+        cli.fanout.check().map_err(|e| e.to_string())?;
+        Ok(cli.fanout)
+    }
+
+    #[test]
+    fn one_line_per_write_unless_batch_is_given() {
+        let base = "--addr 127.0.0.1:1 --clients 2 --senders 1 --messages 1";
+        assert_eq!(parse(base).unwrap().batch, 1);
+        assert_eq!(parse(&format!("{base} --batch 64")).unwrap().batch, 64);
+        let zero = parse(&format!("{base} --batch 0")).unwrap_err();
+        assert!(zero.contains("--batch"), "{zero}");
+        let huge = parse(&format!("{base} --batch {}", MAX_BATCH + 1)).unwrap_err();
+        assert!(huge.contains("--batch"), "{huge}");
+    }
+
+    #[test]
+    fn synchronized_needs_a_rate() {
+        let base = "--addr 127.0.0.1:1 --clients 2 --senders 1 --messages 1";
+        assert!(parse(&format!("{base} --synchronized")).is_err());
+        let rated = parse(&format!("{base} --rate 10 --synchronized")).unwrap();
+        assert!(rated.synchronized);
+        assert!(!parse(&format!("{base} --rate 10")).unwrap().synchronized);
+    }
 }
