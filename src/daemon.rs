@@ -21,7 +21,11 @@ pub fn run(config: Config, path: Option<PathBuf>, overrides: Overrides) -> anyho
     let (log, sink) = logging::init(&config.log_level)
         .map_err(|e| anyhow::anyhow!("cannot start logging: {e}"))?;
     let nofile = raise_nofile_limit();
+    // Publishes wait for the end of the worker's batch of ready tasks, so lines that arrive
+    // together leave together (see hub/deliver.rs).
+    crate::hub::enable_deferred_delivery();
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .on_thread_park(crate::hub::deliver_deferred)
         .enable_all()
         .thread_name("groupchatd")
         .build()

@@ -56,7 +56,7 @@ impl Hub {
         reason: &LeaveReason,
         farewell: Option<Bytes>,
     ) -> Option<(Option<Arc<str>>, Vec<ClientId>)> {
-        let (client, nick, notice_for) = {
+        let (client, nick, notified) = {
             let mut st = self.lock();
             let client = st.clients.remove(&id)?;
             let ip = client.peer.ip().to_canonical();
@@ -73,7 +73,7 @@ impl Hub {
             let how = Close::for_reason(reason.clone());
             client.outbox.close(end, how, Some(&self.congestion));
             let member = st.members.remove(&id);
-            let mut notice_for = None;
+            let mut notified = false;
             if let Some(m) = &member {
                 st.nicks.remove(&NickKey(m.nick.clone()));
                 st.members_changed();
@@ -81,10 +81,10 @@ impl Hub {
                     let line = notice(&format!("{} left ({reason})", m.nick));
                     let end = st.log.append(NOBODY, line, 1).end;
                     self.log_end.store(end, Ordering::SeqCst);
-                    notice_for = Some((st.recipients(), (end, st.queue_limit)));
+                    notified = true;
                 }
             }
-            (client, member.map(|m| m.nick), notice_for)
+            (client, member.map(|m| m.nick), notified)
         };
         self.changed();
         if matches!(reason, LeaveReason::QueueFull | LeaveReason::WriteTimeout) {
@@ -105,10 +105,11 @@ impl Hub {
                 "disconnected before choosing a nickname"
             ),
         }
-        let mut slow = Vec::new();
-        if let Some((recipients, end)) = notice_for {
-            slow = self.deliver_collect(&recipients, end, 0);
-        }
+        let slow = if notified {
+            self.deliver_collect(0)
+        } else {
+            Vec::new()
+        };
         Some((nick, slow))
     }
 

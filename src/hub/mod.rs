@@ -14,6 +14,8 @@
 //! - Lines are formatted once and shared as [`Bytes`]; recipients get reference-count bumps.
 
 mod close;
+mod deliver;
+pub(crate) use deliver::{deliver_deferred, deliver_overdue, enable_deferred_delivery};
 pub(crate) mod log;
 mod names;
 
@@ -36,6 +38,7 @@ use crate::drain::Drain;
 use crate::protocol::format::notice;
 use crate::protocol::{nick_key, validate_nick};
 use crate::settings::{Settings, SettingsCell};
+use deliver::Shards;
 use log::{Log, NOBODY};
 
 /// Daemon-wide counters (monotonic totals), readable without the hub lock.
@@ -155,6 +158,8 @@ pub struct Hub {
     /// Bumped on every membership change, for the status notifier (and tests) to wait on.
     changes: watch::Sender<u64>,
     congestion: Arc<Congestion>,
+    /// Who writes new log entries to the members (see `deliver`).
+    shards: Shards,
     /// Stopping, phase one (see [`Hub::begin_drain`]).
     drain: Drain,
     /// Daemon-wide totals.
@@ -180,6 +185,7 @@ impl Hub {
             next_id: AtomicU64::new(1),
             changes: watch::Sender::new(0),
             congestion: Arc::default(),
+            shards: Shards::new(),
             drain: Drain::default(),
             counters: Counters::default(),
             started_at: SystemTime::now(),
@@ -289,7 +295,7 @@ impl Hub {
         validate_nick(nick).map_err(NickRefused::Invalid)?;
         let nick: Arc<str> = Arc::from(nick);
         let key = NickKey(nick.clone());
-        let (peer, recipients, end) = {
+        let (client, notified) = {
             let mut st = self.lock();
             let Some(client) = st.clients.get(&id).cloned() else {
                 return Err(NickRefused::Gone);
@@ -310,25 +316,24 @@ impl Hub {
             let n = st.members.len();
             // In a big room the welcome gives only the count, and nobody is told of the join.
             let listed = st.announce_presence(n).then(|| st.sorted_names());
-            let recipients = listed.is_some().then(|| {
+            if listed.is_some() {
                 st.log.append(NOBODY, notice(&format!("{nick} joined")), 1);
-                st.recipients()
-            });
-            let end = (st.log.end(), st.queue_limit);
-            self.log_end.store(end.0, Ordering::SeqCst);
+            }
+            let end = st.log.end();
+            self.log_end.store(end, Ordering::SeqCst);
             // The newcomer's output starts after the notice, with the welcome.
             client.outbox.start_after(st.log.tail().clone());
             let welcome = names::welcome(&nick, n, listed.as_deref());
-            client.outbox.push_private(end.0, welcome, 2);
-            (
-                client.peer,
-                recipients.unwrap_or_else(|| Arc::new([client])),
-                end,
-            )
+            client.outbox.push_private(end, welcome, 2);
+            (client, listed.is_some())
         };
-        info!(client = id, peer = %peer, nick = %nick, event = "join", "joined");
+        info!(client = id, peer = %client.peer, nick = %nick, event = "join", "joined");
         self.changed();
-        self.deliver(&recipients, end, 0);
+        if notified {
+            self.deliver(0);
+        } else {
+            client.flush(self.limits(self.log_end(), self.config().max_queue_bytes));
+        }
         Ok(nick)
     }
 
@@ -337,7 +342,7 @@ impl Hub {
         validate_nick(new).map_err(NickRefused::Invalid)?;
         let new: Arc<str> = Arc::from(new);
         let key = NickKey(new.clone());
-        let (old, recipients, end) = {
+        let (old, only) = {
             let mut st = self.lock();
             let Some(member) = st.members.get(&id) else {
                 return Err(NickRefused::Gone);
@@ -358,20 +363,24 @@ impl Hub {
             st.nicks.remove(&NickKey(old.clone()));
             st.nicks.insert(key, id);
             let line = notice(&format!("{old} is now known as {new}"));
-            let recipients = if st.announce_presence(st.members.len()) {
-                st.log.append(NOBODY, line, 1);
-                st.recipients()
+            let only = if st.announce_presence(st.members.len()) {
+                let end = st.log.append(NOBODY, line, 1).end;
+                self.log_end.store(end, Ordering::SeqCst);
+                None
             } else {
                 client.outbox.push_private(st.log.end(), line, 1);
-                Arc::new([client])
+                Some(client)
             };
-            let end = (st.log.end(), st.queue_limit);
-            self.log_end.store(end.0, Ordering::SeqCst);
-            (old, recipients, end)
+            (old, only)
         };
         info!(client = id, old = %old, nick = %new, event = "rename", "changed nickname");
         self.changed();
-        self.deliver(&recipients, end, 0);
+        match only {
+            None => self.deliver(0),
+            Some(client) => {
+                client.flush(self.limits(self.log_end(), self.config().max_queue_bytes));
+            }
+        }
         Ok((old, new))
     }
 
@@ -379,46 +388,22 @@ impl Hub {
     /// the room's one order. Returns true while some member is congested: the sender should then
     /// pause before reading more (back-pressure that paces a burst to what readers can take,
     /// instead of cutting off readers that are keeping up).
-    pub fn publish(&self, from: ClientId, buf: Bytes, lines: u32) -> bool {
+    pub fn publish(self: &Arc<Self>, from: ClientId, buf: Bytes, lines: u32) -> bool {
         let len = buf.len() as u64;
-        let (recipients, end) = {
+        {
             let mut st = self.lock();
             let end = st.log.append(from, buf, lines).end;
             self.log_end.store(end, Ordering::SeqCst);
-            (st.recipients(), (end, st.queue_limit))
-        };
+        }
         let relayed = &self.counters;
         relayed
             .lines_relayed
             .fetch_add(u64::from(lines), Ordering::Relaxed);
         relayed.bytes_relayed.fetch_add(len, Ordering::Relaxed);
-        self.deliver(&recipients, end, len);
-        self.congestion.any()
-    }
-
-    /// After unlocking: writes to each recipient's socket (unless its writer is busy or its
-    /// socket full), then judges its lag; the too slow are cut off.
-    fn deliver(&self, recipients: &[Arc<Client>], end: (u64, usize), added: u64) {
-        let slow = self.deliver_collect(recipients, end, added);
-        self.drop_slow(slow);
-    }
-
-    /// [`deliver`](Self::deliver), returning the too slow instead of cutting them off.
-    fn deliver_collect(
-        &self,
-        recipients: &[Arc<Client>],
-        (log_end, limit): (u64, usize),
-        added: u64,
-    ) -> Vec<ClientId> {
-        let limits = self.limits(log_end, limit);
-        let mut slow = Vec::new();
-        for client in recipients {
-            client.flush(limits);
-            if client.outbox.judge(added, limits) == Lag::Overflow {
-                slow.push(client.id);
-            }
+        if !deliver::defer(self) {
+            self.deliver(len);
         }
-        slow
+        self.congestion.any()
     }
 
     /// Queues a line for `client` alone (a reply to its own command), writes it if the socket
@@ -449,14 +434,14 @@ impl Hub {
 
     /// Sends one notice to every joined member; returns how many it was sent to.
     pub fn announce(&self, text: &str) -> usize {
-        let (recipients, end) = {
+        let members = {
             let mut st = self.lock();
             let end = st.log.append(NOBODY, notice(text), 1).end;
             self.log_end.store(end, Ordering::SeqCst);
-            (st.recipients(), (end, st.queue_limit))
+            st.members.len()
         };
-        self.deliver(&recipients, end, 0);
-        recipients.len()
+        self.deliver(0);
+        members
     }
 
     /// The joined members' nicknames, sorted case-insensitively.

@@ -130,7 +130,7 @@ fn line(text: &str) -> Bytes {
 
 #[tokio::test]
 async fn publish_reaches_everyone_but_the_sender_in_one_order() {
-    let h = Hub::new(Config::default());
+    let h = Arc::new(Hub::new(Config::default()));
     let mut a = member(&h, "a", 1);
     let mut b = member(&h, "b", 2);
     let mut c = member(&h, "c", 3);
@@ -150,10 +150,10 @@ async fn publish_reaches_everyone_but_the_sender_in_one_order() {
 
 #[tokio::test]
 async fn joins_welcome_and_announce_within_the_presence_limit_only() {
-    let h = Hub::new(Config {
+    let h = Arc::new(Hub::new(Config {
         presence_max_members: 2,
         ..Config::default()
-    });
+    }));
     let mut a = member(&h, "alice", 1);
     let mut b = connect(&h, 2);
     h.join(b.id(), "Bob").unwrap();
@@ -169,7 +169,7 @@ async fn joins_welcome_and_announce_within_the_presence_limit_only() {
 
 #[tokio::test]
 async fn nicknames_are_unique_without_regard_to_case_and_validated() {
-    let h = Hub::new(Config::default());
+    let h = Arc::new(Hub::new(Config::default()));
     let _alice = member(&h, "Alice", 1);
     let c = connect(&h, 2);
     assert_eq!(h.join(c.id(), "aLICE"), Err(NickRefused::Taken));
@@ -186,7 +186,7 @@ async fn nicknames_are_unique_without_regard_to_case_and_validated() {
 
 #[tokio::test]
 async fn renames_tell_everyone_and_free_the_old_name() {
-    let h = Hub::new(Config::default());
+    let h = Arc::new(Hub::new(Config::default()));
     let mut a = member(&h, "alice", 1);
     let mut b = member(&h, "bob", 2);
     a.read_until("*** bob joined\r\n");
@@ -206,7 +206,7 @@ async fn renames_tell_everyone_and_free_the_old_name() {
 
 /// Publishes 1000-byte lines from `from` until `gone` has left the room (bounded); `reader`
 /// keeps up meanwhile. Returns the lines published and all `reader` received.
-fn publish_until_gone(h: &Hub, from: &Conn, gone: &str, reader: &mut Conn) -> (usize, String) {
+fn publish_until_gone(h: &Arc<Hub>, from: &Conn, gone: &str, reader: &mut Conn) -> (usize, String) {
     let mut seen = Vec::new();
     for round in 0..2000 {
         if h.resolve(gone).is_none() {
@@ -229,10 +229,10 @@ fn publish_until_gone(h: &Hub, from: &Conn, gone: &str, reader: &mut Conn) -> (u
 
 #[tokio::test]
 async fn a_full_queue_cuts_off_that_client_alone_and_announces_it_once() {
-    let h = Hub::new(Config {
+    let h = Arc::new(Hub::new(Config {
         max_queue_bytes: 8192,
         ..Config::default()
-    });
+    }));
     let mut a = member(&h, "a", 1);
     let mut b = member(&h, "b", 2);
     let slow = connect_at(&h, 3, true).unwrap();
@@ -266,10 +266,10 @@ async fn a_full_queue_cuts_off_that_client_alone_and_announces_it_once() {
 
 #[tokio::test]
 async fn congestion_is_counted_while_a_queue_is_over_half_full() {
-    let h = Hub::new(Config {
+    let h = Arc::new(Hub::new(Config {
         max_queue_bytes: 64 * 1024,
         ..Config::default()
-    });
+    }));
     let a = member(&h, "a", 1);
     let mut b = connect_at(&h, 2, true).unwrap();
     h.join(b.id(), "b").unwrap();
@@ -314,11 +314,11 @@ async fn congestion_is_counted_while_a_queue_is_over_half_full() {
 
 #[tokio::test]
 async fn admission_limits_and_exemptions() {
-    let h = Hub::new(Config {
+    let h = Arc::new(Hub::new(Config {
         max_clients: 2,
         max_clients_per_ip: 1,
         ..Config::default()
-    });
+    }));
     let first = connect(&h, 1);
     assert_eq!(connect_at(&h, 1, false).err(), Some(Refusal::PerIp));
     let (near, _far) = sockets(false);
@@ -335,7 +335,7 @@ async fn admission_limits_and_exemptions() {
 
 #[tokio::test]
 async fn kicks_resolve_ids_and_nicknames() {
-    let h = Hub::new(Config::default());
+    let h = Arc::new(Hub::new(Config::default()));
     let mut a = member(&h, "alice", 1);
     let mut b = member(&h, "bob", 2);
     a.read_until("*** bob joined\r\n");
@@ -354,7 +354,7 @@ async fn kicks_resolve_ids_and_nicknames() {
 
 #[tokio::test]
 async fn shutdown_tells_every_connection_and_refuses_newcomers() {
-    let h = Hub::new(Config::default());
+    let h = Arc::new(Hub::new(Config::default()));
     let mut a = member(&h, "alice", 1);
     let mut pending = connect(&h, 2);
     h.shutdown();

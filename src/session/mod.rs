@@ -94,6 +94,10 @@ impl Session {
         let limits = self.hub().limits(self.hub().log_end(), self.limit());
         self.client.flush(limits);
         loop {
+            // A flusher that had to stop may have handed the room's delivery to this session,
+            // and what this worker appended may have waited long enough.
+            self.hub().resume_delivery();
+            crate::hub::deliver_overdue();
             if let Some(ticket) = self.outbox().take_drain() {
                 // The daemon is stopping: relay what the client already sent, before the
                 // shutdown notice that follows once every session has done this.

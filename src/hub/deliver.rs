@@ -1,0 +1,221 @@
+//! Delivery after a publish: who writes the room's new log entries to the members' sockets.
+//!
+//! The members are split into shards (one per runtime worker, interleaved by position). A
+//! publisher appends to the log, then *combines*: it becomes the shard's flusher if nobody is,
+//! and writes every member of the shard up to the log's tail, one `writev` each. If a flusher is
+//! already at work on that shard, the publisher just marks the shard as having more and goes
+//! back to reading: the flusher's next round carries its lines too, in the same `writev` as
+//! whatever else arrived meanwhile. So a burst from many senders costs one write per member per
+//! round, not per line, and a lone line still leaves at once (no timer, no deferral).
+//!
+//! Across senders, delivery waits for the end of the worker's batch of ready tasks: in the
+//! daemon's runtime, a publish only appends, and the worker delivers what it appended just before
+//! it parks (tokio's `on_thread_park`, which runs when the worker has no ready task left), or once
+//! it has appended [`DEFER_PUBLISHES`] times or the oldest append is [`DEFER_AGE`] old (checked at
+//! each publish and each session wake-up on that worker), whichever comes first. So lines that
+//! several senders' reads bring in one pass of the scheduler leave in one write per member, and a
+//! lone line leaves as soon as the worker is idle. Runtimes without the hook (tests' in-process
+//! servers) deliver at once.
+//!
+//! Rounds are bounded ([`MAX_ROUNDS`]): a flusher whose shard keeps getting more hands the rest to
+//! a member's session (it rings its doorbell; sessions resume owed delivery before they wait), so
+//! no one publisher's own client waits long for it to read again. Every handover follows the
+//! same pair of flags: publishers store `more` then try to take `busy`; a flusher releases `busy`
+//! then loads `more` (all `SeqCst`), so no entry is left without a flusher.
+
+use std::cell::RefCell;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use super::Hub;
+use crate::client::{Client, ClientId, Lag};
+
+/// Rounds one flusher does in a row before handing over.
+const MAX_ROUNDS: usize = 8;
+/// Publishes a worker appends before it delivers them even though it still has ready tasks...
+const DEFER_PUBLISHES: u32 = 64;
+/// ...and the longest the oldest of them waits for that.
+const DEFER_AGE: Duration = Duration::from_micros(1000);
+
+/// Set once the runtime delivers deferred publishes before its workers park.
+static DEFERRING: AtomicBool = AtomicBool::new(false);
+
+/// What this worker thread appended and has not delivered yet.
+struct Deferred {
+    hub: Arc<Hub>,
+    since: Instant,
+    publishes: u32,
+}
+
+thread_local! {
+    static DEFERRED: RefCell<Option<Deferred>> = const { RefCell::new(None) };
+}
+
+/// Lets publishes wait for the end of the worker's batch: call it once the runtime calls
+/// [`deliver_deferred`] from `on_thread_park` on every worker.
+pub(crate) fn enable_deferred_delivery() {
+    DEFERRING.store(true, Ordering::SeqCst);
+}
+
+/// Delivers what this worker thread appended: the runtime's `on_thread_park` hook.
+pub(crate) fn deliver_deferred() {
+    if let Some(d) = DEFERRED.with_borrow_mut(Option::take) {
+        d.hub.deliver(0);
+    }
+}
+
+/// Delivers what this worker appended if it has waited [`DEFER_AGE`] (a session calls this each
+/// time it wakes, so a worker busy with other tasks still delivers in time).
+pub(crate) fn deliver_overdue() {
+    let due = DEFERRED.with_borrow_mut(|d| {
+        if d.as_ref().is_some_and(|d| d.since.elapsed() >= DEFER_AGE) {
+            d.take()
+        } else {
+            None
+        }
+    });
+    if let Some(d) = due {
+        d.hub.deliver(0);
+    }
+}
+
+/// After an append to `hub`: true if delivery is deferred to the end of the worker's batch,
+/// false if the caller must deliver now.
+pub(super) fn defer(hub: &Arc<Hub>) -> bool {
+    if !DEFERRING.load(Ordering::Relaxed) {
+        return false;
+    }
+    let now = Instant::now();
+    let (deliver_now, other) = DEFERRED.with_borrow_mut(|slot| match slot {
+        Some(d) if Arc::ptr_eq(&d.hub, hub) => {
+            d.publishes += 1;
+            let due = d.publishes >= DEFER_PUBLISHES || now - d.since >= DEFER_AGE;
+            if due {
+                *slot = None;
+            }
+            (due, None)
+        }
+        _ => {
+            let other = slot.replace(Deferred {
+                hub: hub.clone(),
+                since: now,
+                publishes: 1,
+            });
+            (false, other)
+        }
+    });
+    // Another room's deferred publishes (tests run several daemons in one process).
+    if let Some(other) = other {
+        other.hub.deliver(0);
+    }
+    !deliver_now
+}
+
+/// One shard's flags.
+#[derive(Debug, Default)]
+pub(super) struct Shard {
+    busy: AtomicBool,
+    more: AtomicBool,
+}
+
+impl Shard {
+    fn try_enter(&self) -> bool {
+        self.busy
+            .compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+    }
+}
+
+/// The shards of one room.
+#[derive(Debug)]
+pub(super) struct Shards {
+    shards: Box<[Shard]>,
+    /// Spreads publishers over the shards they try first, so two flush in parallel.
+    next: AtomicUsize,
+}
+
+impl Shards {
+    /// One shard per thread that can write in parallel.
+    pub(super) fn new() -> Shards {
+        let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Shards {
+            shards: (0..n.clamp(1, 16)).map(|_| Shard::default()).collect(),
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    /// True if some shard has entries no flusher has taken yet.
+    pub(super) fn owed(&self) -> bool {
+        self.shards.iter().any(|s| s.more.load(Ordering::SeqCst))
+    }
+}
+
+impl Hub {
+    /// After an append: gets the new entries written to every member (by this caller, or by the
+    /// flusher already at work), and returns the members found too slow (the caller closes them).
+    pub(super) fn deliver_collect(&self, added: u64) -> Vec<ClientId> {
+        let shards = &self.shards;
+        let n = shards.shards.len();
+        let first = shards.next.fetch_add(1, Ordering::Relaxed) % n;
+        let mut slow = Vec::new();
+        for k in 0..n {
+            let i = (first + k) % n;
+            let shard = &shards.shards[i];
+            shard.more.store(true, Ordering::SeqCst);
+            if shard.try_enter() {
+                self.combine(i, added, &mut slow);
+            }
+        }
+        slow
+    }
+
+    /// [`deliver_collect`](Self::deliver_collect), closing the too slow.
+    pub(super) fn deliver(&self, added: u64) {
+        let slow = self.deliver_collect(added);
+        self.drop_slow(slow);
+    }
+
+    /// Takes over delivery that a busy flusher handed on (see the module header). Cheap when
+    /// nothing is owed: one atomic load per shard.
+    pub(crate) fn resume_delivery(&self) {
+        if self.shards.owed() {
+            self.deliver(0);
+        }
+    }
+
+    /// Flushes shard `i` (whose `busy` flag we hold) until no more is owed, or hands over.
+    fn combine(&self, i: usize, added: u64, slow: &mut Vec<ClientId>) {
+        let shard = &self.shards.shards[i];
+        let n = self.shards.shards.len();
+        for _ in 0..MAX_ROUNDS {
+            shard.more.store(false, Ordering::SeqCst);
+            let (recipients, end, limit) = {
+                let mut st = self.lock();
+                (st.recipients(), st.log.end(), st.queue_limit)
+            };
+            let limits = self.limits(end, limit);
+            for client in recipients.iter().skip(i).step_by(n) {
+                client.flush(limits);
+                if client.outbox.judge(added, limits) == Lag::Overflow {
+                    slow.push(client.id);
+                }
+            }
+            shard.busy.store(false, Ordering::SeqCst);
+            if !shard.more.load(Ordering::SeqCst) || !shard.try_enter() {
+                return;
+            }
+        }
+        // Still more after our rounds: a member's session takes it from here.
+        shard.busy.store(false, Ordering::SeqCst);
+        let recipients = self.lock().recipients();
+        if let Some(member) = recipients.iter().find(|c| !c.outbox.is_closing()) {
+            hand_over(member);
+        }
+    }
+}
+
+/// Asks `member`'s session to resume delivery.
+fn hand_over(member: &Arc<Client>) {
+    member.outbox.ring();
+}
