@@ -33,6 +33,13 @@ enum State {
 /// sanitises to nothing leaves `out` unchanged.
 pub fn sanitise_into(raw: &[u8], out: &mut String) -> bool {
     let start = out.len();
+    // Printable ASCII, what most chat lines are: nothing to remove, replace or interpret.
+    if raw.iter().all(|&b| (0x20..0x7f).contains(&b))
+        && let Ok(text) = std::str::from_utf8(raw)
+    {
+        out.push_str(text.trim_end());
+        return false;
+    }
     let mut state = State::Text;
     let mut invalid = false;
     for chunk in raw.utf8_chunks() {
