@@ -7,6 +7,7 @@
 mod congestion;
 mod leave;
 pub(crate) mod outbox;
+mod socket;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,6 +19,7 @@ pub use congestion::Congestion;
 pub use leave::{Close, LeaveReason};
 pub use outbox::Outbox;
 pub(crate) use outbox::{Flushed, Lag, Limits};
+pub(crate) use socket::socket_error_reason;
 
 /// A connection's id: unique for the daemon's lifetime, never reused, never a socket address.
 pub type ClientId = u64;

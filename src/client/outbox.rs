@@ -15,22 +15,21 @@
 //! counts as congested (see [`Congestion`]). An idle client holds no buffers.
 
 use std::collections::VecDeque;
-use std::io::{self, IoSlice};
+use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use tokio::net::TcpStream;
 
 use super::congestion::Congestion;
 use super::leave::{Close, LeaveReason};
+use super::socket::{WRITE_SLICES, advance, socket_error_reason, writev};
 use super::{ClientId, ClientStats};
 use crate::drain::DrainTicket;
 use crate::hub::log::Entry;
 
-/// Buffers handed to one `writev()` (well under IOV_MAX).
-const WRITE_SLICES: usize = 64;
 /// `writev` calls one [`Outbox::flush`] makes before handing the rest to the session: a publisher
 /// writes to many sockets after each read and must not spend its turn on one busy reader.
 const FLUSH_WRITES: usize = 4;
@@ -50,8 +49,19 @@ struct Mailbox {
     queue: Vec<Private>,
     /// Set on joining a room: the entry to start after.
     start: Option<Arc<Entry>>,
-    /// Set once: how the connection ends, and the log length after which nothing more is sent.
-    close: Option<(u64, Close)>,
+    /// Where the client is in its life (the writer reads it on every write once it is closing).
+    state: Lifecycle,
+}
+
+/// A client's life as its output sees it. It moves forward only: `Open` to `Closing` once (the
+/// first close decides the reason), and a flushing close can still become an abort.
+#[derive(Debug, Clone, Default)]
+enum Lifecycle {
+    #[default]
+    Open,
+    /// Closed by [`Outbox::close`]: room output up to log length `at` is still owed (for a
+    /// `Flush`), nothing after it.
+    Closing { at: u64, how: Close },
 }
 
 /// The writer's state: only the holder of the writer lock touches it.
@@ -177,13 +187,20 @@ impl Outbox {
     pub(crate) fn close(&self, at: u64, how: Close, congestion: Option<&Congestion>) -> bool {
         let first = {
             let mut mb = lock(&self.mailbox);
-            match (&mb.close, &how) {
-                (None, _) => {
-                    mb.close = Some((at, how));
+            match (&mb.state, &how) {
+                (Lifecycle::Open, _) => {
+                    mb.state = Lifecycle::Closing { at, how };
                     true
                 }
-                (Some((at, Close::Flush(r))), Close::Abort(_)) => {
-                    mb.close = Some((*at, Close::Abort(r.clone())));
+                (
+                    Lifecycle::Closing {
+                        at,
+                        how: Close::Flush(r),
+                    },
+                    Close::Abort(_),
+                ) => {
+                    let how = Close::Abort(r.clone());
+                    mb.state = Lifecycle::Closing { at: *at, how };
                     false
                 }
                 _ => false,
@@ -324,13 +341,17 @@ impl Outbox {
         let mut mb = lock(&self.mailbox);
         // Cleared under the lock, and only a closed mailbox stays flagged (the close mark is
         // read on every write from then on).
-        self.mail.store(mb.close.is_some(), Ordering::SeqCst);
+        let closing = matches!(mb.state, Lifecycle::Closing { .. });
+        self.mail.store(closing, Ordering::SeqCst);
         if let Some(start) = mb.start.take() {
             w.cursor = Some(start);
         }
         // Private lines are rare (replies, notices): an idle client keeps no capacity for them.
         w.private.extend(std::mem::take(&mut mb.queue));
-        mb.close.clone()
+        match &mb.state {
+            Lifecycle::Open => None,
+            Lifecycle::Closing { at, how } => Some((*at, how.clone())),
+        }
     }
 
     /// Takes output in order into `w.pending` (up to [`WRITE_SLICES`] buffers); returns lines taken.
@@ -475,52 +496,5 @@ impl Outbox {
             None => bell.waker = Some(cx.waker().clone()),
         }
         Poll::Pending
-    }
-}
-
-/// Drops `n` written bytes from the front of `pending`.
-fn advance(pending: &mut Vec<Bytes>, mut n: usize) {
-    let mut done = 0;
-    for buf in pending.iter_mut() {
-        if n < buf.len() {
-            buf.advance(n);
-            break;
-        }
-        n -= buf.len();
-        done += 1;
-    }
-    pending.drain(..done);
-}
-
-/// One `writev()` of up to [`WRITE_SLICES`] buffers; the slice array lives on the stack.
-///
-/// The first attempt goes straight to the socket, whatever tokio's readiness cache says (a new
-/// connection's cache is cold until the runtime next polls, and a publisher must not hand a
-/// writable socket to the session for that). Only on EAGAIN does it go through
-/// [`TcpStream::try_io`], which retries once if tokio believes the socket writable and otherwise
-/// clears that belief in step with the runtime's events, so the session's wait for writability
-/// cannot miss the socket draining.
-fn writev(stream: &TcpStream, bufs: &[Bytes]) -> io::Result<usize> {
-    let mut slices = [IoSlice::new(&[]); WRITE_SLICES];
-    let n = bufs.len().min(WRITE_SLICES);
-    for (slot, buf) in slices.iter_mut().zip(bufs) {
-        *slot = IoSlice::new(buf);
-    }
-    let raw = || nix::sys::uio::writev(stream, &slices[..n]).map_err(io::Error::from);
-    match raw() {
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-            stream.try_io(tokio::io::Interest::WRITABLE, raw)
-        }
-        other => other,
-    }
-}
-
-/// Why a client leaves when its socket fails: the kernel's user timeout (unacknowledged data, or a
-/// zero window, for too long) is a write timeout; anything else is the connection closing.
-pub(crate) fn socket_error_reason(e: &io::Error) -> LeaveReason {
-    if e.kind() == io::ErrorKind::TimedOut {
-        LeaveReason::WriteTimeout
-    } else {
-        LeaveReason::Closed
     }
 }

@@ -6,22 +6,18 @@
 
 use std::cell::RefCell;
 use std::io;
-use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
-use tracing::info;
 
-use crate::client::{Client, ClientId, Lag, LeaveReason};
-use crate::config::Flood;
-use crate::hub::{Hub, NickRefused};
-use crate::protocol::format::{self, notice, notices};
-use crate::protocol::{ClientCmd, Frame, HELP, LineFramer, NICK_PROMPT, parse_line, sanitise_into};
+use crate::client::{Client, LeaveReason};
+use crate::hub::Hub;
+use crate::protocol::LineFramer;
 use crate::settings::Snapshot;
 
 /// Most input one session relays when the daemon stops (see [`Input::drain_pending`]).
@@ -35,7 +31,7 @@ thread_local! {
     /// Socket reads land here.
     static READ_BUF: RefCell<Box<[u8]>> = RefCell::new(vec![0; READ_CHUNK].into_boxed_slice());
     /// Sanitised text of the line being handled.
-    static LINE_BUF: RefCell<String> = RefCell::new(String::with_capacity(1024));
+    pub(super) static LINE_BUF: RefCell<String> = RefCell::new(String::with_capacity(1024));
 }
 
 /// Reads and discards whatever is readable now; true once the peer has closed (or failed).
@@ -161,7 +157,7 @@ impl Input {
             // A reset or timeout: what was buffered of an unfinished line is dropped, not relayed.
             Err(e) => self
                 .ctx
-                .set_leave(crate::client::outbox::socket_error_reason(&e), None),
+                .set_leave(crate::client::socket_error_reason(&e), None),
         });
         self.ctx.published != before
     }
@@ -291,286 +287,5 @@ impl Input {
     }
 }
 
-/// Per-client flood control: a token bucket that pauses reading when empty. Its rate and burst
-/// are read from the configuration in force (not copied here: every byte of session state is paid
-/// by every idle connection).
-///
-/// The bucket may run into debt by what one timer tick ([`TICK`]) refills: a pause shorter than
-/// the timer's resolution would last a whole tick anyway and cap a high `flood_rate` at `burst`
-/// lines per tick. So a line is only held back when the wait is worth a timer, and a limiter that
-/// lets lines through costs nothing but arithmetic.
-#[derive(Debug)]
-struct TokenBucket {
-    tokens: f64,
-    last: Instant,
-    /// Inside a throttle episode (counted and logged once per episode).
-    throttled: bool,
-}
-
-/// The runtime timer's resolution.
-const TICK: Duration = Duration::from_millis(1);
-
-impl TokenBucket {
-    fn new(flood: Flood) -> Self {
-        TokenBucket {
-            tokens: f64::from(flood.burst),
-            last: Instant::now(),
-            throttled: false,
-        }
-    }
-
-    fn refill(&mut self, now: Instant, flood: Flood) {
-        let burst = f64::from(flood.burst);
-        let dt = now.saturating_duration_since(self.last).as_secs_f64();
-        self.tokens = (self.tokens + dt * flood.per_sec).min(burst);
-        self.last = now;
-    }
-
-    /// Spends a token for one line; returns true when the next line must wait.
-    fn spend(&mut self, now: Instant, flood: Flood) -> bool {
-        self.refill(now, flood);
-        if self.tokens >= f64::from(flood.burst) {
-            self.throttled = false;
-        }
-        self.tokens -= 1.0;
-        let slack = flood.per_sec * TICK.as_secs_f64();
-        self.tokens < 1.0 - slack
-    }
-
-    /// How long until one token is available (at least a tick when [`spend`](Self::spend) said
-    /// to wait). Finite whatever the rate: `--check-config` accepts tiny positive rates.
-    fn wait(&self, flood: Flood) -> Duration {
-        let secs = ((1.0 - self.tokens) / flood.per_sec).max(0.0);
-        Duration::try_from_secs_f64(secs)
-            .unwrap_or(MAX_FLOOD_WAIT)
-            .min(MAX_FLOOD_WAIT)
-    }
-}
-
-/// The longest a flood pause lasts in one go (the bucket is checked again after it): keeps the
-/// deadline arithmetic finite for any rate the configuration accepts.
-const MAX_FLOOD_WAIT: Duration = Duration::from_secs(3600);
-
-/// Everything a line needs while being handled (kept apart from the framer that calls it).
-pub(super) struct LineCtx {
-    pub(super) hub: Arc<Hub>,
-    pub(super) client: Arc<Client>,
-    pub(super) cfg: Snapshot,
-    /// The nickname once joined; None while still choosing one.
-    phase: Option<Arc<str>>,
-    bucket: Option<TokenBucket>,
-    /// Chat lines produced by the current read, published together.
-    batch: Vec<u8>,
-    batch_lines: u32,
-    told_utf8: bool,
-    /// Set when a line ends the session (quit, overflow of our own replies).
-    /// Boxed: it is set once per connection, and every byte of session state is paid by every
-    /// idle connection.
-    leave: Option<Box<Leaving>>,
-    /// Set when the bucket ran dry: stop consuming input until it refills.
-    throttle: bool,
-    /// Publishes made (wraps; only compared for change).
-    published: u32,
-    /// Set when a publish found the room congested: pause before consuming more input.
-    congested: bool,
-}
-
-impl LineCtx {
-    fn id(&self) -> ClientId {
-        self.client.id
-    }
-
-    /// Queues a reply for this client alone. A client that does not read its own replies is as slow
-    /// as one that does not read the room.
-    fn reply(&mut self, buf: Bytes, lines: u32) {
-        let limit = self.cfg.settings.max_queue_bytes;
-        if self.hub.reply(&self.client, buf, lines, limit) == Lag::Overflow {
-            self.set_leave(LeaveReason::QueueFull, None);
-        }
-    }
-
-    fn say(&mut self, text: &str) {
-        self.reply(notice(text), 1);
-    }
-
-    /// Counts a line added to the batch, publishing early when the batch is big: one publish must stay
-    /// a small fraction of a recipient's queue limit, or a reader that keeps up but has one batch in
-    /// flight would look slow.
-    fn batched(&mut self) {
-        self.batch_lines += 1;
-        let cap = (self.cfg.settings.max_queue_bytes / 8).clamp(1024, 16 * 1024);
-        if self.batch.len() >= cap {
-            self.flush();
-        }
-    }
-
-    /// Publishes the chat lines gathered so far as one shared buffer.
-    fn flush(&mut self) {
-        if self.batch_lines > 0 {
-            self.published = self.published.wrapping_add(1);
-            let buf = Bytes::from(std::mem::take(&mut self.batch));
-            let lines = std::mem::take(&mut self.batch_lines);
-            if self.hub.publish(self.id(), buf, lines) {
-                self.congested = true;
-            }
-        }
-    }
-
-    /// Why the client leaves when its handshake or idle deadline passes, and what it is told.
-    fn timed_out(&self) -> (LeaveReason, String) {
-        match self.phase {
-            None => {
-                let secs = self
-                    .cfg
-                    .settings
-                    .handshake_timeout
-                    .unwrap_or_default()
-                    .as_secs();
-                let text = format!("No nickname within {secs} s; goodbye.");
-                (LeaveReason::HandshakeTimeout, text)
-            }
-            Some(_) => {
-                let secs = self.cfg.settings.idle_timeout.unwrap_or_default().as_secs();
-                (
-                    LeaveReason::Idle,
-                    format!("Idle for {secs} s; disconnecting."),
-                )
-            }
-        }
-    }
-
-    /// Decides that the client leaves (the first reason wins), with an optional last line. The
-    /// line is queued by the hub together with the removal, so nothing can follow it.
-    fn set_leave(&mut self, reason: LeaveReason, farewell: Option<&str>) {
-        if self.leave.is_none() {
-            self.leave = Some(Box::new(Leaving {
-                reason,
-                farewell: farewell.map(notice),
-            }));
-        }
-    }
-
-    fn on_frame(&mut self, frame: Frame<'_>) -> ControlFlow<()> {
-        let raw = match frame {
-            Frame::TooLong => {
-                let max = self.cfg.settings.max_line_bytes;
-                self.say(&format!(
-                    "Line too long (limit {max} bytes); it was not sent."
-                ));
-                return self.next_step();
-            }
-            Frame::Line(raw) => raw,
-        };
-        LINE_BUF.with_borrow_mut(|line| {
-            line.clear();
-            let invalid = sanitise_into(raw, line);
-            if invalid && !self.told_utf8 {
-                self.told_utf8 = true;
-                self.say("This server expects UTF-8; invalid bytes were replaced with \u{FFFD}.");
-            }
-            if line.is_empty() {
-                return ControlFlow::Continue(());
-            }
-            self.client.stats.lines_in.fetch_add(1, Ordering::Relaxed);
-            self.client.touch();
-            match &self.phase {
-                None => self.on_nick_line(line.trim()),
-                Some(nick) => {
-                    let nick = nick.clone();
-                    self.on_chat_line(&nick, line);
-                }
-            }
-            if let (Some(bucket), Some(flood)) = (&mut self.bucket, self.cfg.settings.flood)
-                && bucket.spend(Instant::now(), flood)
-            {
-                self.throttle = true;
-                if !bucket.throttled {
-                    bucket.throttled = true;
-                    self.hub.counters.throttled.fetch_add(1, Ordering::Relaxed);
-                    info!(
-                        client = self.id(),
-                        event = "throttle",
-                        "flood limit reached; slowing reads"
-                    );
-                }
-            }
-            self.next_step()
-        })
-    }
-
-    fn next_step(&self) -> ControlFlow<()> {
-        if self.leave.is_some() || self.throttle || self.congested {
-            ControlFlow::Break(())
-        } else {
-            ControlFlow::Continue(())
-        }
-    }
-
-    fn on_nick_line(&mut self, nick: &str) {
-        if nick.eq_ignore_ascii_case("/quit") || nick.to_ascii_lowercase().starts_with("/quit ") {
-            self.set_leave(LeaveReason::Quit(None), Some("Goodbye."));
-            return;
-        }
-        match self.hub.join(self.id(), nick) {
-            Ok(nick) => {
-                self.phase = Some(nick);
-            }
-            Err(NickRefused::Gone) => self.set_leave(LeaveReason::ShuttingDown, None),
-            Err(why) => self.reply(notices([why.to_string().as_str(), NICK_PROMPT]), 2),
-        }
-    }
-
-    fn on_chat_line(&mut self, nick: &str, line: &str) {
-        match parse_line(line) {
-            ClientCmd::Say(text) => {
-                format::push_say(&mut self.batch, nick, text);
-                self.batched();
-            }
-            ClientCmd::Me(text) => {
-                format::push_action(&mut self.batch, nick, text);
-                self.batched();
-            }
-            other => {
-                // Anything but chat is handled in order: publish what came before it first.
-                self.flush();
-                self.on_command(nick, other);
-            }
-        }
-    }
-
-    fn on_command(&mut self, nick: &str, cmd: ClientCmd<'_>) {
-        match cmd {
-            ClientCmd::Say(_) | ClientCmd::Me(_) => unreachable!("chat lines are batched"),
-            ClientCmd::Nick(new) => match self.hub.rename(self.id(), new) {
-                Ok((_, new)) => {
-                    self.phase = Some(new);
-                }
-                Err(NickRefused::Gone) => self.set_leave(LeaveReason::ShuttingDown, None),
-                Err(why) => self.say(&format!("Cannot change nickname: {why}")),
-            },
-            ClientCmd::Who => {
-                let lines = self.hub.who_lines();
-                self.reply(lines, 1);
-            }
-            ClientCmd::Msg { to, text } => {
-                let mut line = BytesMut::new();
-                format::push_private(&mut line, nick, text);
-                match self.hub.send_private(to, line.freeze()) {
-                    Some(to) => self.say(&format!("-> *{to}* {text}")),
-                    None => self.say(&format!("No such nickname: {to}")),
-                }
-            }
-            ClientCmd::Quit(reason) => {
-                self.set_leave(
-                    LeaveReason::Quit(reason.map(str::to_owned)),
-                    Some("Goodbye."),
-                );
-            }
-            ClientCmd::Help => self.reply(notices(HELP.iter().copied()), HELP.len() as u32),
-            ClientCmd::Usage(usage) => self.say(usage),
-            ClientCmd::Unknown(name) => self.say(&format!(
-                "Unknown command /{name}; type /help for the list."
-            )),
-        }
-    }
-}
+use super::commands::LineCtx;
+use super::flood::TokenBucket;

@@ -14,6 +14,8 @@
 //! [`Hub::close`], whoever called it) or the socket fails; in the latter case it closes the client
 //! itself, which announces the leave unless someone else closed it first.
 
+mod commands;
+mod flood;
 mod lines;
 
 use std::future::Future;

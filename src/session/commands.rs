@@ -1,0 +1,242 @@
+//! Handling one client's lines: the nickname handshake, chat lines (batched into one publish per
+//! read), commands and their replies, and the decision that the client leaves.
+
+use std::ops::ControlFlow;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use bytes::{Bytes, BytesMut};
+use tokio::time::Instant;
+use tracing::info;
+
+use super::flood::TokenBucket;
+use super::lines::{LINE_BUF, Leaving};
+use crate::client::{Client, ClientId, Lag, LeaveReason};
+use crate::hub::{Hub, NickRefused};
+use crate::protocol::format::{self, notice, notices};
+use crate::protocol::{ClientCmd, Frame, HELP, NICK_PROMPT, parse_line, sanitise_into};
+use crate::settings::Snapshot;
+
+/// Everything a line needs while being handled (kept apart from the framer that calls it).
+pub(super) struct LineCtx {
+    pub(super) hub: Arc<Hub>,
+    pub(super) client: Arc<Client>,
+    pub(super) cfg: Snapshot,
+    /// The nickname once joined; None while still choosing one.
+    pub(super) phase: Option<Arc<str>>,
+    pub(super) bucket: Option<TokenBucket>,
+    /// Chat lines produced by the current read, published together.
+    pub(super) batch: Vec<u8>,
+    pub(super) batch_lines: u32,
+    pub(super) told_utf8: bool,
+    /// Set when a line ends the session (quit, overflow of our own replies).
+    /// Boxed: it is set once per connection, and every byte of session state is paid by every
+    /// idle connection.
+    pub(super) leave: Option<Box<Leaving>>,
+    /// Set when the bucket ran dry: stop consuming input until it refills.
+    pub(super) throttle: bool,
+    /// Publishes made (wraps; only compared for change).
+    pub(super) published: u32,
+    /// Set when a publish found the room congested: pause before consuming more input.
+    pub(super) congested: bool,
+}
+
+impl LineCtx {
+    pub(super) fn id(&self) -> ClientId {
+        self.client.id
+    }
+
+    /// Queues a reply for this client alone. A client that does not read its own replies is as slow
+    /// as one that does not read the room.
+    pub(super) fn reply(&mut self, buf: Bytes, lines: u32) {
+        let limit = self.cfg.settings.max_queue_bytes;
+        if self.hub.reply(&self.client, buf, lines, limit) == Lag::Overflow {
+            self.set_leave(LeaveReason::QueueFull, None);
+        }
+    }
+
+    pub(super) fn say(&mut self, text: &str) {
+        self.reply(notice(text), 1);
+    }
+
+    /// Counts a line added to the batch, publishing early when the batch is big: one publish must stay
+    /// a small fraction of a recipient's queue limit, or a reader that keeps up but has one batch in
+    /// flight would look slow.
+    pub(super) fn batched(&mut self) {
+        self.batch_lines += 1;
+        let cap = (self.cfg.settings.max_queue_bytes / 8).clamp(1024, 16 * 1024);
+        if self.batch.len() >= cap {
+            self.flush();
+        }
+    }
+
+    /// Publishes the chat lines gathered so far as one shared buffer.
+    pub(super) fn flush(&mut self) {
+        if self.batch_lines > 0 {
+            self.published = self.published.wrapping_add(1);
+            let buf = Bytes::from(std::mem::take(&mut self.batch));
+            let lines = std::mem::take(&mut self.batch_lines);
+            if self.hub.publish(self.id(), buf, lines) {
+                self.congested = true;
+            }
+        }
+    }
+
+    /// Why the client leaves when its handshake or idle deadline passes, and what it is told.
+    pub(super) fn timed_out(&self) -> (LeaveReason, String) {
+        match self.phase {
+            None => {
+                let secs = self
+                    .cfg
+                    .settings
+                    .handshake_timeout
+                    .unwrap_or_default()
+                    .as_secs();
+                let text = format!("No nickname within {secs} s; goodbye.");
+                (LeaveReason::HandshakeTimeout, text)
+            }
+            Some(_) => {
+                let secs = self.cfg.settings.idle_timeout.unwrap_or_default().as_secs();
+                (
+                    LeaveReason::Idle,
+                    format!("Idle for {secs} s; disconnecting."),
+                )
+            }
+        }
+    }
+
+    /// Decides that the client leaves (the first reason wins), with an optional last line. The
+    /// line is queued by the hub together with the removal, so nothing can follow it.
+    pub(super) fn set_leave(&mut self, reason: LeaveReason, farewell: Option<&str>) {
+        if self.leave.is_none() {
+            self.leave = Some(Box::new(Leaving {
+                reason,
+                farewell: farewell.map(notice),
+            }));
+        }
+    }
+
+    pub(super) fn on_frame(&mut self, frame: Frame<'_>) -> ControlFlow<()> {
+        let raw = match frame {
+            Frame::TooLong => {
+                let max = self.cfg.settings.max_line_bytes;
+                self.say(&format!(
+                    "Line too long (limit {max} bytes); it was not sent."
+                ));
+                return self.next_step();
+            }
+            Frame::Line(raw) => raw,
+        };
+        LINE_BUF.with_borrow_mut(|line| {
+            line.clear();
+            let invalid = sanitise_into(raw, line);
+            if invalid && !self.told_utf8 {
+                self.told_utf8 = true;
+                self.say("This server expects UTF-8; invalid bytes were replaced with \u{FFFD}.");
+            }
+            if line.is_empty() {
+                return ControlFlow::Continue(());
+            }
+            self.client.stats.lines_in.fetch_add(1, Ordering::Relaxed);
+            self.client.touch();
+            match &self.phase {
+                None => self.on_nick_line(line.trim()),
+                Some(nick) => {
+                    let nick = nick.clone();
+                    self.on_chat_line(&nick, line);
+                }
+            }
+            if let (Some(bucket), Some(flood)) = (&mut self.bucket, self.cfg.settings.flood)
+                && bucket.spend(Instant::now(), flood)
+            {
+                self.throttle = true;
+                if !bucket.throttled {
+                    bucket.throttled = true;
+                    self.hub.counters.throttled.fetch_add(1, Ordering::Relaxed);
+                    info!(
+                        client = self.id(),
+                        event = "throttle",
+                        "flood limit reached; slowing reads"
+                    );
+                }
+            }
+            self.next_step()
+        })
+    }
+
+    pub(super) fn next_step(&self) -> ControlFlow<()> {
+        if self.leave.is_some() || self.throttle || self.congested {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    }
+
+    pub(super) fn on_nick_line(&mut self, nick: &str) {
+        if nick.eq_ignore_ascii_case("/quit") || nick.to_ascii_lowercase().starts_with("/quit ") {
+            self.set_leave(LeaveReason::Quit(None), Some("Goodbye."));
+            return;
+        }
+        match self.hub.join(self.id(), nick) {
+            Ok(nick) => {
+                self.phase = Some(nick);
+            }
+            Err(NickRefused::Gone) => self.set_leave(LeaveReason::ShuttingDown, None),
+            Err(why) => self.reply(notices([why.to_string().as_str(), NICK_PROMPT]), 2),
+        }
+    }
+
+    pub(super) fn on_chat_line(&mut self, nick: &str, line: &str) {
+        match parse_line(line) {
+            ClientCmd::Say(text) => {
+                format::push_say(&mut self.batch, nick, text);
+                self.batched();
+            }
+            ClientCmd::Me(text) => {
+                format::push_action(&mut self.batch, nick, text);
+                self.batched();
+            }
+            other => {
+                // Anything but chat is handled in order: publish what came before it first.
+                self.flush();
+                self.on_command(nick, other);
+            }
+        }
+    }
+
+    pub(super) fn on_command(&mut self, nick: &str, cmd: ClientCmd<'_>) {
+        match cmd {
+            ClientCmd::Say(_) | ClientCmd::Me(_) => unreachable!("chat lines are batched"),
+            ClientCmd::Nick(new) => match self.hub.rename(self.id(), new) {
+                Ok((_, new)) => {
+                    self.phase = Some(new);
+                }
+                Err(NickRefused::Gone) => self.set_leave(LeaveReason::ShuttingDown, None),
+                Err(why) => self.say(&format!("Cannot change nickname: {why}")),
+            },
+            ClientCmd::Who => {
+                let lines = self.hub.who_lines();
+                self.reply(lines, 1);
+            }
+            ClientCmd::Msg { to, text } => {
+                let mut line = BytesMut::new();
+                format::push_private(&mut line, nick, text);
+                match self.hub.send_private(to, line.freeze()) {
+                    Some(to) => self.say(&format!("-> *{to}* {text}")),
+                    None => self.say(&format!("No such nickname: {to}")),
+                }
+            }
+            ClientCmd::Quit(reason) => {
+                self.set_leave(
+                    LeaveReason::Quit(reason.map(str::to_owned)),
+                    Some("Goodbye."),
+                );
+            }
+            ClientCmd::Help => self.reply(notices(HELP.iter().copied()), HELP.len() as u32),
+            ClientCmd::Usage(usage) => self.say(usage),
+            ClientCmd::Unknown(name) => self.say(&format!(
+                "Unknown command /{name}; type /help for the list."
+            )),
+        }
+    }
+}

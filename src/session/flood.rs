@@ -1,0 +1,67 @@
+//! Per-client flood control: a token bucket (see [`TokenBucket`]).
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::config::Flood;
+
+/// Per-client flood control: a token bucket that pauses reading when empty. Its rate and burst
+/// are read from the configuration in force (not copied here: every byte of session state is paid
+/// by every idle connection).
+///
+/// The bucket may run into debt by what one timer tick ([`TICK`]) refills: a pause shorter than
+/// the timer's resolution would last a whole tick anyway and cap a high `flood_rate` at `burst`
+/// lines per tick. So a line is only held back when the wait is worth a timer, and a limiter that
+/// lets lines through costs nothing but arithmetic.
+#[derive(Debug)]
+pub(super) struct TokenBucket {
+    tokens: f64,
+    last: Instant,
+    /// Inside a throttle episode (counted and logged once per episode).
+    pub(super) throttled: bool,
+}
+
+/// The runtime timer's resolution.
+const TICK: Duration = Duration::from_millis(1);
+
+impl TokenBucket {
+    pub(super) fn new(flood: Flood) -> Self {
+        TokenBucket {
+            tokens: f64::from(flood.burst),
+            last: Instant::now(),
+            throttled: false,
+        }
+    }
+
+    fn refill(&mut self, now: Instant, flood: Flood) {
+        let burst = f64::from(flood.burst);
+        let dt = now.saturating_duration_since(self.last).as_secs_f64();
+        self.tokens = (self.tokens + dt * flood.per_sec).min(burst);
+        self.last = now;
+    }
+
+    /// Spends a token for one line; returns true when the next line must wait.
+    pub(super) fn spend(&mut self, now: Instant, flood: Flood) -> bool {
+        self.refill(now, flood);
+        if self.tokens >= f64::from(flood.burst) {
+            self.throttled = false;
+        }
+        self.tokens -= 1.0;
+        let slack = flood.per_sec * TICK.as_secs_f64();
+        self.tokens < 1.0 - slack
+    }
+
+    /// How long until one token is available (at least a tick when [`spend`](Self::spend) said
+    /// to wait). Finite whatever the rate: `--check-config` accepts tiny positive rates.
+    pub(super) fn wait(&self, flood: Flood) -> Duration {
+        let secs = ((1.0 - self.tokens) / flood.per_sec).max(0.0);
+        Duration::try_from_secs_f64(secs)
+            .unwrap_or(MAX_FLOOD_WAIT)
+            .min(MAX_FLOOD_WAIT)
+    }
+}
+
+/// The longest a flood pause lasts in one go (the bucket is checked again after it): keeps the
+/// deadline arithmetic finite for any rate the configuration accepts.
+const MAX_FLOOD_WAIT: Duration = Duration::from_secs(3600);
