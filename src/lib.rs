@@ -2,17 +2,24 @@
 //!
 //! Module map (see STYLE.md in the project's shared notes for the reasoning):
 //! - [`protocol`]: sans-IO line framing, sanitising, command parsing, formatting.
-//! - [`config`]: the TOML file, defaults and validation.
-//! - [`client`]: one connection's shared state and bounded outbox.
-//! - [`hub`]: the room: membership, nicknames, fan-out, kicks.
-//! - [`session`]: one connection's task (handshake, reader, writer).
-//! - [`server`]: the accept loop and admission limits.
-//! - [`app`]: bind, run, graceful stop; the entry point for tests.
+//! - [`config`]: the TOML file, defaults and validation; `settings`: the configuration in force
+//!   as one snapshot with what is derived from it, swapped whole on reload.
+//! - [`hub`]: the room: membership, nicknames, its output as one append-only log (the order
+//!   everyone sees), delivery to the members' sockets after the read, closing clients.
+//! - `client`: one connection: its socket, counters and outbox (cursor in the room's log, private
+//!   lines, the close mark, who writes); `Congestion`, the room's back-pressure.
+//! - `session`: one connection's task: reading and handling input, writing only what it was
+//!   handed (socket full, closing), deadlines.
+//! - `server`: the accept loop and admission limits.
+//! - [`app`]: bind, run, graceful stop, and the reload protocol; the entry point for tests.
+//!   `drain` coordinates the first phase of a stop.
 //! - [`admin`]: the Unix control socket, its wire format ([`admin::proto`]) and `chatctl`'s client.
-//! - [`reload`]: transactional configuration reload (SIGHUP and `chatctl reload`).
-//! - [`daemon`], [`logging`], [`cli`]: the process around the app.
-//! - [`systemd`]: socket activation, readiness/status notifications, the watchdog.
+//! - `reload`: what a configuration reload would change, as a plan the app applies.
+//! - [`daemon`], `logging`, [`cli`]: the process around the app.
+//! - `systemd`: socket activation, notifications (readiness, status, reload), the watchdog.
 //! - [`ctl`]: `chatctl`'s requests, tables and exit codes.
+//!
+//! Only what the binaries, tests and fuzz targets use is public.
 
 pub mod admin;
 pub mod app;
