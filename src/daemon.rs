@@ -24,7 +24,11 @@ pub fn run(config: Config, path: Option<PathBuf>, overrides: Overrides) -> anyho
     // Publishes wait for the end of the worker's batch of ready tasks, so lines that arrive
     // together leave together (see hub/deliver.rs).
     crate::hub::enable_deferred_delivery();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if config.worker_threads > 0 {
+        builder.worker_threads(config.worker_threads);
+    }
+    let runtime = builder
         .on_thread_park(crate::hub::deliver_deferred)
         .enable_all()
         .thread_name("groupchatd")

@@ -69,6 +69,9 @@ impl Reloader {
         if new.admin_socket_mode != current.admin_socket_mode {
             ignored.push("admin_socket_mode");
         }
+        if new.worker_threads != current.worker_threads {
+            ignored.push("worker_threads");
+        }
         for key in &ignored {
             warn!(
                 event = "reload",
@@ -82,6 +85,7 @@ impl Reloader {
                 listen: current.listen.clone(),
                 admin_socket: current.admin_socket.clone(),
                 admin_socket_mode: current.admin_socket_mode,
+                worker_threads: current.worker_threads,
                 ..new
             },
             log_level,

@@ -44,6 +44,7 @@ pub(super) const KEYS: &[(&str, &str)] = &[
     ("presence_max_members", "an integer"),
     ("shutdown_grace_secs", "an integer"),
     ("tcp_keepalive_secs", "an integer"),
+    ("worker_threads", "an integer"),
 ];
 
 /// The raw file, exactly as written; see `config/groupchatd.toml` for each key's meaning.
@@ -69,6 +70,7 @@ pub(super) struct FileConfig {
     presence_max_members: Option<i64>,
     shutdown_grace_secs: Option<i64>,
     tcp_keepalive_secs: Option<i64>,
+    worker_threads: Option<i64>,
 }
 
 impl FileConfig {
@@ -139,6 +141,10 @@ impl FileConfig {
         if let Some(v) = self.tcp_keepalive_secs {
             let v = rules::optional_secs(v, 7200);
             c.tcp_keepalive = doc.check("tcp_keepalive_secs", v)?;
+        }
+        if let Some(v) = self.worker_threads {
+            let n = doc.check("worker_threads", rules::between(v, 0, 64))?;
+            c.worker_threads = usize::try_from(n).unwrap_or(1);
         }
         Ok(c)
     }

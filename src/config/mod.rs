@@ -69,6 +69,8 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Idle time before TCP keepalive probes; `None` = keepalive off.
     pub tcp_keepalive: Option<Duration>,
+    /// Runtime worker threads (0: one per CPU core). Only changes on restart.
+    pub worker_threads: usize,
 }
 
 /// Token-bucket flood control: a client may send `burst` lines at once, then
@@ -122,6 +124,7 @@ impl Default for Config {
             presence_max_members: 500,
             shutdown_grace: Duration::from_secs(5),
             tcp_keepalive: Some(Duration::from_secs(60)),
+            worker_threads: 1,
         }
     }
 }

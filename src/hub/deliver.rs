@@ -136,9 +136,11 @@ pub(super) struct Shards {
 }
 
 impl Shards {
-    /// One shard per thread that can write in parallel.
-    pub(super) fn new() -> Shards {
-        let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+    /// One shard per runtime worker (`workers` 0: one per CPU core), the threads that can write
+    /// in parallel.
+    pub(super) fn new(workers: usize) -> Shards {
+        let cores = || std::thread::available_parallelism().map_or(1, |n| n.get());
+        let n = if workers == 0 { cores() } else { workers };
         Shards {
             shards: (0..n.clamp(1, 16)).map(|_| Shard::default()).collect(),
             next: AtomicUsize::new(0),

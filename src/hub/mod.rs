@@ -173,6 +173,7 @@ pub struct Hub {
 impl Hub {
     /// An empty room governed by `config`.
     pub fn new(config: Config) -> Self {
+        let workers = config.worker_threads;
         let state = State {
             presence_max: config.presence_max_members,
             queue_limit: config.max_queue_bytes,
@@ -185,7 +186,7 @@ impl Hub {
             next_id: AtomicU64::new(1),
             changes: watch::Sender::new(0),
             congestion: Arc::default(),
-            shards: Shards::new(),
+            shards: Shards::new(workers),
             drain: Drain::default(),
             counters: Counters::default(),
             started_at: SystemTime::now(),

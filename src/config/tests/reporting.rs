@@ -17,7 +17,10 @@ fn unknown_key_is_named_with_the_valid_ones() {
         ),
         "{shown}"
     );
-    assert!(shown.ends_with("tcp_keepalive_secs)"), "{shown}");
+    assert!(
+        shown.ends_with("tcp_keepalive_secs, worker_threads)"),
+        "{shown}"
+    );
 
     // A table is a key too; the file is flat.
     let e = parse_err("[server]\nlisten = [\"127.0.0.1:7000\"]\n");

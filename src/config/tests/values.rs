@@ -50,6 +50,8 @@ fn accepted_values() {
         ("shutdown_grace_secs = 300", |c| c.shutdown_grace = secs(300)),
         ("tcp_keepalive_secs = 0", |c| c.tcp_keepalive = None),
         ("tcp_keepalive_secs = 7200", |c| c.tcp_keepalive = Some(secs(7200))),
+        ("worker_threads = 0", |c| c.worker_threads = 0),
+        ("worker_threads = 64", |c| c.worker_threads = 64),
     ];
     for (text, expect) in cases {
         let mut expected = Config::default();
@@ -102,6 +104,8 @@ fn rejected_values_name_key_and_line() {
         ("shutdown_grace_secs = 0", "shutdown_grace_secs", 1, "between 1 and 300"),
         ("shutdown_grace_secs = 301", "shutdown_grace_secs", 1, "between 1 and 300"),
         ("tcp_keepalive_secs = 7201", "tcp_keepalive_secs", 1, "between 0 and 7200"),
+        ("worker_threads = 65", "worker_threads", 1, "between 0 and 64"),
+        ("worker_threads = -1", "worker_threads", 1, "between 0 and 64"),
     ];
     for &(text, key, line, needle) in cases {
         let e = parse_err(text);
