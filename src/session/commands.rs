@@ -29,6 +29,8 @@ pub(super) struct LineCtx {
     pub(super) batch: Vec<u8>,
     pub(super) batch_lines: u32,
     pub(super) told_utf8: bool,
+    /// The time of the read being handled: one clock read per read, not per line.
+    pub(super) now: Instant,
     /// Set when a line ends the session (quit, overflow of our own replies).
     /// Boxed: it is set once per connection, and every byte of session state is paid by every
     /// idle connection.
@@ -147,7 +149,7 @@ impl LineCtx {
                 }
             }
             if let (Some(bucket), Some(flood)) = (&mut self.bucket, self.cfg.settings.flood)
-                && bucket.spend(Instant::now(), flood)
+                && bucket.spend(self.now, flood)
             {
                 self.throttle = true;
                 if !bucket.throttled {

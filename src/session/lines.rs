@@ -98,6 +98,7 @@ impl Input {
                 batch: Vec::new(),
                 batch_lines: 0,
                 told_utf8: false,
+                now: Instant::now(),
                 leave: None,
                 throttle: false,
                 published: 0,
@@ -132,6 +133,7 @@ impl Input {
             Ok(0) => {
                 // Clean EOF: a last unterminated line still counts (`printf 'hi' | nc -N`).
                 let ctx = &mut self.ctx;
+                ctx.now = Instant::now();
                 self.framer.finish(|frame| {
                     let _ = ctx.on_frame(frame);
                 });
@@ -190,6 +192,7 @@ impl Input {
     /// Frames and handles `input`, stopping early on throttle or leave; publishes the batch.
     fn feed(&mut self, input: &[u8]) -> usize {
         let ctx = &mut self.ctx;
+        ctx.now = Instant::now();
         let used = self.framer.feed(input, |frame| ctx.on_frame(frame));
         ctx.flush();
         if std::mem::take(&mut ctx.throttle)
