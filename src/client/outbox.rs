@@ -140,6 +140,11 @@ pub struct Outbox {
     doorbell: Mutex<Doorbell>,
 }
 
+thread_local! {
+    /// Where a writer gathers the buffers of one `writev` (see [`Outbox::write`]).
+    static SCRATCH: std::cell::RefCell<Vec<Bytes>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // Every critical section leaves the state consistent, so a panic elsewhere must not make
     // the client unusable.
@@ -354,10 +359,10 @@ impl Outbox {
         }
     }
 
-    /// Takes output in order into `w.pending` (up to [`WRITE_SLICES`] buffers); returns lines taken.
-    fn take(&self, w: &mut Writer, id: ClientId, stop_at: u64) -> u64 {
+    /// Takes output in order into `out` (up to [`WRITE_SLICES`] buffers); returns lines taken.
+    fn take(&self, w: &mut Writer, out: &mut Vec<Bytes>, id: ClientId, stop_at: u64) -> u64 {
         let mut lines = 0u64;
-        while w.pending.len() < WRITE_SLICES {
+        while out.len() < WRITE_SLICES {
             let next = w
                 .cursor
                 .as_ref()
@@ -371,7 +376,7 @@ impl Outbox {
             if private_first {
                 let p = w.private.pop_front().expect("front exists");
                 lines += u64::from(p.lines);
-                w.pending.push(p.bytes);
+                out.push(p.bytes);
                 continue;
             }
             let Some(entry) = next else { break };
@@ -380,7 +385,7 @@ impl Outbox {
                 self.held
                     .fetch_add(entry.bytes.len() as u64, Ordering::SeqCst);
                 lines += u64::from(entry.lines);
-                w.pending.push(entry.bytes.clone());
+                out.push(entry.bytes.clone());
             }
             w.cursor = Some(entry);
         }
@@ -405,23 +410,51 @@ impl Outbox {
             return Flushed::Done(Close::Abort(reason.clone()));
         }
         let stop_at = close.as_ref().map_or(u64::MAX, |(at, _)| *at);
+        // Buffers are gathered in a per-thread vector, so a write that completes (the usual
+        // case) allocates nothing; only what a full socket leaves unwritten is kept per client.
+        let outcome = SCRATCH.with_borrow_mut(|out| {
+            out.clear();
+            out.append(&mut w.pending);
+            let outcome = self.write_from(w, out, id, stream, stats, limits, stop_at);
+            if !out.is_empty() {
+                w.pending.append(out);
+            }
+            outcome
+        });
+        if w.pending.is_empty() && w.pending.capacity() > 0 {
+            w.pending = Vec::new(); // hold no buffers once everything is written
+        }
+        match (outcome, close) {
+            (Flushed::Idle, Some((_, how))) => {
+                self.release(w);
+                Flushed::Done(how)
+            }
+            (outcome, _) => outcome,
+        }
+    }
+
+    /// The write loop proper: `out` holds what is taken and not yet written.
+    #[allow(clippy::too_many_arguments)]
+    fn write_from(
+        &self,
+        w: &mut Writer,
+        out: &mut Vec<Bytes>,
+        id: ClientId,
+        stream: &TcpStream,
+        stats: &ClientStats,
+        limits: Limits<'_>,
+        stop_at: u64,
+    ) -> Flushed {
         for _ in 0..FLUSH_WRITES {
-            let lines = self.take(w, id, stop_at);
+            let lines = self.take(w, out, id, stop_at);
             stats.lines_out.fetch_add(lines, Ordering::Relaxed);
-            if w.pending.is_empty() {
-                if let Some((_, how)) = close {
-                    self.release(w);
-                    return Flushed::Done(how);
-                }
-                if w.pending.capacity() > 0 {
-                    w.pending = Vec::new(); // idle: hold no buffers
-                }
+            if out.is_empty() {
                 return Flushed::Idle;
             }
-            match writev(stream, &w.pending) {
+            match writev(stream, out) {
                 Ok(0) => return Flushed::Failed(LeaveReason::Closed),
                 Ok(n) => {
-                    advance(&mut w.pending, n);
+                    advance(out, n);
                     self.held.fetch_sub(n as u64, Ordering::SeqCst);
                     stats.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
                     self.wrote(limits);
