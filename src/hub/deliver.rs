@@ -11,8 +11,10 @@
 //! Across senders, delivery waits for the end of the worker's batch of ready tasks: in the
 //! daemon's runtime, a publish only appends, and the worker delivers what it appended just before
 //! it parks (tokio's `on_thread_park`, which runs when the worker has no ready task left), or once
-//! it has appended [`DEFER_PUBLISHES`] times or the oldest append is [`DEFER_AGE`] old (checked at
-//! each publish and each session wake-up on that worker), whichever comes first. So lines that
+//! it has appended [`DEFER_PUBLISHES`] times, or 1/[`DEFER_SHARE`] of `max_queue_bytes` (so lags
+//! are judged, and senders paused, well before a reader could overflow), or the oldest append is
+//! [`DEFER_AGE`] old (checked at each publish and each session wake-up on that worker), whichever
+//! comes first. So lines that
 //! several senders' reads bring in one pass of the scheduler leave in one write per member, and a
 //! lone line leaves as soon as the worker is idle. Runtimes without the hook (tests' in-process
 //! servers) deliver at once.
@@ -35,8 +37,10 @@ use crate::client::{Client, ClientId, Lag};
 const MAX_ROUNDS: usize = 8;
 /// Publishes a worker appends before it delivers them even though it still has ready tasks...
 const DEFER_PUBLISHES: u32 = 64;
-/// ...and the longest the oldest of them waits for that.
+/// ...and the longest the oldest of them waits for that...
 const DEFER_AGE: Duration = Duration::from_micros(1000);
+/// ...and the most they may add to a member's lag, as a fraction (1/N) of `max_queue_bytes`.
+const DEFER_SHARE: u64 = 8;
 
 /// Set once the runtime delivers deferred publishes before its workers park.
 static DEFERRING: AtomicBool = AtomicBool::new(false);
@@ -46,6 +50,10 @@ struct Deferred {
     hub: Arc<Hub>,
     since: Instant,
     publishes: u32,
+    /// Bytes appended meanwhile: no member's lag may grow by more than [`DEFER_SHARE`] of its
+    /// limit before it is judged, or a burst could overflow a reader that keeps up before the
+    /// senders were ever told to pause.
+    bytes: u64,
 }
 
 thread_local! {
@@ -82,27 +90,36 @@ pub(crate) fn deliver_overdue() {
 
 /// After an append to `hub`: true if delivery is deferred to the end of the worker's batch,
 /// false if the caller must deliver now.
-pub(super) fn defer(hub: &Arc<Hub>) -> bool {
+pub(super) fn defer(hub: &Arc<Hub>, bytes: u64, limit: usize) -> bool {
     if !DEFERRING.load(Ordering::Relaxed) {
         return false;
     }
     let now = Instant::now();
+    let max_bytes = limit as u64 / DEFER_SHARE;
     let (deliver_now, other) = DEFERRED.with_borrow_mut(|slot| match slot {
         Some(d) if Arc::ptr_eq(&d.hub, hub) => {
             d.publishes += 1;
-            let due = d.publishes >= DEFER_PUBLISHES || now - d.since >= DEFER_AGE;
+            d.bytes += bytes;
+            let due = d.publishes >= DEFER_PUBLISHES
+                || d.bytes >= max_bytes
+                || now - d.since >= DEFER_AGE;
             if due {
                 *slot = None;
             }
             (due, None)
         }
         _ => {
-            let other = slot.replace(Deferred {
-                hub: hub.clone(),
-                since: now,
-                publishes: 1,
-            });
-            (false, other)
+            let other = slot.take();
+            let due = bytes >= max_bytes;
+            if !due {
+                *slot = Some(Deferred {
+                    hub: hub.clone(),
+                    since: now,
+                    publishes: 1,
+                    bytes,
+                });
+            }
+            (due, other)
         }
     });
     // Another room's deferred publishes (tests run several daemons in one process).

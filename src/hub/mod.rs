@@ -391,17 +391,18 @@ impl Hub {
     /// instead of cutting off readers that are keeping up).
     pub fn publish(self: &Arc<Self>, from: ClientId, buf: Bytes, lines: u32) -> bool {
         let len = buf.len() as u64;
-        {
+        let limit = {
             let mut st = self.lock();
             let end = st.log.append(from, buf, lines).end;
             self.log_end.store(end, Ordering::SeqCst);
-        }
+            st.queue_limit
+        };
         let relayed = &self.counters;
         relayed
             .lines_relayed
             .fetch_add(u64::from(lines), Ordering::Relaxed);
         relayed.bytes_relayed.fetch_add(len, Ordering::Relaxed);
-        if !deliver::defer(self) {
+        if !deliver::defer(self, len, limit) {
             self.deliver(len);
         }
         self.congestion.any()
