@@ -343,3 +343,101 @@ async fn shutdown_line_is_the_last_line_every_client_gets() {
         wrong.len()
     );
 }
+
+/// A burst far bigger than the readers' queues (flood control off, senders writing 64 lines per
+/// write as fast as they can) against the real daemon, whose runtime defers delivery to the end of
+/// a worker's batch: senders must be paced, and readers that keep reading lose nothing and are
+/// not cut off. (The in-process servers deliver at once; this is the daemon's own path.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batched_floods_are_paced_and_readers_that_keep_up_lose_nothing() {
+    const CLIENTS: usize = 40;
+    const SENDERS: usize = 4;
+    const LINES: usize = 10000;
+    const PER_WRITE: usize = 64;
+    const PAD: &str = "................................................................................................................................................";
+    let dir = Scratch::new("l-burst");
+    let d = Daemon::start(&dir, "d", "flood_burst = 0\nmax_clients_per_ip = 0\n");
+    let mut readers = Vec::new();
+    let mut writers = Vec::new();
+    for i in 0..CLIENTS {
+        let stream = audience::connect(d.addr()).await;
+        let (read, mut write) = stream.into_split();
+        let mut lines = BufReader::new(read).lines();
+        write
+            .write_all(format!("burst{i}\r\n").as_bytes())
+            .await
+            .unwrap();
+        // Up to the welcome: from here on the client is a member.
+        tokio::time::timeout(WAIT, async {
+            while let Some(l) = lines.next_line().await.unwrap() {
+                if l.contains("Type /help") {
+                    break;
+                }
+            }
+        })
+        .await
+        .expect("welcome in time");
+        readers.push(lines);
+        writers.push(write);
+    }
+    // Every reader counts the senders' lines it gets, checking each sender's order.
+    let mut counting = Vec::new();
+    for (i, mut lines) in readers.into_iter().enumerate() {
+        counting.push(tokio::spawn(async move {
+            let mut next = [0usize; SENDERS];
+            let expected = if i < SENDERS { SENDERS - 1 } else { SENDERS } * LINES;
+            let mut got = 0;
+            let deadline = Instant::now() + WAIT * 6;
+            while got < expected {
+                let line = tokio::time::timeout_at(deadline, lines.next_line())
+                    .await
+                    .unwrap_or_else(|_| panic!("reader {i}: {got} of {expected} lines in time"))
+                    .unwrap()
+                    .unwrap_or_else(|| panic!("reader {i} was disconnected after {got} lines"));
+                let Some(rest) = line.strip_prefix("<burst") else {
+                    continue; // notices
+                };
+                let (sender, rest) = rest.split_once("> n ").expect("a numbered line");
+                let seq = rest.split(' ').next().unwrap();
+                let (sender, seq): (usize, usize) = (sender.parse().unwrap(), seq.parse().unwrap());
+                assert_eq!(
+                    seq, next[sender],
+                    "reader {i}: sender {sender} out of order"
+                );
+                next[sender] += 1;
+                got += 1;
+            }
+        }));
+    }
+    let mut sending = Vec::new();
+    for (j, mut write) in writers.drain(..SENDERS).enumerate() {
+        sending.push(tokio::spawn(async move {
+            let _ = j;
+            for chunk in (0..LINES).collect::<Vec<_>>().chunks(PER_WRITE) {
+                let text: String = chunk.iter().map(|n| format!("n {n} {PAD}\r\n")).collect();
+                write.write_all(text.as_bytes()).await.unwrap();
+            }
+            write
+        }));
+    }
+    let mut kept = Vec::new();
+    for s in sending {
+        kept.push(
+            tokio::time::timeout(WAIT * 6, s)
+                .await
+                .expect("senders finish")
+                .unwrap(),
+        );
+    }
+    for c in counting {
+        c.await.unwrap();
+    }
+    let stats = {
+        let socket = d.socket.clone();
+        tokio::task::spawn_blocking(move || admin_stats(&socket))
+            .await
+            .unwrap()
+    };
+    assert_eq!(stats["slow_consumer_drops"], 0, "{stats}");
+    drop((kept, writers));
+}
