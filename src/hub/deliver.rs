@@ -39,8 +39,11 @@ const MAX_ROUNDS: usize = 8;
 const DEFER_PUBLISHES: u32 = 64;
 /// ...and the longest the oldest of them waits for that...
 const DEFER_AGE: Duration = Duration::from_micros(1000);
-/// ...and the most they may add to a member's lag, as a fraction (1/N) of `max_queue_bytes`.
-const DEFER_SHARE: u64 = 8;
+/// ...and the most they may add to a member's lag, as a fraction (1/N) of `max_queue_bytes`: a
+/// member is judged below half its limit (not congested) at the last delivery, so it stays under
+/// three quarters of it (plus one publish, at most an eighth) until the next judgement pauses
+/// the senders; it is never cut off for lines that a pause would have held back.
+const DEFER_SHARE: u64 = 4;
 
 /// Set once the runtime delivers deferred publishes before its workers park.
 static DEFERRING: AtomicBool = AtomicBool::new(false);
