@@ -65,3 +65,42 @@ impl TokenBucket {
 /// The longest a flood pause lasts in one go (the bucket is checked again after it): keeps the
 /// deadline arithmetic finite for any rate the configuration accepts.
 const MAX_FLOOD_WAIT: Duration = Duration::from_secs(3600);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flood(burst: u32, per_sec: f64) -> Flood {
+        Flood { burst, per_sec }
+    }
+
+    #[test]
+    fn a_high_rate_is_let_through_without_pauses() {
+        // 1e6 lines/s with a burst of 10: a thousand lines in a millisecond never wait.
+        let f = flood(10, 1e6);
+        let mut b = TokenBucket::new(f);
+        let t0 = b.last;
+        for i in 0..1000u32 {
+            let now = t0 + Duration::from_micros(u64::from(i));
+            assert!(!b.spend(now, f), "line {i} was held back");
+        }
+    }
+
+    #[test]
+    fn a_low_rate_waits_and_the_wait_is_finite_for_any_accepted_rate() {
+        let f = flood(10, 2.0);
+        let mut b = TokenBucket::new(f);
+        let t0 = b.last;
+        let held = (0..11).any(|_| b.spend(t0, f));
+        assert!(held, "the eleventh line at once must wait");
+        assert!(b.wait(f) > Duration::ZERO && b.wait(f) <= Duration::from_secs(1));
+        // A tiny positive rate (--check-config accepts it) must not overflow the deadline.
+        let tiny = flood(10, 1e-19);
+        let mut b = TokenBucket::new(tiny);
+        for _ in 0..11 {
+            b.spend(t0, tiny);
+        }
+        assert_eq!(b.wait(tiny), MAX_FLOOD_WAIT);
+        let _deadline = t0 + b.wait(tiny); // must not panic
+    }
+}
