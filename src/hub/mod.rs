@@ -292,7 +292,7 @@ impl Hub {
     }
 
     /// Takes `nick` for a registered client: the client gets the welcome line, others `*** nick joined`.
-    pub fn join(&self, id: ClientId, nick: &str) -> Result<Arc<str>, NickRefused> {
+    pub fn join(self: &Arc<Self>, id: ClientId, nick: &str) -> Result<Arc<str>, NickRefused> {
         validate_nick(nick).map_err(NickRefused::Invalid)?;
         let nick: Arc<str> = Arc::from(nick);
         let key = NickKey(nick.clone());
@@ -330,8 +330,13 @@ impl Hub {
         };
         info!(client = id, peer = %client.peer, nick = %nick, event = "join", "joined");
         self.changed();
+        // A join storm's notices are delivered like chat: at the end of the worker's batch, so
+        // many joins cost one write per member, not one each.
         if notified {
-            self.deliver(0);
+            let limit = self.config().max_queue_bytes;
+            if !deliver::defer(self, 0, limit) {
+                self.deliver(0);
+            }
         } else {
             client.flush(self.limits(self.log_end(), self.config().max_queue_bytes));
         }

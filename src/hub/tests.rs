@@ -56,7 +56,7 @@ fn connect(hub: &Hub, ip: u8) -> Conn {
 }
 
 /// Registers and joins a client, reading its welcome.
-fn member(hub: &Hub, nick: &str, ip: u8) -> Conn {
+fn member(hub: &Arc<Hub>, nick: &str, ip: u8) -> Conn {
     let mut c = connect(hub, ip);
     hub.join(c.client.id, nick).unwrap();
     c.read_until("Type /help for commands.\r\n");
