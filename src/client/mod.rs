@@ -78,6 +78,13 @@ impl Client {
             .flush(self.id, &self.stream, &self.stats, limits);
     }
 
+    /// Writes pending output as the session, taking over when the socket is full (see
+    /// [`Outbox::flush_own`]).
+    pub(crate) fn flush_own(&self, limits: Limits<'_>) -> Flushed {
+        self.outbox
+            .flush_own(self.id, &self.stream, &self.stats, limits)
+    }
+
     /// Records activity (a line received) for the idle column of `chatctl list`.
     pub fn touch(&self) {
         let ms = self.connected.elapsed().as_millis() as u64;

@@ -189,7 +189,7 @@ impl Outbox {
 
     /// Sets the close mark: nothing logged after `at` is sent. The first close wins, except that
     /// an abort upgrades a pending flush (the reason stays). Returns false if already closing.
-    pub(crate) fn close(&self, at: u64, how: Close, congestion: Option<&Congestion>) -> bool {
+    pub(crate) fn close(&self, at: u64, how: Close, congestion: &Congestion) -> bool {
         let first = {
             let mut mb = lock(&self.mailbox);
             match (&mb.state, &how) {
@@ -216,9 +216,7 @@ impl Outbox {
         // A closing client relays nothing more, so it is not waited for by a stop.
         let ticket = lock(&self.doorbell).drain.take();
         drop(ticket);
-        if let Some(congestion) = congestion
-            && self.congested.swap(false, Ordering::SeqCst)
-        {
+        if self.congested.swap(false, Ordering::SeqCst) {
             congestion.leave();
         }
         self.ring();
@@ -276,30 +274,22 @@ impl Outbox {
             let outcome = self.write(&mut w, id, stream, stats, limits);
             drop(w);
             match outcome {
+                Flushed::Idle if !self.dirty.load(Ordering::SeqCst) => return,
                 Flushed::Idle => {}
-                Flushed::Parked => {
-                    self.parked.store(true, Ordering::SeqCst);
-                    self.ring();
-                    return;
-                }
-                Flushed::Done(_) => {
-                    // The session ends the connection; tell it.
-                    self.parked.store(true, Ordering::SeqCst);
-                    self.ring();
-                    return;
-                }
+                // Socket full, or the end reached (the session closes the connection).
+                Flushed::Parked | Flushed::Done(_) => return self.hand_to_session(),
                 Flushed::Failed(reason) => {
-                    self.parked.store(true, Ordering::SeqCst);
                     lock(&self.doorbell).failure.get_or_insert(reason);
-                    self.ring();
-                    return;
+                    return self.hand_to_session();
                 }
-            }
-            if !self.dirty.load(Ordering::SeqCst) {
-                return;
             }
         }
         // Output keeps coming while we write: let the session carry on.
+        self.hand_to_session();
+    }
+
+    /// From now on only the session writes; wake it.
+    fn hand_to_session(&self) {
         self.parked.store(true, Ordering::SeqCst);
         self.ring();
     }

@@ -71,7 +71,7 @@ impl Hub {
                 client.outbox.push_private(end, line, 1);
             }
             let how = Close::for_reason(reason.clone());
-            client.outbox.close(end, how, Some(&self.congestion));
+            client.outbox.close(end, how, &self.congestion);
             let member = st.members.remove(&id);
             let mut notified = false;
             if let Some(m) = &member {
@@ -106,7 +106,7 @@ impl Hub {
             ),
         }
         let slow = if notified {
-            self.deliver_collect(0)
+            self.deliver_collect()
         } else {
             Vec::new()
         };
@@ -163,7 +163,7 @@ impl Hub {
         for (_, client) in st.clients.drain() {
             client.outbox.push_private(end, line.clone(), 1);
             let how = Close::Flush(LeaveReason::ShuttingDown);
-            client.outbox.close(end, how, Some(&self.congestion));
+            client.outbox.close(end, how, &self.congestion);
         }
         st.members.clear();
         st.nicks.clear();

@@ -31,7 +31,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use super::Hub;
-use crate::client::{Client, ClientId, Lag};
+use crate::client::{ClientId, Lag};
 
 /// Rounds one flusher does in a row before handing over.
 const MAX_ROUNDS: usize = 8;
@@ -72,7 +72,7 @@ pub(crate) fn enable_deferred_delivery() {
 /// Delivers what this worker thread appended: the runtime's `on_thread_park` hook.
 pub(crate) fn deliver_deferred() {
     if let Some(d) = DEFERRED.with_borrow_mut(Option::take) {
-        d.hub.deliver(0);
+        d.hub.deliver();
     }
 }
 
@@ -87,13 +87,13 @@ pub(crate) fn deliver_overdue() {
         }
     });
     if let Some(d) = due {
-        d.hub.deliver(0);
+        d.hub.deliver();
     }
 }
 
 /// After an append to `hub`: true if delivery is deferred to the end of the worker's batch,
 /// false if the caller must deliver now.
-pub(super) fn defer(hub: &Arc<Hub>, bytes: u64, limit: usize) -> bool {
+fn defer(hub: &Arc<Hub>, bytes: u64, limit: usize) -> bool {
     if !DEFERRING.load(Ordering::Relaxed) {
         return false;
     }
@@ -127,7 +127,7 @@ pub(super) fn defer(hub: &Arc<Hub>, bytes: u64, limit: usize) -> bool {
     });
     // Another room's deferred publishes (tests run several daemons in one process).
     if let Some(other) = other {
-        other.hub.deliver(0);
+        other.hub.deliver();
     }
     !deliver_now
 }
@@ -176,7 +176,7 @@ impl Shards {
 impl Hub {
     /// After an append: gets the new entries written to every member (by this caller, or by the
     /// flusher already at work), and returns the members found too slow (the caller closes them).
-    pub(super) fn deliver_collect(&self, added: u64) -> Vec<ClientId> {
+    pub(super) fn deliver_collect(&self) -> Vec<ClientId> {
         let shards = &self.shards;
         let n = shards.shards.len();
         let first = shards.next.fetch_add(1, Ordering::Relaxed) % n;
@@ -186,15 +186,22 @@ impl Hub {
             let shard = &shards.shards[i];
             shard.more.store(true, Ordering::SeqCst);
             if shard.try_enter() {
-                self.combine(i, added, &mut slow);
+                self.combine(i, &mut slow);
             }
         }
         slow
     }
 
+    /// After an append of `bytes`: delivers now, or leaves it to the end of the worker's batch.
+    pub(super) fn deliver_or_defer(self: &Arc<Self>, bytes: u64, limit: usize) {
+        if !defer(self, bytes, limit) {
+            self.deliver();
+        }
+    }
+
     /// [`deliver_collect`](Self::deliver_collect), closing the too slow.
-    pub(super) fn deliver(&self, added: u64) {
-        let slow = self.deliver_collect(added);
+    pub(super) fn deliver(&self) {
+        let slow = self.deliver_collect();
         self.drop_slow(slow);
     }
 
@@ -202,12 +209,12 @@ impl Hub {
     /// nothing is owed: one atomic load per shard.
     pub(crate) fn resume_delivery(&self) {
         if self.shards.owed() {
-            self.deliver(0);
+            self.deliver();
         }
     }
 
     /// Flushes shard `i` (whose `busy` flag we hold) until no more is owed, or hands over.
-    fn combine(&self, i: usize, added: u64, slow: &mut Vec<ClientId>) {
+    fn combine(&self, i: usize, slow: &mut Vec<ClientId>) {
         let shard = &self.shards.shards[i];
         let n = self.shards.shards.len();
         for _ in 0..MAX_ROUNDS {
@@ -219,7 +226,7 @@ impl Hub {
             let limits = self.limits(end, limit);
             for client in recipients.iter().skip(i).step_by(n) {
                 client.flush(limits);
-                if client.outbox.judge(added, limits) == Lag::Overflow {
+                if client.outbox.judge(0, limits) == Lag::Overflow {
                     slow.push(client.id);
                 }
             }
@@ -232,12 +239,7 @@ impl Hub {
         shard.busy.store(false, Ordering::SeqCst);
         let recipients = self.lock().recipients();
         if let Some(member) = recipients.iter().find(|c| !c.outbox.is_closing()) {
-            hand_over(member);
+            member.outbox.ring();
         }
     }
-}
-
-/// Asks `member`'s session to resume delivery.
-fn hand_over(member: &Arc<Client>) {
-    member.outbox.ring();
 }

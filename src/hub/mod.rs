@@ -333,12 +333,9 @@ impl Hub {
         // A join storm's notices are delivered like chat: at the end of the worker's batch, so
         // many joins cost one write per member, not one each.
         if notified {
-            let limit = self.config().max_queue_bytes;
-            if !deliver::defer(self, 0, limit) {
-                self.deliver(0);
-            }
+            self.deliver_or_defer(0, self.config().max_queue_bytes);
         } else {
-            client.flush(self.limits(self.log_end(), self.config().max_queue_bytes));
+            self.flush_one(&client);
         }
         Ok(nick)
     }
@@ -382,10 +379,8 @@ impl Hub {
         info!(client = id, old = %old, nick = %new, event = "rename", "changed nickname");
         self.changed();
         match only {
-            None => self.deliver(0),
-            Some(client) => {
-                client.flush(self.limits(self.log_end(), self.config().max_queue_bytes));
-            }
+            None => self.deliver(),
+            Some(client) => self.flush_one(&client),
         }
         Ok((old, new))
     }
@@ -407,10 +402,13 @@ impl Hub {
             .lines_relayed
             .fetch_add(u64::from(lines), Ordering::Relaxed);
         relayed.bytes_relayed.fetch_add(len, Ordering::Relaxed);
-        if !deliver::defer(self, len, limit) {
-            self.deliver(len);
-        }
+        self.deliver_or_defer(len, limit);
         self.congestion.any()
+    }
+
+    /// Writes `client`'s pending output now (a line for it alone was queued under the lock).
+    fn flush_one(&self, client: &Client) {
+        client.flush(self.limits(self.log_end(), self.config().max_queue_bytes));
     }
 
     /// Queues a line for `client` alone (a reply to its own command), writes it if the socket
@@ -447,7 +445,7 @@ impl Hub {
             self.log_end.store(end, Ordering::SeqCst);
             st.members.len()
         };
-        self.deliver(0);
+        self.deliver();
         members
     }
 

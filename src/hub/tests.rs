@@ -75,8 +75,7 @@ impl Conn {
             max_queue_bytes: usize::MAX,
             congestion: &crate::client::Congestion::default(),
         };
-        let c = &self.client;
-        c.outbox.flush_own(c.id, &c.stream, &c.stats, hub_limits)
+        self.client.flush_own(hub_limits)
     }
 
     /// Reads until `want` has arrived (it must be exactly the next bytes).
@@ -122,6 +121,11 @@ impl Conn {
         }
         self.far.set_nonblocking(false).unwrap();
     }
+}
+
+/// A 1000-byte chat line, for filling queues.
+fn kilo_line() -> Bytes {
+    Bytes::from(format!("{}\r\n", "x".repeat(998)))
 }
 
 fn line(text: &str) -> Bytes {
@@ -212,11 +216,7 @@ fn publish_until_gone(h: &Arc<Hub>, from: &Conn, gone: &str, reader: &mut Conn) 
         if h.resolve(gone).is_none() {
             return (round, String::from_utf8(seen).unwrap());
         }
-        h.publish(
-            from.id(),
-            Bytes::from(format!("{}\r\n", "x".repeat(998))),
-            1,
-        );
+        h.publish(from.id(), kilo_line(), 1);
         reader.far.set_nonblocking(true).unwrap();
         let mut buf = [0u8; 65536];
         while let Ok(n @ 1..) = reader.far.read(&mut buf) {
@@ -264,6 +264,11 @@ async fn a_full_queue_cuts_off_that_client_alone_and_announces_it_once() {
     assert_eq!(h.counters.slow_drops.load(Ordering::Relaxed), 1);
 }
 
+/// Publishes 1000-byte lines from `from` until the hub says some member is congested (bounded).
+fn publish_until_congested(h: &Arc<Hub>, from: &Conn) -> bool {
+    (0..200).any(|_| h.publish(from.id(), kilo_line(), 1))
+}
+
 #[tokio::test]
 async fn congestion_is_counted_while_a_queue_is_over_half_full() {
     let h = Arc::new(Hub::new(Config {
@@ -273,14 +278,10 @@ async fn congestion_is_counted_while_a_queue_is_over_half_full() {
     let a = member(&h, "a", 1);
     let mut b = connect_at(&h, 2, true).unwrap();
     h.join(b.id(), "b").unwrap();
-    let mut congested = false;
-    for _ in 0..200 {
-        if h.publish(a.id(), Bytes::from(format!("{}\r\n", "x".repeat(998))), 1) {
-            congested = true;
-            break;
-        }
-    }
-    assert!(congested, "b fell more than half its queue behind");
+    assert!(
+        publish_until_congested(&h, &a),
+        "b fell more than half its queue behind"
+    );
     assert_eq!(h.congested_count(), 1);
     assert!(
         b.client.outbox.is_parked(),
@@ -293,8 +294,7 @@ async fn congestion_is_counted_while_a_queue_is_over_half_full() {
     let mut buf = vec![0u8; 65536];
     for _ in 0..1000 {
         let limits = h.limits(h.log_end(), 64 * 1024);
-        let c = &b.client;
-        let done = c.outbox.flush_own(c.id, &c.stream, &c.stats, limits) == Flushed::Idle;
+        let done = b.client.flush_own(limits) == Flushed::Idle;
         if done && h.congested_count() == 0 {
             break;
         }
@@ -302,11 +302,7 @@ async fn congestion_is_counted_while_a_queue_is_over_half_full() {
     }
     assert_eq!(h.congested_count(), 0);
     // Closing while congested also clears it.
-    for _ in 0..200 {
-        if h.publish(a.id(), Bytes::from(format!("{}\r\n", "x".repeat(998))), 1) {
-            break;
-        }
-    }
+    assert!(publish_until_congested(&h, &a));
     assert_eq!(h.congested_count(), 1);
     h.close(b.id(), LeaveReason::Closed, None);
     assert_eq!(h.congested_count(), 0);

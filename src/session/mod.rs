@@ -29,7 +29,7 @@ use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 use tracing::debug;
 
-use crate::client::{Client, Close, Flushed, LeaveReason, Outbox};
+use crate::client::{Client, Close, Flushed, LeaveReason, Limits, Outbox};
 use crate::hub::Hub;
 use lines::Input;
 
@@ -93,8 +93,7 @@ impl Session {
     /// Moves data both ways until the session ends.
     async fn drive(&mut self) -> End {
         // The greeting was queued at registration.
-        let limits = self.hub().limits(self.hub().log_end(), self.limit());
-        self.client.flush(limits);
+        self.client.flush(self.limits());
         loop {
             // A flusher that had to stop may have handed the room's delivery to this session,
             // and what this worker appended may have waited long enough.
@@ -157,8 +156,10 @@ impl Session {
         }
     }
 
-    fn limit(&self) -> usize {
-        self.input.ctx.cfg.settings.max_queue_bytes
+    /// What judging this client's lag needs, as of now.
+    fn limits(&self) -> Limits<'_> {
+        let limit = self.input.ctx.cfg.settings.max_queue_bytes;
+        self.hub().limits(self.hub().log_end(), limit)
     }
 
     fn start_pause(&mut self) {
@@ -225,10 +226,8 @@ impl Session {
     fn write_out(&mut self) -> Option<End> {
         let client = &self.client;
         let before = client.stats.bytes_out.load(Ordering::Relaxed);
-        let limits = self.hub().limits(self.hub().log_end(), self.limit());
-        let outcome = client
-            .outbox
-            .flush_own(client.id, &client.stream, &client.stats, limits);
+        let limits = self.limits();
+        let outcome = client.flush_own(limits);
         let progressed = client.stats.bytes_out.load(Ordering::Relaxed) != before;
         match outcome {
             Flushed::Idle => {
