@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use criterion::{Criterion, Throughput};
-use groupchatd::protocol::format::{push_notice, push_say};
+use groupchatd::protocol::format::{Wrap, push_notice, push_say};
 use groupchatd::protocol::{ClientCmd, Frame, LineFramer, parse_line, sanitise_into};
 
 /// The server's default `max_line_bytes`.
@@ -135,7 +135,7 @@ fn format(c: &mut Criterion) {
         let mut out = BytesMut::with_capacity(READ_BYTES);
         b.iter(|| {
             out.clear();
-            push_say(&mut out, black_box(NICK), black_box(&text));
+            push_say(&mut out, Wrap::at(80), black_box(NICK), black_box(&text));
             black_box(out.len());
         });
     });
@@ -163,7 +163,7 @@ fn relay_all(
             line.clear();
             sanitise_into(raw, line);
             if let ClientCmd::Say(text) = parse_line(line) {
-                push_say(batch, NICK, text);
+                push_say(batch, Wrap::at(80), NICK, text);
                 said += 1;
             }
         }

@@ -13,7 +13,7 @@ use bytes::Bytes;
 
 use crate::config::Config;
 use crate::protocol::NICK_PROMPT;
-use crate::protocol::format::notices;
+use crate::protocol::format::{Wrap, notices};
 use crate::protocol::sanitise_str;
 
 /// A configuration and what is derived from it.
@@ -23,6 +23,8 @@ pub struct Settings {
     pub config: Config,
     /// The MOTD (sanitised like any client text) and the nickname prompt, formatted once.
     pub greeting: Bytes,
+    /// Where lines carrying someone's text are broken (`wrap_width`).
+    pub wrap: Wrap,
 }
 
 impl Settings {
@@ -30,7 +32,12 @@ impl Settings {
     pub fn new(config: Config) -> Settings {
         let motd: Vec<String> = config.motd.iter().map(|l| sanitise_str(l)).collect();
         let greeting = notices(motd.iter().map(String::as_str).chain([NICK_PROMPT]));
-        Settings { config, greeting }
+        let wrap = Wrap::at(config.wrap_width);
+        Settings {
+            config,
+            greeting,
+            wrap,
+        }
     }
 }
 

@@ -42,6 +42,7 @@ pub(super) const KEYS: &[(&str, &str)] = &[
     ("flood_burst", "an integer"),
     ("flood_rate", "a number"),
     ("presence_max_members", "an integer"),
+    ("wrap_width", "an integer"),
     ("shutdown_grace_secs", "an integer"),
     ("tcp_keepalive_secs", "an integer"),
     ("worker_threads", "an integer"),
@@ -68,6 +69,7 @@ pub(super) struct FileConfig {
     flood_burst: Option<i64>,
     flood_rate: Option<f64>,
     presence_max_members: Option<i64>,
+    wrap_width: Option<i64>,
     shutdown_grace_secs: Option<i64>,
     tcp_keepalive_secs: Option<i64>,
     worker_threads: Option<i64>,
@@ -134,6 +136,9 @@ impl FileConfig {
         c.flood = (burst > 0 && per_sec > 0.0).then_some(Flood { burst, per_sec });
         if let Some(v) = self.presence_max_members {
             c.presence_max_members = doc.check("presence_max_members", rules::count(v))?;
+        }
+        if let Some(v) = self.wrap_width {
+            c.wrap_width = doc.check("wrap_width", rules::wrap_width(v))?;
         }
         if let Some(v) = self.shutdown_grace_secs {
             c.shutdown_grace = doc.check("shutdown_grace_secs", rules::secs(v, 1, 300))?;

@@ -65,6 +65,8 @@ pub struct Config {
     pub flood: Option<Flood>,
     /// Send join/leave notices only while the room has at most this many members; 0 = always.
     pub presence_max_members: usize,
+    /// Columns at which lines carrying someone's text are broken, continuation rows indented; 0 = off.
+    pub wrap_width: usize,
     /// How long shutdown waits for clients to be told and disconnected.
     pub shutdown_grace: Duration,
     /// Idle time before TCP keepalive probes; `None` = keepalive off.
@@ -122,6 +124,7 @@ impl Default for Config {
                 per_sec: 2.0,
             }),
             presence_max_members: 500,
+            wrap_width: 80,
             shutdown_grace: Duration::from_secs(5),
             tcp_keepalive: Some(Duration::from_secs(60)),
             worker_threads: 1,

@@ -169,6 +169,19 @@ pub(super) fn between(n: i64, lo: i64, hi: i64) -> Rule<i64> {
     }
 }
 
+/// `wrap_width`: 0 (off) or a terminal width in columns, from the narrowest that leaves room for
+/// text after the continuation indent up to far beyond any screen.
+pub(super) fn wrap_width(n: i64) -> Rule<usize> {
+    let lo = crate::protocol::format::Wrap::MIN as i64;
+    match n {
+        0 => Ok(0),
+        n if (lo..=1000).contains(&n) => Ok(n as usize),
+        n => Err(format!(
+            "must be 0 (off) or between {lo} and 1000 (got {n})"
+        )),
+    }
+}
+
 /// A count or size with no upper bound of its own (`0` meaning is the caller's).
 pub(super) fn count<T: TryFrom<i64>>(n: i64) -> Rule<T> {
     if n < 0 {

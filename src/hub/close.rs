@@ -16,7 +16,7 @@ use tracing::{debug, info, warn};
 use super::log::NOBODY;
 use super::{Hub, NickKey};
 use crate::client::{ClientId, Close, LeaveReason};
-use crate::protocol::format::notice;
+use crate::protocol::format::{self, REASON_MAX_CHARS, notice, wrapped_notice};
 
 impl Hub {
     /// Ends a client's time in the room, once: queues `farewell` (if any) as its last line, marks
@@ -78,7 +78,7 @@ impl Hub {
                 st.nicks.remove(&NickKey(m.nick.clone()));
                 st.members_changed();
                 if !st.stopping && st.announce_presence(st.members.len() + 1) {
-                    let line = notice(&format!("{} left ({reason})", m.nick));
+                    let line = wrapped_notice(st.wrap, &format!("{} left ({reason})", m.nick));
                     let end = st.log.append(NOBODY, line, 1).end;
                     self.log_end.store(end, Ordering::SeqCst);
                     notified = true;
@@ -125,12 +125,14 @@ impl Hub {
     /// Returns the id and nickname (if joined) of who was kicked.
     pub fn kick(&self, target: &str, reason: Option<&str>) -> Option<(ClientId, Option<Arc<str>>)> {
         let id = self.resolve(target)?;
-        let text = match reason {
+        let reason = reason.map(|r| format::clip(r, REASON_MAX_CHARS));
+        let text = match &reason {
             Some(r) => format!("you were kicked: {r}"),
             None => "you were kicked".to_owned(),
         };
-        let reason = LeaveReason::Kicked(reason.map(str::to_owned));
-        let nick = self.close(id, reason, Some(notice(&text)));
+        let farewell = wrapped_notice(self.config().wrap, &text);
+        let reason = LeaveReason::Kicked(reason.map(|r| r.into_owned()));
+        let nick = self.close(id, reason, Some(farewell));
         self.counters.kicks.fetch_add(1, Ordering::Relaxed);
         Some((id, nick))
     }

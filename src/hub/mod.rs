@@ -35,7 +35,7 @@ use tracing::info;
 use crate::client::{Client, ClientId, Congestion, Lag, Limits};
 use crate::config::Config;
 use crate::drain::Drain;
-use crate::protocol::format::notice;
+use crate::protocol::format::{Wrap, wrapped_notice};
 use crate::protocol::{nick_key, validate_nick};
 use crate::settings::{Settings, SettingsCell};
 use deliver::Shards;
@@ -122,6 +122,7 @@ struct State {
     /// Copied from the settings so publishers read them under the lock they already hold.
     presence_max: usize,
     queue_limit: usize,
+    wrap: Wrap,
 }
 
 impl State {
@@ -177,6 +178,7 @@ impl Hub {
         let state = State {
             presence_max: config.presence_max_members,
             queue_limit: config.max_queue_bytes,
+            wrap: Wrap::at(config.wrap_width),
             ..State::default()
         };
         Hub {
@@ -226,6 +228,7 @@ impl Hub {
             let mut st = self.lock();
             st.presence_max = config.presence_max_members;
             st.queue_limit = config.max_queue_bytes;
+            st.wrap = Wrap::at(config.wrap_width);
         }
         self.settings.store(Settings::new(config));
     }
@@ -318,13 +321,14 @@ impl Hub {
             // In a big room the welcome gives only the count, and nobody is told of the join.
             let listed = st.announce_presence(n).then(|| st.sorted_names());
             if listed.is_some() {
-                st.log.append(NOBODY, notice(&format!("{nick} joined")), 1);
+                let line = wrapped_notice(st.wrap, &format!("{nick} joined"));
+                st.log.append(NOBODY, line, 1);
             }
             let end = st.log.end();
             self.log_end.store(end, Ordering::SeqCst);
             // The newcomer's output starts after the notice, with the welcome.
             client.outbox.start_after(st.log.tail().clone());
-            let welcome = names::welcome(&nick, n, listed.as_deref());
+            let welcome = names::welcome(st.wrap, &nick, n, listed.as_deref());
             client.outbox.push_private(end, welcome, 2);
             (client, listed.is_some())
         };
@@ -345,13 +349,12 @@ impl Hub {
         validate_nick(new).map_err(NickRefused::Invalid)?;
         let new: Arc<str> = Arc::from(new);
         let key = NickKey(new.clone());
-        let (old, only) = {
+        let old = {
             let mut st = self.lock();
             let Some(member) = st.members.get(&id) else {
                 return Err(NickRefused::Gone);
             };
             let old = member.nick.clone();
-            let client = member.client.clone();
             if *old == *new {
                 return Err(NickRefused::Unchanged);
             }
@@ -365,23 +368,16 @@ impl Hub {
             // Remove first: a change of case only (alice → Alice) is the same key.
             st.nicks.remove(&NickKey(old.clone()));
             st.nicks.insert(key, id);
-            let line = notice(&format!("{old} is now known as {new}"));
-            let only = if st.announce_presence(st.members.len()) {
-                let end = st.log.append(NOBODY, line, 1).end;
-                self.log_end.store(end, Ordering::SeqCst);
-                None
-            } else {
-                client.outbox.push_private(st.log.end(), line, 1);
-                Some(client)
-            };
-            (old, only)
+            // Announced at any room size, unlike joins and leaves: renames are rare, and a silent
+            // one is how someone would take over a name that just left.
+            let line = wrapped_notice(st.wrap, &format!("{old} is now known as {new}"));
+            let end = st.log.append(NOBODY, line, 1).end;
+            self.log_end.store(end, Ordering::SeqCst);
+            old
         };
         info!(client = id, old = %old, nick = %new, event = "rename", "changed nickname");
         self.changed();
-        match only {
-            None => self.deliver(),
-            Some(client) => self.flush_one(&client),
-        }
+        self.deliver();
         Ok((old, new))
     }
 
@@ -441,7 +437,8 @@ impl Hub {
     pub fn announce(&self, text: &str) -> usize {
         let members = {
             let mut st = self.lock();
-            let end = st.log.append(NOBODY, notice(text), 1).end;
+            let line = wrapped_notice(st.wrap, text);
+            let end = st.log.append(NOBODY, line, 1).end;
             self.log_end.store(end, Ordering::SeqCst);
             st.members.len()
         };
@@ -457,7 +454,7 @@ impl Hub {
     /// `/who` output for a client: a count and every name, wrapped into notice lines.
     pub fn who_lines(&self) -> Bytes {
         let mut out = BytesMut::new();
-        names::push_online(&mut out, "", &self.who());
+        names::push_online(&mut out, self.config().wrap, "", &self.who());
         out.freeze()
     }
 

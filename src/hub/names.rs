@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 
-use crate::protocol::format;
+use crate::protocol::format::{self, Wrap};
 use crate::protocol::{NickError, fold_case};
 
 /// Width a `/who` or welcome name list wraps at.
@@ -64,27 +64,29 @@ impl std::hash::Hash for NickKey {
 
 /// Appends `*** {lead}N online: a, b, c`, or, when that would be too wide, the count on one line and
 /// the names wrapped over as many notice lines as they need (a `/who` in a room of thousands).
-pub(super) fn push_online(out: &mut BytesMut, lead: &str, names: &[Arc<str>]) {
+/// Each notice is also broken at `wrap`, like every line the server sends with names in it.
+pub(super) fn push_online(out: &mut BytesMut, wrap: Wrap, lead: &str, names: &[Arc<str>]) {
     let n = names.len();
     let list = names.iter().map(|s| &**s).collect::<Vec<_>>().join(", ");
     let line = format!("{lead}{n} online: {list}");
     if line.len() <= NAME_LINE_WIDTH {
-        format::push_notice(out, &line);
+        format::push_wrapped_notice(out, wrap, &line);
     } else {
-        format::push_notice(out, &format!("{lead}{n} online:"));
-        format::push_name_lines(out, names.iter().map(|s| &**s), NAME_LINE_WIDTH);
+        format::push_wrapped_notice(out, wrap, &format!("{lead}{n} online:"));
+        format::push_name_lines(out, wrap, names.iter().map(|s| &**s), NAME_LINE_WIDTH);
     }
 }
 
 /// A newcomer's welcome: who is online (`names`, or only the count of `members` when the room is
 /// too big to list), then where to find help.
-pub(super) fn welcome(nick: &str, members: usize, names: Option<&[Arc<str>]>) -> Bytes {
+pub(super) fn welcome(wrap: Wrap, nick: &str, members: usize, names: Option<&[Arc<str>]>) -> Bytes {
     let mut out = BytesMut::new();
     let lead = format!("Welcome, {nick}! ");
     match names {
-        Some(names) => push_online(&mut out, &lead, names),
-        None => format::push_notice(
+        Some(names) => push_online(&mut out, wrap, &lead, names),
+        None => format::push_wrapped_notice(
             &mut out,
+            wrap,
             &format!("{lead}{members} online (type /who to list them)"),
         ),
     }

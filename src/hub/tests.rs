@@ -172,6 +172,22 @@ async fn joins_welcome_and_announce_within_the_presence_limit_only() {
 }
 
 #[tokio::test]
+async fn renames_are_announced_above_the_presence_limit() {
+    // Finding: bob leaves unannounced in a big room, mallory silently becomes `bob`.
+    let h = Arc::new(Hub::new(Config {
+        presence_max_members: 1,
+        ..Config::default()
+    }));
+    let mut a = member(&h, "alice", 1);
+    let mut m = connect(&h, 2);
+    h.join(m.id(), "mallory").unwrap();
+    m.read_until("Type /help for commands.\r\n");
+    h.rename(m.id(), "bob").unwrap();
+    a.expect("*** mallory is now known as bob\r\n");
+    m.expect("*** mallory is now known as bob\r\n");
+}
+
+#[tokio::test]
 async fn nicknames_are_unique_without_regard_to_case_and_validated() {
     let h = Arc::new(Hub::new(Config::default()));
     let _alice = member(&h, "Alice", 1);

@@ -13,9 +13,12 @@ use super::flood::TokenBucket;
 use super::lines::{LINE_BUF, Leaving};
 use crate::client::{Client, ClientId, Lag, LeaveReason};
 use crate::hub::{Hub, NickRefused};
-use crate::protocol::format::{self, notice, notices};
+use crate::protocol::format::{self, REASON_MAX_CHARS, notice, notices};
 use crate::protocol::{ClientCmd, Frame, HELP, NICK_PROMPT, parse_line, sanitise_into};
 use crate::settings::Snapshot;
+
+/// Said instead of a reply that would not fit beside the replies still on their way.
+const REPLY_SKIPPED: &str = "(Reply skipped: your earlier replies are still being sent.)";
 
 /// Everything a line needs while being handled (kept apart from the framer that calls it).
 pub(super) struct LineCtx {
@@ -49,16 +52,29 @@ impl LineCtx {
     }
 
     /// Queues a reply for this client alone. A client that does not read its own replies is as slow
-    /// as one that does not read the room.
+    /// as one that does not read the room, but asking twice must not make a reader too slow: a
+    /// reply that would not fit beside output still queued for the client is skipped (the answer
+    /// before it, still on its way, answers the same question: `/who` twice in one write gets one
+    /// list), with a short note if that fits. One reply into an empty queue always goes, however
+    /// big (a `/who` of a huge room).
     pub(super) fn reply(&mut self, buf: Bytes, lines: u32) {
         let limit = self.cfg.settings.max_queue_bytes;
+        let queued = self.client.outbox.lag(self.hub.log_end());
+        let fits = |len: usize| queued + len as u64 <= limit as u64;
+        let (buf, lines) = if queued == 0 || fits(buf.len()) {
+            (buf, lines)
+        } else if fits(REPLY_SKIPPED.len() + 6) {
+            (notice(REPLY_SKIPPED), 1)
+        } else {
+            return;
+        };
         if self.hub.reply(&self.client, buf, lines, limit) == Lag::Overflow {
             self.set_leave(LeaveReason::QueueFull, None);
         }
     }
 
     pub(super) fn say(&mut self, text: &str) {
-        self.reply(notice(text), 1);
+        self.reply(format::wrapped_notice(self.cfg.settings.wrap, text), 1);
     }
 
     /// Counts a line added to the batch, publishing early when the batch is big: one publish must stay
@@ -191,11 +207,11 @@ impl LineCtx {
     pub(super) fn on_chat_line(&mut self, nick: &str, line: &str) {
         match parse_line(line) {
             ClientCmd::Say(text) => {
-                format::push_say(&mut self.batch, nick, text);
+                format::push_say(&mut self.batch, self.cfg.settings.wrap, nick, text);
                 self.batched();
             }
             ClientCmd::Me(text) => {
-                format::push_action(&mut self.batch, nick, text);
+                format::push_action(&mut self.batch, self.cfg.settings.wrap, nick, text);
                 self.batched();
             }
             other => {
@@ -222,7 +238,7 @@ impl LineCtx {
             }
             ClientCmd::Msg { to, text } => {
                 let mut line = BytesMut::new();
-                format::push_private(&mut line, nick, text);
+                format::push_private(&mut line, self.cfg.settings.wrap, nick, text);
                 match self.hub.send_private(to, line.freeze()) {
                     Some(to) => self.say(&format!("-> *{to}* {text}")),
                     None => self.say(&format!("No such nickname: {to}")),
@@ -230,7 +246,10 @@ impl LineCtx {
             }
             ClientCmd::Quit(reason) => {
                 self.set_leave(
-                    LeaveReason::Quit(reason.map(str::to_owned)),
+                    // Capped: the reason goes out inside a genuine server line.
+                    LeaveReason::Quit(
+                        reason.map(|r| format::clip(r, REASON_MAX_CHARS).into_owned()),
+                    ),
                     Some("Goodbye."),
                 );
             }

@@ -96,6 +96,8 @@ async fn stalled_reader_scenario(config: Config, reason: &str) -> TestServer {
 async fn stalled_reader_is_cut_off_and_others_lose_nothing() {
     let config = Config {
         max_queue_bytes: 1 << 20,
+        // The 4 KB lines are checked byte for byte (wrapping is tested in forgery.rs).
+        wrap_width: 0,
         ..test_config()
     };
     let srv = stalled_reader_scenario(config, "too slow: send queue full").await;
@@ -112,6 +114,7 @@ async fn reader_that_accepts_nothing_is_dropped_after_the_write_timeout() {
     let config = Config {
         max_queue_bytes: 1 << 30,
         write_timeout: Duration::from_secs(1),
+        wrap_width: 0,
         ..test_config()
     };
     stalled_reader_scenario(config, "too slow: write timeout").await;

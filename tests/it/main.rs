@@ -4,6 +4,7 @@ mod admin;
 mod binary;
 mod chat;
 mod e2e;
+mod forgery;
 mod hostile;
 mod limits;
 mod load;

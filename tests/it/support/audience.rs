@@ -183,7 +183,11 @@ pub async fn join(addr: SocketAddr, nick: &str) -> (BufReader<OwnedReadHalf>, Ow
         if line == "*** Type /help for commands.\r\n" {
             break;
         }
-        assert!(line.starts_with("*** "), "{nick}: {line:?} while joining");
+        // Notice rows, and the rows a long one is wrapped into (indented).
+        assert!(
+            line.starts_with("*** ") || line.starts_with("    "),
+            "{nick}: {line:?} while joining"
+        );
     }
     (r, w)
 }
