@@ -5,7 +5,7 @@
 //!
 //! Checked: the admin socket path fits in `sun_path` (108 bytes with the terminating NUL); its
 //! directory, or the nearest existing ancestor when it is yet to be created, passes the trust rule of
-//! [`admin::trust`]; `admin_group` exists; and every `listen` port below
+//! [`admin::trust`] (and we may create the rest there); `admin_group` exists; and every `listen` port below
 //! `net.ipv4.ip_unprivileged_port_start` comes with `CAP_NET_BIND_SERVICE` in the effective set.
 //! Sockets systemd passes are not ours to check: an inherited admin socket skips the admin checks and
 //! inherited chat listeners skip the port check. `--check-config` cannot know what systemd will pass
@@ -55,6 +55,21 @@ pub enum PreflightError {
         /// Which directory and why.
         why: trust::Untrusted,
     },
+    /// The socket's directory is missing and this user cannot create it.
+    #[error(
+        "admin_socket {}: {} does not exist and uid {uid} cannot create it; create it (owned by \
+         this user, not writable by others) or choose another admin_socket",
+        path.display(),
+        missing.display()
+    )]
+    CannotCreate {
+        /// The resolved socket path.
+        path: PathBuf,
+        /// The first missing directory.
+        missing: PathBuf,
+        /// This process's effective uid.
+        uid: u32,
+    },
     /// `admin_group` names no group.
     #[error("admin_group: group '{0}' does not exist")]
     NoSuchGroup(String),
@@ -85,8 +100,20 @@ pub fn check(config: &Config, inherited: Inherited) -> Result<(), PreflightError
             .parent()
             .filter(|d| !d.as_os_str().is_empty())
             .unwrap_or(std::path::Path::new("."));
-        if let Err(why) = trust::check_dir(dir, trust::Create::No) {
-            return Err(PreflightError::Untrusted { path, why });
+        match trust::check_dir(dir, trust::Create::No) {
+            Err(why) => return Err(PreflightError::Untrusted { path, why }),
+            // Start-up creates what is missing inside the nearest existing directory.
+            Ok(trust::Walked {
+                dir: existing,
+                missing: Some(missing),
+            }) if !may_create_in(&existing) => {
+                return Err(PreflightError::CannotCreate {
+                    path,
+                    missing,
+                    uid: nix::unistd::geteuid().as_raw(),
+                });
+            }
+            Ok(_) => {}
         }
         if let Some(name) = &config.admin_group
             && let Err(AdminError::NoSuchGroup(name)) = admin::group_id(name)
@@ -108,6 +135,18 @@ pub fn check(config: &Config, inherited: Inherited) -> Result<(), PreflightError
         }
     }
     Ok(())
+}
+
+/// Whether this process (by its effective ids) may add entries to `dir`.
+fn may_create_in(dir: &std::path::Path) -> bool {
+    use nix::unistd::AccessFlags;
+    nix::unistd::faccessat(
+        nix::fcntl::AT_FDCWD,
+        dir,
+        AccessFlags::W_OK | AccessFlags::X_OK,
+        nix::fcntl::AtFlags::AT_EACCESS,
+    )
+    .is_ok()
 }
 
 /// The first address whose port needs a capability we lack. Port 0 (any free port) never does.

@@ -197,9 +197,10 @@ impl AdminSocket {
         &self.path
     }
 
-    /// The file we created (None when systemd passed the socket), for re-grouping on reload.
-    pub fn file(&self) -> Option<std::sync::Arc<SocketFile>> {
-        self.file.clone()
+    /// The file we created (None when systemd passed the socket), for re-grouping on reload. Weak:
+    /// the file is removed when the socket is dropped, whoever still holds this.
+    pub fn file(&self) -> Option<std::sync::Weak<SocketFile>> {
+        self.file.as_ref().map(std::sync::Arc::downgrade)
     }
 }
 

@@ -87,6 +87,7 @@ impl App {
 
     /// Like [`bind`](Self::bind), but uses sockets systemd passed instead of binding where it did:
     /// inherited chat listeners replace `listen`, an inherited admin socket replaces `admin_socket`.
+    /// First runs the [`preflight`] checks `--check-config` runs, for what is not inherited.
     pub fn bind_with(config: Config, inherited: Inherited) -> Result<App, StartError> {
         preflight::check(
             &config,

@@ -38,6 +38,10 @@ Exit status:
   0   Stopped by SIGTERM or SIGINT, or --check-config found the configuration valid.
   1   The daemon could not run, e.g. a listen address could not be bound.
   78  Configuration error (EX_CONFIG): the file, line, key and reason are printed on stderr.
+      Also when the configuration cannot work on this machine, which --check-config checks
+      too: an admin socket path longer than 107 bytes, a directory on its path that someone
+      other than root or the daemon's user could change, a missing admin_group, a listen port
+      below net.ipv4.ip_unprivileged_port_start without CAP_NET_BIND_SERVICE.
       The systemd unit sets RestartPreventExitStatus=78, so a bad file is not retried in a loop.
 
 Environment:

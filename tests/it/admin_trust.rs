@@ -147,6 +147,32 @@ fn a_symlinked_ancestor_is_checked_at_its_target() {
 }
 
 #[test]
+fn check_config_refuses_a_directory_it_could_not_create() {
+    if !root() {
+        eprintln!("skipped: needs root to run the check as a second uid");
+        return;
+    }
+    let dir = Scratch::new("tr-mk");
+    chmod(&dir.0, 0o755);
+    let socket = dir.path("missing/admin.sock");
+    let mut cmd = Command::new(DAEMON);
+    cmd.uid(65534).gid(65534);
+    let (code, err) =
+        check_config_with(cmd, &dir, "", &["--admin-socket", socket.to_str().unwrap()]);
+    assert_eq!(code, 78, "{err}");
+    assert!(
+        err.contains("does not exist and uid 65534 cannot create it"),
+        "{err}"
+    );
+    // Root may create it, so the check passes (and creates nothing).
+    assert_eq!(
+        check_config(&dir, "", &["--admin-socket", socket.to_str().unwrap()]).0,
+        0
+    );
+    assert!(!dir.path("missing").exists());
+}
+
+#[test]
 fn check_config_refuses_a_missing_group() {
     let dir = Scratch::new("tr-grp");
     let socket = dir.path("a.sock");
