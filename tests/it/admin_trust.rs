@@ -469,8 +469,9 @@ fn assert_closed(stream: &StdUnixStream) {
 /// Sends `bytes` one at a time every `every` until the daemon closes the connection; returns how
 /// long that took, or None if it was still open after `WAIT`.
 async fn trickle_until_closed(socket: &Path, bytes: &[u8], every: Duration) -> Option<Duration> {
-    let mut stream = tokio::net::UnixStream::connect(socket).await.unwrap();
+    // Before connecting: the daemon's idle clock cannot have started earlier than ours.
     let started = Instant::now();
+    let mut stream = tokio::net::UnixStream::connect(socket).await.unwrap();
     let mut tick = tokio::time::interval(every);
     let mut buf = [0u8; 1024];
     let mut i = 0;
