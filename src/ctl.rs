@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use nix::unistd::{User, geteuid, getuid};
 use unicode_width::UnicodeWidthStr;
 
 use crate::admin::client::{self, ClientError};
@@ -19,8 +20,10 @@ pub const EXIT_OK: u8 = 0;
 pub const EXIT_REFUSED: u8 = 1;
 /// The daemon is not reachable (sysexits EX_UNAVAILABLE).
 pub const EXIT_UNAVAILABLE: u8 = 69;
-/// Permission denied (sysexits EX_NOPERM).
+/// Permission denied, or the socket is served by an unexpected uid (sysexits EX_NOPERM).
 pub const EXIT_NOPERM: u8 = 77;
+/// The system user the packaged unit runs the daemon as.
+const DAEMON_USER: &str = "groupchatd";
 
 /// Runs one chatctl invocation and returns its exit status.
 pub fn run(args: &CtlArgs) -> u8 {
@@ -38,12 +41,14 @@ pub fn run(args: &CtlArgs) -> u8 {
     };
     let socket = path::resolve_for_client(args.socket.as_deref());
     let timeout = Duration::try_from_secs_f64(args.timeout).unwrap_or(Duration::from_secs(5));
-    let reply = match client::request(&socket, &cmd, timeout) {
+    let reply = match client::request(&socket, &cmd, timeout, &expected_uids(&args.expect_uid)) {
         Ok(reply) => reply,
         Err(e) => {
             eprintln!("chatctl: {e}");
             return match e {
-                ClientError::PermissionDenied { .. } => EXIT_NOPERM,
+                ClientError::PermissionDenied { .. } | ClientError::UntrustedPeer { .. } => {
+                    EXIT_NOPERM
+                }
                 ClientError::Unreachable { .. } => EXIT_UNAVAILABLE,
                 ClientError::Protocol(_) => EXIT_REFUSED,
             };
@@ -59,6 +64,19 @@ pub fn run(args: &CtlArgs) -> u8 {
         Err(message) => eprintln!("chatctl: {message}"),
     }
     code
+}
+
+/// Who may be listening on the admin socket: root, us (real and effective uid), the packaged
+/// daemon's user `groupchatd` if it exists, and whatever `--expect-uid` adds.
+fn expected_uids(extra: &[u32]) -> Vec<u32> {
+    let mut uids = vec![0, getuid().as_raw(), geteuid().as_raw()];
+    if let Ok(Some(user)) = User::from_name(DAEMON_USER) {
+        uids.push(user.uid.as_raw());
+    }
+    uids.extend_from_slice(extra);
+    uids.sort_unstable();
+    uids.dedup();
+    uids
 }
 
 fn status(reply: &Response) -> u8 {

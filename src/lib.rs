@@ -15,7 +15,8 @@
 //!   `drain` coordinates the first phase of a stop.
 //! - [`admin`]: the Unix control socket, its wire format ([`admin::proto`]) and `chatctl`'s client.
 //! - `reload`: what a configuration reload would change, as a plan the app applies.
-//! - [`daemon`], `logging`, [`cli`]: the process around the app.
+//! - [`daemon`], `logging`, [`cli`]: the process around the app; [`preflight`]: the start-up
+//!   checks `--check-config` runs too.
 //! - `systemd`: socket activation, notifications (readiness, status, reload), the watchdog.
 //! - [`ctl`]: `chatctl`'s requests, tables and exit codes.
 //!
@@ -31,6 +32,7 @@ pub mod daemon;
 pub(crate) mod drain;
 pub mod hub;
 pub(crate) mod logging;
+pub mod preflight;
 pub mod protocol;
 pub(crate) mod reload;
 pub(crate) mod server;

@@ -1,10 +1,16 @@
 //! A blocking admin-socket client for `chatctl`: one request, one reply, bounded by a timeout.
 //! No async runtime: a CLI that sends one line and reads one line is lighter without one.
+//!
+//! Before anything is sent, the listening process's credentials (SO_PEERCRED, recorded by the kernel
+//! when it called `listen`) must name one of the expected uids: a socket someone else planted or
+//! swapped in would otherwise receive the operator's kicks and announcements.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
+
+use nix::sys::socket::{getsockopt, sockopt};
 
 use super::proto::{self, Command, Response};
 
@@ -31,13 +37,35 @@ pub enum ClientError {
         /// What the OS said.
         reason: String,
     },
+    /// The process listening on the socket runs as a uid we do not expect; nothing was sent.
+    #[error(
+        "refusing to talk to {path}: it is served by uid {uid} (pid {pid}), which is not one of the \
+         expected uids ({expected}); nothing was sent (if the daemon is meant to run as uid {uid}, \
+         pass --expect-uid {uid})"
+    )]
+    UntrustedPeer {
+        /// The socket path tried.
+        path: String,
+        /// The listener's uid.
+        uid: u32,
+        /// The listener's pid.
+        pid: i32,
+        /// The uids we accept, for the message.
+        expected: String,
+    },
     /// The daemon answered with something that is not a reply.
     #[error("{0}")]
     Protocol(String),
 }
 
-/// Sends `cmd` to the daemon at `path` and returns its reply.
-pub fn request(path: &Path, cmd: &Command, timeout: Duration) -> Result<Response, ClientError> {
+/// Sends `cmd` to the daemon at `path` and returns its reply, if the process listening there runs
+/// as one of `expected_uids`.
+pub fn request(
+    path: &Path,
+    cmd: &Command,
+    timeout: Duration,
+    expected_uids: &[u32],
+) -> Result<Response, ClientError> {
     let shown = path.display().to_string();
     let unreachable = |e: &io::Error| ClientError::Unreachable {
         path: shown.clone(),
@@ -50,6 +78,19 @@ pub fn request(path: &Path, cmd: &Command, timeout: Duration) -> Result<Response
         },
         _ => unreachable(&e),
     })?;
+    let peer = getsockopt(&stream, sockopt::PeerCredentials).map_err(|e| unreachable(&e.into()))?;
+    if !expected_uids.contains(&peer.uid()) {
+        return Err(ClientError::UntrustedPeer {
+            path: shown,
+            uid: peer.uid(),
+            pid: peer.pid(),
+            expected: expected_uids
+                .iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(", "),
+        });
+    }
     let timeout = timeout.max(Duration::from_millis(1));
     stream
         .set_read_timeout(Some(timeout))

@@ -1,27 +1,32 @@
 //! The admin control socket: a Unix stream socket at a filesystem path that `chatctl` talks to.
 //!
-//! Safety rules: a stale socket left by a crash is replaced, but a path that is not a socket, or a
+//! Safety rules: the socket is only made in a directory no one but root or the daemon can change
+//! ([`trust`]); a stale socket left by a crash is replaced, but a path that is not a socket, or a
 //! socket another live daemon answers on, is refused (no second daemon silently steals it). The file
-//! gets a configured mode and group and is removed on clean exit. Every connection's SO_PEERCRED is
-//! checked (root, the daemon's own uid, or a member of `admin_group`); refusals and every mutating
-//! command are logged with the caller's uid and pid. Requests are size-capped, connections time out
-//! when idle, and only a few are served at once: a garbage request gets an error reply, never a crash.
+//! gets a configured mode and group and is removed on clean exit ([`AdminSocket`]). Every
+//! connection's SO_PEERCRED is checked (root, the daemon's own uid, or a member of `admin_group`)
+//! before it may take one of the few admission slots; refusals and every mutating command are logged
+//! with the caller's uid and pid. Requests are size-capped; a connection is closed when it sends no
+//! complete request for the idle timeout or does not read a reply within the write timeout, and the
+//! longest-idle one makes way when all slots are taken. A garbage request gets an error reply, never
+//! a crash.
 
 pub mod client;
 pub mod path;
 pub mod proto;
+mod slots;
+mod socket;
+pub mod trust;
 
-use std::io;
 use std::net::SocketAddr;
-use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use nix::unistd::{Gid, Group, Uid, User};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{UnixListener, UnixStream};
+use tokio::net::UnixStream;
 use tokio::sync::Semaphore;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
@@ -29,6 +34,8 @@ use tracing::{debug, info, warn};
 use crate::hub::Hub;
 use crate::protocol::sanitise_str;
 use crate::reload::ReloadOutcome;
+use slots::{Slot, Slots};
+pub use socket::{AdminError, AdminSocket, SocketFile, group_id};
 
 /// How the admin socket asks for a reload (blocking; provided by the app, which owns reloading).
 pub type ReloadFn = Arc<dyn Fn() -> Result<ReloadOutcome, String> + Send + Sync>;
@@ -36,145 +43,6 @@ use proto::{
     AnnounceReply, ClientEntry, Command, ErrorCode, KickReply, ListReply, MAX_REQUEST_BYTES,
     ReloadReply, Response, StatsReply,
 };
-
-/// Admin connections served at once; more are told `busy` and closed.
-const MAX_CONNECTIONS: usize = 8;
-/// A connection that sends no complete request for this long is closed.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Why the admin socket could not be set up.
-#[derive(Debug, thiserror::Error)]
-pub enum AdminError {
-    /// The parent directory could not be created or is unsafe.
-    #[error("admin socket directory {0}: {1}")]
-    Directory(PathBuf, String),
-    /// Something other than a socket is at the path.
-    #[error(
-        "{0} exists and is not a socket; refusing to replace it (remove it or choose another admin_socket)"
-    )]
-    NotASocket(PathBuf),
-    /// A live daemon answers on the path.
-    #[error(
-        "another groupchatd is already serving {0}; stop it first or choose another admin_socket"
-    )]
-    InUse(PathBuf),
-    /// `admin_group` names no group.
-    #[error("admin group '{0}' does not exist")]
-    NoSuchGroup(String),
-    /// Binding or setting ownership/mode failed.
-    #[error("admin socket {0}: {1}")]
-    Io(PathBuf, io::Error),
-}
-
-/// A bound admin socket whose file is removed when dropped (if it is still ours).
-#[derive(Debug)]
-pub struct AdminSocket {
-    listener: UnixListener,
-    path: PathBuf,
-    /// Inode of our socket file, so we never remove a file another process put there since.
-    inode: Option<u64>,
-}
-
-impl AdminSocket {
-    /// Binds at `path` with `mode` and optional `group`, replacing only a stale socket.
-    pub fn bind(path: &Path, mode: u32, group: Option<&str>) -> Result<AdminSocket, AdminError> {
-        prepare_directory(path)?;
-        match std::fs::symlink_metadata(path) {
-            Ok(meta) if !meta.file_type().is_socket() => {
-                return Err(AdminError::NotASocket(path.to_path_buf()));
-            }
-            Ok(_) => match std::os::unix::net::UnixStream::connect(path) {
-                Ok(_) => return Err(AdminError::InUse(path.to_path_buf())),
-                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
-                    std::fs::remove_file(path)
-                        .map_err(|e| AdminError::Io(path.to_path_buf(), e))?;
-                    info!(path = %path.display(), "removed stale admin socket");
-                }
-                Err(e) => return Err(AdminError::Io(path.to_path_buf(), e)),
-            },
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(AdminError::Io(path.to_path_buf(), e)),
-        }
-        let listener =
-            UnixListener::bind(path).map_err(|e| AdminError::Io(path.to_path_buf(), e))?;
-        let socket = AdminSocket {
-            listener,
-            path: path.to_path_buf(),
-            inode: std::fs::metadata(path).ok().map(|m| m.ino()),
-        };
-        // Connections racing this chmod are still subject to the SO_PEERCRED check.
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-            .map_err(|e| AdminError::Io(path.to_path_buf(), e))?;
-        set_group(path, group)?;
-        Ok(socket)
-    }
-
-    /// Adopts an inherited listener (socket activation); its file belongs to systemd, not us.
-    pub fn from_listener(listener: UnixListener) -> AdminSocket {
-        let path = listener
-            .local_addr()
-            .ok()
-            .and_then(|a| a.as_pathname().map(Path::to_path_buf))
-            .unwrap_or_default();
-        AdminSocket {
-            listener,
-            path,
-            inode: None,
-        }
-    }
-
-    /// The socket's path.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-}
-
-impl Drop for AdminSocket {
-    fn drop(&mut self) {
-        let ours = self.inode.is_some()
-            && std::fs::symlink_metadata(&self.path).ok().map(|m| m.ino()) == self.inode;
-        if ours {
-            let _ = std::fs::remove_file(&self.path);
-        }
-    }
-}
-
-/// Creates a missing parent directory (0750). A directory under the shared temp dir must be ours and
-/// not writable by others, or anyone could plant a socket there.
-fn prepare_directory(path: &Path) -> Result<(), AdminError> {
-    let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) else {
-        return Ok(());
-    };
-    let fail = |why: String| AdminError::Directory(dir.to_path_buf(), why);
-    if !dir.exists() {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o750)
-            .create(dir)
-            .map_err(|e| fail(e.to_string()))?;
-    }
-    if dir.starts_with(std::env::temp_dir()) && dir != std::env::temp_dir() {
-        let meta = std::fs::symlink_metadata(dir).map_err(|e| fail(e.to_string()))?;
-        if !meta.is_dir() || meta.uid() != Uid::effective().as_raw() || meta.mode() & 0o022 != 0 {
-            return Err(fail(
-                "must be a directory owned by this user and writable only by it".into(),
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// Gives the socket file to `group` (or leaves its group alone when None).
-pub fn set_group(path: &Path, group: Option<&str>) -> Result<(), AdminError> {
-    let Some(name) = group else { return Ok(()) };
-    let gid = Group::from_name(name)
-        .ok()
-        .flatten()
-        .ok_or_else(|| AdminError::NoSuchGroup(name.to_owned()))?
-        .gid;
-    nix::unistd::chown(path, None, Some(gid))
-        .map_err(|e| AdminError::Io(path.to_path_buf(), e.into()))
-}
 
 /// What admin requests act on.
 pub struct AdminCtx {
@@ -186,20 +54,51 @@ pub struct AdminCtx {
     pub reload: Option<ReloadFn>,
 }
 
+/// The admin socket's limits. Tests shorten the timeouts; the daemon uses [`AdminLimits::default`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AdminLimits {
+    /// Allowed connections served at once; a new one closes the longest-idle one when all are taken.
+    pub max_connections: usize,
+    /// A connection with no complete request for this long is closed (blank lines and partial
+    /// requests do not count).
+    pub idle_timeout: Duration,
+    /// A reply that cannot be written within this long closes the connection (a caller that sends
+    /// requests and never reads).
+    pub write_timeout: Duration,
+}
+
+impl Default for AdminLimits {
+    fn default() -> Self {
+        AdminLimits {
+            max_connections: 8,
+            idle_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// How long a refused caller gets to send its request, so that it reads the refusal as a reply.
+const REFUSAL_READ: Duration = Duration::from_secs(1);
+
 /// Serves admin connections until `stop` is cancelled; the socket file is removed when this returns.
 pub async fn serve(
     socket: AdminSocket,
     ctx: Arc<AdminCtx>,
+    limits: AdminLimits,
     tracker: TaskTracker,
     stop: CancellationToken,
 ) {
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let slots = Slots::new(limits.max_connections);
+    // Refusals are answered by their own few tasks, so strangers never hold an admission slot and
+    // cannot pile up work either: beyond this many at once they are closed without a reply.
+    let refusals = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let mut next_id: u64 = 0;
     loop {
         let accepted = tokio::select! {
             () = stop.cancelled() => break,
             accepted = socket.listener.accept() => accepted,
         };
-        let mut stream = match accepted {
+        let stream = match accepted {
             Ok((stream, _)) => stream,
             Err(e) => {
                 warn!(error = %e, "admin accept failed");
@@ -209,41 +108,48 @@ pub async fn serve(
                 }
             }
         };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            let busy = Response::error(ErrorCode::Busy, "too many admin connections; try again");
-            let _ = stream.try_write(busy.encode().as_bytes());
-            continue;
-        };
-        let ctx = ctx.clone();
-        let stop = stop.clone();
+        next_id = next_id.wrapping_add(1);
+        let (id, ctx, stop) = (next_id, ctx.clone(), stop.clone());
+        let (slots, refusals) = (slots.clone(), refusals.clone());
         tracker.spawn(async move {
-            let _slot = slot;
+            let mut stream = stream;
+            let Some((uid, pid)) = credentials(&stream, &ctx).await else {
+                let Ok(_refusing) = refusals.try_acquire_owned() else {
+                    // Too many refusals at once: reply without waiting for the request.
+                    let _ = stream.try_write(refusal(&stream).as_bytes());
+                    return;
+                };
+                tokio::select! {
+                    () = stop.cancelled() => {}
+                    () = refuse(&mut stream) => {}
+                }
+                return;
+            };
+            let slot = slots.admit(id, uid, pid);
             tokio::select! {
                 () = stop.cancelled() => {}
-                () = handle(&mut stream, &ctx) => {}
+                () = slot.evicted() => {}
+                () = handle(&mut stream, &ctx, &limits, &slot, uid, pid) => {}
             }
         });
     }
+    drop(socket);
 }
 
-/// One admin connection: check the caller, then answer requests until EOF, idle timeout or error.
-async fn handle(stream: &mut UnixStream, ctx: &AdminCtx) {
-    let Ok(cred) = stream.peer_cred() else { return };
+/// The caller's uid and pid if it may use the admin socket: root, the daemon's own uid, or a member
+/// of `admin_group`. Refusals are logged here.
+async fn credentials(stream: &UnixStream, ctx: &AdminCtx) -> Option<(u32, i32)> {
+    let cred = stream.peer_cred().ok()?;
     let (uid, gid, pid) = (cred.uid(), cred.gid(), cred.pid().unwrap_or(0));
-    let group = ctx.hub.config().admin_group.clone();
     let allowed = uid == 0
         || uid == Uid::effective().as_raw()
-        || match group {
+        || match ctx.hub.config().admin_group.clone() {
             // Group lookups read /etc/group (or NSS): keep them off the async workers.
             Some(name) => tokio::task::spawn_blocking(move || in_group(uid, gid, &name))
                 .await
                 .unwrap_or(false),
             None => false,
         };
-    let (read, mut write) = stream.split();
-    let mut reader = BufReader::new(read);
-    let mut line = Vec::new();
-    let limit = MAX_REQUEST_BYTES as u64 + 1;
     if !allowed {
         warn!(
             uid,
@@ -251,48 +157,106 @@ async fn handle(stream: &mut UnixStream, ctx: &AdminCtx) {
             event = "admin_refused",
             "admin connection refused: caller not allowed"
         );
-        // Read (bounded) the request first, so the caller gets the refusal as a reply instead of a
-        // broken pipe or a reset caused by a request still in flight.
-        let mut first = (&mut reader).take(limit);
-        let _ =
-            tokio::time::timeout(Duration::from_secs(1), first.read_until(b'\n', &mut line)).await;
-        let reply = Response::error(
-            ErrorCode::PermissionDenied,
-            format!("uid {uid} may not use the admin socket"),
-        );
-        let _ = write.write_all(reply.encode().as_bytes()).await;
-        return;
+        return None;
     }
+    Some((uid, pid))
+}
+
+/// Tells a refused caller why. Its request is read first (bounded in size and time), so that it gets
+/// the refusal as a reply instead of a reset caused by a request still in flight.
+async fn refuse(stream: &mut UnixStream) {
+    let reply = refusal(stream);
+    let (read, mut write) = stream.split();
+    let mut line = Vec::new();
+    let mut first = BufReader::new(read).take(MAX_REQUEST_BYTES as u64 + 1);
+    let _ = tokio::time::timeout(REFUSAL_READ, first.read_until(b'\n', &mut line)).await;
+    let _ = tokio::time::timeout(REFUSAL_READ, write.write_all(reply.as_bytes())).await;
+}
+
+/// The reply a caller that may not use the admin socket gets.
+fn refusal(stream: &UnixStream) -> String {
+    let uid = stream.peer_cred().map(|c| c.uid()).unwrap_or(u32::MAX);
+    Response::error(
+        ErrorCode::PermissionDenied,
+        format!("uid {uid} may not use the admin socket"),
+    )
+    .encode()
+}
+
+/// One admitted connection: answer requests until EOF, error, idle timeout or a reply that cannot
+/// be written in time. The idle deadline moves only when a complete, non-blank request arrives.
+async fn handle(
+    stream: &mut UnixStream,
+    ctx: &AdminCtx,
+    limits: &AdminLimits,
+    slot: &Slot,
+    uid: u32,
+    pid: i32,
+) {
+    let (read, mut write) = stream.split();
+    let mut reader = BufReader::new(read);
+    let mut line = Vec::new();
+    let limit = MAX_REQUEST_BYTES as u64 + 1;
+    let mut deadline = Instant::now() + limits.idle_timeout;
     loop {
         line.clear();
-        let got = tokio::time::timeout(
-            IDLE_TIMEOUT,
+        let got = tokio::time::timeout_at(
+            deadline,
             (&mut reader).take(limit).read_until(b'\n', &mut line),
         )
         .await;
         let reply = match got {
-            Err(_) | Ok(Err(_)) | Ok(Ok(0)) => return,
-            // `take` stops at MAX + 1 bytes, so a longer line shows up as exactly that many.
-            Ok(Ok(_)) if line.len() > MAX_REQUEST_BYTES => {
-                let r = Response::error(
-                    ErrorCode::TooLarge,
-                    format!("request longer than {MAX_REQUEST_BYTES} bytes"),
+            Err(_) => {
+                debug!(
+                    uid,
+                    pid,
+                    event = "admin_idle",
+                    "admin connection idle; closed"
                 );
-                let _ = write.write_all(r.encode().as_bytes()).await;
                 return;
             }
+            Ok(Err(_)) | Ok(Ok(0)) => return,
+            // `take` stops at MAX + 1 bytes, so a longer line shows up as exactly that many.
+            Ok(Ok(_)) if line.len() > MAX_REQUEST_BYTES => Response::error(
+                ErrorCode::TooLarge,
+                format!("request longer than {MAX_REQUEST_BYTES} bytes"),
+            ),
+            // Blank lines are not requests: they neither get a reply nor keep the connection.
             Ok(Ok(_)) if line.iter().all(u8::is_ascii_whitespace) => continue,
-            Ok(Ok(_)) => match proto::decode_request(&line) {
-                Ok(cmd) => execute(ctx, &cmd, uid, pid).await,
-                Err(reply) => {
-                    debug!(uid, pid, "bad admin request");
-                    reply
+            Ok(Ok(_)) => {
+                slot.touch();
+                match proto::decode_request(&line) {
+                    Ok(cmd) => execute(ctx, &cmd, uid, pid).await,
+                    Err(reply) => {
+                        debug!(uid, pid, "bad admin request");
+                        reply
+                    }
                 }
-            },
+            }
         };
-        if write.write_all(reply.encode().as_bytes()).await.is_err() {
-            return;
+        let too_large = reply
+            .error
+            .as_ref()
+            .is_some_and(|e| e.code == ErrorCode::TooLarge);
+        match tokio::time::timeout(
+            limits.write_timeout,
+            write.write_all(reply.encode().as_bytes()),
+        )
+        .await
+        {
+            Ok(Ok(())) if !too_large => {}
+            Ok(_) => return,
+            Err(_) => {
+                warn!(
+                    uid,
+                    pid,
+                    event = "admin_write_timeout",
+                    "admin caller does not read its replies; closed"
+                );
+                return;
+            }
         }
+        deadline = Instant::now() + limits.idle_timeout;
     }
 }
 

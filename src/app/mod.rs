@@ -15,10 +15,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use crate::admin::{self, AdminCtx, AdminError, AdminSocket};
+use crate::admin::{self, AdminCtx, AdminError, AdminLimits, AdminSocket};
 use crate::config::Config;
 use crate::hub::Hub;
 use crate::logging::LogHandle;
+use crate::preflight::{self, PreflightError};
 use crate::reload::Reloader;
 use crate::server;
 use crate::systemd::{self, Inherited};
@@ -51,12 +52,19 @@ pub enum StartError {
     /// The admin socket.
     #[error(transparent)]
     Admin(#[from] AdminError),
+    /// A check `--check-config` also runs.
+    #[error(transparent)]
+    Preflight(#[from] PreflightError),
 }
 
 impl StartError {
     /// True when the configuration itself is wrong (exit 78, no restart), not the environment.
     pub fn is_config(&self) -> bool {
-        matches!(self, StartError::Admin(AdminError::NoSuchGroup(_)))
+        match self {
+            StartError::Admin(e) => e.is_config(),
+            StartError::Preflight(_) => true,
+            StartError::Bind(_) => false,
+        }
     }
 }
 
@@ -65,6 +73,7 @@ pub struct App {
     hub: Arc<Hub>,
     listeners: Vec<TcpListener>,
     admin: AdminSocket,
+    admin_limits: AdminLimits,
     reconfigure: Option<Arc<Reconfigure>>,
     tracker: TaskTracker,
     stop: CancellationToken,
@@ -78,7 +87,15 @@ impl App {
 
     /// Like [`bind`](Self::bind), but uses sockets systemd passed instead of binding where it did:
     /// inherited chat listeners replace `listen`, an inherited admin socket replaces `admin_socket`.
+    /// First runs the [`preflight`] checks `--check-config` runs, for what is not inherited.
     pub fn bind_with(config: Config, inherited: Inherited) -> Result<App, StartError> {
+        preflight::check(
+            &config,
+            preflight::Inherited {
+                chat: !inherited.chat.is_empty(),
+                admin: inherited.admin.is_some(),
+            },
+        )?;
         let listeners = if inherited.chat.is_empty() {
             config
                 .listen
@@ -116,6 +133,7 @@ impl App {
             hub: Arc::new(Hub::new(config)),
             listeners,
             admin,
+            admin_limits: AdminLimits::default(),
             reconfigure: None,
             tracker: TaskTracker::new(),
             stop: CancellationToken::new(),
@@ -132,11 +150,16 @@ impl App {
             reloader,
             hub: self.hub.clone(),
             log,
-            admin_socket: self.admin.path().to_path_buf(),
+            admin_socket: self.admin.file(),
             serial: std::sync::Mutex::new(()),
         });
         self.reconfigure = Some(reconfigure.clone());
         reconfigure
+    }
+
+    /// Changes the admin socket's connection limits (tests shorten its timeouts).
+    pub fn set_admin_limits(&mut self, limits: AdminLimits) {
+        self.admin_limits = limits;
     }
 
     /// Where the admin socket is.
@@ -173,6 +196,7 @@ impl App {
         let admin = tokio::spawn(admin::serve(
             self.admin,
             ctx,
+            self.admin_limits,
             self.tracker.clone(),
             self.stop.clone(),
         ));

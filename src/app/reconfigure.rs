@@ -4,8 +4,7 @@
 //! and validated completely ([`Reloader::plan`]) before anything changes; on success every
 //! reloadable key applies to new and existing clients at once and nobody is disconnected.
 
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
 use sd_notify::NotifyState;
 use tracing::{info, warn};
@@ -21,8 +20,8 @@ pub struct Reconfigure {
     pub(super) reloader: Reloader,
     pub(super) hub: Arc<Hub>,
     pub(super) log: Option<LogHandle>,
-    /// The admin socket, re-grouped when `admin_group` changes.
-    pub(super) admin_socket: PathBuf,
+    /// The admin socket file, re-grouped when `admin_group` changes; None when it is systemd's.
+    pub(super) admin_socket: Option<Weak<admin::SocketFile>>,
     pub(super) serial: Mutex<()>,
 }
 
@@ -46,8 +45,10 @@ impl Reconfigure {
         {
             warn!(event = "reload", key = "log_level", error = %e, "log level not applied");
         }
-        if let Some(group) = &plan.admin_group
-            && let Err(e) = admin::set_group(&self.admin_socket, group.as_deref())
+        if let (Some(group), Some(socket)) = (
+            &plan.admin_group,
+            self.admin_socket.as_ref().and_then(Weak::upgrade),
+        ) && let Err(e) = socket.set_group(group.as_deref())
         {
             warn!(event = "reload", key = "admin_group", error = %e, "admin socket group not changed");
         }

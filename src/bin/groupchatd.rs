@@ -29,6 +29,11 @@ fn main() -> ExitCode {
         .as_ref()
         .map_or("built-in defaults".to_owned(), |p| p.display().to_string());
     if args.check_config {
+        // What start-up checks before binding, as if systemd passed no sockets.
+        if let Err(e) = groupchatd::preflight::check(&config, Default::default()) {
+            eprintln!("groupchatd: configuration error: {e}");
+            return ExitCode::from(EX_CONFIG as u8);
+        }
         println!("groupchatd: configuration OK ({source})");
         return ExitCode::SUCCESS;
     }

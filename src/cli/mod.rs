@@ -38,6 +38,10 @@ Exit status:
   0   Stopped by SIGTERM or SIGINT, or --check-config found the configuration valid.
   1   The daemon could not run, e.g. a listen address could not be bound.
   78  Configuration error (EX_CONFIG): the file, line, key and reason are printed on stderr.
+      Also when the configuration cannot work on this machine, which --check-config checks
+      too: an admin socket path longer than 107 bytes, a directory on its path that someone
+      other than root or the daemon's user could change, a missing admin_group, a listen port
+      below net.ipv4.ip_unprivileged_port_start without CAP_NET_BIND_SERVICE.
       The systemd unit sets RestartPreventExitStatus=78, so a bad file is not retried in a loop.
 
 Environment:
@@ -59,7 +63,9 @@ Exit status:
   2   Usage error.
   69  The daemon is not reachable (EX_UNAVAILABLE); the message names the socket path.
   77  Permission denied (EX_NOPERM): only root, the daemon's user and members of its
-      admin_group may use the admin socket.
+      admin_group may use the admin socket. Also when the socket is served by a process whose
+      uid is not root, chatctl's own, the groupchatd user's or one given with --expect-uid:
+      then nothing is sent.
 
 Environment:
   GROUPCHATD_SOCKET  Admin socket path, used when --socket is not given.
@@ -144,6 +150,12 @@ pub struct CtlArgs {
     /// Print the daemon's reply as one line of JSON, for scripts.
     #[arg(long, global = true)]
     pub json: bool,
+
+    /// Also accept a daemon running as this uid (repeatable). Without it, chatctl talks only to a
+    /// socket served by root, by its own uid or by the `groupchatd` system user, and sends nothing
+    /// (exit 77) when someone else listens there.
+    #[arg(long, global = true, value_name = "UID")]
+    pub expect_uid: Vec<u32>,
 
     /// Seconds to wait for the daemon's reply.
     #[arg(long, global = true, value_name = "SECS", default_value_t = 5.0)]

@@ -1,6 +1,7 @@
 //! groupchatd integration tests: one binary (one link step), grouped by subject.
 
 mod admin;
+mod admin_trust;
 mod binary;
 mod chat;
 mod e2e;
