@@ -25,8 +25,8 @@ sanitizer=${FUZZ_SANITIZER:-address}
 
 # Target name and the longest input worth trying (a framer input holds a few lines, a config
 # file a few dozen keys).
-targets=(framer sanitise nick_and_command admin_request config)
-declare -A max_len=([framer]=4096 [sanitise]=2048 [nick_and_command]=512 [admin_request]=2048 [config]=4096)
+targets=(framer sanitise nick_and_command admin_request config wrap)
+declare -A max_len=([framer]=4096 [sanitise]=2048 [nick_and_command]=512 [admin_request]=2048 [config]=4096 [wrap]=2048)
 
 cargo_cmd=(cargo)
 if command -v rustup >/dev/null; then

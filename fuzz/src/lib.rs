@@ -11,12 +11,14 @@ mod config;
 mod framer;
 mod nick;
 mod sanitise;
+mod wrap;
 
 pub use admin::check_admin_request;
 pub use config::check_config;
 pub use framer::check_framer;
 pub use nick::check_nick_and_command;
 pub use sanitise::check_sanitise;
+pub use wrap::check_wrap;
 
 /// A target's oracle: panics if the input breaks a property.
 pub type Check = fn(&[u8]);
@@ -28,6 +30,7 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("nick_and_command", check_nick_and_command),
     ("admin_request", check_admin_request),
     ("config", check_config),
+    ("wrap", check_wrap),
 ];
 
 /// Chars that must never reach another client's terminal, listed here independently of

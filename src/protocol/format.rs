@@ -209,6 +209,19 @@ fn row_end(text: &str, room: usize) -> usize {
     text.len()
 }
 
+/// The columns the server counts `row` as taking (see [`columns`]); what the wrapping keeps within
+/// the width.
+pub fn row_columns(row: &str) -> usize {
+    let mut prev = None;
+    row.chars()
+        .map(|c| {
+            let w = columns(c, prev);
+            prev = Some(c);
+            w
+        })
+        .sum()
+}
+
 /// The columns `c` may take on a terminal, erring high: East Asian ambiguous characters count
 /// two (as CJK terminals draw them), and a presentation selector after a character that is
 /// otherwise narrow widens it to an emoji.
@@ -265,15 +278,7 @@ mod tests {
         let text = std::str::from_utf8(buf).unwrap();
         let rows: Vec<String> = text.split_terminator(EOL).map(str::to_owned).collect();
         for (i, row) in rows.iter().enumerate() {
-            let mut prev = None;
-            let w: usize = row
-                .chars()
-                .map(|c| {
-                    let w = columns(c, prev);
-                    prev = Some(c);
-                    w
-                })
-                .sum();
+            let w = row_columns(row);
             assert!(w <= width, "row {i} is {w} columns: {row:?}");
             assert!(!row.ends_with(' '), "row {i} ends with a space: {row:?}");
             if i > 0 {
