@@ -1,5 +1,7 @@
 //! Accepting chat connections: admission limits, socket options, and one session task per client.
 //!
+//! Admission runs in order of cost: the per-network connection rate first (a hash lookup, before
+//! the socket is even configured), then the hub's slot limits (`max_clients`, per network).
 //! The accept loop never waits on a client. A refused newcomer gets its one-line reason from a short
 //! lingering task (bounded in number) so the line is not lost to a reset, and nobody else notices.
 //! Accept errors are sorted: per-connection failures are skipped, resource exhaustion backs off and
@@ -64,6 +66,10 @@ pub async fn accept_loop(
                 continue;
             }
         };
+        if let Err(why) = hub.check_connect_rate(peer.ip()) {
+            refuse(stream, peer, why, &refusals, &tracker);
+            continue;
+        }
         configure(&stream, &hub);
         match hub.register(peer, stream) {
             Ok(client) => {
@@ -127,7 +133,9 @@ fn configure(stream: &TcpStream, hub: &Hub) {
         let _ = setsockopt(stream, sockopt::TcpKeepIdle, &secs);
         let _ = setsockopt(stream, sockopt::TcpKeepInterval, &interval);
         let _ = setsockopt(stream, sockopt::TcpKeepCount, &KEEPALIVE_PROBES);
-        give_up = std::time::Duration::from_secs(u64::from(secs + KEEPALIVE_PROBES * interval));
+        // Saturating: validation caps the idle time at 7200 s, but this must not overflow for any value.
+        let total = secs.saturating_add(KEEPALIVE_PROBES.saturating_mul(interval));
+        give_up = std::time::Duration::from_secs(u64::from(total));
     }
     // Keepalive never probes while sent data is unacknowledged, so a peer that vanished in a busy
     // room would be retransmitted to for ~15 minutes (tcp_retries2). The user timeout makes the
