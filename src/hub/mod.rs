@@ -13,7 +13,7 @@
 //!   (goodbye, kick notice, shutdown notice) is queued with the removal, so nothing follows it.
 //! - Lines are formatted once and shared as [`Bytes`]; recipients get reference-count bumps.
 
-mod admission;
+pub(crate) mod admission;
 mod close;
 mod deliver;
 pub(crate) use deliver::{deliver_deferred, deliver_overdue, enable_deferred_delivery};
