@@ -122,7 +122,7 @@ fn check_ranges(c: &Config, text: &str) {
     }
 }
 
-/// A token bucket's shape within the documented bounds: 1..=10000, 0.01..=10000 per second.
+/// A token bucket's shape within the documented bounds: 1..=100000, 0.01..=1000000 per second.
 fn bucket_ok(burst: u32, per_sec: f64) -> bool {
     (1..=MAX_BURST).contains(&burst) && (MIN_RATE..=MAX_RATE).contains(&per_sec)
 }
@@ -131,14 +131,21 @@ fn bucket_ok(burst: u32, per_sec: f64) -> bool {
 /// and its results must stay within the bounds the sample config documents.
 fn check_arithmetic(c: &Config, text: &str) {
     let x = limits_at_extremes(c);
-    if let Some(wait) = x.flood_wait {
-        // Far past the burst a client always waits, never longer than an hour in one go (at
-        // 0.01 lines/s and the debt this builds up, about 20 minutes).
+    if let (Some(flood), Some(wait)) = (c.flood, x.flood_wait) {
+        // Never longer than an hour in one go (at 0.01 lines/s and the debt built up here, about
+        // 20 minutes).
         assert!(
-            wait > Duration::ZERO && wait <= Duration::from_secs(3600),
+            wait <= Duration::from_secs(3600),
             "flood wait {wait:?} for {c:?} from {text:?}"
         );
+        // Twelve lines past the burst a client waits, unless one 1 ms timer tick refills that
+        // much (a line is only held back when the wait is worth a timer).
+        assert!(
+            wait > Duration::ZERO || flood.per_sec * 0.001 >= 12.0,
+            "no flood wait for {flood:?} from {text:?}"
+        );
     }
+    assert_eq!(x.flood_wait.is_some(), c.flood.is_some());
     if let (Some(rate), Some((now, later))) = (c.connect_rate, x.connect_retry_secs) {
         // One token away at 0.01/s at the slowest: at most 100 s, at least 1.
         let most = (1.0 / rate.per_sec).ceil() as u32;

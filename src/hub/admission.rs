@@ -96,7 +96,7 @@ impl Bucket {
             return Ok(());
         }
         let new_episode = !std::mem::replace(&mut self.limited, true);
-        // Validation keeps per_sec in 0.01..=10000, so this is at most 100 s; the clamp keeps the
+        // Validation keeps per_sec at 0.01 or more, so this is at most 100 s; the clamp keeps the
         // conversion total for any value.
         let wait = ((1.0 - self.tokens) / rate.per_sec).ceil();
         Err(Limited {

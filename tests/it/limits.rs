@@ -438,12 +438,12 @@ fn out_of_range_limits_fail_check_config_with_exit_78() {
         (
             "tiny-rate.toml",
             "flood_rate = 1e-19\n",
-            "key 'flood_rate': must be 0 (off) or between 0.01 and 10000 lines per second (got 1e-19)",
+            "key 'flood_rate': must be 0 (off) or between 0.01 and 1000000 lines per second (got 1e-19)",
         ),
         (
             "connect-rate.toml",
             "connect_rate = 0.001\n",
-            "key 'connect_rate': must be 0 (off) or between 0.01 and 10000 connections per second",
+            "key 'connect_rate': must be 0 (off) or between 0.01 and 1000000 connections per second",
         ),
         (
             "prefix.toml",
