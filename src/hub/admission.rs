@@ -12,6 +12,8 @@
 //!   unseen networks sharing that bucket until entries expire. Networks already in the table keep
 //!   their own buckets, so regulars seen recently are not locked out by the flood.
 //! - It has its own lock, never the room's: a connection flood does not contend with chat.
+//! - Rate, burst, prefixes and exemptions are read from the settings in force at each check, so a
+//!   reload applies to the next connection; entries keyed under old prefixes are just swept.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
