@@ -30,6 +30,8 @@ pub mod config;
 pub mod ctl;
 pub mod daemon;
 pub(crate) mod drain;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod hub;
 pub(crate) mod logging;
 pub mod preflight;

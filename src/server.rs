@@ -1,5 +1,7 @@
 //! Accepting chat connections: admission limits, socket options, and one session task per client.
 //!
+//! Admission runs in order of cost: the per-network connection rate first (a hash lookup, before
+//! the socket is even configured), then the hub's slot limits (`max_clients`, per network).
 //! The accept loop never waits on a client. A refused newcomer gets its one-line reason from a short
 //! lingering task (bounded in number) so the line is not lost to a reset, and nobody else notices.
 //! Accept errors are sorted: per-connection failures are skipped, resource exhaustion backs off and
@@ -64,6 +66,10 @@ pub async fn accept_loop(
                 continue;
             }
         };
+        if let Err(why) = hub.check_connect_rate(peer.ip()) {
+            refuse(stream, peer, why, &refusals, &tracker);
+            continue;
+        }
         configure(&stream, &hub);
         match hub.register(peer, stream) {
             Ok(client) => {
@@ -118,23 +124,47 @@ const KEEPALIVE_PROBES: u32 = 6;
 fn configure(stream: &TcpStream, hub: &Hub) {
     let _ = stream.set_nodelay(true);
     let cfg = hub.config();
-    // Without keepalive, the write timeout bounds how long unacknowledged data may wait.
-    let mut give_up = cfg.write_timeout;
-    if let Some(idle) = cfg.tcp_keepalive {
-        let secs = idle.as_secs().clamp(1, i32::MAX as u64) as u32;
-        let interval = (secs / 6).clamp(1, 10);
+    let times = socket_times(cfg.tcp_keepalive, cfg.write_timeout);
+    if let Some((idle, interval)) = times.keepalive {
         let _ = setsockopt(stream, sockopt::KeepAlive, &true);
-        let _ = setsockopt(stream, sockopt::TcpKeepIdle, &secs);
+        let _ = setsockopt(stream, sockopt::TcpKeepIdle, &idle);
         let _ = setsockopt(stream, sockopt::TcpKeepInterval, &interval);
         let _ = setsockopt(stream, sockopt::TcpKeepCount, &KEEPALIVE_PROBES);
-        give_up = std::time::Duration::from_secs(u64::from(secs + KEEPALIVE_PROBES * interval));
     }
+    let _ = setsockopt(stream, sockopt::TcpUserTimeout, &times.user_timeout_ms);
+}
+
+/// The timer values [`configure`] sets on each client socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SocketTimes {
+    /// Keepalive idle time and probe interval in seconds; `None` = keepalive off.
+    pub(crate) keepalive: Option<(u32, u32)>,
+    /// `TCP_USER_TIMEOUT` in milliseconds.
+    pub(crate) user_timeout_ms: u32,
+}
+
+/// Derives the socket timers from the configuration: pure, so the config fuzz target can run it
+/// for every accepted configuration. Total for any input (clamped and saturating), although
+/// validation already keeps the idle time within 7200 s.
+pub(crate) fn socket_times(keepalive: Option<Duration>, write_timeout: Duration) -> SocketTimes {
+    // Without keepalive, the write timeout bounds how long unacknowledged data may wait.
+    let mut give_up = write_timeout;
+    let keepalive = keepalive.map(|idle| {
+        let secs = idle.as_secs().clamp(1, i32::MAX as u64) as u32;
+        let interval = (secs / 6).clamp(1, 10);
+        let total = secs.saturating_add(KEEPALIVE_PROBES.saturating_mul(interval));
+        give_up = Duration::from_secs(u64::from(total));
+        (secs, interval)
+    });
     // Keepalive never probes while sent data is unacknowledged, so a peer that vanished in a busy
     // room would be retransmitted to for ~15 minutes (tcp_retries2). The user timeout makes the
     // kernel give up after the keepalive deadline in that case too (and it replaces the probe
     // count, so it must be that deadline, not less).
-    let ms = give_up.as_millis().min(u128::from(u32::MAX)) as u32;
-    let _ = setsockopt(stream, sockopt::TcpUserTimeout, &ms);
+    let user_timeout_ms = give_up.as_millis().min(u128::from(u32::MAX)) as u32;
+    SocketTimes {
+        keepalive,
+        user_timeout_ms,
+    }
 }
 
 /// Errors that concern only the connection being accepted.

@@ -3,14 +3,17 @@
 //! Properties: loading never panics and gives the same answer twice; an error names the file and
 //! a line inside it, if any, and displays as one line (no LF or CR); an accepted file yields a
 //! `Config` inside the documented ranges (see `config/groupchatd.toml`), and appending a comment
-//! line changes nothing.
+//! line changes nothing. For an accepted file, the daemon's arithmetic on its values (flood and
+//! connection-rate buckets, session deadlines, socket timers) runs at its extremes without
+//! panicking (a panic aborts the daemon) and gives waits within the documented bounds.
 
 use std::collections::HashSet;
 use std::net::IpAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use groupchatd::config::{Config, IpNet};
+use groupchatd::config::{Config, IpNet, MAX_BURST, MAX_RATE, MIN_RATE};
+use groupchatd::fuzzing::limits_at_extremes;
 
 const ORIGIN: &str = "fuzz.toml";
 
@@ -22,6 +25,7 @@ pub fn check_config(data: &[u8]) {
     match Config::from_toml(&text, origin) {
         Ok(config) => {
             check_ranges(&config, &text);
+            check_arithmetic(&config, &text);
             let commented = format!("{text}\n# a comment\n");
             match Config::from_toml(&commented, origin) {
                 Ok(again) => assert_eq!(again, config, "a comment changed {text:?}"),
@@ -67,7 +71,10 @@ fn check_ranges(c: &Config, text: &str) {
             "admin_socket",
             c.admin_socket.as_ref().is_none_or(|p| p.is_absolute()),
         ),
-        ("admin_socket_mode", c.admin_socket_mode <= 0o777),
+        (
+            "admin_socket_mode",
+            c.admin_socket_mode <= 0o777 && c.admin_socket_mode & 0o600 == 0o600,
+        ),
         (
             "admin_group",
             c.admin_group.as_ref().is_none_or(|g| !g.trim().is_empty()),
@@ -80,6 +87,12 @@ fn check_ranges(c: &Config, text: &str) {
                 && c.motd.last().is_none_or(|l| !l.is_empty()),
         ),
         ("per_ip_exempt", c.per_ip_exempt.iter().all(canonical)),
+        ("per_ip_prefix_v4", (8..=32).contains(&c.per_ip_prefix_v4)),
+        ("per_ip_prefix_v6", (32..=128).contains(&c.per_ip_prefix_v6)),
+        (
+            "connect_rate",
+            c.connect_rate.is_none_or(|r| bucket_ok(r.burst, r.per_sec)),
+        ),
         ("max_line_bytes", (64..=1 << 20).contains(&c.max_line_bytes)),
         (
             "max_queue_bytes",
@@ -96,8 +109,7 @@ fn check_ranges(c: &Config, text: &str) {
         ),
         (
             "flood",
-            c.flood
-                .is_none_or(|f| f.burst >= 1 && f.per_sec.is_finite() && f.per_sec > 0.0),
+            c.flood.is_none_or(|f| bucket_ok(f.burst, f.per_sec)),
         ),
         ("shutdown_grace_secs", secs(c.shutdown_grace, 1, 300)),
         (
@@ -107,6 +119,59 @@ fn check_ranges(c: &Config, text: &str) {
     ];
     for (key, ok) in rules {
         assert!(ok, "{key} out of range in {c:?} from {text:?}");
+    }
+}
+
+/// A token bucket's shape within the documented bounds: 1..=100000, 0.01..=1000000 per second.
+fn bucket_ok(burst: u32, per_sec: f64) -> bool {
+    (1..=MAX_BURST).contains(&burst) && (MIN_RATE..=MAX_RATE).contains(&per_sec)
+}
+
+/// The daemon's arithmetic on `c`, at its extremes: must not panic (that is most of the check),
+/// and its results must stay within the bounds the sample config documents.
+fn check_arithmetic(c: &Config, text: &str) {
+    let x = limits_at_extremes(c);
+    if let (Some(flood), Some(wait)) = (c.flood, x.flood_wait) {
+        // Never longer than an hour in one go (at 0.01 lines/s and the debt built up here, about
+        // 20 minutes).
+        assert!(
+            wait <= Duration::from_secs(3600),
+            "flood wait {wait:?} for {c:?} from {text:?}"
+        );
+        // Twelve lines past the burst a client waits, unless one 1 ms timer tick refills that
+        // much (a line is only held back when the wait is worth a timer).
+        assert!(
+            wait > Duration::ZERO || flood.per_sec * 0.001 >= 12.0,
+            "no flood wait for {flood:?} from {text:?}"
+        );
+    }
+    assert_eq!(x.flood_wait.is_some(), c.flood.is_some());
+    if let (Some(rate), Some((now, later))) = (c.connect_rate, x.connect_retry_secs) {
+        // One token away at 0.01/s at the slowest: at most 100 s, at least 1.
+        let most = (1.0 / rate.per_sec).ceil() as u32;
+        for retry in [now, later] {
+            assert!(
+                (1..=100).contains(&retry) && retry <= most.max(1),
+                "retry {retry} s at {rate:?} from {text:?}"
+            );
+        }
+    }
+    assert_eq!(x.connect_retry_secs.is_some(), c.connect_rate.is_some());
+    match (c.tcp_keepalive, x.keepalive) {
+        (None, None) => assert_eq!(
+            u128::from(x.user_timeout_ms),
+            c.write_timeout.as_millis(),
+            "{text:?}"
+        ),
+        (Some(idle), Some((secs, interval))) => {
+            assert_eq!(u64::from(secs), idle.as_secs(), "{text:?}");
+            assert!((1..=10).contains(&interval), "{text:?}");
+            assert!(
+                u64::from(x.user_timeout_ms) > u64::from(secs) * 1000,
+                "{text:?}"
+            );
+        }
+        other => panic!("keepalive {other:?} from {text:?}"),
     }
 }
 

@@ -11,7 +11,7 @@ use serde::Deserialize;
 
 use super::document::Document;
 use super::rules::{self, RawMode};
-use super::{Config, ConfigError, Flood};
+use super::{Config, ConfigError, Flood, Rate};
 
 /// Every key with the type it takes, as said in "expected …" messages.
 /// Must list exactly the fields of `FileConfig` (a test checks this).
@@ -34,6 +34,10 @@ pub(super) const KEYS: &[(&str, &str)] = &[
         "per_ip_exempt",
         "an array of networks like [\"10.0.0.0/8\"]",
     ),
+    ("per_ip_prefix_v4", "an integer"),
+    ("per_ip_prefix_v6", "an integer"),
+    ("connect_burst", "an integer"),
+    ("connect_rate", "a number"),
     ("max_line_bytes", "an integer"),
     ("max_queue_bytes", "an integer"),
     ("write_timeout_secs", "an integer"),
@@ -61,6 +65,10 @@ pub(super) struct FileConfig {
     max_clients: Option<i64>,
     max_clients_per_ip: Option<i64>,
     per_ip_exempt: Option<Vec<String>>,
+    per_ip_prefix_v4: Option<i64>,
+    per_ip_prefix_v6: Option<i64>,
+    connect_burst: Option<i64>,
+    connect_rate: Option<f64>,
     max_line_bytes: Option<i64>,
     max_queue_bytes: Option<i64>,
     write_timeout_secs: Option<i64>,
@@ -106,6 +114,22 @@ impl FileConfig {
         if let Some(v) = self.per_ip_exempt {
             c.per_ip_exempt = doc.check("per_ip_exempt", rules::networks(&v))?;
         }
+        if let Some(v) = self.per_ip_prefix_v4 {
+            // /8 is the largest block ever allocated; shorter would make one limit server-wide.
+            c.per_ip_prefix_v4 = doc.check("per_ip_prefix_v4", rules::prefix(v, 8, 32))?;
+        }
+        if let Some(v) = self.per_ip_prefix_v6 {
+            // /32 is a typical ISP's whole allocation; /128 counts single addresses.
+            c.per_ip_prefix_v6 = doc.check("per_ip_prefix_v6", rules::prefix(v, 32, 128))?;
+        }
+        let (mut burst, mut per_sec) = c.connect_rate.map_or((0, 0.0), |r| (r.burst, r.per_sec));
+        if let Some(v) = self.connect_burst {
+            burst = doc.check("connect_burst", rules::burst(v))?;
+        }
+        if let Some(v) = self.connect_rate {
+            per_sec = doc.check("connect_rate", rules::rate(v, "connections"))?;
+        }
+        c.connect_rate = (burst > 0 && per_sec > 0.0).then_some(Rate { burst, per_sec });
         if let Some(v) = self.max_line_bytes {
             let v = rules::bytes(v, 64, rules::MAX_LINE_BYTES);
             c.max_line_bytes = doc.check("max_line_bytes", v)?;
@@ -128,10 +152,10 @@ impl FileConfig {
         // Either knob at 0 disables flood control; a key left out keeps its default.
         let (mut burst, mut per_sec) = c.flood.map_or((0, 0.0), |f| (f.burst, f.per_sec));
         if let Some(v) = self.flood_burst {
-            burst = doc.check("flood_burst", rules::count(v))?;
+            burst = doc.check("flood_burst", rules::burst(v))?;
         }
         if let Some(v) = self.flood_rate {
-            per_sec = doc.check("flood_rate", rules::rate(v))?;
+            per_sec = doc.check("flood_rate", rules::rate(v, "lines"))?;
         }
         c.flood = (burst > 0 && per_sec > 0.0).then_some(Flood { burst, per_sec });
         if let Some(v) = self.presence_max_members {

@@ -1,16 +1,19 @@
-//! `IpNet`: an IPv4 or IPv6 network in CIDR notation, for `per_ip_exempt`.
+//! `IpNet`: an IPv4 or IPv6 network in CIDR notation, for `per_ip_exempt` and as the key the
+//! per-network limits count under.
 //!
-//! Host bits are cleared when parsing (`10.1.2.3/8` is stored as `10.0.0.0/8`) so
-//! two spellings of one network compare equal. Matching treats an IPv4-mapped IPv6
-//! address (`::ffff:a.b.c.d`, what a dual-stack `[::]` listener reports for IPv4
-//! peers) as the IPv4 address it carries, so IPv4 exemptions keep working there.
+//! A network's host bits are always zero. Parsing refuses text with host bits set
+//! (`10.0.0.1/8`), naming the network it probably meant (`10.0.0.0/8`): such an entry is
+//! ambiguous (one host, or the whole /8?), and silently widening it could exempt far more than
+//! the operator meant. Matching treats an IPv4-mapped IPv6 address (`::ffff:a.b.c.d`, what a
+//! dual-stack `[::]` listener reports for IPv4 peers) as the IPv4 address it carries, so IPv4
+//! exemptions keep working there.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
 
 /// A network such as `10.0.0.0/8` or `2001:db8::/32`; a bare address means one host (/32 or /128).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct IpNet {
     /// Network address with every bit past `prefix` cleared.
     addr: IpAddr,
@@ -37,6 +40,12 @@ impl IpNet {
             _ => return None,
         };
         Some(IpNet { addr, prefix })
+    }
+
+    /// The one-host network of `ip` (/32 or /128).
+    pub fn host(ip: IpAddr) -> IpNet {
+        let prefix = if ip.is_ipv4() { 32 } else { 128 };
+        IpNet { addr: ip, prefix }
     }
 
     /// The network address (host bits are always zero).
@@ -86,13 +95,15 @@ impl FromStr for IpNet {
             Some((a, p)) => (a, Some(p)),
             None => (s, None),
         };
-        let addr: IpAddr = addr_text
-            .parse()
-            .map_err(|_| ParseIpNetError(format!("'{s}' is not an IP address or network")))?;
+        let addr: IpAddr = addr_text.parse().map_err(|_| {
+            ParseIpNetError(format!(
+                "'{s}' is not an IP address or network (e.g. 10.0.0.0/8, 2001:db8::/32 or 192.0.2.1)"
+            ))
+        })?;
         let max: u8 = if addr.is_ipv4() { 32 } else { 128 };
         let Some(prefix_text) = prefix_text else {
-            // A bare address is one host; a full-length prefix has no host bits to clear.
-            return Ok(IpNet { addr, prefix: max });
+            // A bare address is one host; a full-length prefix has no host bits.
+            return Ok(IpNet::host(addr));
         };
         // Digits only: u8::from_str would also take "+8", which no CIDR tool writes.
         if prefix_text.is_empty() || !prefix_text.bytes().all(|b| b.is_ascii_digit()) {
@@ -100,7 +111,7 @@ impl FromStr for IpNet {
                 "'{s}': prefix length '{prefix_text}' is not a number"
             )));
         }
-        prefix_text
+        let net = prefix_text
             .parse::<u8>()
             .ok()
             .and_then(|prefix| IpNet::new(addr, prefix))
@@ -108,7 +119,14 @@ impl FromStr for IpNet {
                 ParseIpNetError(format!(
                     "'{s}': prefix length /{prefix_text} is too long (at most /{max} for this address family)"
                 ))
-            })
+            })?;
+        if net.addr != addr {
+            return Err(ParseIpNetError(format!(
+                "'{s}' has host bits set past the /{} prefix (did you mean {net}? for one host, write {addr})",
+                net.prefix
+            )));
+        }
+        Ok(net)
     }
 }
 
@@ -134,17 +152,42 @@ mod tests {
     fn parses_and_displays_canonical_form() {
         for (input, shown) in [
             ("10.0.0.0/8", "10.0.0.0/8"),
-            ("10.1.2.3/8", "10.0.0.0/8"),
             ("192.0.2.7", "192.0.2.7/32"),
+            ("192.0.2.7/32", "192.0.2.7/32"),
             ("0.0.0.0/0", "0.0.0.0/0"),
             ("2001:db8::/32", "2001:db8::/32"),
-            ("2001:db8:ffff::1/32", "2001:db8::/32"),
             ("::1", "::1/128"),
             ("::/0", "::/0"),
+            ("::ffff:10.0.0.0/104", "::ffff:10.0.0.0/104"),
         ] {
             assert_eq!(net(input).to_string(), shown, "{input}");
         }
-        assert_eq!(net("10.9.9.9/8"), net("10.0.0.0/8"));
+        assert_eq!(net("10.0.0.0/8"), IpNet::new(ip("10.9.9.9"), 8).unwrap());
+    }
+
+    #[test]
+    fn host_bits_are_refused_with_the_network_meant() {
+        for (input, suggestion) in [
+            (
+                "10.0.0.1/8",
+                "did you mean 10.0.0.0/8? for one host, write 10.0.0.1)",
+            ),
+            ("192.0.2.200/25", "did you mean 192.0.2.128/25?"),
+            ("2001:db8:ffff::1/32", "did you mean 2001:db8::/32?"),
+            ("2001:db8::1/64", "did you mean 2001:db8::/64?"),
+            ("::ffff:127.0.0.1/104", "did you mean ::ffff:127.0.0.0/104?"),
+            ("1.2.3.4/0", "did you mean 0.0.0.0/0?"),
+        ] {
+            let err = input.parse::<IpNet>().unwrap_err().to_string();
+            assert!(err.contains("has host bits set"), "{input}: {err}");
+            assert!(err.contains(suggestion), "{input}: {err}");
+        }
+    }
+
+    #[test]
+    fn host_is_the_full_length_network() {
+        assert_eq!(IpNet::host(ip("192.0.2.1")), net("192.0.2.1/32"));
+        assert_eq!(IpNet::host(ip("2001:db8::1")), net("2001:db8::1/128"));
     }
 
     #[test]

@@ -46,10 +46,16 @@ pub struct Config {
     pub motd: Vec<String>,
     /// Most simultaneous clients; 0 = unlimited.
     pub max_clients: usize,
-    /// Most simultaneous clients from one IP address; 0 = unlimited.
+    /// Most simultaneous clients from one network (see the prefixes below); 0 = unlimited.
     pub max_clients_per_ip: usize,
-    /// Peers in these networks are not subject to `max_clients_per_ip`.
+    /// Peers in these networks are not subject to `max_clients_per_ip` nor to `connect_rate`.
     pub per_ip_exempt: Vec<IpNet>,
+    /// IPv4 peers are counted per network of this prefix length, 8..=32.
+    pub per_ip_prefix_v4: u8,
+    /// IPv6 peers are counted per network of this prefix length, 32..=128.
+    pub per_ip_prefix_v6: u8,
+    /// New connections per network (same prefixes) and second; `None` = no limit.
+    pub connect_rate: Option<Rate>,
     /// Longest accepted input line in bytes, 64..=1 MiB.
     pub max_line_bytes: usize,
     /// Most unsent output bytes per client before it is dropped as too slow;
@@ -79,11 +85,30 @@ pub struct Config {
 /// `per_sec` lines per second. Excess lines are delayed, not dropped.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Flood {
-    /// Bucket size in lines; always at least 1.
+    /// Bucket size in lines, 1..=[`MAX_BURST`].
     pub burst: u32,
-    /// Refill rate in lines per second; finite and above 0.
+    /// Refill rate in lines per second, [`MIN_RATE`]..=[`MAX_RATE`].
     pub per_sec: f64,
 }
+
+/// A token bucket's shape for `connect_rate`: `burst` connections at once, then `per_sec` per
+/// second on average. Same bounds as [`Flood`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Rate {
+    /// Bucket size, 1..=[`MAX_BURST`].
+    pub burst: u32,
+    /// Refill rate per second, [`MIN_RATE`]..=[`MAX_RATE`].
+    pub per_sec: f64,
+}
+
+/// Slowest accepted rate (`flood_rate`, `connect_rate`) other than 0 (off): one per 100 s. Also
+/// what keeps every wait computed from a rate short (one token is at most 100 s away) and finite.
+pub const MIN_RATE: f64 = 0.01;
+/// Fastest accepted rate: "no practical limit, but the limiter still runs" (what the benchmarks
+/// configure); the ceiling only turns away nonsense such as 1e308. Use 0 for off.
+pub const MAX_RATE: f64 = 1_000_000.0;
+/// Largest accepted burst (`flood_burst`, `connect_burst`); as large as the benchmarks use.
+pub const MAX_BURST: u32 = 100_000;
 
 /// Values given on the command line; each set field beats the file.
 #[derive(Debug, Default, Clone)]
@@ -114,6 +139,12 @@ impl Default for Config {
             .into_iter()
             .filter_map(|(addr, prefix)| IpNet::new(addr, prefix))
             .collect(),
+            per_ip_prefix_v4: 32,
+            per_ip_prefix_v6: 64,
+            connect_rate: Some(Rate {
+                burst: 20,
+                per_sec: 2.0,
+            }),
             max_line_bytes: 4096,
             max_queue_bytes: 256 * 1024,
             write_timeout: Duration::from_secs(30),
@@ -177,6 +208,24 @@ impl Config {
             self.log_level = log_level;
         }
         Ok(())
+    }
+
+    /// The network `ip` is counted under for `max_clients_per_ip` and `connect_rate`: its
+    /// `per_ip_prefix_v4`/`_v6` network. An IPv4-mapped IPv6 address (`::ffff:a.b.c.d`, how a
+    /// dual-stack listener sees IPv4 peers) counts as the IPv4 address it carries.
+    pub fn network_of(&self, ip: IpAddr) -> IpNet {
+        let (ip, prefix) = match ip.to_canonical() {
+            IpAddr::V4(v4) => (IpAddr::V4(v4), self.per_ip_prefix_v4.min(32)),
+            IpAddr::V6(v6) => (IpAddr::V6(v6), self.per_ip_prefix_v6.min(128)),
+        };
+        // The prefix is clamped to the family's length above, so `new` cannot refuse it; the
+        // fallback (the host itself) only keeps this total.
+        IpNet::new(ip, prefix).unwrap_or_else(|| IpNet::host(ip))
+    }
+
+    /// Whether `ip` is in `per_ip_exempt` (and so outside the per-network limits).
+    pub fn is_exempt(&self, ip: IpAddr) -> bool {
+        self.per_ip_exempt.iter().any(|net| net.contains(ip))
     }
 
     /// The configuration the daemon should run with. An explicit path must

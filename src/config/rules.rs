@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use tracing_subscriber::EnvFilter;
 
-use super::IpNet;
+use super::{IpNet, MAX_BURST, MAX_RATE, MIN_RATE, ParseIpNetError};
 
 /// Outcome of a rule: the typed value, or why the raw value is unacceptable.
 pub(super) type Rule<T> = Result<T, String>;
@@ -62,6 +62,9 @@ pub(super) fn admin_socket(path: &Path) -> Rule<PathBuf> {
     }
 }
 
+/// Permission bits every admin socket mode must include: owner read and write.
+const OWNER_RW: u32 = 0o600;
+
 /// Raw `admin_socket_mode`: TOML has no octal strings, so both spellings are taken.
 #[derive(Debug, serde::Deserialize)]
 #[serde(untagged)]
@@ -94,6 +97,14 @@ pub(super) fn admin_socket_mode(raw: &RawMode) -> Rule<u32> {
     };
     if mode > 0o777 {
         return Err(format!("must be at most 0777 (got {mode:04o})"));
+    }
+    // Connecting to a Unix socket needs write permission on it. Without owner read and write the
+    // daemon's own user (chatctl run as the service account) is locked out, and a mode like "0"
+    // leaves a socket only root can use: certainly not what was meant.
+    if mode & OWNER_RW != OWNER_RW {
+        return Err(format!(
+            "{mode:04o} does not give the owner read and write, so the daemon's own user could not use the socket; include 0600 (e.g. \"0600\" or \"0660\")"
+        ));
     }
     Ok(mode)
 }
@@ -148,16 +159,23 @@ pub(super) fn motd(text: &str) -> Rule<Vec<String>> {
     Ok(lines)
 }
 
-/// `per_ip_exempt`: CIDR networks or bare addresses.
+/// `per_ip_exempt`: CIDR networks (no host bits set) or bare addresses; the parse errors
+/// quote the entry and say what was expected.
 pub(super) fn networks(items: &[String]) -> Rule<Vec<IpNet>> {
     items
         .iter()
-        .map(|s| {
-            s.trim().parse().map_err(|e| {
-                format!("{e} (expected a network like 10.0.0.0/8 or 2001:db8::/32, or an address)")
-            })
-        })
+        .map(|s| s.trim().parse().map_err(|e: ParseIpNetError| e.to_string()))
         .collect()
+}
+
+/// `per_ip_prefix_v4`/`_v6`: a prefix length within `lo..=hi`.
+pub(super) fn prefix(n: i64, lo: u8, hi: u8) -> Rule<u8> {
+    count(between(n, i64::from(lo), i64::from(hi))?)
+}
+
+/// `flood_burst`/`connect_burst`: 0 (off) up to [`MAX_BURST`].
+pub(super) fn burst(n: i64) -> Rule<u32> {
+    count(between(n, 0, i64::from(MAX_BURST))?)
 }
 
 /// An integer in `lo..=hi`.
@@ -211,11 +229,17 @@ pub(super) fn idle_secs(n: i64) -> Rule<Option<Duration>> {
     optional_secs(n, MAX_IDLE_SECS)
 }
 
-/// `flood_rate`: lines per second; NaN or infinity would make the bucket arithmetic meaningless.
-pub(super) fn rate(r: f64) -> Rule<f64> {
-    if r.is_finite() && r >= 0.0 {
-        Ok(r)
+/// `flood_rate`/`connect_rate`: 0 (off) or [`MIN_RATE`]..=[`MAX_RATE`] per second. The floor
+/// keeps every wait computed from the rate short and finite (a rate of 1e-19 once made the wait
+/// overflow `Instant + Duration` and abort the daemon); the ceiling is beyond any real use.
+/// `what` names the unit ("lines", "connections").
+pub(super) fn rate(r: f64, what: &str) -> Rule<f64> {
+    if r == 0.0 || (MIN_RATE..=MAX_RATE).contains(&r) {
+        Ok(r.abs())
     } else {
-        Err(format!("must be a finite number of at least 0 (got {r})"))
+        // {:?} writes 1e-19 and NaN legibly where {} would write twenty zeros.
+        Err(format!(
+            "must be 0 (off) or between {MIN_RATE} and {MAX_RATE} {what} per second (got {r:?})"
+        ))
     }
 }

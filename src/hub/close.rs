@@ -59,11 +59,13 @@ impl Hub {
         let (client, nick, notified) = {
             let mut st = self.lock();
             let client = st.clients.remove(&id)?;
-            let ip = client.peer.ip().to_canonical();
-            if let Some(n) = st.per_ip.get_mut(&ip) {
-                *n -= 1;
+            // Under the network it was counted under at connect time, whatever the config now.
+            if let Some(net) = st.counted_as.remove(&id)
+                && let Some(n) = st.per_ip.get_mut(&net)
+            {
+                *n = n.saturating_sub(1);
                 if *n == 0 {
-                    st.per_ip.remove(&ip);
+                    st.per_ip.remove(&net);
                 }
             }
             let end = st.log.end();
@@ -170,6 +172,7 @@ impl Hub {
         st.members.clear();
         st.nicks.clear();
         st.per_ip.clear();
+        st.counted_as.clear();
         st.members_changed();
         drop(st);
         self.changed();

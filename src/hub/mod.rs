@@ -13,6 +13,7 @@
 //!   (goodbye, kick notice, shutdown notice) is queued with the removal, so nothing follows it.
 //! - Lines are formatted once and shared as [`Bytes`]; recipients get reference-count bumps.
 
+pub(crate) mod admission;
 mod close;
 mod deliver;
 pub(crate) use deliver::{deliver_deferred, deliver_overdue, enable_deferred_delivery};
@@ -22,7 +23,7 @@ mod names;
 use names::NickKey;
 pub use names::NickRefused;
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Instant, SystemTime};
@@ -33,7 +34,7 @@ use tokio::sync::watch;
 use tracing::info;
 
 use crate::client::{Client, ClientId, Congestion, Lag, Limits};
-use crate::config::Config;
+use crate::config::{Config, IpNet};
 use crate::drain::Drain;
 use crate::protocol::format::{Wrap, wrapped_notice};
 use crate::protocol::{nick_key, validate_nick};
@@ -46,7 +47,7 @@ use log::{Log, NOBODY};
 pub struct Counters {
     /// Connections accepted and registered.
     pub connections: AtomicU64,
-    /// Connections refused (server full, per-IP limit, shutting down).
+    /// Connections refused (server full, per-network limit or rate, shutting down).
     pub rejected: AtomicU64,
     /// Chat lines relayed (each counted once, however many recipients).
     pub lines_relayed: AtomicU64,
@@ -65,19 +66,31 @@ pub struct Counters {
 pub enum Refusal {
     /// `max_clients` reached.
     Full,
-    /// `max_clients_per_ip` reached for the peer's address.
+    /// `max_clients_per_ip` reached for the peer's network.
     PerIp,
+    /// The peer's network is over `connect_rate`; its next connection is admitted in about this
+    /// many seconds.
+    ConnectRate {
+        /// Whole seconds, at least 1.
+        retry_secs: u32,
+    },
     /// The daemon is stopping.
     ShuttingDown,
 }
 
 impl std::fmt::Display for Refusal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Refusal::Full => "server full",
-            Refusal::PerIp => "too many connections from your address",
-            Refusal::ShuttingDown => "server shutting down",
-        })
+        match self {
+            Refusal::Full => f.write_str("server full"),
+            // "address" although it counts per network: with the default prefixes (/32, /64)
+            // that is what a user has, and scripts already match on it.
+            Refusal::PerIp => f.write_str("too many connections from your address"),
+            Refusal::ConnectRate { retry_secs } => write!(
+                f,
+                "too many connections from your network; try again in {retry_secs} s"
+            ),
+            Refusal::ShuttingDown => f.write_str("server shutting down"),
+        }
     }
 }
 
@@ -110,8 +123,11 @@ struct State {
     members: HashMap<ClientId, Member>,
     /// Nickname (case-insensitively) → member, for uniqueness and lookups.
     nicks: HashMap<NickKey, ClientId>,
-    /// Open connections per remote address (only counted for non-exempt addresses).
-    per_ip: HashMap<IpAddr, usize>,
+    /// Open connections per network (`Config::network_of`), for non-exempt peers only.
+    per_ip: HashMap<IpNet, usize>,
+    /// The network each counted client was counted under, fixed at connect time: a reload that
+    /// changes the prefixes or exemptions must not make a close decrement another entry.
+    counted_as: HashMap<ClientId, IpNet>,
     /// The room's output, in the one order every member sees.
     log: Log,
     /// The members as one shared list for publishers; rebuilt on the first publish after a
@@ -161,6 +177,8 @@ pub struct Hub {
     congestion: Arc<Congestion>,
     /// Who writes new log entries to the members (see `deliver`).
     shards: Shards,
+    /// Recent connections per network, for `connect_rate` (see `admission`).
+    connect_rate: admission::ConnectRate,
     /// Stopping, phase one (see [`Hub::begin_drain`]).
     drain: Drain,
     /// Daemon-wide totals.
@@ -189,6 +207,7 @@ impl Hub {
             changes: watch::Sender::new(0),
             congestion: Arc::default(),
             shards: Shards::new(workers),
+            connect_rate: admission::ConnectRate::default(),
             drain: Drain::default(),
             counters: Counters::default(),
             started_at: SystemTime::now(),
@@ -260,24 +279,25 @@ impl Hub {
         stream: TcpStream,
     ) -> Result<Arc<Client>, (Refusal, TcpStream)> {
         let cfg = self.config();
-        let ip = peer.ip().to_canonical();
-        let per_ip_limited =
-            cfg.max_clients_per_ip > 0 && !cfg.per_ip_exempt.iter().any(|net| net.contains(ip));
+        // Counted per network, under the key computed now (see `counted_as`).
+        let network = (cfg.max_clients_per_ip > 0 && !cfg.is_exempt(peer.ip()))
+            .then(|| cfg.network_of(peer.ip()));
         let refused = {
             let mut st = self.lock();
             if st.stopping {
                 Some(Refusal::ShuttingDown)
             } else if cfg.max_clients > 0 && st.clients.len() >= cfg.max_clients {
                 Some(Refusal::Full)
-            } else if per_ip_limited
-                && st.per_ip.get(&ip).copied().unwrap_or(0) >= cfg.max_clients_per_ip
+            } else if let Some(net) = network
+                && st.per_ip.get(&net).copied().unwrap_or(0) >= cfg.max_clients_per_ip
             {
                 Some(Refusal::PerIp)
             } else {
-                if per_ip_limited {
-                    *st.per_ip.entry(ip).or_insert(0) += 1;
-                }
                 let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+                if let Some(net) = network {
+                    *st.per_ip.entry(net).or_insert(0) += 1;
+                    st.counted_as.insert(id, net);
+                }
                 let client = Arc::new(Client::new(id, peer, stream));
                 client
                     .outbox

@@ -15,7 +15,7 @@ use crate::config::Flood;
 /// lines per tick. So a line is only held back when the wait is worth a timer, and a limiter that
 /// lets lines through costs nothing but arithmetic.
 #[derive(Debug)]
-pub(super) struct TokenBucket {
+pub(crate) struct TokenBucket {
     tokens: f64,
     last: Instant,
     /// Inside a throttle episode (counted and logged once per episode).
@@ -26,7 +26,7 @@ pub(super) struct TokenBucket {
 const TICK: Duration = Duration::from_millis(1);
 
 impl TokenBucket {
-    pub(super) fn new(flood: Flood) -> Self {
+    pub(crate) fn new(flood: Flood) -> Self {
         TokenBucket {
             tokens: f64::from(flood.burst),
             last: Instant::now(),
@@ -42,7 +42,7 @@ impl TokenBucket {
     }
 
     /// Spends a token for one line; returns true when the next line must wait.
-    pub(super) fn spend(&mut self, now: Instant, flood: Flood) -> bool {
+    pub(crate) fn spend(&mut self, now: Instant, flood: Flood) -> bool {
         self.refill(now, flood);
         if self.tokens >= f64::from(flood.burst) {
             self.throttled = false;
@@ -53,8 +53,10 @@ impl TokenBucket {
     }
 
     /// How long until one token is available (at least a tick when [`spend`](Self::spend) said
-    /// to wait). Finite whatever the rate: `--check-config` accepts tiny positive rates.
-    pub(super) fn wait(&self, flood: Flood) -> Duration {
+    /// to wait). Validation keeps the rate at 0.01/s or more, so the wait is minutes at most; the
+    /// clamp keeps it finite and `Instant + wait` in range for any rate whatsoever (a rate of
+    /// 1e-19 once overflowed that sum and aborted the daemon).
+    pub(crate) fn wait(&self, flood: Flood) -> Duration {
         let secs = ((1.0 - self.tokens) / flood.per_sec).max(0.0);
         Duration::try_from_secs_f64(secs)
             .unwrap_or(MAX_FLOOD_WAIT)
@@ -64,7 +66,7 @@ impl TokenBucket {
 
 /// The longest a flood pause lasts in one go (the bucket is checked again after it): keeps the
 /// deadline arithmetic finite for any rate the configuration accepts.
-const MAX_FLOOD_WAIT: Duration = Duration::from_secs(3600);
+pub(crate) const MAX_FLOOD_WAIT: Duration = Duration::from_secs(3600);
 
 #[cfg(test)]
 mod tests {
@@ -94,7 +96,8 @@ mod tests {
         let held = (0..11).any(|_| b.spend(t0, f));
         assert!(held, "the eleventh line at once must wait");
         assert!(b.wait(f) > Duration::ZERO && b.wait(f) <= Duration::from_secs(1));
-        // A tiny positive rate (--check-config accepts it) must not overflow the deadline.
+        // Validation now refuses rates below 0.01, but the bucket stays total even at 1e-19 (the
+        // rate that once aborted the daemon on the eleventh line).
         let tiny = flood(10, 1e-19);
         let mut b = TokenBucket::new(tiny);
         for _ in 0..11 {

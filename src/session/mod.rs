@@ -15,7 +15,7 @@
 //! itself, which announces the leave unless someone else closed it first.
 
 mod commands;
-mod flood;
+pub(crate) mod flood;
 mod lines;
 
 use std::future::Future;

@@ -827,7 +827,10 @@ async fn max_clients_and_per_ip_limits_refuse_only_newcomers() {
     let dir = Scratch::new("h-limits");
     let spec = Spec::new(6, 2, 20.0);
     let cap = spec.members + spec.senders + 2;
-    let per_ip = format!("flood_burst = 0\nmax_clients_per_ip = {cap}\nper_ip_exempt = []\n");
+    // connect_rate off: this storm is about the slot limits, not the connection rate.
+    let per_ip = format!(
+        "flood_burst = 0\nconnect_rate = 0\nmax_clients_per_ip = {cap}\nper_ip_exempt = []\n"
+    );
     let (d, aud, base) = room(&dir, &per_ip, spec).await;
     // Two connections fill the per-address quota; a storm of newcomers is turned away.
     let mut squatters = Vec::new();

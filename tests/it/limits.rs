@@ -1,10 +1,13 @@
 //! Limits and hostile input: slow readers, floods, overlong lines, bad bytes, admission, timeouts.
 
+use std::net::{IpAddr, SocketAddr};
+use std::process::Command;
 use std::time::Duration;
 
 use groupchatd::config::{Config, Flood};
 use tokio::net::TcpSocket;
 
+use crate::process::{DAEMON, Daemon, Scratch};
 use crate::support::*;
 
 /// A client whose receive buffer is tiny and which never reads.
@@ -298,4 +301,220 @@ async fn idle_timeout_disconnects_quiet_members() {
         .expect("bob idles out while alice stays");
     let last = b.expect_closed().await.pop();
     assert_eq!(last.as_deref(), Some("*** Idle for 1 s; disconnecting."));
+}
+
+/// A client whose socket is bound to `local` before connecting: all of 127.0.0.0/8 is loopback, so
+/// tests can play peers from several addresses of one network.
+async fn client_from(server: SocketAddr, local: &str) -> TestClient {
+    let sock = TcpSocket::new_v4().unwrap();
+    let local: IpAddr = local.parse().unwrap();
+    sock.bind(SocketAddr::new(local, 0)).unwrap();
+    let stream = tokio::time::timeout(WAIT, sock.connect(server))
+        .await
+        .unwrap()
+        .unwrap();
+    TestClient::from_stream(stream)
+}
+
+/// Connects from `local` and expects the greeting (admitted, not refused).
+async fn admitted_from(server: SocketAddr, local: &str) -> TestClient {
+    let mut c = client_from(server, local).await;
+    c.read_until_line("*** Choose a nickname:").await;
+    c
+}
+
+#[tokio::test]
+async fn per_ip_limit_counts_a_whole_prefix_as_one_network() {
+    let srv = TestServer::start(Config {
+        max_clients_per_ip: 2,
+        per_ip_prefix_v4: 24,
+        per_ip_exempt: vec![],
+        ..test_config()
+    });
+    let mut alice = admitted_from(srv.addr, "127.0.0.1").await;
+    alice.send("alice").await;
+    alice.read_until_line("*** Type /help for commands.").await;
+    let mut bob = admitted_from(srv.addr, "127.0.0.2").await;
+    bob.send("bob").await;
+    alice.expect("*** bob joined").await;
+    // A third address of the same /24: the network's two slots are taken.
+    let mut third = client_from(srv.addr, "127.0.0.3").await;
+    assert_eq!(
+        third.expect_closed().await,
+        vec!["*** too many connections from your address"]
+    );
+    // Another /24 is another network.
+    let _other = admitted_from(srv.addr, "127.0.1.1").await;
+    // bob leaves: his slot goes back to the /24 he was counted in.
+    bob.send("/quit").await;
+    alice.expect("*** bob left (quit)").await;
+    srv.wait_connections(2).await;
+    let _fourth = admitted_from(srv.addr, "127.0.0.4").await;
+    assert_eq!(
+        srv.hub
+            .counters
+            .rejected
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+}
+
+#[test]
+fn a_connection_burst_over_connect_burst_is_refused_but_exempt_peers_are_not() {
+    let dir = Scratch::new("connect-rate");
+    // All of 127/8 is one network here, except 127.0.0.2, which is exempt.
+    let config = "per_ip_prefix_v4 = 8\nper_ip_exempt = [\"127.0.0.2\"]\n\
+                  connect_burst = 3\nconnect_rate = 0.01\n";
+    let d = Daemon::start(&dir, "d", config);
+    let addr = d.addr();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut admitted = Vec::new();
+        for local in ["127.0.0.1", "127.0.0.3", "127.0.0.1"] {
+            admitted.push(admitted_from(addr, local).await);
+        }
+        let mut over = client_from(addr, "127.0.0.4").await;
+        let refused = over.expect_closed().await;
+        assert_eq!(refused.len(), 1, "{refused:?}");
+        let retry: u32 = refused[0]
+            .strip_prefix("*** too many connections from your network; try again in ")
+            .and_then(|rest| rest.strip_suffix(" s"))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("not the rate-limit line: {refused:?}"));
+        // One token at 0.01/s is 100 s away, less what trickled in since the burst.
+        assert!((90..=100).contains(&retry), "{retry}");
+        // The exempt address is never limited, however many connections it opens.
+        for _ in 0..6 {
+            admitted.push(admitted_from(addr, "127.0.0.2").await);
+        }
+        // Still refused for the limited network, with no second log line for the same episode.
+        let mut again = client_from(addr, "127.0.0.1").await;
+        let line = again.expect_closed().await;
+        assert!(
+            line[0].starts_with("*** too many connections from your network"),
+            "{line:?}"
+        );
+        // A join logged after both refusals: once it is in, every earlier log line is too.
+        let mut zed = admitted_from(addr, "127.0.0.2").await;
+        zed.send("zed").await;
+        zed.read_until_line("*** Type /help for commands.").await;
+    });
+    d.log_line("nick=zed");
+    let logged = d.log_line("over its connection rate");
+    for field in [
+        "event=\"connect_rate\"",
+        "network=127.0.0.0/8",
+        "connect_burst=3",
+        "retry_secs=",
+    ] {
+        assert!(logged.contains(field), "{field} in {logged}");
+    }
+    let episodes = d
+        .take_log()
+        .iter()
+        .filter(|l| l.contains("over its connection rate"))
+        .count();
+    assert_eq!(episodes, 1, "logged once per episode, not per refusal");
+}
+
+fn check_config_file(dir: &Scratch, name: &str, text: &str) -> (i32, String) {
+    let path = dir.file(name, text);
+    let out = Command::new(DAEMON)
+        .arg("--check-config")
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn out_of_range_limits_fail_check_config_with_exit_78() {
+    let dir = Scratch::new("limits-check");
+    for (name, text, expected) in [
+        (
+            "tiny-rate.toml",
+            "flood_rate = 1e-19\n",
+            "key 'flood_rate': must be 0 (off) or between 0.01 and 1000000 lines per second (got 1e-19)",
+        ),
+        (
+            "connect-rate.toml",
+            "connect_rate = 0.001\n",
+            "key 'connect_rate': must be 0 (off) or between 0.01 and 1000000 connections per second",
+        ),
+        (
+            "prefix.toml",
+            "per_ip_prefix_v6 = 16\n",
+            "key 'per_ip_prefix_v6': must be between 32 and 128 (got 16)",
+        ),
+        (
+            "mode.toml",
+            "admin_socket_mode = \"0\"\n",
+            "key 'admin_socket_mode': 0000 does not give the owner read and write",
+        ),
+        (
+            "host-bits.toml",
+            "per_ip_exempt = [\"10.0.0.1/8\"]\n",
+            "did you mean 10.0.0.0/8?",
+        ),
+    ] {
+        let (code, stderr) = check_config_file(&dir, name, text);
+        assert_eq!(code, 78, "{name}: {stderr}");
+        assert!(
+            stderr.contains(name) && stderr.contains(expected),
+            "{name}: {stderr}"
+        );
+    }
+    let (code, stderr) = check_config_file(&dir, "floor.toml", "flood_rate = 0.01\n");
+    assert_eq!(code, 0, "the floor itself is accepted: {stderr}");
+}
+
+#[test]
+fn the_slowest_flood_rate_pauses_a_client_without_harming_the_daemon() {
+    let dir = Scratch::new("slow-flood");
+    let mut d = Daemon::start(&dir, "d", "flood_burst = 10\nflood_rate = 0.01\n");
+    let addr = d.addr();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut alice = join_at(addr, "alice").await;
+        let mut bob = join_at(addr, "bob").await;
+        alice.expect("*** bob joined").await;
+        // The nickname took one token; ten lines more at once make eleven: the burst of ten goes
+        // through, the eleventh waits ~100 s for a token (where 1e-19 once aborted the daemon).
+        let lines: String = (0..10).map(|i| format!("line {i}\n")).collect();
+        bob.send_raw(lines.as_bytes()).await;
+        for i in 0..9 {
+            alice.expect(&format!("<bob> line {i}")).await;
+        }
+        // The daemon is alive and serving: a newcomer joins and chats with alice. (Her next line
+        // being carol's join also shows that the eleventh line was held back.)
+        let mut carol = join_at(addr, "carol").await;
+        alice.expect("*** carol joined").await;
+        carol.send("still up").await;
+        alice.expect("<carol> still up").await;
+    });
+    assert!(
+        d.child.try_wait().unwrap().is_none(),
+        "the daemon is running"
+    );
+    d.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(d.wait_exit(WAIT), 0);
+}
+
+/// Connects to a daemon process and joins as `nick`.
+async fn join_at(addr: SocketAddr, nick: &str) -> TestClient {
+    let mut c = TestClient::connect(addr).await;
+    c.read_until_line("*** Choose a nickname:").await;
+    c.send(nick).await;
+    c.read_until_line("*** Type /help for commands.").await;
+    c
 }

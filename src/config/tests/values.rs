@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use super::{addr, net, parse, parse_err, secs};
-use crate::config::{Config, Flood};
+use crate::config::{Config, Flood, Rate};
 
 #[test]
 fn accepted_values() {
@@ -27,6 +27,18 @@ fn accepted_values() {
         ("per_ip_exempt = []", |c| c.per_ip_exempt = vec![]),
         (r#"per_ip_exempt = ["10.0.0.0/8", "2001:db8::/32", "192.0.2.1"]"#,
             |c| c.per_ip_exempt = vec![net("10.0.0.0/8"), net("2001:db8::/32"), net("192.0.2.1/32")]),
+        (r#"per_ip_exempt = ["10.0.0.1/32", " ::ffff:10.0.0.0/104 "]"#,
+            |c| c.per_ip_exempt = vec![net("10.0.0.1"), net("::ffff:10.0.0.0/104")]),
+        ("per_ip_prefix_v4 = 8", |c| c.per_ip_prefix_v4 = 8),
+        ("per_ip_prefix_v4 = 24", |c| c.per_ip_prefix_v4 = 24),
+        ("per_ip_prefix_v6 = 32", |c| c.per_ip_prefix_v6 = 32),
+        ("per_ip_prefix_v6 = 128", |c| c.per_ip_prefix_v6 = 128),
+        ("connect_rate = 0", |c| c.connect_rate = None),
+        ("connect_burst = 0", |c| c.connect_rate = None),
+        ("connect_rate = 0.01", |c| c.connect_rate = Some(Rate { burst: 20, per_sec: 0.01 })),
+        ("connect_rate = 1000000", |c| c.connect_rate = Some(Rate { burst: 20, per_sec: 1e6 })),
+        ("connect_burst = 1\nconnect_rate = 0.5", |c| c.connect_rate = Some(Rate { burst: 1, per_sec: 0.5 })),
+        ("connect_burst = 100000", |c| c.connect_rate = Some(Rate { burst: 100_000, per_sec: 2.0 })),
         ("max_line_bytes = 64", |c| c.max_line_bytes = 64),
         ("max_line_bytes = 65536", |c| c.max_line_bytes = 65536),
         ("max_line_bytes = 1048576\nmax_queue_bytes = 4194304",
@@ -45,6 +57,10 @@ fn accepted_values() {
         ("flood_burst = 3", |c| c.flood = Some(Flood { burst: 3, per_sec: 2.0 })),
         ("flood_rate = 0.5", |c| c.flood = Some(Flood { burst: 10, per_sec: 0.5 })),
         ("flood_rate = 5", |c| c.flood = Some(Flood { burst: 10, per_sec: 5.0 })),
+        ("flood_rate = 0.01", |c| c.flood = Some(Flood { burst: 10, per_sec: 0.01 })),
+        ("flood_rate = 1e6", |c| c.flood = Some(Flood { burst: 10, per_sec: 1e6 })),
+        ("flood_rate = -0.0", |c| c.flood = None),
+        ("flood_burst = 100000", |c| c.flood = Some(Flood { burst: 100_000, per_sec: 2.0 })),
         ("presence_max_members = 0", |c| c.presence_max_members = 0),
         ("wrap_width = 0", |c| c.wrap_width = 0),
         ("wrap_width = 132", |c| c.wrap_width = 132),
@@ -84,6 +100,23 @@ fn rejected_values_name_key_and_line() {
         ("max_clients_per_ip = -5", "max_clients_per_ip", 1, "must not be negative"),
         (r#"per_ip_exempt = ["10.0.0.0/33"]"#, "per_ip_exempt", 1, "too long"),
         (r#"per_ip_exempt = ["ten/8"]"#, "per_ip_exempt", 1, "not an IP address"),
+        (r#"per_ip_exempt = ["10.0.0.1/8"]"#, "per_ip_exempt", 1,
+            "'10.0.0.1/8' has host bits set past the /8 prefix (did you mean 10.0.0.0/8? for one host, write 10.0.0.1)"),
+        (r#"per_ip_exempt = ["10.0.0.0/8", "2001:db8::1/64"]"#, "per_ip_exempt", 1,
+            "did you mean 2001:db8::/64?"),
+        ("per_ip_prefix_v4 = 7", "per_ip_prefix_v4", 1, "must be between 8 and 32 (got 7)"),
+        ("per_ip_prefix_v4 = 33", "per_ip_prefix_v4", 1, "must be between 8 and 32 (got 33)"),
+        ("per_ip_prefix_v6 = 31", "per_ip_prefix_v6", 1, "must be between 32 and 128 (got 31)"),
+        ("per_ip_prefix_v6 = 129", "per_ip_prefix_v6", 1, "must be between 32 and 128 (got 129)"),
+        ("per_ip_prefix_v6 = -64", "per_ip_prefix_v6", 1, "between 32 and 128"),
+        ("connect_rate = 0.005", "connect_rate", 1,
+            "must be 0 (off) or between 0.01 and 1000000 connections per second (got 0.005)"),
+        ("connect_rate = 1000000.5", "connect_rate", 1, "between 0.01 and 1000000 connections per second"),
+        ("connect_rate = -1", "connect_rate", 1, "(got -1.0)"),
+        ("connect_rate = nan", "connect_rate", 1, "(got NaN)"),
+        ("connect_rate = inf", "connect_rate", 1, "(got inf)"),
+        ("connect_burst = -1", "connect_burst", 1, "must be between 0 and 100000 (got -1)"),
+        ("connect_burst = 100001", "connect_burst", 1, "must be between 0 and 100000 (got 100001)"),
         ("\n\nmax_line_bytes = 10", "max_line_bytes", 3, "must be between 64 and 1048576 (got 10)"),
         ("max_line_bytes = 1048577", "max_line_bytes", 1, "between 64 and 1048576"),
         ("max_line_bytes = 8192\nmax_queue_bytes = 32767", "max_queue_bytes", 2,
@@ -97,11 +130,17 @@ fn rejected_values_name_key_and_line() {
         ("handshake_timeout_secs = -1", "handshake_timeout_secs", 1, "between 0 and 3600"),
         ("idle_timeout_secs = -1", "idle_timeout_secs", 1, "between 0 and"),
         ("idle_timeout_secs = 31536001", "idle_timeout_secs", 1, "between 0 and 31536000"),
-        ("flood_burst = -1", "flood_burst", 1, "must not be negative"),
-        ("flood_burst = 4294967296", "flood_burst", 1, "too large"),
-        ("flood_rate = -0.5", "flood_rate", 1, "finite number of at least 0"),
-        ("flood_rate = nan", "flood_rate", 1, "finite"),
-        ("flood_rate = inf", "flood_rate", 1, "finite"),
+        ("flood_burst = -1", "flood_burst", 1, "must be between 0 and 100000 (got -1)"),
+        ("flood_burst = 100001", "flood_burst", 1, "between 0 and 100000"),
+        ("flood_burst = 4294967296", "flood_burst", 1, "between 0 and 100000"),
+        ("flood_rate = -0.5", "flood_rate", 1, "(got -0.5)"),
+        // The value that aborted the daemon on a client's eleventh line (issue 11).
+        ("flood_rate = 1e-19", "flood_rate", 1,
+            "must be 0 (off) or between 0.01 and 1000000 lines per second (got 1e-19)"),
+        ("flood_rate = 0.0099", "flood_rate", 1, "between 0.01 and 1000000"),
+        ("flood_rate = 1e300", "flood_rate", 1, "(got 1e300)"),
+        ("flood_rate = nan", "flood_rate", 1, "(got NaN)"),
+        ("flood_rate = -inf", "flood_rate", 1, "(got -inf)"),
         ("presence_max_members = -1", "presence_max_members", 1, "must not be negative"),
         ("wrap_width = 19", "wrap_width", 1, "must be 0 (off) or between 20 and 1000 (got 19)"),
         ("wrap_width = 1001", "wrap_width", 1, "between 20 and 1000"),
@@ -127,7 +166,6 @@ fn admin_socket_mode_spellings() {
         (r#"admin_socket_mode = "660""#, 0o660),
         (r#"admin_socket_mode = "0600""#, 0o600),
         (r#"admin_socket_mode = "0777""#, 0o777),
-        (r#"admin_socket_mode = "0""#, 0),
         ("admin_socket_mode = 0o640", 0o640),
         ("admin_socket_mode = 0o777", 0o777),
     ] {
@@ -149,6 +187,23 @@ fn admin_socket_mode_spellings() {
         (r#"admin_socket_mode = """#, "not an octal file mode"),
         (r#"admin_socket_mode = "1777""#, "at most 0777 (got 1777)"),
         (r#"admin_socket_mode = "01777""#, "not an octal file mode"),
+        (
+            r#"admin_socket_mode = "0""#,
+            "0000 does not give the owner read and write, so the daemon's own user could not use the socket; include 0600",
+        ),
+        (
+            r#"admin_socket_mode = "0060""#,
+            "0060 does not give the owner",
+        ),
+        (
+            r#"admin_socket_mode = "0200""#,
+            "0200 does not give the owner",
+        ),
+        (
+            r#"admin_socket_mode = "0466""#,
+            "0466 does not give the owner",
+        ),
+        ("admin_socket_mode = 0o0", "0000 does not give the owner"),
         ("admin_socket_mode = 0o1777", "at most 0o777"),
         ("admin_socket_mode = 660", "TOML integers are decimal"),
         ("admin_socket_mode = -1", "at most 0o777"),
@@ -220,4 +275,70 @@ fn handshake_zero_means_no_limit() {
         None
     );
     assert_eq!(Config::default().handshake_timeout, Some(secs(30)));
+}
+
+#[test]
+fn peers_are_counted_per_prefix_network() {
+    let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+    let c = Config::default();
+    // Defaults: one IPv4 address, one IPv6 /64.
+    assert_eq!(c.network_of(ip("192.0.2.7")), net("192.0.2.7/32"));
+    assert_eq!(
+        c.network_of(ip("2001:db8:1:2:aaaa::1")),
+        net("2001:db8:1:2::/64")
+    );
+    assert_eq!(
+        c.network_of(ip("2001:db8:1:2:ffff::9")),
+        c.network_of(ip("2001:db8:1:2::1")),
+        "one /64 is one network"
+    );
+    assert_ne!(
+        c.network_of(ip("2001:db8:1:3::1")),
+        c.network_of(ip("2001:db8:1:2::1"))
+    );
+    // IPv4-mapped IPv6 (a dual-stack listener's view of an IPv4 peer) counts as IPv4.
+    assert_eq!(c.network_of(ip("::ffff:192.0.2.7")), net("192.0.2.7/32"));
+
+    let c = parse("per_ip_prefix_v4 = 24\nper_ip_prefix_v6 = 48").unwrap();
+    assert_eq!(c.network_of(ip("192.0.2.200")), net("192.0.2.0/24"));
+    assert_eq!(c.network_of(ip("::ffff:192.0.2.200")), net("192.0.2.0/24"));
+    assert_eq!(
+        c.network_of(ip("2001:db8:7:ffff::1")),
+        net("2001:db8:7::/48")
+    );
+}
+
+#[test]
+fn exemptions_match_networks_and_mapped_addresses() {
+    let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+    let c = Config::default();
+    assert!(c.is_exempt(ip("127.0.0.2")) && c.is_exempt(ip("::1")));
+    assert!(c.is_exempt(ip("::ffff:127.0.0.1")));
+    assert!(!c.is_exempt(ip("192.0.2.1")));
+    let c = parse(r#"per_ip_exempt = ["192.0.2.10"]"#).unwrap();
+    assert!(c.is_exempt(ip("192.0.2.10")) && !c.is_exempt(ip("192.0.2.11")));
+    assert!(
+        !c.is_exempt(ip("127.0.0.1")),
+        "an explicit list replaces the default"
+    );
+}
+
+#[test]
+fn connect_rate_is_disabled_by_either_zero() {
+    let default = Config::default().connect_rate;
+    assert_eq!(
+        default,
+        Some(Rate {
+            burst: 20,
+            per_sec: 2.0
+        })
+    );
+    assert_eq!(parse("connect_rate = 0").unwrap().connect_rate, None);
+    assert_eq!(parse("connect_burst = 0").unwrap().connect_rate, None);
+    assert_eq!(
+        parse("connect_burst = 0\nconnect_rate = 5")
+            .unwrap()
+            .connect_rate,
+        None
+    );
 }
