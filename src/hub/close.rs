@@ -13,8 +13,8 @@ use std::sync::atomic::Ordering;
 use bytes::Bytes;
 use tracing::{debug, info, warn};
 
+use super::Hub;
 use super::log::NOBODY;
-use super::{Hub, NickKey};
 use crate::client::{ClientId, Close, LeaveReason};
 use crate::protocol::format::notice;
 
@@ -75,7 +75,7 @@ impl Hub {
             let member = st.members.remove(&id);
             let mut notified = false;
             if let Some(m) = &member {
-                st.nicks.remove(&NickKey(m.nick.clone()));
+                m.keys.remove(&mut st.nicks, id);
                 st.members_changed();
                 if !st.stopping && st.announce_presence(st.members.len() + 1) {
                     let line = notice(&format!("{} left ({reason})", m.nick));
