@@ -20,4 +20,4 @@ pub use nick::{
     NICK_MAX_CHARS, NICK_MAX_MARKS, Nick, NickError, RESERVED_NICKS, fold_case, nick_key,
     validate_nick,
 };
-pub use sanitise::{is_forbidden, sanitise_into, sanitise_str};
+pub use sanitise::{MAX_MARKS, is_forbidden, sanitise_into, sanitise_str};
