@@ -5,6 +5,7 @@ mod binary;
 mod chat;
 mod e2e;
 mod hostile;
+mod identity;
 mod limits;
 mod load;
 mod packaging;
