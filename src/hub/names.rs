@@ -108,3 +108,38 @@ pub(super) fn welcome(nick: &str, members: usize, names: Option<&[Arc<str>]>) ->
     format::push_notice(&mut out, "Type /help for commands.");
     out.freeze()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::validate_nick;
+
+    fn keys(nick: &str) -> NickKeys {
+        NickKeys::of(&validate_nick(nick).unwrap())
+    }
+
+    #[test]
+    fn look_alikes_share_keys_and_only_the_holder_releases_them() {
+        let mut nicks = Registry::new();
+        keys("Al").insert(&mut nicks, 1);
+        keys("bob").insert(&mut nicks, 2);
+        // Capital I looks like l, rn like m, Cyrillic capitals like Latin ones, case aside.
+        for (nick, holder) in [
+            ("AI", 1),
+            ("aL", 1),
+            ("\u{412}\u{41e}\u{412}", 2),
+            ("BOB", 2),
+        ] {
+            assert!(keys(nick).held_by_other(&nicks, 99), "{nick}");
+            assert!(!keys(nick).held_by_other(&nicks, holder), "{nick}");
+            assert_eq!(lookup(&nicks, &validate_nick(nick).unwrap()), Some(holder));
+        }
+        assert!(!keys("carol").held_by_other(&nicks, 99));
+        // Removing a name another member holds leaves that member's keys alone.
+        keys("AI").remove(&mut nicks, 2);
+        assert!(keys("Al").held_by_other(&nicks, 99));
+        keys("Al").remove(&mut nicks, 1);
+        assert!(!keys("AI").held_by_other(&nicks, 99));
+        assert_eq!(nicks.len(), 1, "{nicks:?}");
+    }
+}
