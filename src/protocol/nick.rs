@@ -6,6 +6,8 @@
 //!   and only the IdentifierClass is allowed, so compatibility forms (𝐚, Ⓢ, ﬁ), default-ignorable
 //!   and other invisible code points, symbols and spaces are refused. The result is the display
 //!   form: case is kept (`Alice` stays `Alice`), `ａｌｉｃｅ` is stored and shown as `alice`.
+//!   PRECIS's tables are at Unicode 6.3 (the IANA registry's version), so letters added since
+//!   are refused as too new.
 //! - **Our own narrower rules** on that form: 1 to [`NICK_MAX_CHARS`] chars, each a letter, digit,
 //!   `_` or `-`, or a combining mark on a letter (at most [`NICK_MAX_MARKS`] in a row), at least
 //!   one letter, every char allowed by the UTS #39 General Security Profile, and the whole at the
@@ -23,9 +25,8 @@ use std::fmt;
 use std::sync::OnceLock;
 
 use caseless::Caseless;
-use precis_core::Error as PrecisError;
-use precis_core::UnexpectedError;
 use precis_core::profile::PrecisFastInvocation;
+use precis_core::{DerivedPropertyValue, Error as PrecisError, UnexpectedError};
 use precis_profiles::UsernameCasePreserved;
 use unicode_normalization::UnicodeNormalization;
 use unicode_security::{GeneralSecurityProfile, RestrictionLevel, RestrictionLevelDetection};
@@ -80,6 +81,9 @@ pub enum NickError {
     /// A letter that the UTS #39 General Security Profile keeps out of identifiers (obsolete,
     /// technical or limited-use scripts and characters).
     Restricted(char),
+    /// A letter or digit newer than the Unicode version of PRECIS's tables (6.3, the version the
+    /// IANA PRECIS registry is at), which PRECIS treats as unassigned.
+    TooNew(char),
     /// More than [`NICK_MAX_MARKS`] combining marks in a row.
     TooManyMarks,
     /// Only digits, `_` and `-`: it would look like a client id.
@@ -111,6 +115,11 @@ impl fmt::Display for NickError {
             NickError::Restricted(c) => write!(
                 f,
                 "'{}' is not used in nicknames (a historic, technical or rarely used character)",
+                Shown(*c)
+            ),
+            NickError::TooNew(c) => write!(
+                f,
+                "'{}' is too recent a character for nicknames here (Unicode 6.3 and older only)",
                 Shown(*c)
             ),
             NickError::TooManyMarks => write!(
@@ -304,6 +313,9 @@ fn precis_refusal(e: PrecisError, composed: &str) -> NickError {
         }
     };
     match char::from_u32(info.cp) {
+        Some(c) if info.property == DerivedPropertyValue::Unassigned && c.is_alphanumeric() => {
+            NickError::TooNew(c)
+        }
         Some(c)
             if c.is_alphanumeric()
                 && has_compatibility_form(c)
@@ -433,6 +445,10 @@ mod tests {
             ("a\u{ad}b", Err(NickError::InvalidChar('\u{ad}'))),
             ("bob\u{e0041}", Err(NickError::InvalidChar('\u{e0041}'))),
             ("\u{3000}bob", Err(NickError::InvalidChar(' '))),
+            // Letters added after Unicode 6.3 (a Han ideograph of Unicode 8.0).
+            ("\u{9fcd}", Err(NickError::TooNew('\u{9fcd}'))),
+            // Unassigned code points are not letters.
+            ("a\u{378}", Err(NickError::InvalidChar('\u{378}'))),
             // Compatibility forms are refused, not mapped.
             (
                 "\u{1d41a}\u{1d425}\u{1d422}\u{1d41c}\u{1d41e}",
@@ -614,6 +630,10 @@ mod tests {
             (
                 NickError::TooManyMarks,
                 "at most 2 accents or other combining marks per letter",
+            ),
+            (
+                NickError::TooNew('\u{9fcd}'),
+                "'\u{9fcd}' is too recent a character for nicknames here (Unicode 6.3 and older only)",
             ),
             (NickError::NoLetter, "a nickname needs at least one letter"),
             (NickError::Reserved, "that nickname is reserved"),
