@@ -101,7 +101,7 @@ fn check_valid(typed: &str, valid: &groupchatd::protocol::Nick) {
         }
     }
     assert!(
-        !shown.starts_with(|c| ucd::is_mark(c)),
+        !shown.starts_with(ucd::is_mark),
         "{shown:?} starts with a mark"
     );
     let again = validate_nick(shown);
