@@ -1,16 +1,23 @@
 //! Nickname rules and command parsing, on the raw text and on the sanitised line the session
 //! actually hands them.
 //!
-//! Properties: `validate_nick` gives the verdict the README states (1 to 24 chars, each a letter,
-//! digit, `_` or `-`, at least one letter, not reserved whatever its case), reporting the first
-//! rule broken in that order; a refusal's message is one line and echoes nothing a terminal would
-//! act on; `nick_key` is idempotent; `parse_line` never panics, returns `Say` for lines that do not
-//! start with `/` and `Say` of the line minus one slash for `//…`, and otherwise splits the command
-//! word and its trimmed arguments as `/help` describes.
+//! Properties: `validate_nick` never panics; a valid nickname's display form is NFC, 1 to 24
+//! chars, each a letter, digit, `_`, `-` or a combining mark on a letter (at most 2 in a row),
+//! with a letter, no default-ignorable, whitespace or control char, and validates again to the
+//! same display form and keys (stable under re-validation); its key is `nick_key` of the display
+//! form, shared by its case-folded spelling, and none of its keys is a reserved name's; printable
+//! ASCII input is checked against the README's ASCII rules exactly (kept as typed, or refused for
+//! the first rule broken); a refusal's message is one line and echoes nothing a terminal would act
+//! on and no invisible char; `parse_line` never panics, returns `Say` for lines that do not start
+//! with `/` and `Say` of the line minus one slash for `//…`, and otherwise splits the command word
+//! and its trimmed arguments as `/help` describes.
 
+use groupchatd::protocol::ucd;
 use groupchatd::protocol::{
-    ClientCmd, NickError, RESERVED_NICKS, nick_key, parse_line, sanitise_str, validate_nick,
+    ClientCmd, NICK_MAX_MARKS, NickError, RESERVED_NICKS, fold_case, nick_key, parse_line,
+    sanitise_str, validate_nick,
 };
+use unicode_normalization::is_nfc;
 
 use crate::is_unsafe_on_terminal;
 
@@ -30,37 +37,105 @@ pub fn check_nick_and_command(data: &[u8]) {
 
 fn check_nick(nick: &str) {
     let verdict = validate_nick(nick);
-    assert_eq!(verdict, expected_verdict(nick), "validate_nick({nick:?})");
-    if let Err(e) = verdict {
-        let message = e.to_string();
-        if let Some(c) = message
-            .chars()
-            .find(|&c| is_unsafe_on_terminal(c) || c == '\n')
-        {
-            panic!("refusal of {nick:?} echoes {c:?}: {message:?}");
+    if nick.bytes().all(|b| b.is_ascii_graphic()) {
+        let expected = ascii_verdict(nick);
+        let got = verdict
+            .as_ref()
+            .map(|n| n.as_str().to_owned())
+            .map_err(|e| *e);
+        match (&expected, &got) {
+            // The reserved list is by look-alike keys, so an ASCII name the charset allows is
+            // either kept exactly as typed or reserved.
+            (Ok(()), Ok(shown)) => assert_eq!(shown, nick, "ASCII nick altered"),
+            (Ok(()), Err(NickError::Reserved)) => {}
+            (expected, got) => {
+                assert_eq!(
+                    got.clone().map(|_| ()),
+                    *expected,
+                    "validate_nick({nick:?})"
+                )
+            }
         }
     }
-    let key = nick_key(nick);
-    assert_eq!(
-        nick_key(&key),
-        key,
-        "nick_key is not idempotent on {nick:?}"
-    );
+    match verdict {
+        Ok(valid) => check_valid(nick, &valid),
+        Err(e) => {
+            let message = e.to_string();
+            if let Some(c) = message
+                .chars()
+                .find(|&c| is_unsafe_on_terminal(c) || c == '\n' || ucd::is_default_ignorable(c))
+            {
+                panic!("refusal of {nick:?} echoes {c:?}: {message:?}");
+            }
+        }
+    }
 }
 
-/// The rules, checked in the order their errors are reported.
-fn expected_verdict(nick: &str) -> Result<(), NickError> {
-    let allowed = |c: char| c.is_alphanumeric() || c == '_' || c == '-';
+fn check_valid(typed: &str, valid: &groupchatd::protocol::Nick) {
+    let shown = valid.as_str();
+    let n = shown.chars().count();
+    assert!(
+        (1..=NICK_MAX).contains(&n),
+        "{typed:?} -> {shown:?}: {n} chars"
+    );
+    assert!(is_nfc(shown), "{typed:?} -> {shown:?} is not NFC");
+    assert!(
+        shown.chars().any(char::is_alphabetic),
+        "{shown:?} has no letter"
+    );
+    let mut marks = 0;
+    for c in shown.chars() {
+        assert!(
+            !ucd::is_default_ignorable(c) && !c.is_whitespace() && !c.is_control(),
+            "{typed:?} -> {shown:?} holds {c:?}"
+        );
+        if ucd::is_mark(c) {
+            marks += 1;
+            assert!(marks <= NICK_MAX_MARKS, "{shown:?}: too many marks");
+        } else {
+            assert!(
+                c.is_alphanumeric() || c == '_' || c == '-',
+                "{typed:?} -> {shown:?} holds {c:?}"
+            );
+            marks = 0;
+        }
+    }
+    assert!(
+        !shown.starts_with(ucd::is_mark),
+        "{shown:?} starts with a mark"
+    );
+    let again = validate_nick(shown);
+    assert_eq!(again.as_ref(), Ok(valid), "{shown:?} is not stable");
+    assert_eq!(valid.key(), nick_key(shown), "key of {shown:?}");
+    let folded: String = fold_case(shown).collect();
+    if let Ok(lower) = validate_nick(&folded) {
+        assert_eq!(
+            lower.key(),
+            valid.key(),
+            "{shown:?} vs its folded {folded:?}"
+        );
+    }
+    for reserved in RESERVED_NICKS {
+        let reserved_key = nick_key(reserved);
+        assert!(
+            valid.keys().all(|k| k != reserved_key),
+            "{shown:?} looks like reserved {reserved:?}"
+        );
+    }
+}
+
+/// The rules for printable ASCII, checked in the order their errors are reported (the reserved
+/// names aside: see `check_nick`).
+fn ascii_verdict(nick: &str) -> Result<(), NickError> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
     if nick.is_empty() {
         Err(NickError::Empty)
-    } else if nick.chars().count() > NICK_MAX {
+    } else if nick.len() > NICK_MAX {
         Err(NickError::TooLong)
     } else if let Some(c) = nick.chars().find(|&c| !allowed(c)) {
         Err(NickError::InvalidChar(c))
-    } else if !nick.chars().any(char::is_alphabetic) {
+    } else if !nick.chars().any(|c| c.is_ascii_alphabetic()) {
         Err(NickError::NoLetter)
-    } else if RESERVED_NICKS.contains(&nick.to_lowercase().as_str()) {
-        Err(NickError::Reserved)
     } else {
         Ok(())
     }

@@ -13,8 +13,8 @@ use std::sync::atomic::Ordering;
 use bytes::Bytes;
 use tracing::{debug, info, warn};
 
+use super::Hub;
 use super::log::NOBODY;
-use super::{Hub, NickKey};
 use crate::client::{ClientId, Close, LeaveReason};
 use crate::protocol::format::{self, REASON_MAX_CHARS, notice, wrapped_notice};
 
@@ -77,7 +77,7 @@ impl Hub {
             let member = st.members.remove(&id);
             let mut notified = false;
             if let Some(m) = &member {
-                st.nicks.remove(&NickKey(m.nick.clone()));
+                m.keys.remove(&mut st.nicks, id);
                 st.members_changed();
                 if !st.stopping && st.announce_presence(st.members.len() + 1) {
                     let line = wrapped_notice(st.wrap, &format!("{} left ({reason})", m.nick));

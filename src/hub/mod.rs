@@ -20,8 +20,8 @@ pub(crate) use deliver::{deliver_deferred, deliver_overdue, enable_deferred_deli
 pub(crate) mod log;
 mod names;
 
-use names::NickKey;
 pub use names::NickRefused;
+use names::{NickKeys, Registry};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -37,7 +37,7 @@ use crate::client::{Client, ClientId, Congestion, Lag, Limits};
 use crate::config::{Config, IpNet};
 use crate::drain::Drain;
 use crate::protocol::format::{Wrap, wrapped_notice};
-use crate::protocol::{nick_key, validate_nick};
+use crate::protocol::{fold_case, validate_nick};
 use crate::settings::{Settings, SettingsCell};
 use deliver::Shards;
 use log::{Log, NOBODY};
@@ -98,6 +98,8 @@ impl std::fmt::Display for Refusal {
 #[derive(Debug, Clone)]
 struct Member {
     nick: Arc<str>,
+    /// The nickname's registry keys, computed once at join or rename.
+    keys: NickKeys,
     client: Arc<Client>,
 }
 
@@ -121,8 +123,8 @@ struct State {
     clients: HashMap<ClientId, Arc<Client>>,
     /// Joined members.
     members: HashMap<ClientId, Member>,
-    /// Nickname (case-insensitively) → member, for uniqueness and lookups.
-    nicks: HashMap<NickKey, ClientId>,
+    /// Nickname keys (case- and confusable-insensitive) → member, for uniqueness and lookups.
+    nicks: Registry,
     /// Open connections per network (`Config::network_of`), for non-exempt peers only.
     per_ip: HashMap<IpNet, usize>,
     /// The network each counted client was counted under, fixed at connect time: a reload that
@@ -159,7 +161,7 @@ impl State {
 
     fn sorted_names(&self) -> Vec<Arc<str>> {
         let mut names: Vec<Arc<str>> = self.members.values().map(|m| m.nick.clone()).collect();
-        names.sort_by_cached_key(|n| nick_key(n));
+        names.sort_by_cached_key(|n| fold_case(n).collect::<String>());
         names
     }
 }
@@ -316,9 +318,9 @@ impl Hub {
 
     /// Takes `nick` for a registered client: the client gets the welcome line, others `*** nick joined`.
     pub fn join(self: &Arc<Self>, id: ClientId, nick: &str) -> Result<Arc<str>, NickRefused> {
-        validate_nick(nick).map_err(NickRefused::Invalid)?;
-        let nick: Arc<str> = Arc::from(nick);
-        let key = NickKey(nick.clone());
+        let valid = validate_nick(nick).map_err(NickRefused::Invalid)?;
+        let keys = NickKeys::of(&valid);
+        let nick: Arc<str> = Arc::from(valid.as_str());
         let (client, notified) = {
             let mut st = self.lock();
             let Some(client) = st.clients.get(&id).cloned() else {
@@ -327,12 +329,13 @@ impl Hub {
             if st.stopping {
                 return Err(NickRefused::Gone);
             }
-            if st.nicks.contains_key(&key) {
+            if keys.held_by_other(&st.nicks, id) {
                 return Err(NickRefused::Taken);
             }
-            st.nicks.insert(key, id);
+            keys.insert(&mut st.nicks, id);
             let member = Member {
                 nick: nick.clone(),
+                keys,
                 client: client.clone(),
             };
             st.members.insert(id, member);
@@ -366,28 +369,29 @@ impl Hub {
 
     /// Changes a member's nickname; everyone (the member included) sees `*** old is now known as new`.
     pub fn rename(&self, id: ClientId, new: &str) -> Result<(Arc<str>, Arc<str>), NickRefused> {
-        validate_nick(new).map_err(NickRefused::Invalid)?;
-        let new: Arc<str> = Arc::from(new);
-        let key = NickKey(new.clone());
+        let valid = validate_nick(new).map_err(NickRefused::Invalid)?;
+        let keys = NickKeys::of(&valid);
+        let new: Arc<str> = Arc::from(valid.as_str());
         let old = {
             let mut st = self.lock();
             let Some(member) = st.members.get(&id) else {
                 return Err(NickRefused::Gone);
             };
             let old = member.nick.clone();
+            let old_keys = member.keys.clone();
             if *old == *new {
                 return Err(NickRefused::Unchanged);
             }
-            match st.nicks.get(&key) {
-                Some(owner) if *owner != id => return Err(NickRefused::Taken),
-                _ => {}
+            if keys.held_by_other(&st.nicks, id) {
+                return Err(NickRefused::Taken);
             }
+            // Remove first: a change of case only (alice → Alice) holds the same keys.
+            old_keys.remove(&mut st.nicks, id);
+            keys.insert(&mut st.nicks, id);
             if let Some(m) = st.members.get_mut(&id) {
                 m.nick = new.clone();
+                m.keys = keys;
             }
-            // Remove first: a change of case only (alice → Alice) is the same key.
-            st.nicks.remove(&NickKey(old.clone()));
-            st.nicks.insert(key, id);
             // Announced at any room size, unlike joins and leaves: renames are rare, and a silent
             // one is how someone would take over a name that just left.
             let line = wrapped_notice(st.wrap, &format!("{old} is now known as {new}"));
@@ -440,10 +444,11 @@ impl Hub {
 
     /// Delivers a private line to the member called `to`; returns that member's nickname as spelt.
     pub fn send_private(&self, to: &str, line: Bytes) -> Option<Arc<str>> {
-        let key = NickKey::of(to);
+        // No member has an invalid name, so an invalid one needs no lookup.
+        let to = validate_nick(to).ok()?;
         let (nick, client, limit) = {
             let st = self.lock();
-            let id = *st.nicks.get(&key)?;
+            let id = names::lookup(&st.nicks, &to)?;
             let m = st.members.get(&id)?;
             (m.nick.clone(), m.client.clone(), st.queue_limit)
         };
@@ -480,11 +485,12 @@ impl Hub {
 
     /// Finds a client by id (a target made only of digits; nicknames always contain a letter) or nickname.
     pub fn resolve(&self, target: &str) -> Option<ClientId> {
-        let st = self.lock();
-        match target.parse::<ClientId>() {
-            Ok(id) => st.clients.contains_key(&id).then_some(id),
-            Err(_) => st.nicks.get(&NickKey::of(target)).copied(),
+        if let Ok(id) = target.parse::<ClientId>() {
+            return self.lock().clients.contains_key(&id).then_some(id);
         }
+        // No member has an invalid name; the key is worked out before taking the lock.
+        let nick = validate_nick(target).ok()?;
+        names::lookup(&self.lock().nicks, &nick)
     }
 
     /// Every connection, joined or not, ordered by id.

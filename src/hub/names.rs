@@ -1,12 +1,14 @@
-//! Names in the room: the case-insensitive nickname key, why a nickname is refused, and the
+//! Names in the room: the nickname key the registry hashes, why a nickname is refused, and the
 //! lines that greet a newcomer and list who is online.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 
+use crate::client::ClientId;
 use crate::protocol::format::{self, Wrap};
-use crate::protocol::{NickError, fold_case};
+use crate::protocol::{Nick, NickError};
 
 /// Width a `/who` or welcome name list wraps at.
 const NAME_LINE_WIDTH: usize = 400;
@@ -16,7 +18,7 @@ const NAME_LINE_WIDTH: usize = 400;
 pub enum NickRefused {
     /// It breaks the nickname rules.
     Invalid(NickError),
-    /// Another client has it (case-insensitively).
+    /// Another client has it, or one that looks the same (same [`Nick::key`]).
     Taken,
     /// It is already this client's nickname.
     Unchanged,
@@ -35,31 +37,46 @@ impl std::fmt::Display for NickRefused {
     }
 }
 
-/// A nickname that hashes and compares without regard to case. It shares the member's `Arc<str>`,
-/// so the registry costs no second string per member.
+/// Nickname registry: each key a member's nickname holds → that member.
+pub(super) type Registry = HashMap<Arc<str>, ClientId>;
+
+/// The registry keys a member's nickname holds ([`Nick::keys`]: one or two case-folded confusable
+/// skeletons), computed once when the nickname is validated and kept beside the member's display
+/// form, so hashing and comparing in the registry is plain string work.
 #[derive(Debug, Clone)]
-pub(super) struct NickKey(pub(super) Arc<str>);
+pub(super) struct NickKeys(Box<[Arc<str>]>);
 
-impl NickKey {
-    pub(super) fn of(nick: &str) -> NickKey {
-        NickKey(Arc::from(nick))
+impl NickKeys {
+    pub(super) fn of(nick: &Nick) -> NickKeys {
+        NickKeys(nick.keys().map(Arc::from).collect())
     }
-}
 
-impl PartialEq for NickKey {
-    fn eq(&self, other: &Self) -> bool {
-        fold_case(&self.0).eq(fold_case(&other.0))
+    /// A member other than `me` whose nickname shares a key with this one.
+    pub(super) fn held_by_other(&self, nicks: &Registry, me: ClientId) -> bool {
+        self.0
+            .iter()
+            .any(|k| nicks.get(k).is_some_and(|&owner| owner != me))
     }
-}
 
-impl Eq for NickKey {}
-
-impl std::hash::Hash for NickKey {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        for c in fold_case(&self.0) {
-            state.write_u32(u32::from(c));
+    pub(super) fn insert(&self, nicks: &mut Registry, id: ClientId) {
+        for k in &self.0 {
+            nicks.insert(k.clone(), id);
         }
     }
+
+    /// Removes the keys `id` holds (never another member's).
+    pub(super) fn remove(&self, nicks: &mut Registry, id: ClientId) {
+        for k in &self.0 {
+            if nicks.get(k) == Some(&id) {
+                nicks.remove(k);
+            }
+        }
+    }
+}
+
+/// The member whose nickname looks like `nick` (shares a key with it).
+pub(super) fn lookup(nicks: &Registry, nick: &Nick) -> Option<ClientId> {
+    nick.keys().find_map(|k| nicks.get(k).copied())
 }
 
 /// Appends `*** {lead}N online: a, b, c`, or, when that would be too wide, the count on one line and
@@ -92,4 +109,39 @@ pub(super) fn welcome(wrap: Wrap, nick: &str, members: usize, names: Option<&[Ar
     }
     format::push_notice(&mut out, "Type /help for commands.");
     out.freeze()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::validate_nick;
+
+    fn keys(nick: &str) -> NickKeys {
+        NickKeys::of(&validate_nick(nick).unwrap())
+    }
+
+    #[test]
+    fn look_alikes_share_keys_and_only_the_holder_releases_them() {
+        let mut nicks = Registry::new();
+        keys("Al").insert(&mut nicks, 1);
+        keys("bob").insert(&mut nicks, 2);
+        // Capital I looks like l, rn like m, Cyrillic capitals like Latin ones, case aside.
+        for (nick, holder) in [
+            ("AI", 1),
+            ("aL", 1),
+            ("\u{412}\u{41e}\u{412}", 2),
+            ("BOB", 2),
+        ] {
+            assert!(keys(nick).held_by_other(&nicks, 99), "{nick}");
+            assert!(!keys(nick).held_by_other(&nicks, holder), "{nick}");
+            assert_eq!(lookup(&nicks, &validate_nick(nick).unwrap()), Some(holder));
+        }
+        assert!(!keys("carol").held_by_other(&nicks, 99));
+        // Removing a name another member holds leaves that member's keys alone.
+        keys("AI").remove(&mut nicks, 2);
+        assert!(keys("Al").held_by_other(&nicks, 99));
+        keys("Al").remove(&mut nicks, 1);
+        assert!(!keys("AI").held_by_other(&nicks, 99));
+        assert_eq!(nicks.len(), 1, "{nicks:?}");
+    }
 }
