@@ -10,7 +10,7 @@ use crate::admin::client::{self, ClientError};
 use crate::admin::path;
 use crate::admin::proto::{
     AnnounceReply, ClientEntry, Command, ErrorCode, KickReply, ListReply, ReloadReply, Response,
-    StatsReply,
+    StatsReply, UpgradeReply,
 };
 use crate::cli::{CtlArgs, CtlCommand};
 
@@ -38,9 +38,21 @@ pub fn run(args: &CtlArgs) -> u8 {
         },
         CtlCommand::Stats => Command::Stats,
         CtlCommand::Reload => Command::Reload,
+        CtlCommand::Upgrade {
+            binary,
+            ready_timeout,
+        } => Command::Upgrade {
+            binary: binary.as_ref().map(|p| p.display().to_string()),
+            timeout_secs: Some(*ready_timeout),
+        },
     };
     let socket = path::resolve_for_client(args.socket.as_deref());
-    let timeout = Duration::try_from_secs_f64(args.timeout).unwrap_or(Duration::from_secs(5));
+    let mut timeout = Duration::try_from_secs_f64(args.timeout).unwrap_or(Duration::from_secs(5));
+    if let CtlCommand::Upgrade { ready_timeout, .. } = &args.command {
+        // The daemon answers once the new process is ready or the upgrade is rolled back.
+        let upgrade = Duration::try_from_secs_f64(*ready_timeout).unwrap_or_default();
+        timeout = timeout.max(upgrade + Duration::from_secs(5));
+    }
     let reply = match client::request(&socket, &cmd, timeout, &expected_uids(&args.expect_uid)) {
         Ok(reply) => reply,
         Err(e) => {
@@ -111,6 +123,16 @@ fn render(cmd: &Command, reply: Response) -> Result<String, String> {
             )
         }
         Command::Stats => stats_table(&reply.into_result::<StatsReply>().map_err(fail)?),
+        Command::Upgrade { .. } => {
+            let r: UpgradeReply = reply.into_result().map_err(fail)?;
+            format!(
+                "upgraded: pid {} (version {}), {} connection{} handed over\n",
+                r.pid,
+                r.version,
+                r.clients,
+                if r.clients == 1 { "" } else { "s" }
+            )
+        }
         Command::Reload => {
             let r: ReloadReply = reply.into_result().map_err(fail)?;
             let from = r.config.unwrap_or_else(|| "built-in defaults".into());
@@ -166,6 +188,16 @@ fn stats_table(s: &StatsReply) -> String {
         (
             "uptime",
             format!("{} (since {})", duration(s.uptime_secs), s.started_at),
+        ),
+        (
+            "process",
+            format!(
+                "pid {} since {}, {} upgrade{} since the service started",
+                s.pid,
+                s.process_started_at,
+                s.upgrades,
+                if s.upgrades == 1 { "" } else { "s" }
+            ),
         ),
         ("listening on", s.listen.join(", ")),
         (

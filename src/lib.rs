@@ -32,6 +32,7 @@ pub mod daemon;
 pub(crate) mod drain;
 #[doc(hidden)]
 pub mod fuzzing;
+pub(crate) mod hex;
 pub mod hub;
 pub(crate) mod logging;
 pub mod preflight;
@@ -41,3 +42,4 @@ pub(crate) mod server;
 pub(crate) mod session;
 pub(crate) mod settings;
 pub(crate) mod systemd;
+pub mod upgrade;

@@ -22,6 +22,7 @@ use tracing::{debug, error, warn};
 use crate::hub::{Hub, Refusal};
 use crate::protocol::format::notice;
 use crate::session;
+use crate::upgrade::AcceptGate;
 
 /// Refused connections being closed gracefully at once; beyond this they are closed abruptly, so a
 /// connection flood cannot make refusals hold file descriptors.
@@ -32,6 +33,7 @@ const REFUSAL_LINGER: Duration = Duration::from_secs(1);
 /// Accepts connections on `listener` until `stop` is cancelled.
 pub async fn accept_loop(
     listener: TcpListener,
+    gate: AcceptGate,
     hub: Arc<Hub>,
     tracker: TaskTracker,
     stop: CancellationToken,
@@ -39,8 +41,16 @@ pub async fn accept_loop(
     let refusals = Arc::new(Semaphore::new(MAX_LINGERING_REFUSALS));
     let mut backoff = Duration::from_millis(10);
     loop {
+        // Closed while an upgrade hands the listeners over: newcomers wait in the backlog.
+        if !gate.is_open() {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = gate.opened() => {}
+            }
+        }
         let accepted = tokio::select! {
             () = stop.cancelled() => return,
+            () = gate.closed() => continue,
             accepted = listener.accept() => accepted,
         };
         let (stream, peer) = match accepted {

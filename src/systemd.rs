@@ -112,6 +112,13 @@ pub fn notify_ready(hub: &Hub, listen: &str) {
     notify(&[NotifyState::Ready, NotifyState::Status(&status)]);
 }
 
+/// Passes the service to `pid` (an upgrade's new process): from now on systemd watches that
+/// process and takes notifications from it. Sent by the main process, which `NotifyAccess=main`
+/// allows.
+pub fn notify_main_pid(pid: u32) {
+    notify(&[NotifyState::MainPid(pid)]);
+}
+
 /// Tells systemd we are stopping.
 pub fn notify_stopping() {
     notify(&[NotifyState::Stopping, NotifyState::Status("shutting down")]);

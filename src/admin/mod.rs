@@ -34,6 +34,7 @@ use tracing::{debug, info, warn};
 use crate::hub::Hub;
 use crate::protocol::sanitise_str;
 use crate::reload::ReloadOutcome;
+use crate::upgrade::{AcceptGate, Upgrader};
 use slots::{Slot, Slots};
 pub use socket::{AdminError, AdminSocket, SocketFile, group_id};
 
@@ -41,7 +42,7 @@ pub use socket::{AdminError, AdminSocket, SocketFile, group_id};
 pub type ReloadFn = Arc<dyn Fn() -> Result<ReloadOutcome, String> + Send + Sync>;
 use proto::{
     AnnounceReply, ClientEntry, Command, ErrorCode, KickReply, ListReply, MAX_REQUEST_BYTES,
-    ReloadReply, Response, StatsReply,
+    ReloadReply, Response, StatsReply, UpgradeReply,
 };
 
 /// What admin requests act on.
@@ -52,6 +53,8 @@ pub struct AdminCtx {
     pub listen: Vec<SocketAddr>,
     /// For `reload`; None where the daemon has no reloadable configuration.
     pub reload: Option<ReloadFn>,
+    /// For `upgrade`; None where the daemon cannot start a successor (in-process tests).
+    pub upgrade: Option<Arc<Upgrader>>,
 }
 
 /// The admin socket's limits. Tests shorten the timeouts; the daemon uses [`AdminLimits::default`].
@@ -85,6 +88,7 @@ pub async fn serve(
     socket: AdminSocket,
     ctx: Arc<AdminCtx>,
     limits: AdminLimits,
+    gate: AcceptGate,
     tracker: TaskTracker,
     stop: CancellationToken,
 ) {
@@ -94,8 +98,16 @@ pub async fn serve(
     let refusals = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let mut next_id: u64 = 0;
     loop {
+        // Closed while an upgrade hands the socket over: callers wait for the next process.
+        if !gate.is_open() {
+            tokio::select! {
+                () = stop.cancelled() => break,
+                () = gate.opened() => {}
+            }
+        }
         let accepted = tokio::select! {
             () = stop.cancelled() => break,
+            () = gate.closed() => continue,
             accepted = socket.listener.accept() => accepted,
         };
         let stream = match accepted {
@@ -199,6 +211,8 @@ async fn handle(
     let limit = MAX_REQUEST_BYTES as u64 + 1;
     let mut deadline = Instant::now() + limits.idle_timeout;
     loop {
+        // Set once an upgrade succeeded: answer, then leave (everything is the new process's).
+        let mut handed_over = false;
         line.clear();
         let got = tokio::time::timeout_at(
             deadline,
@@ -226,7 +240,11 @@ async fn handle(
             Ok(Ok(_)) => {
                 slot.touch();
                 match proto::decode_request(&line) {
-                    Ok(cmd) => execute(ctx, &cmd, uid, pid).await,
+                    Ok(cmd) => {
+                        let reply = execute(ctx, &cmd, uid, pid).await;
+                        handed_over = reply.ok && matches!(cmd, Command::Upgrade { .. });
+                        reply
+                    }
                     Err(reply) => {
                         debug!(uid, pid, "bad admin request");
                         reply
@@ -238,12 +256,15 @@ async fn handle(
             .error
             .as_ref()
             .is_some_and(|e| e.code == ErrorCode::TooLarge);
-        match tokio::time::timeout(
+        let written = tokio::time::timeout(
             limits.write_timeout,
             write.write_all(reply.encode().as_bytes()),
         )
-        .await
-        {
+        .await;
+        if handed_over {
+            crate::upgrade::exit_handed_over();
+        }
+        match written {
             Ok(Ok(())) if !too_large => {}
             Ok(_) => return,
             Err(_) => {
@@ -316,6 +337,42 @@ async fn execute(ctx: &AdminCtx, cmd: &Command, uid: u32, pid: i32) -> Response 
             info!(event = "announce", uid, pid, reached, text = %text, "admin announcement");
             Response::ok(&AnnounceReply { reached })
         }
+        Command::Upgrade {
+            binary,
+            timeout_secs,
+        } => {
+            let Some(upgrader) = ctx.upgrade.clone() else {
+                return Response::error(
+                    ErrorCode::UpgradeFailed,
+                    "this daemon cannot start a successor",
+                );
+            };
+            let timeout = match timeout_secs {
+                None => crate::upgrade::DEFAULT_TIMEOUT,
+                Some(s) if s.is_finite() && *s > 0.0 && *s <= 3600.0 => Duration::from_secs_f64(*s),
+                Some(s) => {
+                    return Response::error(
+                        ErrorCode::BadRequest,
+                        format!("timeout must be above 0 and at most 3600 s (got {s})"),
+                    );
+                }
+            };
+            info!(
+                event = "upgrade_requested",
+                uid, pid, "admin requested an upgrade"
+            );
+            match upgrader
+                .upgrade(binary.as_ref().map(std::path::PathBuf::from), timeout)
+                .await
+            {
+                Ok(done) => Response::ok(&UpgradeReply {
+                    pid: done.pid,
+                    version: done.version,
+                    clients: done.clients as u64,
+                }),
+                Err(why) => Response::error(ErrorCode::UpgradeFailed, why),
+            }
+        }
         Command::Reload => {
             let Some(reload) = ctx.reload.clone() else {
                 return Response::error(
@@ -372,10 +429,19 @@ fn stats(ctx: &AdminCtx) -> StatsReply {
     let hub = &ctx.hub;
     let (clients, members, peak) = hub.counts();
     let n = &hub.counters;
+    let process_started_at = SystemTime::now()
+        .checked_sub(hub.started.elapsed())
+        .unwrap_or(hub.started_at);
     StatsReply {
         version: env!("CARGO_PKG_VERSION").to_owned(),
         started_at: rfc3339(hub.started_at),
-        uptime_secs: hub.started.elapsed().as_secs_f64(),
+        uptime_secs: SystemTime::now()
+            .duration_since(hub.started_at)
+            .unwrap_or_default()
+            .as_secs_f64(),
+        pid: std::process::id(),
+        process_started_at: rfc3339(process_started_at),
+        upgrades: n.upgrades.load(Relaxed),
         listen: ctx.listen.iter().map(ToString::to_string).collect(),
         clients: clients as u64,
         members: members as u64,

@@ -15,7 +15,7 @@ pub const VERSION: u32 = 1;
 pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
 
 /// What an operator asks for.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "cmd", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Command {
     /// Every connected client.
@@ -37,6 +37,15 @@ pub enum Command {
     Stats,
     /// Re-read the configuration file.
     Reload,
+    /// Hand every connection to a new process running `binary` (default: the daemon's own path).
+    Upgrade {
+        /// The new binary.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        binary: Option<String>,
+        /// Seconds the new process has to be ready (default 10).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        timeout_secs: Option<f64>,
+    },
 }
 
 impl Command {
@@ -48,6 +57,7 @@ impl Command {
             Command::Announce { .. } => "announce",
             Command::Stats => "stats",
             Command::Reload => "reload",
+            Command::Upgrade { .. } => "upgrade",
         }
     }
 
@@ -55,7 +65,10 @@ impl Command {
     pub fn mutates(&self) -> bool {
         matches!(
             self,
-            Command::Kick { .. } | Command::Announce { .. } | Command::Reload
+            Command::Kick { .. }
+                | Command::Announce { .. }
+                | Command::Reload
+                | Command::Upgrade { .. }
         )
     }
 }
@@ -78,6 +91,8 @@ pub enum ErrorCode {
     NotFound,
     /// The new configuration is invalid; the old one stays.
     ReloadFailed,
+    /// The upgrade was rolled back; this process still serves.
+    UpgradeFailed,
 }
 
 /// The error half of a reply.
@@ -261,10 +276,19 @@ pub struct AnnounceReply {
 pub struct StatsReply {
     /// Daemon version.
     pub version: String,
-    /// Start time, RFC 3339 UTC.
+    /// When the service started, RFC 3339 UTC: the first process of a line of upgrades.
     pub started_at: String,
-    /// Seconds since start.
+    /// Seconds since the service started.
     pub uptime_secs: f64,
+    /// This process.
+    #[serde(default)]
+    pub pid: u32,
+    /// When this process started serving, RFC 3339 UTC.
+    #[serde(default)]
+    pub process_started_at: String,
+    /// Upgrades since the service started.
+    #[serde(default)]
+    pub upgrades: u64,
     /// Chat listen addresses.
     pub listen: Vec<String>,
     /// Connections now (joined or not).
@@ -290,6 +314,17 @@ pub struct StatsReply {
     /// Clients whose send queue is more than half full right now (senders are being paced).
     #[serde(default)]
     pub congested_clients: u64,
+}
+
+/// `upgrade` result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpgradeReply {
+    /// The new process, now serving.
+    pub pid: u32,
+    /// Its version.
+    pub version: String,
+    /// Connections handed over.
+    pub clients: u64,
 }
 
 /// `reload` result.

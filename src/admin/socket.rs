@@ -192,6 +192,48 @@ impl AdminSocket {
         }
     }
 
+    /// Takes over a listener from the process this one upgrades. If that process had created the
+    /// file (`owned`), this one now owns it: it checks that the entry at the listener's path is
+    /// still that socket, and removes it when done, as [`bind`](Self::bind) would have.
+    pub fn adopt(listener: UnixListener, owned: bool) -> Result<AdminSocket, AdminError> {
+        let mut socket = AdminSocket::from_listener(listener);
+        if !owned {
+            return Ok(socket);
+        }
+        let path = socket.path.clone();
+        let io = |e: io::Error| AdminError::Io(path.clone(), e);
+        let (dir, name) = split(&path)?;
+        let dirfd = nix::fcntl::open(
+            &dir,
+            OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| io(e.into()))?;
+        let st = nix::sys::stat::fstatat(&dirfd, &name, AtFlags::AT_SYMLINK_NOFOLLOW)
+            .map_err(|e| io(e.into()))?;
+        if !is_socket(&st) || st.st_uid != Uid::effective().as_raw() {
+            return Err(io(io::Error::other("the admin socket file is not ours")));
+        }
+        socket.file = Some(std::sync::Arc::new(SocketFile {
+            dir: dirfd,
+            name,
+            inode: st.st_ino,
+            path: path.clone(),
+        }));
+        Ok(socket)
+    }
+
+    /// True if this process created the socket's file (and removes it at the end).
+    pub fn owns_file(&self) -> bool {
+        self.file.is_some()
+    }
+
+    /// The listening descriptor, for handing it to a new process.
+    pub fn raw_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        self.listener.as_raw_fd()
+    }
+
     /// The socket's path.
     pub fn path(&self) -> &Path {
         &self.path

@@ -18,11 +18,14 @@ use tracing::{info, warn};
 use crate::admin::{self, AdminCtx, AdminError, AdminLimits, AdminSocket};
 use crate::config::Config;
 use crate::hub::Hub;
+use crate::hub::handover::Resumed;
 use crate::logging::LogHandle;
 use crate::preflight::{self, PreflightError};
 use crate::reload::Reloader;
 use crate::server;
 use crate::systemd::{self, Inherited};
+pub use crate::upgrade::Upgraded;
+use crate::upgrade::{AcceptGate, Invocation, Takeover, Upgrader};
 
 mod reconfigure;
 pub use reconfigure::Reconfigure;
@@ -75,6 +78,11 @@ pub struct App {
     admin: AdminSocket,
     admin_limits: AdminLimits,
     reconfigure: Option<Arc<Reconfigure>>,
+    /// Set by [`enable_upgrade`](Self::enable_upgrade).
+    upgrader: Option<Arc<Upgrader>>,
+    /// Connections taken over from a predecessor, whose sessions start with [`run`](Self::run).
+    resumed: Vec<Resumed>,
+    gate: AcceptGate,
     tracker: TaskTracker,
     stop: CancellationToken,
 }
@@ -129,15 +137,78 @@ impl App {
 
     /// Serves on sockets bound elsewhere (socket activation).
     pub fn with_listeners(config: Config, listeners: Vec<TcpListener>, admin: AdminSocket) -> App {
+        Self::assemble(Hub::new(config), listeners, admin, Vec::new())
+    }
+
+    fn assemble(
+        hub: Hub,
+        listeners: Vec<TcpListener>,
+        admin: AdminSocket,
+        resumed: Vec<Resumed>,
+    ) -> App {
         App {
-            hub: Arc::new(Hub::new(config)),
+            hub: Arc::new(hub),
             listeners,
             admin,
             admin_limits: AdminLimits::default(),
             reconfigure: None,
+            upgrader: None,
+            resumed,
+            gate: AcceptGate::default(),
             tracker: TaskTracker::new(),
             stop: CancellationToken::new(),
         }
+    }
+
+    /// Takes over what a predecessor handed over (an upgrade): its listeners, its admin socket,
+    /// and its room with every connection, none of them read or written yet. `config` is this
+    /// process's own; its `listen` and `admin_socket` give way to the sockets handed over.
+    pub fn adopt(config: Config, takeover: &mut Takeover) -> Result<App, String> {
+        let listeners = std::mem::take(&mut takeover.listeners)
+            .into_iter()
+            .map(|l| {
+                l.set_nonblocking(true)?;
+                TcpListener::from_std(l)
+            })
+            .collect::<std::io::Result<Vec<_>>>()
+            .map_err(|e| format!("chat listener: {e}"))?;
+        let admin = match takeover.admin.take() {
+            Some(l) => {
+                l.set_nonblocking(true)
+                    .map_err(|e| format!("admin socket: {e}"))?;
+                let l = tokio::net::UnixListener::from_std(l)
+                    .map_err(|e| format!("admin socket: {e}"))?;
+                AdminSocket::adopt(l, takeover.snapshot.admin_owned).map_err(|e| e.to_string())?
+            }
+            None => bind_admin(&config).map_err(|e| e.to_string())?,
+        };
+        let streams = std::mem::take(&mut takeover.streams)
+            .into_iter()
+            .map(|s| {
+                s.set_nonblocking(true)?;
+                tokio::net::TcpStream::from_std(s)
+            })
+            .collect::<std::io::Result<Vec<_>>>()
+            .map_err(|e| format!("client socket: {e}"))?;
+        let mut hub = Hub::new(config);
+        let resumed = hub.restore(takeover.snapshot.room.clone(), streams);
+        Ok(Self::assemble(hub, listeners, admin, resumed))
+    }
+
+    /// Enables `chatctl upgrade` (and returns the handle SIGUSR2 uses too): `invocation` is how
+    /// this process was started.
+    pub fn enable_upgrade(&mut self, invocation: Invocation) -> Arc<Upgrader> {
+        use std::os::fd::AsRawFd;
+        let upgrader = Arc::new(Upgrader::new(
+            self.hub.clone(),
+            invocation,
+            self.listeners.iter().map(AsRawFd::as_raw_fd).collect(),
+            Some((self.admin.raw_fd(), self.admin.owns_file())),
+            self.gate.clone(),
+            self.tracker.clone(),
+        ));
+        self.upgrader = Some(upgrader.clone());
+        upgrader
     }
 
     /// Enables reloading (`chatctl reload`) from `reloader`; returns the handle SIGHUP uses too.
@@ -182,7 +253,7 @@ impl App {
 
     /// Serves until `shutdown` resolves, then stops gracefully: no new connections, every client is
     /// told `*** server shutting down`, queues are flushed for at most `shutdown_grace`.
-    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+    pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
         let ctx = Arc::new(AdminCtx {
             hub: self.hub.clone(),
             listen: self.local_addrs(),
@@ -190,13 +261,24 @@ impl App {
                 let reload: admin::ReloadFn = Arc::new(move || r.reload());
                 reload
             }),
+            upgrade: self.upgrader.clone(),
         });
+        // Connections taken over from a predecessor carry on first.
+        for r in std::mem::take(&mut self.resumed) {
+            self.tracker.spawn(crate::session::resume(
+                self.hub.clone(),
+                r.client,
+                r.nick,
+                r.input,
+            ));
+        }
         let admin_path = self.admin.path().display().to_string();
         let addrs = self.local_addrs();
         let admin = tokio::spawn(admin::serve(
             self.admin,
             ctx,
             self.admin_limits,
+            self.gate.clone(),
             self.tracker.clone(),
             self.stop.clone(),
         ));
@@ -206,6 +288,7 @@ impl App {
             }
             self.tracker.spawn(server::accept_loop(
                 listener,
+                self.gate.clone(),
                 self.hub.clone(),
                 self.tracker.clone(),
                 self.stop.clone(),

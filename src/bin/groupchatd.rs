@@ -22,6 +22,8 @@ fn main() -> ExitCode {
             Ok(loaded) => loaded,
             Err(e) => {
                 eprintln!("groupchatd: configuration error: {e}");
+                // Started by an upgrade: the old process rolls back and says why.
+                groupchatd::upgrade::refuse_if_upgrading(&format!("configuration error: {e}"));
                 return ExitCode::from(EX_CONFIG as u8);
             }
         };

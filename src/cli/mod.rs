@@ -193,4 +193,17 @@ pub enum CtlCommand {
     /// Re-read the configuration file, like SIGHUP, and wait for the outcome. Exits 1 (and the
     /// daemon keeps its old configuration) when the new file is invalid. Suitable for ExecReload=.
     Reload,
+    /// Hand every connection, the listeners and the admin socket to a new process running BINARY
+    /// (default: the path the daemon was started from, so after a package upgrade, the new
+    /// version), without disconnecting anyone. Prints the new PID and version. Exits 1 with the
+    /// reason, the old process still serving, if the new one is missing, crashes, refuses the
+    /// configuration or the hand-over, or is not ready in time.
+    Upgrade {
+        /// The new binary.
+        #[arg(long, value_name = "PATH")]
+        binary: Option<std::path::PathBuf>,
+        /// Seconds the new process has to be ready.
+        #[arg(long = "ready-timeout", value_name = "SECS", default_value_t = 10.0)]
+        ready_timeout: f64,
+    },
 }

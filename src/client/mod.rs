@@ -72,6 +72,21 @@ impl Client {
         }
     }
 
+    /// A client taken over from another process (upgrade), connected since `connected`.
+    pub(crate) fn restored(
+        id: ClientId,
+        peer: SocketAddr,
+        connected_at: SystemTime,
+        connected: Instant,
+        stream: TcpStream,
+    ) -> Self {
+        Client {
+            connected_at,
+            connected,
+            ..Client::new(id, peer, stream)
+        }
+    }
+
     /// Writes pending output if nobody else is (see [`Outbox::flush`]).
     pub(crate) fn flush(&self, limits: Limits<'_>) {
         self.outbox

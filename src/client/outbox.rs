@@ -28,6 +28,7 @@ use super::leave::{Close, LeaveReason};
 use super::socket::{WRITE_SLICES, advance, socket_error_reason, writev};
 use super::{ClientId, ClientStats};
 use crate::drain::DrainTicket;
+use crate::hub::handover::FreezeRequest;
 use crate::hub::log::Entry;
 
 /// `writev` calls one [`Outbox::flush`] makes before handing the rest to the session: a publisher
@@ -73,6 +74,8 @@ struct Writer {
     pending: Vec<Bytes>,
     /// Private lines moved from the mailbox, waiting for their place in the order.
     private: VecDeque<Private>,
+    /// Handed to another process (upgrade): nothing more is written unless it is thawed.
+    frozen: bool,
 }
 
 /// The session's doorbell: rung when the session must act (output handed to it, a close, a
@@ -85,6 +88,8 @@ struct Doorbell {
     failure: Option<LeaveReason>,
     /// The daemon is stopping: relay the client's pending input, then drop this.
     drain: Option<DrainTicket>,
+    /// The daemon is upgrading: give up the input state and end the session.
+    freeze: Option<FreezeRequest>,
 }
 
 /// What a flush achieved.
@@ -213,9 +218,12 @@ impl Outbox {
         };
         self.mail.store(true, Ordering::SeqCst);
         self.closing.store(true, Ordering::SeqCst);
-        // A closing client relays nothing more, so it is not waited for by a stop.
-        let ticket = lock(&self.doorbell).drain.take();
-        drop(ticket);
+        // A closing client relays nothing more, so it is not waited for by a stop or an upgrade.
+        let (ticket, freeze) = {
+            let mut bell = lock(&self.doorbell);
+            (bell.drain.take(), bell.freeze.take())
+        };
+        drop((ticket, freeze));
         if self.congested.swap(false, Ordering::SeqCst) {
             congestion.leave();
         }
@@ -394,6 +402,9 @@ impl Outbox {
         stats: &ClientStats,
         limits: Limits<'_>,
     ) -> Flushed {
+        if w.frozen {
+            return Flushed::Idle;
+        }
         let close = self.collect(w);
         if let Some((_, Close::Abort(reason))) = &close {
             self.release(w);
@@ -496,6 +507,50 @@ impl Outbox {
         }
         lock(&self.doorbell).drain = Some(ticket);
         self.ring();
+    }
+
+    /// Asks the session to give up its input state and end (the daemon is upgrading).
+    pub(crate) fn request_freeze(&self, request: FreezeRequest) {
+        if self.is_closing() {
+            return;
+        }
+        lock(&self.doorbell).freeze = Some(request);
+        self.ring();
+    }
+
+    /// The freeze request, if one is waiting.
+    pub(crate) fn take_freeze(&self) -> Option<FreezeRequest> {
+        lock(&self.doorbell).freeze.take()
+    }
+
+    /// Stops all writing and returns every byte owed to the client, in order: what was taken and
+    /// not yet written, then the log and private lines not yet taken (all taken now, and kept as
+    /// taken so that [`thaw`](Self::thaw) can carry on exactly where this left off).
+    pub(crate) fn freeze_output(&self, id: ClientId, stats: &ClientStats) -> Vec<u8> {
+        let mut w = lock(&self.writer);
+        w.frozen = true;
+        let stop_at = self.collect(&mut w).map_or(u64::MAX, |(at, _)| at);
+        let mut batch = Vec::new();
+        // Bounded by the log and the queue: `take` returns nothing only at their end.
+        loop {
+            let lines = self.take(&mut w, &mut batch, id, stop_at);
+            stats.lines_out.fetch_add(lines, Ordering::Relaxed);
+            if batch.is_empty() {
+                break;
+            }
+            w.pending.append(&mut batch);
+        }
+        let mut out = Vec::with_capacity(w.pending.iter().map(Bytes::len).sum());
+        for b in &w.pending {
+            out.extend_from_slice(b);
+        }
+        out
+    }
+
+    /// Lets writing resume after [`freeze_output`](Self::freeze_output) (an upgrade rolled back).
+    pub(crate) fn thaw(&self) {
+        lock(&self.writer).frozen = false;
+        self.dirty.store(true, Ordering::SeqCst);
     }
 
     /// The drain request, if one is waiting.

@@ -16,6 +16,7 @@
 pub(crate) mod admission;
 mod close;
 mod deliver;
+pub(crate) mod handover;
 pub(crate) use deliver::{deliver_deferred, deliver_overdue, enable_deferred_delivery};
 pub(crate) mod log;
 mod names;
@@ -59,6 +60,8 @@ pub struct Counters {
     pub slow_drops: AtomicU64,
     /// Throttle episodes (a sender over its flood budget).
     pub throttled: AtomicU64,
+    /// Upgrades that handed the service to a new process (`chatctl upgrade`).
+    pub upgrades: AtomicU64,
 }
 
 /// Why a connection was refused at the door.
@@ -185,9 +188,9 @@ pub struct Hub {
     drain: Drain,
     /// Daemon-wide totals.
     pub counters: Counters,
-    /// When the hub was created (daemon start), wall clock.
+    /// When the service started (this process, or the first of a line of upgrades), wall clock.
     pub started_at: SystemTime,
-    /// When the hub was created, monotonic.
+    /// When this process's hub was created, monotonic.
     pub started: Instant,
 }
 

@@ -29,6 +29,25 @@ pub enum Frame<'a> {
     TooLong,
 }
 
+/// A framer between two reads, as plain data: what an upgrade hands to the next process so that a
+/// line typed across the hand-over arrives whole.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FramerState {
+    /// Limit of the line in progress.
+    pub limit: usize,
+    /// Limit from the next line on.
+    pub next_limit: usize,
+    /// The start of the line in progress.
+    #[serde(with = "crate::hex")]
+    pub partial: Vec<u8>,
+    /// The telnet interpreter's state, as (kind, count).
+    pub telnet: (u8, u16),
+    /// A CR whose meaning depends on the next byte.
+    pub pending_cr: bool,
+    /// Skipping the rest of an overlong line.
+    pub discarding: bool,
+}
+
 /// Splits a byte stream into lines ended by LF, CR LF or CR NUL, enforcing a length limit.
 #[derive(Debug)]
 pub struct LineFramer {
@@ -183,6 +202,36 @@ impl LineFramer {
             on_frame(Frame::Line(&tail));
         }
         *self = LineFramer::new(self.next_limit);
+    }
+
+    /// The state between reads (see [`FramerState`]).
+    pub fn export(&self) -> FramerState {
+        FramerState {
+            limit: self.limit,
+            next_limit: self.next_limit,
+            partial: self.buf.clone(),
+            telnet: self.telnet.to_parts(),
+            pending_cr: self.pending_cr,
+            discarding: self.discarding,
+        }
+    }
+
+    /// A framer continuing from `state`, or None if the state is not one a framer can be in (a
+    /// partial line over its limit, an unknown telnet state).
+    pub fn import(state: FramerState) -> Option<LineFramer> {
+        let telnet = Telnet::from_parts(state.telnet.0, state.telnet.1)?;
+        let consistent = state.limit > 0
+            && state.next_limit > 0
+            && state.partial.len() <= state.limit
+            && !(state.discarding && !state.partial.is_empty());
+        consistent.then(|| LineFramer {
+            limit: state.limit,
+            next_limit: state.next_limit,
+            buf: state.partial,
+            telnet,
+            pending_cr: state.pending_cr,
+            discarding: state.discarding,
+        })
     }
 
     /// If `extra` more content bytes would overflow the line, returns how many of them still fit.

@@ -64,6 +64,42 @@ impl TokenBucket {
     }
 }
 
+/// A bucket as plain data, for the upgrade snapshot: its level and how long ago it was last filled
+/// (instants do not cross processes).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct BucketState {
+    tokens: f64,
+    since_ms: u64,
+    throttled: bool,
+}
+
+impl TokenBucket {
+    pub(crate) fn export(&self, now: Instant) -> BucketState {
+        BucketState {
+            tokens: self.tokens,
+            since_ms: now.saturating_duration_since(self.last).as_millis() as u64,
+            throttled: self.throttled,
+        }
+    }
+
+    /// The bucket `state` describes, as of `now`; a level that is not a number, or out of what
+    /// `flood` allows, is brought back into range rather than trusted.
+    pub(crate) fn import(state: BucketState, now: Instant, flood: Flood) -> TokenBucket {
+        let burst = f64::from(flood.burst);
+        let tokens = if state.tokens.is_finite() {
+            state.tokens.clamp(-burst, burst)
+        } else {
+            burst
+        };
+        let ago = Duration::from_millis(state.since_ms.min(MAX_FLOOD_WAIT.as_millis() as u64));
+        TokenBucket {
+            tokens,
+            last: now.checked_sub(ago).unwrap_or(now),
+            throttled: state.throttled,
+        }
+    }
+}
+
 /// The longest a flood pause lasts in one go (the bucket is checked again after it): keeps the
 /// deadline arithmetic finite for any rate the configuration accepts.
 pub(crate) const MAX_FLOOD_WAIT: Duration = Duration::from_secs(3600);

@@ -18,6 +18,7 @@ use tokio::time::Instant;
 use crate::client::{Client, LeaveReason};
 use crate::hub::Hub;
 use crate::protocol::LineFramer;
+use crate::protocol::framing::FramerState;
 use crate::settings::Snapshot;
 
 /// Most input one session relays when the daemon stops (see [`Input::drain_pending`]).
@@ -69,6 +70,21 @@ pub(super) struct Leaving {
     pub(super) farewell: Option<Bytes>,
 }
 
+/// What an input side holds between reads, as plain data: moved to the next process on upgrade
+/// (so a line typed across the hand-over arrives whole and flood control carries on), and kept by
+/// this one if the upgrade is rolled back.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct InputState {
+    framer: FramerState,
+    /// Read and not yet handled (flood control held it back).
+    #[serde(with = "crate::hex")]
+    backlog: Vec<u8>,
+    /// How much longer flood control holds it back.
+    paused_ms: Option<u64>,
+    bucket: Option<BucketState>,
+    told_utf8: bool,
+}
+
 /// The input side of one session.
 pub(super) struct Input {
     framer: LineFramer,
@@ -109,6 +125,46 @@ impl Input {
             pause_expired: false,
             reading: true,
         }
+    }
+
+    /// Its state between reads (see [`InputState`]). Called only between reads, when nothing of
+    /// a read is left unhandled but what flood control holds back.
+    pub(super) fn export(&self) -> InputState {
+        let now = Instant::now();
+        InputState {
+            framer: self.framer.export(),
+            backlog: self.backlog.clone(),
+            paused_ms: self
+                .paused_until
+                .map(|t| t.saturating_duration_since(now).as_millis() as u64),
+            bucket: self.ctx.bucket.as_ref().map(|b| b.export(now)),
+            told_utf8: self.ctx.told_utf8,
+        }
+    }
+
+    /// An input side continuing from `state` for a client that is already registered (and joined
+    /// as `nick`, if it had joined), or None if the state is inconsistent.
+    pub(super) fn restore(
+        hub: Arc<Hub>,
+        client: Arc<Client>,
+        nick: Option<Arc<str>>,
+        state: InputState,
+    ) -> Option<Self> {
+        let mut input = Input::new(hub, client);
+        input.framer = LineFramer::import(state.framer)?;
+        let now = Instant::now();
+        let flood = input.ctx.cfg.settings.flood;
+        input.ctx.bucket = match (flood, state.bucket) {
+            (Some(flood), Some(b)) => Some(TokenBucket::import(b, now, flood)),
+            (flood, _) => flood.map(TokenBucket::new),
+        };
+        input.paused_until = state
+            .paused_ms
+            .map(|ms| now + Duration::from_millis(ms).min(super::flood::MAX_FLOOD_WAIT));
+        input.backlog = state.backlog;
+        input.ctx.told_utf8 = state.told_utf8;
+        input.ctx.phase = nick;
+        Some(input)
     }
 
     /// Whether to wait for the socket to become readable.
@@ -291,4 +347,4 @@ impl Input {
 }
 
 use super::commands::LineCtx;
-use super::flood::TokenBucket;
+use super::flood::{BucketState, TokenBucket};

@@ -37,18 +37,37 @@ use lines::Input;
 /// close), before it is dropped.
 const LINGER: Duration = Duration::from_secs(2);
 
+pub(crate) use lines::InputState;
+
 /// Runs a registered client's connection to the end.
 pub async fn run(hub: Arc<Hub>, client: Arc<Client>) {
-    let mut session = Session {
-        input: Input::new(hub, client.clone()),
-        client,
-        output_deadline: None,
-        closing: false,
-        timer: None,
-        pause: None,
+    let input = Input::new(hub, client.clone());
+    Session::new(client, input).run().await;
+}
+
+/// Runs a connection taken over from a frozen session (an upgrade, or its rollback) from the
+/// input state that session gave up; `nick` is the client's nickname if it had joined.
+pub(crate) async fn resume(
+    hub: Arc<Hub>,
+    client: Arc<Client>,
+    nick: Option<Arc<str>>,
+    state: InputState,
+) {
+    let input = match Input::restore(hub.clone(), client.clone(), nick.clone(), state) {
+        Some(input) => input,
+        None => {
+            // Checked when the snapshot was read, so this is a bug, not bad input: keep the
+            // client and lose only its half-typed line.
+            tracing::warn!(
+                client = client.id,
+                "inconsistent input state; starting afresh"
+            );
+            let mut input = Input::new(hub, client.clone());
+            input.ctx.phase = nick;
+            input
+        }
     };
-    let end = session.drive().await;
-    session.finish(end).await;
+    Session::new(client, input).run().await;
 }
 
 /// How the session ended.
@@ -57,6 +76,8 @@ enum End {
     Closed(Close),
     /// The socket failed or stalled, or the final flush took too long.
     Failed(LeaveReason),
+    /// Frozen for an upgrade: the input state was handed over and the connection is left as it is.
+    Frozen,
 }
 
 type Pause = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -78,6 +99,25 @@ struct Session {
 }
 
 impl Session {
+    fn new(client: Arc<Client>, input: Input) -> Session {
+        Session {
+            input,
+            client,
+            output_deadline: None,
+            closing: false,
+            timer: None,
+            pause: None,
+        }
+    }
+
+    async fn run(mut self) {
+        match self.drive().await {
+            // The connection now belongs to another process, or to a resumed session.
+            End::Frozen => {}
+            end => self.finish(end).await,
+        }
+    }
+
     fn hub(&self) -> &Hub {
         &self.input.ctx.hub
     }
@@ -108,6 +148,11 @@ impl Session {
             }
             if let Some(reason) = self.outbox().take_failure() {
                 return End::Failed(reason);
+            }
+            if let Some(request) = self.outbox().take_freeze() {
+                // Between reads: what the client sent is either handled or held back whole.
+                request.give(self.client.id, self.input.export());
+                return End::Frozen;
             }
             if (self.outbox().is_parked() || self.outbox().is_closing())
                 && let Some(end) = self.write_out()
@@ -265,7 +310,7 @@ impl Session {
                 // Boxed: the lingering close's timers need not sit in every idle session's future.
                 Box::pin(linger(&self.client.stream)).await;
             }
-            End::Closed(Close::Abort(_)) => {}
+            End::Closed(Close::Abort(_)) | End::Frozen => {}
             End::Failed(reason) => {
                 self.hub().close(id, reason, None);
             }

@@ -29,6 +29,30 @@ pub(super) enum Telnet {
 }
 
 impl Telnet {
+    /// The state as two numbers (its kind and its count), for a snapshot.
+    pub(super) fn to_parts(self) -> (u8, u16) {
+        match self {
+            Telnet::Data => (0, 0),
+            Telnet::Iac => (1, 0),
+            Telnet::Option => (2, 0),
+            Telnet::Sub(n) => (3, n),
+            Telnet::SubIac(n) => (4, n),
+        }
+    }
+
+    /// The state [`to_parts`](Self::to_parts) gave, or None for numbers it never gives.
+    pub(super) fn from_parts(kind: u8, n: u16) -> Option<Telnet> {
+        let t = match kind {
+            0 => Telnet::Data,
+            1 => Telnet::Iac,
+            2 => Telnet::Option,
+            3 => Telnet::Sub(n),
+            4 => Telnet::SubIac(n),
+            _ => return None,
+        };
+        (n < SB_MAX && (matches!(t, Telnet::Sub(_) | Telnet::SubIac(_)) || n == 0)).then_some(t)
+    }
+
     /// Consumes one byte of a command. The framer switches to `Iac` itself on seeing IAC in
     /// data, so this is never called in `Data`.
     pub(super) fn step(self, b: u8) -> Telnet {

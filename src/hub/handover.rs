@@ -1,0 +1,260 @@
+//! Handing the room to a new process (upgrade) and taking it over.
+//!
+//! The old side: [`Hub::freeze`] asks every session to stop at a consistent point, between two
+//! reads, and give up its input state (a [`FreezeRequest`] each, counted like the stop's drain
+//! tickets); [`Hub::export`] then stops every writer and takes what each client is still owed, and
+//! [`Hub::thaw`] undoes both if the upgrade is rolled back. Nothing is read or written between the
+//! freeze and the commit or the thaw, so the snapshot is exactly what the clients have not seen
+//! and the new process starts where this one stopped: no line lost, none twice.
+//!
+//! The new side: [`Hub::restore`] rebuilds the room from the snapshot around the sockets that came
+//! with it, before any session runs.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::net::TcpStream;
+
+use super::names::NickKeys;
+use super::{Hub, Member};
+use crate::client::{Client, ClientId};
+use crate::config::IpNet;
+use crate::drain::{Drain, DrainTicket};
+use crate::session::InputState;
+use crate::upgrade::snapshot::{ClientState, Room, Totals};
+
+/// One session's part in a freeze: it gives its input state and so gives back the ticket.
+#[derive(Debug)]
+pub(crate) struct FreezeRequest {
+    _ticket: DrainTicket,
+    states: Arc<Mutex<HashMap<ClientId, InputState>>>,
+}
+
+impl FreezeRequest {
+    /// Hands over `id`'s input state; the session then ends without touching the connection.
+    pub(crate) fn give(self, id: ClientId, state: InputState) {
+        self.states
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, state);
+    }
+}
+
+/// The room while frozen: the sessions that stopped, with what they gave up.
+#[derive(Debug, Default)]
+pub(crate) struct Frozen {
+    sessions: Vec<(Arc<Client>, InputState)>,
+    exported: bool,
+}
+
+/// A connection ready for a session, after a thaw or a restore.
+pub(crate) struct Resumed {
+    pub(crate) client: Arc<Client>,
+    pub(crate) nick: Option<Arc<str>>,
+    pub(crate) input: InputState,
+}
+
+fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Hub {
+    /// Stops every session between two reads and collects its input state; waits at most
+    /// `limit`. On failure every session that stopped is already running again.
+    pub(crate) async fn freeze(&self, limit: Duration) -> Result<Frozen, String> {
+        let drain = Drain::default();
+        let states = Arc::new(Mutex::new(HashMap::new()));
+        let clients: Vec<Arc<Client>> = self.lock().clients.values().cloned().collect();
+        for client in &clients {
+            client.outbox.request_freeze(FreezeRequest {
+                _ticket: drain.ticket(),
+                states: states.clone(),
+            });
+        }
+        let finished = tokio::time::timeout(limit, drain.finished()).await.is_ok();
+        // Requests not yet taken are withdrawn, so no session freezes after this point.
+        for client in &clients {
+            drop(client.outbox.take_freeze());
+        }
+        let mut states = std::mem::take(&mut *states.lock().unwrap_or_else(|e| e.into_inner()));
+        let sessions = clients
+            .into_iter()
+            .filter_map(|c| states.remove(&c.id).map(|s| (c, s)))
+            .collect();
+        let frozen = Frozen {
+            sessions,
+            exported: false,
+        };
+        if finished {
+            Ok(frozen)
+        } else {
+            let n = frozen.sessions.len();
+            self.thaw(frozen);
+            Err(format!("sessions did not stop within {limit:?} ({n} did)"))
+        }
+    }
+
+    /// The room for a snapshot. Stops all writing to the frozen clients: from here on their
+    /// output is the snapshot's, until [`thaw`](Self::thaw).
+    pub(crate) fn export(&self, frozen: &mut Frozen, upgrades: u64) -> Room {
+        frozen.exported = true;
+        let st = self.lock();
+        let now = Instant::now();
+        let clients = frozen
+            .sessions
+            .iter()
+            .map(|(client, input)| {
+                let c = client.as_ref();
+                let nick = st.members.get(&c.id).map(|m| m.nick.to_string());
+                ClientState {
+                    id: c.id,
+                    peer: c.peer,
+                    connected_at_ms: unix_ms(c.connected_at),
+                    connected_for_ms: now.saturating_duration_since(c.connected).as_millis() as u64,
+                    nick,
+                    counted_as: st.counted_as.get(&c.id).map(ToString::to_string),
+                    lines_in: c.stats.lines_in.load(Ordering::Relaxed),
+                    bytes_in: c.stats.bytes_in.load(Ordering::Relaxed),
+                    lines_out: c.stats.lines_out.load(Ordering::Relaxed),
+                    bytes_out: c.stats.bytes_out.load(Ordering::Relaxed),
+                    last_active_ms: c.stats.last_active_ms.load(Ordering::Relaxed),
+                    input: input.clone(),
+                    unsent: c.outbox.freeze_output(c.id, &c.stats),
+                }
+            })
+            .collect();
+        let n = &self.counters;
+        Room {
+            service_started_at_ms: unix_ms(self.started_at),
+            upgrades,
+            next_id: self.next_id.load(Ordering::SeqCst),
+            peak: st.peak,
+            counters: Totals {
+                connections: n.connections.load(Ordering::Relaxed),
+                rejected: n.rejected.load(Ordering::Relaxed),
+                lines_relayed: n.lines_relayed.load(Ordering::Relaxed),
+                bytes_relayed: n.bytes_relayed.load(Ordering::Relaxed),
+                kicks: n.kicks.load(Ordering::Relaxed),
+                slow_drops: n.slow_drops.load(Ordering::Relaxed),
+                throttled: n.throttled.load(Ordering::Relaxed),
+            },
+            clients,
+        }
+    }
+
+    /// The sockets of `room`'s clients, in its order, for passing to the new process.
+    pub(crate) fn client_fds(&self, room: &Room) -> Vec<std::os::fd::RawFd> {
+        use std::os::fd::AsRawFd;
+        let st = self.lock();
+        room.clients
+            .iter()
+            .filter_map(|c| {
+                st.clients
+                    .get(&c.id)
+                    .map(|client| client.stream.as_raw_fd())
+            })
+            .collect()
+    }
+
+    /// Undoes a freeze (the upgrade was rolled back): writing resumes and the sessions to start
+    /// again are returned, each with the input it gave up.
+    pub(crate) fn thaw(&self, frozen: Frozen) -> Vec<Resumed> {
+        let st = self.lock();
+        frozen
+            .sessions
+            .into_iter()
+            .map(|(client, input)| {
+                if frozen.exported {
+                    client.outbox.thaw();
+                }
+                let nick = st.members.get(&client.id).map(|m| m.nick.clone());
+                Resumed {
+                    client,
+                    nick,
+                    input,
+                }
+            })
+            .collect()
+    }
+
+    /// Rebuilds `room` in this (new, empty) hub around `streams`, one per client in order; the
+    /// sessions to start are returned. Called before anything is served.
+    pub(crate) fn restore(&mut self, room: Room, streams: Vec<TcpStream>) -> Vec<Resumed> {
+        let now = Instant::now();
+        self.started_at = UNIX_EPOCH + Duration::from_millis(room.service_started_at_ms);
+        self.counters
+            .upgrades
+            .store(room.upgrades, Ordering::Relaxed);
+        self.next_id.store(room.next_id, Ordering::SeqCst);
+        let n = &self.counters;
+        let t = &room.counters;
+        n.connections.store(t.connections, Ordering::Relaxed);
+        n.rejected.store(t.rejected, Ordering::Relaxed);
+        n.lines_relayed.store(t.lines_relayed, Ordering::Relaxed);
+        n.bytes_relayed.store(t.bytes_relayed, Ordering::Relaxed);
+        n.kicks.store(t.kicks, Ordering::Relaxed);
+        n.slow_drops.store(t.slow_drops, Ordering::Relaxed);
+        n.throttled.store(t.throttled, Ordering::Relaxed);
+        let st = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
+        st.peak = room.peak;
+        let mut resumed = Vec::with_capacity(room.clients.len());
+        for (c, stream) in room.clients.into_iter().zip(streams) {
+            let connected = now
+                .checked_sub(Duration::from_millis(c.connected_for_ms))
+                .unwrap_or(now);
+            let connected_at = UNIX_EPOCH + Duration::from_millis(c.connected_at_ms);
+            let client = Arc::new(Client::restored(
+                c.id,
+                c.peer,
+                connected_at,
+                connected,
+                stream,
+            ));
+            let s = &client.stats;
+            s.lines_in.store(c.lines_in, Ordering::Relaxed);
+            s.bytes_in.store(c.bytes_in, Ordering::Relaxed);
+            s.lines_out.store(c.lines_out, Ordering::Relaxed);
+            s.bytes_out.store(c.bytes_out, Ordering::Relaxed);
+            s.last_active_ms.store(c.last_active_ms, Ordering::Relaxed);
+            if let Some(net) = c.counted_as.and_then(|n| n.parse::<IpNet>().ok()) {
+                *st.per_ip.entry(net).or_insert(0) += 1;
+                st.counted_as.insert(c.id, net);
+            }
+            // Checked by `Snapshot::decode`: valid, in display form, no key shared.
+            let valid = c
+                .nick
+                .as_deref()
+                .and_then(|n| crate::protocol::validate_nick(n).ok());
+            let nick: Option<Arc<str>> = valid.as_ref().map(|v| Arc::from(v.as_str()));
+            if let (Some(nick), Some(valid)) = (&nick, &valid) {
+                let keys = NickKeys::of(valid);
+                keys.insert(&mut st.nicks, c.id);
+                st.members.insert(
+                    c.id,
+                    Member {
+                        nick: nick.clone(),
+                        keys,
+                        client: client.clone(),
+                    },
+                );
+                // Room output starts at the new log's beginning, after what was owed.
+                client.outbox.start_after(st.log.tail().clone());
+            }
+            client
+                .outbox
+                .push_private(0, bytes::Bytes::from(c.unsent), 0);
+            st.clients.insert(c.id, client.clone());
+            resumed.push(Resumed {
+                client,
+                nick,
+                input: c.input,
+            });
+        }
+        st.members_changed();
+        st.peak = st.peak.max(st.clients.len());
+        resumed
+    }
+}

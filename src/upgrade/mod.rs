@@ -1,0 +1,434 @@
+//! `chatctl upgrade`: hand every live connection to a new binary, or roll back.
+//!
+//! The [`Upgrader`] owns the protocol on the old side, [`Takeover`] on the new side; they talk
+//! over a private link ([`channel`]) and the new process is this one's child:
+//!
+//! 1. The old process starts the new binary (by default the path it was started from, so after
+//!    `dpkg -i` that is the new version) with the same arguments and the link's end in
+//!    `GROUPCHATD_UPGRADE_FD`. The new process loads and checks its configuration and says hello.
+//! 2. The old process stops accepting (newcomers wait in the listen backlog), freezes every
+//!    session between two reads, stops all writing, and sends the chat listeners, the admin
+//!    socket, every client's socket and the [`snapshot`].
+//! 3. The new process checks the snapshot, rebuilds the room around the sockets without reading
+//!    or writing any of them, and says it is ready.
+//! 4. The old process passes the service to it (`MAINPID=` to systemd), commits, answers
+//!    `chatctl` and exits 0; the new process starts serving. Bytes that arrived meanwhile are in
+//!    the kernel's buffers, and simply read by the new process.
+//!
+//! Any failure before the commit (the binary missing or not executable, the child crashing,
+//! refusing the configuration or the snapshot, or not ready within the timeout) rolls back: the
+//! child is told to go (and killed if it does not), writing and the sessions resume where they
+//! stopped, accepting resumes, and the caller gets the reason. Nothing is lost either way.
+
+pub(crate) mod channel;
+pub(crate) mod snapshot;
+
+use std::ffi::OsString;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use crate::hub::Hub;
+use channel::{Channel, Tag};
+use snapshot::{Origin, Snapshot};
+
+/// How long sessions get to stop between reads. They stop at their next turn, so this is only
+/// reached by a runtime that is not running tasks at all.
+const FREEZE_LIMIT: Duration = Duration::from_secs(2);
+
+/// Default for `chatctl upgrade --timeout`.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What a new process says when it starts.
+#[derive(Debug, Serialize, Deserialize)]
+struct Hello {
+    pid: u32,
+    version: String,
+    /// Snapshot versions it reads.
+    reads: Vec<u32>,
+}
+
+/// What an upgrade achieved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upgraded {
+    /// The new process.
+    pub pid: u32,
+    /// Its package version.
+    pub version: String,
+    /// Connections handed over.
+    pub clients: usize,
+}
+
+/// Whether the accept loops take new connections: closed while a hand-over is under way, so
+/// newcomers wait in the kernel's listen backlog for whichever process serves next.
+#[derive(Debug, Clone)]
+pub struct AcceptGate {
+    open: watch::Sender<bool>,
+}
+
+impl Default for AcceptGate {
+    fn default() -> Self {
+        AcceptGate {
+            open: watch::Sender::new(true),
+        }
+    }
+}
+
+impl AcceptGate {
+    fn set(&self, open: bool) {
+        self.open.send_replace(open);
+    }
+
+    /// Resolves at once while open, else when opened again.
+    pub async fn opened(&self) {
+        let mut rx = self.open.subscribe();
+        let _ = rx.wait_for(|open| *open).await;
+    }
+
+    /// Resolves once closed.
+    pub async fn closed(&self) {
+        let mut rx = self.open.subscribe();
+        let _ = rx.wait_for(|open| !*open).await;
+    }
+
+    /// True while accepting.
+    pub fn is_open(&self) -> bool {
+        *self.open.borrow()
+    }
+}
+
+/// The old side of an upgrade. One at a time.
+pub struct Upgrader {
+    hub: Arc<Hub>,
+    /// The binary this process was started from, and its arguments.
+    exe: PathBuf,
+    args: Vec<OsString>,
+    listeners: Vec<RawFd>,
+    /// The admin socket, and whether this process made its file (the new one then owns it).
+    admin: Option<(RawFd, bool)>,
+    gate: AcceptGate,
+    tracker: TaskTracker,
+    busy: AtomicBool,
+}
+
+/// Clears the busy flag however the upgrade ends.
+struct Busy<'a>(&'a AtomicBool);
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::SeqCst);
+    }
+}
+
+/// The program and arguments this process was started with, recorded at start-up (after a
+/// package upgrade `/proc/self/exe` names a deleted file; the path still names the new one).
+#[derive(Debug, Clone)]
+pub struct Invocation {
+    exe: PathBuf,
+    args: Vec<OsString>,
+}
+
+impl Invocation {
+    /// This process's.
+    pub fn current() -> Invocation {
+        let mut args = std::env::args_os();
+        let argv0 = args.next().map(PathBuf::from).unwrap_or_default();
+        let exe = std::env::current_exe().unwrap_or(argv0);
+        Invocation {
+            exe,
+            args: args.collect(),
+        }
+    }
+}
+
+impl Upgrader {
+    /// An upgrader for this process's room and sockets.
+    pub fn new(
+        hub: Arc<Hub>,
+        invocation: Invocation,
+        listeners: Vec<RawFd>,
+        admin: Option<(RawFd, bool)>,
+        gate: AcceptGate,
+        tracker: TaskTracker,
+    ) -> Upgrader {
+        Upgrader {
+            hub,
+            exe: invocation.exe,
+            args: invocation.args,
+            listeners,
+            admin,
+            gate,
+            tracker,
+            busy: AtomicBool::new(false),
+        }
+    }
+
+    /// Hands everything to `binary` (default: the one this process was started from). On
+    /// success the caller must exit at once without closing anything: the sockets belong to the
+    /// new process now. On failure everything runs on as before and the error says why.
+    pub async fn upgrade(
+        &self,
+        binary: Option<PathBuf>,
+        timeout: Duration,
+    ) -> Result<Upgraded, String> {
+        if self.busy.swap(true, Ordering::SeqCst) {
+            return Err("an upgrade is already in progress".into());
+        }
+        let _busy = Busy(&self.busy);
+        let binary = binary.unwrap_or_else(|| self.exe.clone());
+        let deadline = Instant::now() + timeout;
+        info!(binary = %binary.display(), event = "upgrade_start", "upgrade: starting the new binary");
+        let (channel, child) = self.spawn(&binary)?;
+        let mut child = Started { child: Some(child) };
+        let channel = Arc::new(channel);
+        let hello = {
+            let channel = channel.clone();
+            blocking(move || channel.recv(deadline)).await
+        };
+        let hello: Hello = match hello {
+            Ok((Tag::Hello, payload, _)) => serde_json::from_slice(&payload)
+                .map_err(|e| format!("the new process said something unexpected: {e}"))?,
+            Ok((Tag::Refused, why, _)) => {
+                return Err(child.gone(format!("the new process refused: {}", text(&why))));
+            }
+            Ok((tag, _, _)) => {
+                return Err(child.gone(format!("unexpected {tag:?} from the new process")));
+            }
+            Err(e) => return Err(child.failed(&e, timeout)),
+        };
+        if !hello.reads.contains(&snapshot::VERSION) {
+            let _ = channel.send(Tag::Abort, &[], &[]);
+            return Err(child.gone(format!(
+                "{} {} reads snapshot versions {:?}, not {} (this release's)",
+                binary.display(),
+                hello.version,
+                hello.reads,
+                snapshot::VERSION
+            )));
+        }
+        // From here on nothing is read or written until commit or rollback.
+        self.gate.set(false);
+        let paused_at_ns = monotonic_ns();
+        let paused = Instant::now();
+        let mut frozen = match self.hub.freeze(FREEZE_LIMIT).await {
+            Ok(frozen) => frozen,
+            Err(why) => {
+                self.gate.set(true);
+                let _ = channel.send(Tag::Abort, &[], &[]);
+                return Err(child.gone(why));
+            }
+        };
+        let upgrades = self.hub.counters.upgrades.load(Ordering::Relaxed);
+        let room = self.hub.export(&mut frozen, upgrades + 1);
+        let clients = room.clients.len();
+        let mut fds: Vec<RawFd> = self.listeners.clone();
+        fds.extend(self.admin.map(|(fd, _)| fd));
+        fds.extend(self.hub.client_fds(&room));
+        let snap = Snapshot {
+            version: test_version().unwrap_or(snapshot::VERSION),
+            from: Origin {
+                pid: std::process::id(),
+                version: env!("CARGO_PKG_VERSION").into(),
+            },
+            paused_at_ns,
+            listeners: self.listeners.len(),
+            admin: self.admin.is_some(),
+            admin_owned: self.admin.is_some_and(|(_, owned)| owned),
+            room,
+        };
+        let outcome = {
+            let channel = channel.clone();
+            blocking(move || send_and_wait(&channel, &fds, &snap.encode(), deadline)).await
+        };
+        match outcome {
+            Ok(()) => {
+                crate::systemd::notify_main_pid(hello.pid);
+                if let Err(e) = channel.send(Tag::Commit, &[], &[]) {
+                    // It said it was ready, so it holds everything; if it is gone now, the
+                    // service manager sees the main process die and restarts the service.
+                    warn!(error = %e, "upgrade: could not send the commit");
+                }
+                child.release();
+                info!(
+                    new_pid = hello.pid,
+                    new_version = %hello.version,
+                    clients,
+                    handover_ms = paused.elapsed().as_millis() as u64,
+                    "upgrade: handed over; exiting"
+                );
+                Ok(Upgraded {
+                    pid: hello.pid,
+                    version: hello.version,
+                    clients,
+                })
+            }
+            Err(why) => {
+                let _ = channel.send(Tag::Abort, &[], &[]);
+                let why = child.gone(why);
+                for r in self.hub.thaw(frozen) {
+                    self.tracker.spawn(crate::session::resume(
+                        self.hub.clone(),
+                        r.client,
+                        r.nick,
+                        r.input,
+                    ));
+                }
+                self.gate.set(true);
+                warn!(reason = %why, event = "upgrade_rollback", "upgrade rolled back; still serving");
+                Err(why)
+            }
+        }
+    }
+
+    fn spawn(&self, binary: &std::path::Path) -> Result<(Channel, Child), String> {
+        let (ours, theirs) =
+            Channel::pair().map_err(|e| format!("cannot make the upgrade link: {e}"))?;
+        let child = Command::new(binary)
+            .args(&self.args)
+            .env(channel::ENV, theirs.as_raw_fd().to_string())
+            // The sockets come over the link now, not from systemd.
+            .env_remove("LISTEN_PID")
+            .env_remove("LISTEN_FDS")
+            .env_remove("LISTEN_FDNAMES")
+            // systemd named this process as the one to ping the watchdog; the new process is to
+            // ping it from now on, so it must not find another PID there.
+            .env_remove("WATCHDOG_PID")
+            .stdin(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
+        drop::<OwnedFd>(theirs);
+        Ok((ours, child))
+    }
+}
+
+/// The child until the upgrade is decided: killed and reaped if it fails.
+struct Started {
+    child: Option<Child>,
+}
+
+impl Started {
+    /// Ends a failed child (by its PID, which is ours to signal: it is our child and not yet
+    /// reaped) and returns `why`, with its exit status if it had already exited.
+    fn gone(&mut self, why: String) -> String {
+        let Some(mut child) = self.child.take() else {
+            return why;
+        };
+        let exited = child.try_wait().ok().flatten();
+        if exited.is_none() {
+            // Before the commit it has not touched any socket, so ending it loses nothing.
+            let _ = child.kill();
+        }
+        let _ = child.wait();
+        match exited {
+            Some(status) => format!("{why} ({status})"),
+            None => why,
+        }
+    }
+
+    /// Describes a failed receive: the child exited, or did not answer in time.
+    fn failed(&mut self, e: &std::io::Error, timeout: Duration) -> String {
+        let why = match e.kind() {
+            std::io::ErrorKind::TimedOut => {
+                format!(
+                    "the new process was not ready within {} s",
+                    timeout.as_secs_f64()
+                )
+            }
+            std::io::ErrorKind::UnexpectedEof => {
+                "the new process exited before it was ready".into()
+            }
+            _ => format!("upgrade link failed: {e}"),
+        };
+        self.gone(why)
+    }
+
+    /// The upgrade succeeded: the child is the service now, not ours to reap.
+    fn release(&mut self) {
+        self.child = None;
+    }
+}
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            self.gone(String::new());
+        }
+    }
+}
+
+/// Sends the descriptors and the snapshot, then waits for the verdict.
+fn send_and_wait(
+    channel: &Channel,
+    fds: &[RawFd],
+    snapshot: &[u8],
+    deadline: Instant,
+) -> Result<(), String> {
+    let io = |e: std::io::Error| format!("upgrade link failed: {e}");
+    for batch in fds.chunks(channel::FDS_PER_MESSAGE) {
+        channel
+            .send(Tag::Fds, batch.len().to_string().as_bytes(), batch)
+            .map_err(io)?;
+    }
+    channel.send_all(snapshot).map_err(io)?;
+    match channel.recv(deadline) {
+        Ok((Tag::Ready, _, _)) => Ok(()),
+        Ok((Tag::Refused, why, _)) => Err(format!("the new process refused: {}", text(&why))),
+        Ok((tag, _, _)) => Err(format!("unexpected {tag:?} from the new process")),
+        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+            Err("the new process was not ready within the timeout".into())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            Err("the new process exited before it was ready".into())
+        }
+        Err(e) => Err(io(e)),
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    crate::protocol::sanitise_str(&String::from_utf8_lossy(bytes))
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f)
+        .await
+        .expect("upgrade link thread does not panic")
+}
+
+/// Ends this process after a successful upgrade, at once and without running any destructor:
+/// the sockets, the admin socket's file and the clients are the new process's now, and closing
+/// or removing anything here would take it from under it.
+pub fn exit_handed_over() -> ! {
+    info!(event = "handed_over", "exiting: the new process serves");
+    std::process::exit(0)
+}
+
+/// CLOCK_MONOTONIC now, in nanoseconds: comparable between processes on one machine.
+pub fn monotonic_ns() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
+        .unwrap_or(0)
+}
+
+/// Debug builds only: `GROUPCHATD_TEST_SNAPSHOT_VERSION` makes this process write another
+/// snapshot version, so the tests can show a new process refusing one it does not read.
+fn test_version() -> Option<u32> {
+    if cfg!(debug_assertions) {
+        std::env::var("GROUPCHATD_TEST_SNAPSHOT_VERSION")
+            .ok()?
+            .parse()
+            .ok()
+    } else {
+        None
+    }
+}
+
+pub use takeover::{Takeover, refuse_if_upgrading};
+mod takeover;

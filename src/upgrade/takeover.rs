@@ -1,0 +1,130 @@
+//! The new side of an upgrade: receive the sockets and the snapshot, check them, say ready, and
+//! wait for the commit.
+
+use std::os::fd::OwnedFd;
+use std::time::{Duration, Instant};
+
+use super::Hello;
+use super::channel::{Channel, Tag};
+use super::snapshot::{self, Snapshot};
+
+/// How long the new process waits for each step of the old one. The old process enforces the
+/// upgrade's own timeout; this only keeps a new process from waiting forever on a stuck one.
+const STEP_LIMIT: Duration = Duration::from_secs(60);
+
+/// What a predecessor handed over, checked, not yet serving.
+#[derive(Debug)]
+pub struct Takeover {
+    channel: Channel,
+    /// The snapshot.
+    pub(crate) snapshot: Snapshot,
+    /// The chat listeners.
+    pub(crate) listeners: Vec<std::net::TcpListener>,
+    /// The admin socket, if one was passed.
+    pub(crate) admin: Option<std::os::unix::net::UnixListener>,
+    /// One socket per client, in the snapshot's order.
+    pub(crate) streams: Vec<std::net::TcpStream>,
+}
+
+/// Tells a predecessor, if there is one, that this process cannot take over (say, its
+/// configuration is invalid), so it rolls back at once rather than at its timeout.
+pub fn refuse_if_upgrading(why: &str) {
+    if let Some(Ok(channel)) = Channel::from_env() {
+        let _ = channel.send(Tag::Refused, why.as_bytes(), &[]);
+    }
+}
+
+impl Takeover {
+    /// If this process was started by an upgrade: says hello, receives everything and checks it.
+    /// None when not upgrading. On error the predecessor has been told why (it rolls back).
+    pub fn receive() -> Option<Result<Takeover, String>> {
+        let channel = match Channel::from_env()? {
+            Ok(c) => c,
+            Err(e) => return Some(Err(format!("upgrade link: {e}"))),
+        };
+        Some(Self::receive_on(channel))
+    }
+
+    fn receive_on(channel: Channel) -> Result<Takeover, String> {
+        let hello = Hello {
+            pid: std::process::id(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            reads: snapshot::READS.to_vec(),
+        };
+        let hello = serde_json::to_vec(&hello).expect("hello serializes");
+        channel
+            .send(Tag::Hello, &hello, &[])
+            .map_err(|e| format!("upgrade link: {e}"))?;
+        let deadline = Instant::now() + STEP_LIMIT;
+        let mut fds: Vec<OwnedFd> = Vec::new();
+        let mut body = Vec::new();
+        // Bounded: every message adds descriptors or bytes, or ends the loop.
+        loop {
+            let (tag, payload, got) = match channel.recv(deadline) {
+                Ok(m) => m,
+                Err(e) => return Err(format!("upgrade link: {e}")),
+            };
+            match tag {
+                Tag::Fds => fds.extend(got),
+                Tag::Chunk if body.len() + payload.len() <= snapshot::MAX_BYTES => {
+                    body.extend_from_slice(&payload)
+                }
+                Tag::End => break,
+                Tag::Abort => return Err("the old process called the upgrade off".into()),
+                other => return Err(Self::refuse(&channel, format!("unexpected {other:?}"))),
+            }
+        }
+        let snapshot = match Snapshot::decode(&body, fds.len()) {
+            Ok(s) => s,
+            Err(e) => return Err(Self::refuse(&channel, e.to_string())),
+        };
+        let mut fds = fds.into_iter();
+        let listeners = fds
+            .by_ref()
+            .take(snapshot.listeners)
+            .map(std::net::TcpListener::from)
+            .collect();
+        let admin = snapshot
+            .admin
+            .then(|| fds.next().map(std::os::unix::net::UnixListener::from))
+            .flatten();
+        let streams = fds.map(std::net::TcpStream::from).collect();
+        Ok(Takeover {
+            channel,
+            snapshot,
+            listeners,
+            admin,
+            streams,
+        })
+    }
+
+    fn refuse(channel: &Channel, why: String) -> String {
+        let _ = channel.send(Tag::Refused, why.as_bytes(), &[]);
+        why
+    }
+
+    /// Refuses the hand-over after it was received (the room could not be rebuilt).
+    pub fn reject(self, why: &str) {
+        Self::refuse(&self.channel, why.to_owned());
+    }
+
+    /// Says everything is in place, and waits for the old process to commit. Ok when this
+    /// process is to serve: on the commit, and also if the old process is gone (it cannot serve
+    /// any more, and the sockets are here). Err when it called the upgrade off.
+    pub fn ready_and_wait(self) -> Result<Link, String> {
+        self.channel
+            .send(Tag::Ready, b"{}", &[])
+            .map_err(|e| format!("upgrade link: {e}"))?;
+        match self.channel.recv(Instant::now() + STEP_LIMIT) {
+            Ok((Tag::Commit, _, _)) => Ok(Link),
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(Link),
+            Ok((Tag::Abort, _, _)) => Err("the old process called the upgrade off".into()),
+            Ok((tag, _, _)) => Err(format!("unexpected {tag:?} instead of the commit")),
+            Err(e) => Err(format!("no commit from the old process: {e}")),
+        }
+    }
+}
+
+/// Proof that the commit came (the link itself is closed).
+#[derive(Debug)]
+pub struct Link;
