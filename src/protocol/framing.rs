@@ -223,8 +223,8 @@ impl LineFramer {
         let consistent = state.limit > 0
             && state.next_limit > 0
             && state.partial.len() <= state.limit
-            && !(state.discarding && !state.partial.is_empty());
-        consistent.then(|| LineFramer {
+            && (!state.discarding || state.partial.is_empty());
+        consistent.then_some(LineFramer {
             limit: state.limit,
             next_limit: state.next_limit,
             buf: state.partial,

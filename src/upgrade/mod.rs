@@ -183,6 +183,18 @@ impl Upgrader {
             return Err("an upgrade is already in progress".into());
         }
         let _busy = Busy(&self.busy);
+        let result = self.attempt(binary, timeout).await;
+        if let Err(why) = &result {
+            warn!(reason = %why, event = "upgrade_rollback", "upgrade failed; still serving");
+        }
+        result
+    }
+
+    async fn attempt(
+        &self,
+        binary: Option<PathBuf>,
+        timeout: Duration,
+    ) -> Result<Upgraded, String> {
         let binary = binary.unwrap_or_else(|| self.exe.clone());
         let deadline = Instant::now() + timeout;
         info!(binary = %binary.display(), event = "upgrade_start", "upgrade: starting the new binary");
@@ -282,7 +294,6 @@ impl Upgrader {
                     ));
                 }
                 self.gate.set(true);
-                warn!(reason = %why, event = "upgrade_rollback", "upgrade rolled back; still serving");
                 Err(why)
             }
         }

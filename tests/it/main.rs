@@ -15,3 +15,4 @@ mod process;
 mod soak;
 mod support;
 mod systemd;
+mod upgrade;

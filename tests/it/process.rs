@@ -66,7 +66,16 @@ impl Daemon {
         args: &[S],
         adjust: impl FnOnce(&mut Command),
     ) -> Daemon {
-        let mut cmd = Command::new(DAEMON);
+        Self::spawn_exe(Path::new(DAEMON), args, adjust)
+    }
+
+    /// Like [`Daemon::spawn_with`], running the daemon binary at `exe` (a copy of it).
+    pub fn spawn_exe<S: AsRef<std::ffi::OsStr>>(
+        exe: &Path,
+        args: &[S],
+        adjust: impl FnOnce(&mut Command),
+    ) -> Daemon {
+        let mut cmd = Command::new(exe);
         cmd.args(args)
             .env_remove("JOURNAL_STREAM")
             .env_remove("NOTIFY_SOCKET")
@@ -263,6 +272,17 @@ impl Daemon {
         config: &str,
         adjust: impl FnOnce(&mut Command),
     ) -> Daemon {
+        Self::start_exe(Path::new(DAEMON), dir, name, config, adjust)
+    }
+
+    /// Like [`Daemon::start_with`], running the daemon binary at `exe`.
+    pub fn start_exe(
+        exe: &Path,
+        dir: &Scratch,
+        name: &str,
+        config: &str,
+        adjust: impl FnOnce(&mut Command),
+    ) -> Daemon {
         let cfg = dir.file(&format!("{name}.toml"), config);
         let socket = dir.path(&format!("{name}.sock"));
         let args = [
@@ -273,7 +293,7 @@ impl Daemon {
             "--admin-socket".as_ref(),
             socket.as_os_str(),
         ];
-        let mut d = Daemon::spawn_with(&args, adjust);
+        let mut d = Daemon::spawn_exe(exe, &args, adjust);
         d.socket = socket;
         d.addr = Some(d.listening_addr());
         d.log_line("ready");

@@ -1,0 +1,393 @@
+//! `chatctl upgrade` against the real binary: connections move to a new process, and every way an
+//! upgrade can fail leaves the old process serving.
+//!
+//! The new processes are descendants of the daemon each test starts; a [`Serving`] guard stops
+//! whichever one serves at the end (by the PID the daemon reports), so nothing outlives a test.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpSocket;
+
+use crate::process::{DAEMON, Daemon, Scratch, admin_stats, chatctl};
+use crate::support::WAIT;
+use crate::support::audience::{Audience, Spec, connect, join};
+
+/// Stops the process serving at the end of a test, whoever started it.
+struct Serving {
+    pid: u32,
+}
+
+impl Serving {
+    fn of(socket: &Path) -> Serving {
+        Serving {
+            pid: serving_pid(socket),
+        }
+    }
+}
+
+/// The PID of the process serving the admin socket.
+fn serving_pid(socket: &Path) -> u32 {
+    admin_stats(socket)["pid"]
+        .as_u64()
+        .expect("stats has the pid") as u32
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        let _ = kill(Pid::from_raw(self.pid as i32), Signal::SIGKILL);
+    }
+}
+
+/// Stops `daemon`'s line of processes: SIGTERM to the one serving, then waits for the log pipe
+/// they share to close (every one of them has exited) and reaps the first.
+fn stop(daemon: &mut Daemon, serving: &Serving) -> i32 {
+    kill(Pid::from_raw(serving.pid as i32), Signal::SIGTERM).unwrap();
+    daemon.wait_exit(WAIT)
+}
+
+/// Two copies of the daemon binary, so that each upgrade goes to another executable.
+fn two_copies(dir: &Scratch) -> [PathBuf; 2] {
+    ["a", "b"].map(|name| {
+        let sub = dir.path(name);
+        std::fs::create_dir_all(&sub).unwrap();
+        let exe = sub.join("groupchatd");
+        std::fs::copy(DAEMON, &exe).unwrap();
+        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+        exe
+    })
+}
+
+fn upgrade(socket: &Path, args: &[&str]) -> crate::process::Ctl {
+    let mut all = vec!["upgrade"];
+    all.extend_from_slice(args);
+    chatctl(socket, &all)
+}
+
+/// The pid in `upgraded: pid N (version V), …`.
+fn new_pid(stdout: &str) -> u32 {
+    stdout
+        .strip_prefix("upgraded: pid ")
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected upgrade output {stdout:?}"))
+}
+
+/// Every client's id and nickname, as `chatctl list` shows them.
+fn roster(socket: &Path) -> Vec<(u64, String)> {
+    let out = chatctl(socket, &["--json", "list"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let mut r: Vec<(u64, String)> = out.json()["result"]["clients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["id"].as_u64().unwrap(),
+                c["nick"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    r.sort();
+    r
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_upgrades_under_load_drop_nobody_and_lose_nothing() {
+    crate::support::raise_nofile_limit();
+    let dir = Scratch::new("upg-load");
+    let exes = two_copies(&dir);
+    let mut d = Daemon::start_exe(&exes[0], &dir, "d", "flood_burst = 0\n", |_| {});
+    let mut serving = Serving::of(&d.socket);
+    // 200 clients: 180 listen, 20 send numbered lines at 5/s each (100 lines/s in all); every
+    // one of them must get every line exactly once, in one common order.
+    let aud = Audience::join(d.addr(), Spec::new(180, 20, 5.0)).await;
+    // A typist whose lines straddle each hand-over, and a client that reads nothing until the end.
+    let (mut typist_r, mut typist) = join(d.addr(), "typist").await;
+    let sleeper = TcpSocket::new_v4().unwrap();
+    sleeper.set_recv_buffer_size(4096).unwrap();
+    let sleeper = tokio::time::timeout(WAIT, sleeper.connect(d.addr()))
+        .await
+        .unwrap()
+        .unwrap();
+    let (sleeper_r, mut sleeper_w) = sleeper.into_split();
+    sleeper_w.write_all(b"sleeper\n").await.unwrap();
+    aud.wait_notice("*** sleeper joined", WAIT).await;
+    aud.wait_lines(50).await;
+    let before = roster(&d.socket);
+    assert_eq!(before.len(), 202);
+    let queued = chatctl(&d.socket, &["--json", "list"]).json()["result"]["clients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["queued_bytes"].as_u64().unwrap_or(0))
+        .max();
+    eprintln!("most bytes queued for one client before the first upgrade: {queued:?}");
+
+    let mut pauses = Vec::new();
+    for i in 0..20 {
+        typist
+            .write_all(format!("half{i}").as_bytes())
+            .await
+            .unwrap();
+        let exe = &exes[(i + 1) % 2];
+        let out = upgrade(&d.socket, &["--binary", exe.to_str().unwrap()]);
+        assert_eq!(out.code, 0, "upgrade {i}: {} {}", out.stdout, out.stderr);
+        let pid = new_pid(&out.stdout);
+        assert_ne!(pid, serving.pid, "upgrade {i} went to a new process");
+        assert!(
+            out.stdout.contains("202 connections handed over"),
+            "{}",
+            out.stdout
+        );
+        serving.pid = pid;
+        typist.write_all(b"-line\n").await.unwrap();
+        aud.wait_other(&format!("<typist> half{i}-line"), WAIT)
+            .await;
+        let event = d.log_line(&format!("new_pid={pid} new_version=\""));
+        pauses.push(field(&event, "pause_ms"));
+        aud.wait_lines(20).await;
+    }
+    eprintln!("relay pauses over 20 upgrades (ms): {pauses:?}");
+
+    assert_eq!(
+        roster(&d.socket),
+        before,
+        "same ids and nicknames after 20 upgrades"
+    );
+    let stats = admin_stats(&d.socket);
+    assert_eq!(stats["upgrades"], 20);
+    assert_eq!(stats["pid"].as_u64(), Some(u64::from(serving.pid)));
+
+    // The sleeper kept everything queued for it: every typist line, in order, no disconnection.
+    drop(sleeper_w);
+    let mut got = Vec::new();
+    let mut sleeper_r = sleeper_r;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !String::from_utf8_lossy(&got).contains("<typist> half19-line") {
+        let mut buf = [0u8; 65536];
+        let n = tokio::time::timeout_at(deadline, sleeper_r.read(&mut buf))
+            .await
+            .expect("the sleeper's queued lines within the bound")
+            .unwrap();
+        assert!(n > 0, "the sleeper was disconnected");
+        got.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8(got).unwrap();
+    let typed: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("<typist> "))
+        .collect();
+    let want: Vec<String> = (0..20).map(|i| format!("<typist> half{i}-line")).collect();
+    assert_eq!(typed, want);
+    assert!(!text.contains("too slow"), "{text}");
+
+    typist.shutdown().await.unwrap();
+    let mut rest = String::new();
+    let _ = tokio::time::timeout(WAIT, typist_r.read_line(&mut rest)).await;
+    let report = aud.finish().await;
+    // Nobody left and nobody joined twice: the audience's own joins are the only join notices.
+    let left: Vec<&String> = report
+        .notices()
+        .iter()
+        .filter(|n| n.contains(" left ("))
+        .filter(|n| !n.contains("typist") && !n.contains("sleeper"))
+        .collect();
+    assert!(left.is_empty(), "leave notices across upgrades: {left:?}");
+    let mut joins: Vec<&String> = report
+        .notices()
+        .iter()
+        .filter(|n| n.ends_with(" joined"))
+        .collect();
+    let all = joins.len();
+    joins.sort();
+    joins.dedup();
+    assert_eq!(joins.len(), all, "someone was announced as joining twice");
+    assert_eq!(stop(&mut d, &serving), 0);
+}
+
+/// The number after `name=` in a log line.
+fn field(line: &str, name: &str) -> f64 {
+    let at = line.find(&format!("{name}=")).expect("field present") + name.len() + 1;
+    line[at..]
+        .split_whitespace()
+        .next()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no number in {line:?}"))
+}
+
+/// A client that must keep chatting whatever happens to an upgrade.
+struct Pair {
+    _a_r: BufReader<tokio::net::tcp::OwnedReadHalf>,
+    a: tokio::net::tcp::OwnedWriteHalf,
+    b_r: BufReader<tokio::net::tcp::OwnedReadHalf>,
+    _b: tokio::net::tcp::OwnedWriteHalf,
+}
+
+impl Pair {
+    async fn join(d: &Daemon) -> Pair {
+        let (mut a_r, a) = join(d.addr(), "alice").await;
+        let (b_r, b) = join(d.addr(), "bob").await;
+        let mut line = String::new();
+        tokio::time::timeout(WAIT, a_r.read_line(&mut line))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(line, "*** bob joined\r\n");
+        Pair {
+            _a_r: a_r,
+            a,
+            b_r,
+            _b: b,
+        }
+    }
+
+    /// alice finishes the line she started, and bob gets it whole.
+    async fn relays(&mut self, tail: &str, expect: &str) {
+        self.a.write_all(tail.as_bytes()).await.unwrap();
+        let mut line = String::new();
+        tokio::time::timeout(WAIT, self.b_r.read_line(&mut line))
+            .await
+            .expect("relayed within the bound")
+            .unwrap();
+        assert_eq!(line, format!("{expect}\r\n"));
+    }
+}
+
+#[tokio::test]
+async fn each_failed_upgrade_rolls_back_and_the_old_process_serves_on() {
+    let dir = Scratch::new("upg-fail");
+    let mut d = Daemon::start(&dir, "d", "flood_burst = 0\n");
+    let serving = Serving::of(&d.socket);
+    let mut pair = Pair::join(&d).await;
+    let script = |name: &str, body: &str, mode: u32| {
+        let p = dir.file(name, body);
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+        p
+    };
+    let crashes = script("crashes.sh", "#!/bin/sh\nexit 3\n", 0o755);
+    let hangs = script("hangs.sh", "#!/bin/sh\nexec sleep 30\n", 0o755);
+    let not_exec = script("plain", "#!/bin/sh\nexit 0\n", 0o644);
+    let cases: [(&str, Vec<String>, &str); 4] = [
+        (
+            "missing",
+            vec!["--binary".into(), dir.path("nope").display().to_string()],
+            "cannot start",
+        ),
+        (
+            "not executable",
+            vec!["--binary".into(), not_exec.display().to_string()],
+            "cannot start",
+        ),
+        (
+            "crashes",
+            vec!["--binary".into(), crashes.display().to_string()],
+            "exited before it was ready",
+        ),
+        (
+            "hangs",
+            vec![
+                "--binary".into(),
+                hangs.display().to_string(),
+                "--ready-timeout".into(),
+                "1".into(),
+            ],
+            "not ready within 1 s",
+        ),
+    ];
+    for (i, (case, args, why)) in cases.iter().enumerate() {
+        pair.a
+            .write_all(format!("before-{i} ").as_bytes())
+            .await
+            .unwrap();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = upgrade(&d.socket, &args);
+        assert_eq!(out.code, 1, "{case}: {} {}", out.stdout, out.stderr);
+        assert!(out.stderr.contains(why), "{case}: {}", out.stderr);
+        assert_eq!(serving_pid(&d.socket), serving.pid, "{case}");
+        pair.relays(
+            &format!("after {case}\n"),
+            &format!("<alice> before-{i} after {case}"),
+        )
+        .await;
+    }
+
+    // The new process refuses the configuration (the file went bad since the start).
+    let cfg = dir.path("d.toml");
+    std::fs::write(&cfg, "flood_burst = -1\n").unwrap();
+    pair.a.write_all(b"before-config ").await.unwrap();
+    let out = upgrade(&d.socket, &[]);
+    assert_eq!(out.code, 1, "{}", out.stdout);
+    assert!(
+        out.stderr.contains("refused") && out.stderr.contains("flood_burst"),
+        "{}",
+        out.stderr
+    );
+    std::fs::write(&cfg, "flood_burst = 0\n").unwrap();
+    pair.relays("after config\n", "<alice> before-config after config")
+        .await;
+    d.log_line("event=\"upgrade_rollback\"");
+
+    // And after all that, a real upgrade still works, with the half-typed line intact.
+    pair.a.write_all(b"before-real ").await.unwrap();
+    let out = upgrade(&d.socket, &[]);
+    assert_eq!(out.code, 0, "{} {}", out.stdout, out.stderr);
+    let serving = Serving {
+        pid: new_pid(&out.stdout),
+    };
+    pair.relays("after real\n", "<alice> before-real after real")
+        .await;
+    assert_eq!(stop(&mut d, &serving), 0);
+}
+
+#[tokio::test]
+async fn a_snapshot_version_the_new_process_does_not_read_is_refused() {
+    let dir = Scratch::new("upg-version");
+    // Debug builds only: the old process writes snapshot version 999.
+    let mut d = Daemon::start_with(&dir, "d", "flood_burst = 0\n", |cmd| {
+        cmd.env("GROUPCHATD_TEST_SNAPSHOT_VERSION", "999");
+    });
+    let serving = Serving::of(&d.socket);
+    let mut pair = Pair::join(&d).await;
+    pair.a.write_all(b"typed ").await.unwrap();
+    let out = upgrade(&d.socket, &[]);
+    assert_eq!(out.code, 1, "{}", out.stdout);
+    assert!(
+        out.stderr.contains("snapshot version 999"),
+        "{}",
+        out.stderr
+    );
+    pair.relays("on\n", "<alice> typed on").await;
+    assert_eq!(serving_pid(&d.socket), serving.pid);
+    assert_eq!(stop(&mut d, &serving), 0);
+}
+
+#[tokio::test]
+async fn sigusr2_upgrades_without_a_reply_and_connections_wait_in_the_backlog() {
+    let dir = Scratch::new("upg-usr2");
+    let mut d = Daemon::start(&dir, "d", "flood_burst = 0\n");
+    let old = Serving::of(&d.socket);
+    let mut pair = Pair::join(&d).await;
+    d.signal(Signal::SIGUSR2);
+    let line = d.log_line("event=\"upgrade\"");
+    let new = Serving {
+        pid: field(&line, "new_pid") as u32,
+    };
+    assert_ne!(new.pid, old.pid);
+    std::mem::forget(old);
+    pair.relays("after usr2\n", "<alice> after usr2").await;
+    // A newcomer is served by the new process.
+    let c = connect(d.addr()).await;
+    let mut r = BufReader::new(c);
+    let mut first = String::new();
+    tokio::time::timeout(WAIT, r.read_line(&mut first))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(first.starts_with("*** "), "{first:?}");
+    assert_eq!(admin_stats(&d.socket)["upgrades"], 1);
+    assert_eq!(stop(&mut d, &new), 0);
+}
