@@ -73,7 +73,7 @@ pub(super) struct Leaving {
 /// What an input side holds between reads, as plain data: moved to the next process on upgrade
 /// (so a line typed across the hand-over arrives whole and flood control carries on), and kept by
 /// this one if the upgrade is rolled back.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct InputState {
     framer: FramerState,
     /// Read and not yet handled (flood control held it back).
