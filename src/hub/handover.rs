@@ -11,14 +11,14 @@
 //! with it, before any session runs.
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::net::TcpStream;
 
 use super::names::NickKeys;
-use super::{Hub, Member};
+use super::{Counters, Hub, Member};
 use crate::client::{Client, ClientId};
 use crate::config::IpNet;
 use crate::drain::{Drain, DrainTicket};
@@ -54,6 +54,57 @@ pub(crate) struct Resumed {
     pub(crate) client: Arc<Client>,
     pub(crate) nick: Option<Arc<str>>,
     pub(crate) input: InputState,
+}
+
+impl Counters {
+    /// The totals a snapshot carries, in the one order both directions below use.
+    fn fields(&self) -> [&AtomicU64; 7] {
+        [
+            &self.connections,
+            &self.rejected,
+            &self.lines_relayed,
+            &self.bytes_relayed,
+            &self.kicks,
+            &self.slow_drops,
+            &self.throttled,
+        ]
+    }
+
+    fn totals(&self) -> Totals {
+        let [
+            connections,
+            rejected,
+            lines_relayed,
+            bytes_relayed,
+            kicks,
+            slow_drops,
+            throttled,
+        ] = self.fields().map(|n| n.load(Ordering::Relaxed));
+        Totals {
+            connections,
+            rejected,
+            lines_relayed,
+            bytes_relayed,
+            kicks,
+            slow_drops,
+            throttled,
+        }
+    }
+
+    fn restore(&self, t: &Totals) {
+        let values = [
+            t.connections,
+            t.rejected,
+            t.lines_relayed,
+            t.bytes_relayed,
+            t.kicks,
+            t.slow_drops,
+            t.throttled,
+        ];
+        for (n, v) in self.fields().into_iter().zip(values) {
+            n.store(v, Ordering::Relaxed);
+        }
+    }
 }
 
 fn unix_ms(t: SystemTime) -> u64 {
@@ -126,21 +177,12 @@ impl Hub {
                 }
             })
             .collect();
-        let n = &self.counters;
         Room {
             service_started_at_ms: unix_ms(self.started_at),
             upgrades,
             next_id: self.next_id.load(Ordering::SeqCst),
             peak: st.peak,
-            counters: Totals {
-                connections: n.connections.load(Ordering::Relaxed),
-                rejected: n.rejected.load(Ordering::Relaxed),
-                lines_relayed: n.lines_relayed.load(Ordering::Relaxed),
-                bytes_relayed: n.bytes_relayed.load(Ordering::Relaxed),
-                kicks: n.kicks.load(Ordering::Relaxed),
-                slow_drops: n.slow_drops.load(Ordering::Relaxed),
-                throttled: n.throttled.load(Ordering::Relaxed),
-            },
+            counters: self.counters.totals(),
             clients,
         }
     }
@@ -189,15 +231,7 @@ impl Hub {
             .upgrades
             .store(room.upgrades, Ordering::Relaxed);
         self.next_id.store(room.next_id, Ordering::SeqCst);
-        let n = &self.counters;
-        let t = &room.counters;
-        n.connections.store(t.connections, Ordering::Relaxed);
-        n.rejected.store(t.rejected, Ordering::Relaxed);
-        n.lines_relayed.store(t.lines_relayed, Ordering::Relaxed);
-        n.bytes_relayed.store(t.bytes_relayed, Ordering::Relaxed);
-        n.kicks.store(t.kicks, Ordering::Relaxed);
-        n.slow_drops.store(t.slow_drops, Ordering::Relaxed);
-        n.throttled.store(t.throttled, Ordering::Relaxed);
+        self.counters.restore(&room.counters);
         let st = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
         st.peak = room.peak;
         let mut resumed = Vec::with_capacity(room.clients.len());
