@@ -269,7 +269,7 @@ impl App {
                 self.hub.clone(),
                 r.client,
                 r.nick,
-                r.input,
+                Box::new(r.input),
             ));
         }
         let admin_path = self.admin.path().display().to_string();

@@ -41,8 +41,10 @@ pub(crate) use lines::InputState;
 
 /// Runs a registered client's connection to the end.
 pub async fn run(hub: Arc<Hub>, client: Arc<Client>) {
+    // Built inside the future, not passed to it: an async fn keeps its arguments apart from its
+    // locals, so a session passed in would take its space twice in every connection's task.
     let input = Input::new(hub, client.clone());
-    Session::new(client, input).run().await;
+    Session::new(client, input).serve().await;
 }
 
 /// Runs a connection taken over from a frozen session (an upgrade, or its rollback) from the
@@ -51,9 +53,9 @@ pub(crate) async fn resume(
     hub: Arc<Hub>,
     client: Arc<Client>,
     nick: Option<Arc<str>>,
-    state: InputState,
+    state: Box<InputState>,
 ) {
-    let input = match Input::restore(hub.clone(), client.clone(), nick.clone(), state) {
+    let input = match Input::restore(hub.clone(), client.clone(), nick.clone(), *state) {
         Some(input) => input,
         None => {
             // Checked when the snapshot was read, so this is a bug, not bad input: keep the
@@ -67,7 +69,7 @@ pub(crate) async fn resume(
             input
         }
     };
-    Session::new(client, input).run().await;
+    Session::new(client, input).serve().await;
 }
 
 /// How the session ended.
@@ -110,7 +112,7 @@ impl Session {
         }
     }
 
-    async fn run(mut self) {
+    async fn serve(&mut self) {
         match self.drive().await {
             // The connection now belongs to another process, or to a resumed session.
             End::Frozen => {}

@@ -290,7 +290,7 @@ impl Upgrader {
                         self.hub.clone(),
                         r.client,
                         r.nick,
-                        r.input,
+                        Box::new(r.input),
                     ));
                 }
                 self.gate.set(true);
