@@ -42,7 +42,13 @@ pub fn run(args: &CtlArgs) -> u8 {
             binary,
             ready_timeout,
         } => Command::Upgrade {
-            binary: binary.as_ref().map(|p| p.display().to_string()),
+            // The daemon's working directory is not ours: resolve a relative path here.
+            binary: binary.as_ref().map(|p| {
+                std::path::absolute(p)
+                    .unwrap_or_else(|_| p.clone())
+                    .display()
+                    .to_string()
+            }),
             timeout_secs: Some(*ready_timeout),
         },
     };

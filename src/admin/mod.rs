@@ -347,6 +347,22 @@ async fn execute(ctx: &AdminCtx, cmd: &Command, uid: u32, pid: i32) -> Response 
                     "this daemon cannot start a successor",
                 );
             };
+            // Choosing the program the daemon runs is running code as the daemon's user: only
+            // root and that user may. Members of admin_group upgrade to the installed binary.
+            if binary.is_some() && uid != 0 && uid != Uid::effective().as_raw() {
+                return Response::error(
+                    ErrorCode::PermissionDenied,
+                    "only root or the daemon's own user may choose the binary (--binary)",
+                );
+            }
+            if let Some(path) = binary
+                && !std::path::Path::new(path).is_absolute()
+            {
+                return Response::error(
+                    ErrorCode::BadRequest,
+                    format!("the binary must be an absolute path (got '{path}')"),
+                );
+            }
             let timeout = match timeout_secs {
                 None => crate::upgrade::DEFAULT_TIMEOUT,
                 Some(s) if s.is_finite() && *s > 0.0 && *s <= 3600.0 => Duration::from_secs_f64(*s),
@@ -454,5 +470,50 @@ fn stats(ctx: &AdminCtx) -> StatsReply {
         throttled_senders: n.throttled.load(Relaxed),
         rejected_connections: n.rejected.load(Relaxed),
         congested_clients: hub.congested_count() as u64,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::upgrade::{AcceptGate, Invocation};
+
+    #[tokio::test]
+    async fn only_root_or_the_daemon_user_may_choose_the_binary() {
+        let hub = Arc::new(Hub::new(Config::default()));
+        let upgrader = Upgrader::new(
+            hub.clone(),
+            Invocation::current(),
+            Vec::new(),
+            None,
+            AcceptGate::default(),
+            TaskTracker::new(),
+        );
+        let ctx = AdminCtx {
+            hub,
+            listen: Vec::new(),
+            reload: None,
+            upgrade: Some(Arc::new(upgrader)),
+        };
+        let cmd = |binary: &str| Command::Upgrade {
+            binary: Some(binary.into()),
+            timeout_secs: Some(1.0),
+        };
+        // An admin-group member (any other uid) would make the daemon run a program of its choice.
+        let stranger = Uid::effective().as_raw().wrapping_add(4242).max(1);
+        let reply = execute(&ctx, &cmd("/bin/true"), stranger, 1).await;
+        let error = reply.error.expect("refused");
+        assert_eq!(error.code, ErrorCode::PermissionDenied, "{}", error.message);
+        // The daemon's own user may, but only with an absolute path (the daemon's working
+        // directory is not the caller's).
+        let me = Uid::effective().as_raw();
+        let reply = execute(&ctx, &cmd("groupchatd"), me, 1).await;
+        assert_eq!(reply.error.expect("refused").code, ErrorCode::BadRequest);
+        // A missing binary is the upgrade's own failure: rolled back, nothing touched.
+        let reply = execute(&ctx, &cmd("/nonexistent/groupchatd"), me, 1).await;
+        let error = reply.error.expect("failed");
+        assert_eq!(error.code, ErrorCode::UpgradeFailed);
+        assert!(error.message.contains("cannot start"), "{}", error.message);
     }
 }
