@@ -235,9 +235,16 @@ mod tests {
         let b = Channel { fd: b };
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
-        a.send(Tag::Fds, b"1", &[listener.as_raw_fd()]).unwrap();
         let big: Vec<u8> = (0..200_000u32).map(|i| i as u8).collect();
-        a.send_all(&big).unwrap();
+        // More than the socket buffer holds: the sender blocks until the receiver reads, as the
+        // old process's blocking thread does while the new process reads.
+        let fd = listener.as_raw_fd();
+        let sent = big.clone();
+        let a = std::thread::spawn(move || {
+            a.send(Tag::Fds, b"1", &[fd]).unwrap();
+            a.send_all(&sent).unwrap();
+            a
+        });
         let (tag, payload, fds) = b.recv(soon()).unwrap();
         assert_eq!((tag, &payload[..], fds.len()), (Tag::Fds, &b"1"[..], 1));
         let got = std::net::TcpListener::from(fds.into_iter().next().unwrap());
@@ -251,6 +258,7 @@ mod tests {
             }
         }
         assert_eq!(got, big);
+        let a = a.join().unwrap();
         // A deadline and EOF are errors.
         assert_eq!(
             b.recv(Instant::now() + Duration::from_millis(20))
