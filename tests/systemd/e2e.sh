@@ -11,12 +11,13 @@
 # with dpkg (root: a copy-on-write overlay of the host's, so /usr is writable), then checks what an operator
 # does: start (returns only once ready), chat, status text, chatctl list/announce/kick as root over the
 # RuntimeDirectory socket, reload (good and broken), journal fields, stop, socket activation, and a
-# config error failing the start with status 78. With --upgrade-to, it then installs NEXT.deb (a
-# higher version) with dpkg while two clients are connected and checks that postinst handed the
-# service to the new binary: nobody disconnected or announced, both still chat, MainPID changed,
-# the service never left `active`, no restart, one EVENT=upgrade in the journal, the watchdog fed
-# by the new process; then stop, the stopped-service and fallback paths of postinst, and systemd
-# restarting the new main process when it dies. Exit 0 all passed, 1 a check failed, 77 skipped
+# config error failing the start with status 78. Then an upgrade while two clients are connected:
+# `chatctl upgrade`, or with --upgrade-to, installing NEXT.deb (a higher version) with dpkg so
+# that postinst hands the service to the new binary. Checked: nobody disconnected or announced,
+# both still chat, MainPID changed to a child of systemd, the service never left `active`, no
+# restart, one EVENT=upgrade in the journal, the watchdog fed by the new process, a failed upgrade
+# rolled back, a graceful stop, systemd restarting the new main process when it dies, and with
+# --upgrade-to postinst's stopped-service and fallback paths. Exit 0 all passed, 1 a check failed, 77 skipped
 # (not root, or systemd-nspawn missing). Everything it creates is removed on exit.
 set -euo pipefail
 
@@ -275,8 +276,10 @@ in_ct journalctl -u groupchatd -o cat --no-pager | grep -q "key 'frobnicate'" ||
 [ "$(in_ct systemctl show -P NRestarts groupchatd)" = 0 ] || fail "a config error caused restarts"
 ok "a config error fails systemctl start (exit 78, key named, no restart loop)"
 
-# ---------------------------------------------------------------- package upgrade under connected clients
-if [ -n "$NEXT_DEB" ]; then
+# ---------------------------------------------------------------- upgrade under connected clients
+# With --upgrade-to, the package's upgrade (dpkg -i, postinst); otherwise chatctl upgrade itself.
+if [ -n "$DEB" ]; then EXE=/usr/bin/groupchatd; else EXE=/opt/groupchatd/bin/groupchatd; fi
+{
   show() { in_ct systemctl show -P "$1" groupchatd; }
   # Types LINE into NICK's connection (chatclient.py --input).
   say() { in_ct sh -c 'printf "%s\n" "$2" >"/tmp/$1.in"' sh "$1" "$2"; }
@@ -303,25 +306,33 @@ if [ -n "$NEXT_DEB" ]; then
   carl_seen=$(in_ct sh -c 'wc -l </tmp/carl.out')
   dana_seen=$(in_ct sh -c 'wc -l </tmp/dana.out')
 
-  in_ct env DEBIAN_FRONTEND=noninteractive dpkg -i /opt/gcd/groupchatd-next.deb >"$WORK/upgrade.log" 2>&1 \
-    || { cat "$WORK/upgrade.log"; fail "dpkg -i of the next version"; }
-  [ "$(in_ct dpkg-query -W -f='${Version}' groupchatd)" = "$NEXT_VERSION" ] || fail "dpkg did not install $NEXT_VERSION"
-  if grep -q "groupchatd:\|chatctl" "$WORK/upgrade.log"; then cat "$WORK/upgrade.log"; fail "postinst was not quiet (fell back to a restart?)"; fi
+  if [ -n "$NEXT_DEB" ]; then
+    how="dpkg -i $NEXT_VERSION (postinst quiet)"
+    in_ct env DEBIAN_FRONTEND=noninteractive dpkg -i /opt/gcd/groupchatd-next.deb >"$WORK/upgrade.log" 2>&1 \
+      || { cat "$WORK/upgrade.log"; fail "dpkg -i of the next version"; }
+    [ "$(in_ct dpkg-query -W -f='${Version}' groupchatd)" = "$NEXT_VERSION" ] || fail "dpkg did not install $NEXT_VERSION"
+    if grep -q "groupchatd:\|chatctl" "$WORK/upgrade.log"; then cat "$WORK/upgrade.log"; fail "postinst was not quiet (fell back to a restart?)"; fi
+  else
+    how="chatctl upgrade"
+    out=$(in_ct chatctl upgrade) || fail "chatctl upgrade: $out"
+  fi
   new_pid=$(show MainPID)
   [ "$new_pid" != 0 ] && [ "$new_pid" != "$old_pid" ] || fail "MainPID $new_pid after the upgrade (was $old_pid)"
-  [ "$(in_ct readlink "/proc/$new_pid/exe")" = /usr/bin/groupchatd ] \
-    || fail "the new main process does not run the installed /usr/bin/groupchatd: $(in_ct readlink "/proc/$new_pid/exe")"
+  # After dpkg -i the old process runs a deleted file; the new one must run the installed one.
+  [ "$(in_ct readlink "/proc/$new_pid/exe")" = "$EXE" ] \
+    || fail "the new main process does not run $EXE: $(in_ct readlink "/proc/$new_pid/exe")"
   for _ in $(seq 1 50); do in_ct test -d "/proc/$old_pid" || break; sleep 0.1; done
   in_ct test ! -d "/proc/$old_pid" || fail "the old process $old_pid is still running"
   # systemd's own child (see systemd.rs, spawn_for_service_manager), so not supervised as "alien".
-  [ "$(in_ct awk '/^PPid:/ { print $2 }' "/proc/$new_pid/status")" = 1 ] || fail "the new main process is not systemd's child"
+  parent=$(in_ct sed -n 's/^PPid:[[:space:]]*//p' "/proc/$new_pid/status")
+  [ "$parent" = 1 ] || fail "the new main process's parent is $parent, not systemd"
   [ "$(show ActiveState)/$(show SubState)" = active/running ] || fail "state after the upgrade: $(show ActiveState)/$(show SubState)"
   [ "$(show NRestarts)" = 0 ] || fail "NRestarts $(show NRestarts) after the upgrade"
   # The unit never left `active`: same invocation, no new enter or exit timestamps.
   [ "$(show InvocationID)" = "$invocation" ] || fail "a new invocation: the service was restarted"
   [ "$(show ActiveEnterTimestampMonotonic)" = "$entered" ] && [ "$(show ActiveExitTimestampMonotonic)" = "$left" ] \
     || fail "the service left the active state during the upgrade"
-  ok "dpkg -i $NEXT_VERSION: MainPID $old_pid -> $new_pid running the new /usr/bin/groupchatd, never left active, NRestarts 0, postinst quiet"
+  ok "$how: MainPID $old_pid -> $new_pid (systemd's child, running $EXE), never left active, NRestarts 0"
 
   # Both directions, and nothing else: no leave/join notice, no line twice.
   say dana "after the upgrade, from dana"
@@ -387,15 +398,19 @@ if [ -n "$NEXT_DEB" ]; then
   fi
   ok "systemctl stop stops the upgraded process gracefully, which tells its clients"
 
-  # postinst with the service stopped (but enabled): started, as before; no hand-over attempted.
-  in_ct env DEBIAN_FRONTEND=noninteractive dpkg -i /opt/gcd/groupchatd-next.deb >"$WORK/reinstall.log" 2>&1 \
-    || { cat "$WORK/reinstall.log"; fail "dpkg -i with the service stopped"; }
-  if grep -q "groupchatd:\|chatctl" "$WORK/reinstall.log"; then cat "$WORK/reinstall.log"; fail "postinst tried to upgrade a stopped service"; fi
-  [ "$(show ActiveState)" = active ] || fail "postinst did not start the enabled, stopped service"
-  ok "dpkg -i with the service stopped starts it, as before"
+  if [ -n "$NEXT_DEB" ]; then
+    # postinst with the service stopped (but enabled): started, as before; no hand-over attempted.
+    in_ct env DEBIAN_FRONTEND=noninteractive dpkg -i /opt/gcd/groupchatd-next.deb >"$WORK/reinstall.log" 2>&1 \
+      || { cat "$WORK/reinstall.log"; fail "dpkg -i with the service stopped"; }
+    if grep -q "groupchatd:\|chatctl" "$WORK/reinstall.log"; then cat "$WORK/reinstall.log"; fail "postinst tried to upgrade a stopped service"; fi
+    [ "$(show ActiveState)" = active ] || fail "postinst did not start the enabled, stopped service"
+    ok "dpkg -i with the service stopped starts it, as before"
+  else
+    in_ct systemctl start groupchatd || fail "systemctl start after stopping the upgraded service"
+  fi
 
-  # systemd calls the successor "not our child"; it is still supervised: SIGKILL it and
-  # Restart=on-failure brings the service back.
+  # An upgraded main process is supervised like the first: SIGKILL it and Restart=on-failure
+  # brings the service back.
   out=$(in_ct chatctl upgrade) || fail "chatctl upgrade: $out"
   killed=$(show MainPID)
   case "$out" in "upgraded: pid $killed "*) ;; *) fail "chatctl upgrade said '$out', MainPID is $killed" ;; esac
@@ -407,18 +422,20 @@ if [ -n "$NEXT_DEB" ]; then
   [ "$(show NRestarts)/$(show ActiveState)" = 1/active ] || fail "no restart after the upgraded process was killed: NRestarts $(show NRestarts), $(show ActiveState)"
   ok "systemd noticed the upgraded main process $killed being killed and restarted the service"
 
-  # postinst's fallback: chatctl cannot reach the daemon (its admin socket moved), so restart.
-  set_config 'admin_socket = "/run/groupchatd/elsewhere.sock"'
-  in_ct systemctl restart groupchatd || fail "restart with the admin socket moved"
-  invocation=$(show InvocationID)
-  in_ct env DEBIAN_FRONTEND=noninteractive dpkg -i /opt/gcd/groupchatd-next.deb >"$WORK/fallback.log" 2>&1 \
-    || { cat "$WORK/fallback.log"; fail "dpkg -i with chatctl failing"; }
-  grep -q "chatctl upgrade failed (exit status 69" "$WORK/fallback.log" \
-    || { cat "$WORK/fallback.log"; fail "postinst did not say why it fell back to a restart"; }
-  [ "$(show ActiveState)" = active ] && [ "$(show InvocationID)" != "$invocation" ] \
-    || fail "postinst did not restart the service when chatctl upgrade failed"
-  ok "postinst falls back to a restart, saying why, when chatctl upgrade fails"
+  if [ -n "$NEXT_DEB" ]; then
+    # postinst's fallback: chatctl cannot reach the daemon (its admin socket moved), so restart.
+    set_config 'admin_socket = "/run/groupchatd/elsewhere.sock"'
+    in_ct systemctl restart groupchatd || fail "restart with the admin socket moved"
+    invocation=$(show InvocationID)
+    in_ct env DEBIAN_FRONTEND=noninteractive dpkg -i /opt/gcd/groupchatd-next.deb >"$WORK/fallback.log" 2>&1 \
+      || { cat "$WORK/fallback.log"; fail "dpkg -i with chatctl failing"; }
+    grep -q "chatctl upgrade failed (exit status 69" "$WORK/fallback.log" \
+      || { cat "$WORK/fallback.log"; fail "postinst did not say why it fell back to a restart"; }
+    [ "$(show ActiveState)" = active ] && [ "$(show InvocationID)" != "$invocation" ] \
+      || fail "postinst did not restart the service when chatctl upgrade failed"
+    ok "postinst falls back to a restart, saying why, when chatctl upgrade fails"
+  fi
   in_ct systemctl stop groupchatd
-fi
+}
 
 echo "ALL PASSED"
