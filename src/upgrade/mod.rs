@@ -345,9 +345,13 @@ impl Started {
     /// own if the link is open after the pidfd was taken.
     fn pin(&mut self, pid: u32, channel: &Channel) {
         if self.child.is_none() {
-            self.pinned = crate::systemd::Pinned::new(pid)
-                .ok()
-                .filter(|_| channel.peer_open());
+            self.pinned = match crate::systemd::Pinned::new(pid) {
+                Ok(pinned) => Some(pinned).filter(|_| channel.peer_open()),
+                Err(e) => {
+                    warn!(error = %e, pid, "upgrade: cannot pin the new process (it exits by itself if the upgrade is called off)");
+                    None
+                }
+            };
         }
     }
 
