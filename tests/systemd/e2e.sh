@@ -353,8 +353,8 @@ if [ -n "$DEB" ]; then EXE=/usr/bin/groupchatd; else EXE=/opt/groupchatd/bin/gro
   for field in "\"OLD_PID\":\"$old_pid\"" "\"NEW_PID\":\"$new_pid\"" '"OLD_VERSION":"' '"NEW_VERSION":"' '"PAUSE_MS":"' "\"_PID\":\"$new_pid\""; do
     grep -qF "$field" "$WORK/upgrade.json" || { cat "$WORK/upgrade.json"; fail "EVENT=upgrade lacks $field"; }
   done
-  if in_ct journalctl -u groupchatd --no-pager -o cat | grep -i "reception only permitted\|refusing\|not our child"; then
-    fail "systemd refused a notification, or does not supervise the new main process as its child"
+  if in_ct journalctl -u groupchatd --no-pager -o cat | grep -i "reception only permitted\|refusing\|not our child\|cannot pin"; then
+    fail "systemd refused a notification or does not supervise the new process as its child, or it was not pinned"
   fi
   stats=$(in_ct chatctl --json stats)
   case "$stats" in *'"upgrades":1'*) ;; *) fail "chatctl stats after the upgrade: $stats" ;; esac
