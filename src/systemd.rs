@@ -119,6 +119,72 @@ pub fn notify_main_pid(pid: u32) {
     notify(&[NotifyState::MainPid(pid)]);
 }
 
+/// True when a service manager listens for notifications (`$NOTIFY_SOCKET`).
+pub fn notifying() -> bool {
+    std::env::var_os("NOTIFY_SOCKET").is_some()
+}
+
+/// Starts `cmd` as a child of the service manager rather than of this process: the forked
+/// process forks again and exits at once, so the program is re-parented to the nearest subreaper
+/// (systemd). An upgrade's new process must be systemd's own child when `MAINPID=` names it:
+/// systemd 252 supervises a main process that is not its child as "alien" (it logs "Supervising
+/// process N which is not our child") and then does not wait for it to exit on stop; in a
+/// container on the legacy cgroup hierarchy it sends SIGKILL right after SIGTERM, before the
+/// daemon has told its clients. Returns once the program runs (or failed to execute).
+pub fn spawn_for_service_manager(cmd: &mut std::process::Command) -> io::Result<()> {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: runs between fork and exec, so only async-signal-safe calls: fork(2) and _exit(2).
+    unsafe {
+        cmd.pre_exec(|| match nix::libc::fork() {
+            -1 => Err(io::Error::last_os_error()),
+            0 => Ok(()),
+            _ => nix::libc::_exit(0),
+        });
+    }
+    // spawn() returns when std's exec-status pipe closes: the middle process has exited and the
+    // program was executed (or the error it failed with). Reaping the middle process therefore
+    // does not wait, and once reaped its child has been re-parented.
+    let mut middle = cmd.spawn()?;
+    middle.wait()?;
+    Ok(())
+}
+
+/// A process that is not this one's child, held by a pidfd, so that a signal cannot reach
+/// another process that reused its PID.
+#[derive(Debug)]
+pub struct Pinned(std::os::fd::OwnedFd);
+
+impl Pinned {
+    /// Pins `pid`, which the caller knows to be alive.
+    pub fn new(pid: u32) -> io::Result<Pinned> {
+        // SAFETY: pidfd_open(2) takes two integers and returns a new descriptor or -1.
+        let fd =
+            unsafe { nix::libc::syscall(nix::libc::SYS_pidfd_open, pid as nix::libc::pid_t, 0) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: a descriptor pidfd_open just returned, owned by nobody else.
+        Ok(Pinned(unsafe {
+            std::os::fd::OwnedFd::from_raw_fd(fd as RawFd)
+        }))
+    }
+
+    /// Sends SIGKILL (nothing happens if it has exited).
+    pub fn kill(&self) {
+        use std::os::fd::AsRawFd;
+        // SAFETY: pidfd_send_signal(2) with our pidfd, a signal number and no siginfo.
+        unsafe {
+            nix::libc::syscall(
+                nix::libc::SYS_pidfd_send_signal,
+                self.0.as_raw_fd(),
+                nix::libc::SIGKILL,
+                std::ptr::null::<nix::libc::siginfo_t>(),
+                0,
+            );
+        }
+    }
+}
+
 /// Tells systemd we are stopping.
 pub fn notify_stopping() {
     notify(&[NotifyState::Stopping, NotifyState::Status("shutting down")]);
@@ -187,7 +253,7 @@ pub fn notify_reloading() {
 
 /// Sends states to systemd when `$NOTIFY_SOCKET` is set; a failure is logged, never fatal.
 pub fn notify(states: &[NotifyState<'_>]) {
-    if std::env::var_os("NOTIFY_SOCKET").is_none() {
+    if !notifying() {
         return;
     }
     if let Err(e) = sd_notify::notify(states) {

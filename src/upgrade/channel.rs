@@ -202,6 +202,19 @@ impl Channel {
         Ok((tag, buf, fds))
     }
 
+    /// False once the other end is closed (its process exited).
+    pub fn peer_open(&self) -> bool {
+        // POLLHUP is reported whatever was asked for: once the peer's end is closed.
+        let mut fds = [PollFd::new(self.fd.as_fd(), PollFlags::empty())];
+        match poll(&mut fds, PollTimeout::ZERO) {
+            Ok(0) => true,
+            Ok(_) => !fds[0]
+                .revents()
+                .is_some_and(|r| r.contains(PollFlags::POLLHUP)),
+            Err(_) => false,
+        }
+    }
+
     fn wait_readable(&self, deadline: Instant) -> io::Result<()> {
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -227,6 +240,16 @@ mod tests {
 
     fn soon() -> Instant {
         Instant::now() + Duration::from_secs(5)
+    }
+
+    #[test]
+    fn peer_open_until_the_other_end_is_closed() {
+        let (a, b) = Channel::pair().unwrap();
+        a.send(Tag::Hello, b"{}", &[]).unwrap();
+        // Unread data is not a hang-up.
+        assert!(a.peer_open());
+        drop(b);
+        assert!(!a.peer_open());
     }
 
     #[test]

@@ -199,7 +199,10 @@ impl Upgrader {
         let deadline = Instant::now() + timeout;
         info!(binary = %binary.display(), event = "upgrade_start", "upgrade: starting the new binary");
         let (channel, child) = self.spawn(&binary)?;
-        let mut child = Started { child: Some(child) };
+        let mut child = Started {
+            child,
+            pinned: None,
+        };
         let channel = Arc::new(channel);
         let hello = {
             let channel = channel.clone();
@@ -216,6 +219,7 @@ impl Upgrader {
             }
             Err(e) => return Err(child.failed(&e, timeout)),
         };
+        child.pin(hello.pid, &channel);
         if !hello.reads.contains(&snapshot::VERSION) {
             let _ = channel.send(Tag::Abort, &[], &[]);
             return Err(child.gone(format!(
@@ -299,10 +303,13 @@ impl Upgrader {
         }
     }
 
-    fn spawn(&self, binary: &std::path::Path) -> Result<(Channel, Child), String> {
+    /// Starts the new process: our child, or under systemd the service manager's (see
+    /// [`crate::systemd::spawn_for_service_manager`]), then None.
+    fn spawn(&self, binary: &std::path::Path) -> Result<(Channel, Option<Child>), String> {
         let (ours, theirs) =
             Channel::pair().map_err(|e| format!("cannot make the upgrade link: {e}"))?;
-        let child = Command::new(binary)
+        let mut command = Command::new(binary);
+        command
             .args(&self.args)
             .env(channel::ENV, theirs.as_raw_fd().to_string())
             // The sockets come over the link now, not from systemd.
@@ -312,9 +319,13 @@ impl Upgrader {
             // systemd named this process as the one to ping the watchdog; the new process is to
             // ping it from now on, so it must not find another PID there.
             .env_remove("WATCHDOG_PID")
-            .stdin(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
+            .stdin(Stdio::null());
+        let child = if crate::systemd::notifying() {
+            crate::systemd::spawn_for_service_manager(&mut command).map(|()| None)
+        } else {
+            command.spawn().map(Some)
+        }
+        .map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
         drop::<OwnedFd>(theirs);
         Ok((ours, child))
     }
@@ -323,12 +334,33 @@ impl Upgrader {
 /// The child until the upgrade is decided: killed and reaped if it fails.
 struct Started {
     child: Option<Child>,
+    /// A new process that is not our child (under systemd), once it said hello: killed through a
+    /// pidfd. Before its hello it cannot be signalled; it exits when it finds the link closed.
+    pinned: Option<crate::systemd::Pinned>,
 }
 
 impl Started {
+    /// Pins a new process that is not our child, by the PID it said hello with. It is alive
+    /// while its end of the link is open (nothing else holds that end), so the PID is still its
+    /// own if the link is open after the pidfd was taken.
+    fn pin(&mut self, pid: u32, channel: &Channel) {
+        if self.child.is_none() {
+            self.pinned = match crate::systemd::Pinned::new(pid) {
+                Ok(pinned) => Some(pinned).filter(|_| channel.peer_open()),
+                Err(e) => {
+                    warn!(error = %e, pid, "upgrade: cannot pin the new process (it exits by itself if the upgrade is called off)");
+                    None
+                }
+            };
+        }
+    }
+
     /// Ends a failed child (by its PID, which is ours to signal: it is our child and not yet
     /// reaped) and returns `why`, with its exit status if it had already exited.
     fn gone(&mut self, why: String) -> String {
+        if let Some(pinned) = self.pinned.take() {
+            pinned.kill();
+        }
         let Some(mut child) = self.child.take() else {
             return why;
         };
@@ -364,12 +396,13 @@ impl Started {
     /// The upgrade succeeded: the child is the service now, not ours to reap.
     fn release(&mut self) {
         self.child = None;
+        self.pinned = None;
     }
 }
 
 impl Drop for Started {
     fn drop(&mut self) {
-        if self.child.is_some() {
+        if self.child.is_some() || self.pinned.is_some() {
             self.gone(String::new());
         }
     }
