@@ -148,6 +148,21 @@ impl Channel {
         }
     }
 
+    /// Makes every send from now on fail (`WouldBlock`) rather than wait past `deadline` for a
+    /// peer that does not read: a successor that says hello and then hangs must not keep the
+    /// room frozen.
+    pub fn send_by(&self, deadline: Instant) -> io::Result<()> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        // Zero would mean "no timeout".
+        let left = left.max(std::time::Duration::from_millis(1));
+        let tv = nix::sys::time::TimeVal::new(
+            left.as_secs().try_into().unwrap_or(i64::MAX),
+            left.subsec_micros().into(),
+        );
+        nix::sys::socket::setsockopt(&self.fd, nix::sys::socket::sockopt::SendTimeout, &tv)?;
+        Ok(())
+    }
+
     /// Sends a long payload as [`Tag::Chunk`] messages followed by [`Tag::End`].
     pub fn send_all(&self, payload: &[u8]) -> io::Result<()> {
         for piece in payload.chunks(CHUNK) {

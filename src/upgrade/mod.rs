@@ -382,7 +382,11 @@ fn send_and_wait(
     snapshot: &[u8],
     deadline: Instant,
 ) -> Result<(), String> {
-    let io = |e: std::io::Error| format!("upgrade link failed: {e}");
+    let io = |e: std::io::Error| match e.kind() {
+        std::io::ErrorKind::WouldBlock => "the new process was not ready within the timeout".into(),
+        _ => format!("upgrade link failed: {e}"),
+    };
+    channel.send_by(deadline).map_err(io)?;
     for batch in fds.chunks(channel::FDS_PER_MESSAGE) {
         channel
             .send(Tag::Fds, batch.len().to_string().as_bytes(), batch)

@@ -391,3 +391,101 @@ async fn sigusr2_upgrades_without_a_reply_and_connections_wait_in_the_backlog() 
     assert_eq!(admin_stats(&d.socket)["upgrades"], 1);
     assert_eq!(stop(&mut d, &new), 0);
 }
+
+/// Set by the script below in the environment of a fake successor (this test binary run again).
+const FAKE_SUCCESSOR: &str = "GROUPCHATD_TEST_FAKE_SUCCESSOR";
+
+/// Not a test of its own: run by [`a_successor_that_hangs_after_hello_is_rolled_back_in_time`]
+/// as the "new binary", it says hello on the upgrade link and then reads nothing (bounded).
+#[test]
+fn fake_successor_hangs_after_hello() {
+    if std::env::var_os(FAKE_SUCCESSOR).is_none() {
+        return;
+    }
+    let fd: i32 = std::env::var("GROUPCHATD_UPGRADE_FD")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let hello = format!(
+        "H{{\"pid\":{},\"version\":\"0.0.0-hang\",\"reads\":[1]}}",
+        std::process::id()
+    );
+    nix::sys::socket::send(fd, hello.as_bytes(), nix::sys::socket::MsgFlags::empty()).unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(30));
+}
+
+#[tokio::test]
+async fn a_successor_that_hangs_after_hello_is_rolled_back_in_time() {
+    let dir = Scratch::new("upg-hang-hello");
+    let mut d = Daemon::start(&dir, "d", "flood_burst = 0\nmax_queue_bytes = 8000000\n");
+    let serving = Serving::of(&d.socket);
+    let mut pair = Pair::join(&d).await;
+    // A client that reads nothing, so the snapshot carries a few megabytes owed to it: more than
+    // the upgrade link's socket buffer holds while the successor reads nothing.
+    let sleeper = TcpSocket::new_v4().unwrap();
+    sleeper.set_recv_buffer_size(4096).unwrap();
+    let sleeper = tokio::time::timeout(WAIT, sleeper.connect(d.addr()))
+        .await
+        .unwrap()
+        .unwrap();
+    let (_sleeper_r, mut sleeper_w) = sleeper.into_split();
+    sleeper_w.write_all(b"sleeper\n").await.unwrap();
+    let line = format!("{}\n", "x".repeat(1000));
+    let queued = |socket: &Path| -> u64 {
+        chatctl(socket, &["--json", "list"]).json()["result"]["clients"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["nick"] == "sleeper")
+            .map(|c| c["queued_bytes"].as_u64().unwrap())
+            .sum()
+    };
+    // Bounded: rounds of 1 MB until the kernel's buffers are full and a megabyte is queued.
+    for round in 0..20 {
+        for _ in 0..1000 {
+            pair.a.write_all(line.as_bytes()).await.unwrap();
+        }
+        let end = format!("end of round {round}");
+        pair.a
+            .write_all(format!("{end}\n").as_bytes())
+            .await
+            .unwrap();
+        let mut got = String::new();
+        // Bounded: bob reads alice's lines (wrapped into rows) until the last one.
+        for _ in 0..100_000 {
+            got.clear();
+            tokio::time::timeout(WAIT, pair.b_r.read_line(&mut got))
+                .await
+                .unwrap()
+                .unwrap();
+            if got.contains(&end) {
+                break;
+            }
+        }
+        assert_eq!(got, format!("<alice> {end}\r\n"));
+        if queued(&d.socket) > 1_000_000 {
+            break;
+        }
+    }
+    assert!(queued(&d.socket) > 1_000_000);
+    let fake = dir.file(
+        "hangs-after-hello.sh",
+        &format!(
+            "#!/bin/sh\n{FAKE_SUCCESSOR}=1 exec '{}' --exact upgrade::fake_successor_hangs_after_hello --nocapture --test-threads 1\n",
+            std::env::current_exe().unwrap().display()
+        ),
+    );
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let started = std::time::Instant::now();
+    pair.a.write_all(b"before ").await.unwrap();
+    let out = upgrade(
+        &d.socket,
+        &["--binary", fake.to_str().unwrap(), "--ready-timeout", "2"],
+    );
+    assert_eq!(out.code, 1, "{} {}", out.stdout, out.stderr);
+    assert!(out.stderr.contains("not ready within"), "{}", out.stderr);
+    assert!(started.elapsed() < std::time::Duration::from_secs(6));
+    pair.relays("after\n", "<alice> before after").await;
+    assert_eq!(serving_pid(&d.socket), serving.pid);
+    assert_eq!(stop(&mut d, &serving), 0);
+}
