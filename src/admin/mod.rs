@@ -122,7 +122,7 @@ pub async fn serve(
         };
         next_id = next_id.wrapping_add(1);
         let (id, ctx, stop) = (next_id, ctx.clone(), stop.clone());
-        let (slots, refusals) = (slots.clone(), refusals.clone());
+        let (slots, refusals, gate) = (slots.clone(), refusals.clone(), gate.clone());
         tracker.spawn(async move {
             let mut stream = stream;
             let Some((uid, pid)) = credentials(&stream, &ctx).await else {
@@ -141,7 +141,7 @@ pub async fn serve(
             tokio::select! {
                 () = stop.cancelled() => {}
                 () = slot.evicted() => {}
-                () = handle(&mut stream, &ctx, &limits, &slot, uid, pid) => {}
+                () = handle(&mut stream, &ctx, &limits, &gate, &slot, uid, pid) => {}
             }
         });
     }
@@ -201,6 +201,7 @@ async fn handle(
     stream: &mut UnixStream,
     ctx: &AdminCtx,
     limits: &AdminLimits,
+    gate: &AcceptGate,
     slot: &Slot,
     uid: u32,
     pid: i32,
@@ -241,6 +242,11 @@ async fn handle(
                 slot.touch();
                 match proto::decode_request(&line) {
                     Ok(cmd) => {
+                        // An upgrade is handing the room over: a request on a connection
+                        // accepted before it waits for the outcome. If the new process serves,
+                        // this one exits without acting on it (the caller gets no reply, not an
+                        // "ok" for a kick or announcement that the new process never saw).
+                        gate.opened().await;
                         let reply = execute(ctx, &cmd, uid, pid).await;
                         handed_over = reply.ok && matches!(cmd, Command::Upgrade { .. });
                         reply

@@ -445,5 +445,16 @@ fn test_version() -> Option<u32> {
     }
 }
 
+/// Debug builds only: `GROUPCHATD_TEST_READY_DELAY_MS` makes a new process wait that long before
+/// it says ready, so tests can act while an upgrade is under way.
+fn test_ready_delay() -> Option<Duration> {
+    if cfg!(debug_assertions) {
+        let ms = std::env::var("GROUPCHATD_TEST_READY_DELAY_MS").ok()?;
+        ms.parse().ok().map(Duration::from_millis)
+    } else {
+        None
+    }
+}
+
 pub use takeover::{Takeover, refuse_if_upgrading};
 mod takeover;

@@ -489,3 +489,47 @@ async fn a_successor_that_hangs_after_hello_is_rolled_back_in_time() {
     assert_eq!(serving_pid(&d.socket), serving.pid);
     assert_eq!(stop(&mut d, &serving), 0);
 }
+
+#[tokio::test]
+async fn a_kick_during_an_upgrade_is_never_reported_done_and_then_lost() {
+    use std::io::{BufRead, Write};
+    let dir = Scratch::new("upg-kick");
+    // Debug builds only: each new process waits before it says ready.
+    let mut d = Daemon::start_with(&dir, "d", "flood_burst = 0\n", |cmd| {
+        cmd.env("GROUPCHATD_TEST_READY_DELAY_MS", "1500");
+    });
+    let mut pair = Pair::join(&d).await;
+    // An admin connection made before the upgrade (a script that keeps one open).
+    let admin = std::os::unix::net::UnixStream::connect(&d.socket).unwrap();
+    admin.set_read_timeout(Some(WAIT)).unwrap();
+    (&admin).write_all(b"{\"cmd\":\"stats\"}\n").unwrap();
+    let mut reader = std::io::BufReader::new(&admin);
+    let mut reply = String::new();
+    reader.read_line(&mut reply).unwrap();
+    assert!(reply.contains("\"ok\":true"), "{reply}");
+    let socket = d.socket.clone();
+    let upgrading = std::thread::spawn(move || upgrade(&socket, &[]));
+    // The new process has everything and is about to say ready: the room is frozen.
+    d.log_line("upgrade: test delay before ready");
+    (&admin)
+        .write_all(b"{\"cmd\":\"kick\",\"target\":\"bob\"}\n{\"cmd\":\"announce\",\"text\":\"hello all\"}\n")
+        .unwrap();
+    let out = upgrading.join().unwrap();
+    assert_eq!(out.code, 0, "{} {}", out.stdout, out.stderr);
+    let serving = Serving {
+        pid: new_pid(&out.stdout),
+    };
+    let mut replies = String::new();
+    let _ = std::io::Read::read_to_string(&mut reader, &mut replies);
+    let kicked = replies
+        .lines()
+        .next()
+        .is_some_and(|r| r.contains("\"ok\":true"));
+    let bob_here = roster(&d.socket).iter().any(|(_, n)| n == "bob");
+    assert!(
+        kicked != bob_here,
+        "kick replied {replies:?}, yet bob is still here: {bob_here}"
+    );
+    pair.relays("still here\n", "<alice> still here").await;
+    assert_eq!(stop(&mut d, &serving), 0);
+}
