@@ -247,6 +247,12 @@ async fn handle(
                         // this one exits without acting on it (the caller gets no reply, not an
                         // "ok" for a kick or announcement that the new process never saw).
                         gate.opened().await;
+                        if caller_gone(reader.get_ref().as_ref()) {
+                            // It waited in the backlog (an upgrade) or behind a slow request
+                            // and gave up: it was told it failed, so nothing is done.
+                            debug!(uid, pid, "admin caller gone before its request ran");
+                            return;
+                        }
                         let reply = execute(ctx, &cmd, uid, pid).await;
                         handed_over = reply.ok && matches!(cmd, Command::Upgrade { .. });
                         reply
@@ -285,6 +291,18 @@ async fn handle(
         }
         deadline = Instant::now() + limits.idle_timeout;
     }
+}
+
+/// True if the caller has closed its end entirely (`POLLHUP`; a caller that only shut down its
+/// writing still reads the reply).
+fn caller_gone(stream: &UnixStream) -> bool {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    use std::os::fd::AsFd;
+    let mut fds = [PollFd::new(stream.as_fd(), PollFlags::empty())];
+    matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
+        && fds[0]
+            .revents()
+            .is_some_and(|r| r.contains(PollFlags::POLLHUP))
 }
 
 /// True if the caller belongs to the admin group, as its effective gid, its user's primary group,

@@ -468,14 +468,7 @@ async fn a_successor_that_hangs_after_hello_is_rolled_back_in_time() {
         }
     }
     assert!(queued(&d.socket) > 1_000_000);
-    let fake = dir.file(
-        "hangs-after-hello.sh",
-        &format!(
-            "#!/bin/sh\n{FAKE_SUCCESSOR}=1 exec '{}' --exact upgrade::fake_successor_hangs_after_hello --nocapture --test-threads 1\n",
-            std::env::current_exe().unwrap().display()
-        ),
-    );
-    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let fake = hanging_successor(&dir);
     let started = std::time::Instant::now();
     pair.a.write_all(b"before ").await.unwrap();
     let out = upgrade(
@@ -531,5 +524,52 @@ async fn a_kick_during_an_upgrade_is_never_reported_done_and_then_lost() {
         "kick replied {replies:?}, yet bob is still here: {bob_here}"
     );
     pair.relays("still here\n", "<alice> still here").await;
+    assert_eq!(stop(&mut d, &serving), 0);
+}
+
+/// The script that runs [`fake_successor_hangs_after_hello`] as the "new binary".
+fn hanging_successor(dir: &Scratch) -> PathBuf {
+    let fake = dir.file(
+        "hangs-after-hello.sh",
+        &format!(
+            "#!/bin/sh\n{FAKE_SUCCESSOR}=1 exec '{}' --exact upgrade::fake_successor_hangs_after_hello --nocapture --test-threads 1\n",
+            std::env::current_exe().unwrap().display()
+        ),
+    );
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    fake
+}
+
+#[tokio::test]
+async fn a_request_whose_caller_gave_up_during_an_upgrade_is_not_carried_out() {
+    use std::io::Write;
+    let dir = Scratch::new("upg-gave-up");
+    let mut d = Daemon::start(&dir, "d", "flood_burst = 0\n");
+    let serving = Serving::of(&d.socket);
+    let mut pair = Pair::join(&d).await;
+    let fake = hanging_successor(&dir);
+    let socket = d.socket.clone();
+    let upgrading = std::thread::spawn(move || {
+        upgrade(
+            &socket,
+            &["--binary", fake.to_str().unwrap(), "--ready-timeout", "3"],
+        )
+    });
+    // While the upgrade is under way (the fake says hello at once): a caller asks for a kick and
+    // gives up before any reply (chatctl's own timeout), as chatctl does when it exits.
+    d.log_line("upgrade: starting the new binary");
+    let admin = std::os::unix::net::UnixStream::connect(&d.socket).unwrap();
+    (&admin)
+        .write_all(b"{\"cmd\":\"kick\",\"target\":\"bob\"}\n")
+        .unwrap();
+    drop(admin);
+    let out = upgrading.join().unwrap();
+    assert_eq!(out.code, 1, "{} {}", out.stdout, out.stderr);
+    // The rolled-back daemon serves on, and the kick nobody waits for any more was not done.
+    pair.relays("still\n", "<alice> still").await;
+    assert!(
+        roster(&d.socket).iter().any(|(_, n)| n == "bob"),
+        "bob was kicked by a request whose caller had given up"
+    );
     assert_eq!(stop(&mut d, &serving), 0);
 }
