@@ -37,6 +37,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::hub::Hub;
+use crate::hub::handover::Frozen;
 use channel::{Channel, Tag};
 use snapshot::{Origin, Snapshot};
 
@@ -238,8 +239,16 @@ impl Upgrader {
                 return Err(child.gone(why));
             }
         };
+        // Until the commit, however this ends (a failure, or the daemon stopping and dropping this
+        // future), the child is ended first and then every session resumes.
+        let mut handover = Handover {
+            upgrader: self,
+            child,
+            frozen: None,
+        };
         let upgrades = self.hub.counters.upgrades.load(Ordering::Relaxed);
         let room = self.hub.export(&mut frozen, upgrades + 1);
+        handover.frozen = Some(frozen);
         let clients = room.clients.len();
         let mut fds: Vec<RawFd> = self.listeners.clone();
         fds.extend(self.admin.map(|(fd, _)| fd));
@@ -268,7 +277,8 @@ impl Upgrader {
                     // service manager sees the main process die and restarts the service.
                     warn!(error = %e, "upgrade: could not send the commit");
                 }
-                child.release();
+                handover.frozen = None;
+                handover.child.release();
                 info!(
                     new_pid = hello.pid,
                     new_version = %hello.version,
@@ -284,19 +294,24 @@ impl Upgrader {
             }
             Err(why) => {
                 let _ = channel.send(Tag::Abort, &[], &[]);
-                let why = child.gone(why);
-                for r in self.hub.thaw(frozen) {
-                    self.tracker.spawn(crate::session::resume(
-                        self.hub.clone(),
-                        r.client,
-                        r.nick,
-                        Box::new(r.input),
-                    ));
-                }
-                self.gate.set(true);
+                let why = handover.child.gone(why);
+                drop(handover);
                 Err(why)
             }
         }
+    }
+
+    /// Lets every frozen session run again and reopens the gate (a rollback).
+    fn resume(&self, frozen: Frozen) {
+        for r in self.hub.thaw(frozen) {
+            self.tracker.spawn(crate::session::resume(
+                self.hub.clone(),
+                r.client,
+                r.nick,
+                Box::new(r.input),
+            ));
+        }
+        self.gate.set(true);
     }
 
     fn spawn(&self, binary: &std::path::Path) -> Result<(Channel, Child), String> {
@@ -317,6 +332,24 @@ impl Upgrader {
             .map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
         drop::<OwnedFd>(theirs);
         Ok((ours, child))
+    }
+}
+
+/// A hand-over under way, from the freeze to the commit.
+struct Handover<'a> {
+    upgrader: &'a Upgrader,
+    child: Started,
+    /// Taken at the commit; otherwise the sessions resume when this is dropped.
+    frozen: Option<Frozen>,
+}
+
+impl Drop for Handover<'_> {
+    fn drop(&mut self) {
+        if let Some(frozen) = self.frozen.take() {
+            // The child first: after the link closes it would serve the sockets itself.
+            self.child.gone(String::new());
+            self.upgrader.resume(frozen);
+        }
     }
 }
 

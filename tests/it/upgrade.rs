@@ -573,3 +573,63 @@ async fn a_request_whose_caller_gave_up_during_an_upgrade_is_not_carried_out() {
     );
     assert_eq!(stop(&mut d, &serving), 0);
 }
+
+/// Reads `r` until EOF (bounded), returning what came.
+async fn read_to_end(r: &mut BufReader<tokio::net::tcp::OwnedReadHalf>) -> String {
+    let mut all = String::new();
+    let _ = tokio::time::timeout(WAIT, r.read_to_string(&mut all)).await;
+    all
+}
+
+#[tokio::test]
+async fn a_stop_during_an_upgrade_stops_gracefully() {
+    // Debug builds only: each new process waits before it says ready.
+    let slow = |cmd: &mut std::process::Command| {
+        cmd.env("GROUPCHATD_TEST_READY_DELAY_MS", "1500");
+    };
+    // SIGTERM while `chatctl upgrade` runs, and while a SIGUSR2 upgrade runs.
+    for by_signal in [false, true] {
+        let dir = Scratch::new(if by_signal {
+            "upg-term-usr2"
+        } else {
+            "upg-term-ctl"
+        });
+        let mut d = Daemon::start_with(&dir, "d", "flood_burst = 0\n", slow);
+        let old = Serving::of(&d.socket);
+        let mut pair = Pair::join(&d).await;
+        pair.a.write_all(b"sent before the stop\n").await.unwrap();
+        let mut line = String::new();
+        tokio::time::timeout(WAIT, pair.b_r.read_line(&mut line))
+            .await
+            .unwrap()
+            .unwrap();
+        let upgrading = if by_signal {
+            d.signal(Signal::SIGUSR2);
+            None
+        } else {
+            let socket = d.socket.clone();
+            Some(std::thread::spawn(move || upgrade(&socket, &[])))
+        };
+        d.log_line("upgrade: test delay before ready");
+        d.signal(Signal::SIGTERM);
+        // The stop wins: the upgrade is called off, everyone hears the shutdown notice, and the
+        // daemon exits 0 with no successor left serving.
+        let rest = read_to_end(&mut pair.b_r).await;
+        let successor = std::os::unix::net::UnixStream::connect(&d.socket)
+            .is_ok()
+            .then(|| Serving::of(&d.socket));
+        assert!(
+            successor.is_none(),
+            "by_signal={by_signal}: a successor serves on"
+        );
+        assert!(
+            rest.contains("*** server shutting down"),
+            "by_signal={by_signal}: {rest:?}"
+        );
+        assert_eq!(d.wait_exit(WAIT), 0);
+        if let Some(u) = upgrading {
+            assert_ne!(u.join().unwrap().code, 0);
+        }
+        drop(old);
+    }
+}
