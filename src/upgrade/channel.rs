@@ -252,7 +252,16 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         a.send(Tag::Fds, b"1", &[listener.as_raw_fd()]).unwrap();
         let big: Vec<u8> = (0..200_000u32).map(|i| i as u8).collect();
-        a.send_all(&big).unwrap();
+        // Sent while the other end reads: more than the socket's buffer may hold at once.
+        let sender = {
+            let (a, big) = (
+                Channel {
+                    fd: a.fd.try_clone().unwrap(),
+                },
+                big.clone(),
+            );
+            std::thread::spawn(move || a.send_all(&big))
+        };
         let (tag, payload, fds) = b.recv(soon()).unwrap();
         assert_eq!((tag, &payload[..], fds.len()), (Tag::Fds, &b"1"[..], 1));
         let got = std::net::TcpListener::from(fds.into_iter().next().unwrap());
@@ -266,6 +275,7 @@ mod tests {
             }
         }
         assert_eq!(got, big);
+        sender.join().unwrap().unwrap();
         // A deadline and EOF are errors.
         assert_eq!(
             b.recv(Instant::now() + Duration::from_millis(20))
