@@ -142,7 +142,20 @@ impl Invocation {
     pub fn current() -> Invocation {
         let mut args = std::env::args_os();
         let argv0 = args.next().map(PathBuf::from).unwrap_or_default();
-        let exe = std::env::current_exe().unwrap_or(argv0);
+        // The path as invoked, not where it pointed then: a link that a deployment switches to
+        // the new version (alternatives, a `current` link) must lead to the new version. A bare
+        // name (found on PATH) or a path that names nothing falls back to the running file.
+        let invoked = if argv0.is_absolute() {
+            Some(argv0.clone())
+        } else if argv0.components().count() > 1 {
+            std::env::current_dir().ok().map(|cwd| cwd.join(&argv0))
+        } else {
+            None
+        };
+        let exe = match invoked.filter(|p| p.is_file()) {
+            Some(path) => path,
+            None => std::env::current_exe().unwrap_or(argv0),
+        };
         Invocation {
             exe,
             args: args.collect(),

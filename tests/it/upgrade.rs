@@ -633,3 +633,28 @@ async fn a_stop_during_an_upgrade_stops_gracefully() {
         drop(old);
     }
 }
+
+#[tokio::test]
+async fn the_default_binary_is_the_path_started_from_not_where_it_pointed() {
+    let dir = Scratch::new("upg-symlink");
+    let exes = two_copies(&dir);
+    // Started through a link that a deployment later switches to the new version (alternatives,
+    // a `current` link).
+    let link = dir.path("groupchatd");
+    std::os::unix::fs::symlink(&exes[0], &link).unwrap();
+    let mut d = Daemon::start_exe(&link, &dir, "d", "flood_burst = 0\n", |_| {});
+    let old = Serving::of(&d.socket);
+    let mut pair = Pair::join(&d).await;
+    std::fs::remove_file(&link).unwrap();
+    std::os::unix::fs::symlink(&exes[1], &link).unwrap();
+    let out = upgrade(&d.socket, &[]);
+    assert_eq!(out.code, 0, "{} {}", out.stdout, out.stderr);
+    std::mem::forget(old);
+    let serving = Serving {
+        pid: new_pid(&out.stdout),
+    };
+    let running = std::fs::read_link(format!("/proc/{}/exe", serving.pid)).unwrap();
+    assert_eq!(running, exes[1], "the upgrade ran the old version again");
+    pair.relays("on\n", "<alice> on").await;
+    assert_eq!(stop(&mut d, &serving), 0);
+}
