@@ -91,9 +91,16 @@ async fn serve(
                 }
                 _ = usr2.recv() => {
                     info!(signal = "SIGUSR2", "upgrade requested");
-                    // A failure is logged by the upgrader, and everything runs on.
-                    if upgrader.upgrade(None, upgrade::DEFAULT_TIMEOUT).await.is_ok() {
-                        upgrade::exit_handed_over();
+                    // A failure is logged by the upgrader, and everything runs on. A stop
+                    // requested meanwhile calls the upgrade off (it rolls back) and stops.
+                    tokio::select! {
+                        done = upgrader.upgrade(None, upgrade::DEFAULT_TIMEOUT) => {
+                            if done.is_ok() {
+                                upgrade::exit_handed_over();
+                            }
+                        }
+                        _ = term.recv() => { info!(signal = "SIGTERM", "stop requested; upgrade called off"); break }
+                        _ = int.recv() => { info!(signal = "SIGINT", "stop requested; upgrade called off"); break }
                     }
                 }
             }

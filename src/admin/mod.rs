@@ -122,7 +122,7 @@ pub async fn serve(
         };
         next_id = next_id.wrapping_add(1);
         let (id, ctx, stop) = (next_id, ctx.clone(), stop.clone());
-        let (slots, refusals) = (slots.clone(), refusals.clone());
+        let (slots, refusals, gate) = (slots.clone(), refusals.clone(), gate.clone());
         tracker.spawn(async move {
             let mut stream = stream;
             let Some((uid, pid)) = credentials(&stream, &ctx).await else {
@@ -141,7 +141,7 @@ pub async fn serve(
             tokio::select! {
                 () = stop.cancelled() => {}
                 () = slot.evicted() => {}
-                () = handle(&mut stream, &ctx, &limits, &slot, uid, pid) => {}
+                () = handle(&mut stream, &ctx, &limits, &gate, &slot, uid, pid) => {}
             }
         });
     }
@@ -201,6 +201,7 @@ async fn handle(
     stream: &mut UnixStream,
     ctx: &AdminCtx,
     limits: &AdminLimits,
+    gate: &AcceptGate,
     slot: &Slot,
     uid: u32,
     pid: i32,
@@ -241,6 +242,17 @@ async fn handle(
                 slot.touch();
                 match proto::decode_request(&line) {
                     Ok(cmd) => {
+                        // An upgrade is handing the room over: a request on a connection
+                        // accepted before it waits for the outcome. If the new process serves,
+                        // this one exits without acting on it (the caller gets no reply, not an
+                        // "ok" for a kick or announcement that the new process never saw).
+                        gate.opened().await;
+                        if caller_gone(reader.get_ref().as_ref()) {
+                            // It waited in the backlog (an upgrade) or behind a slow request
+                            // and gave up: it was told it failed, so nothing is done.
+                            debug!(uid, pid, "admin caller gone before its request ran");
+                            return;
+                        }
                         let reply = execute(ctx, &cmd, uid, pid).await;
                         handed_over = reply.ok && matches!(cmd, Command::Upgrade { .. });
                         reply
@@ -279,6 +291,18 @@ async fn handle(
         }
         deadline = Instant::now() + limits.idle_timeout;
     }
+}
+
+/// True if the caller has closed its end entirely (`POLLHUP`; a caller that only shut down its
+/// writing still reads the reply).
+fn caller_gone(stream: &UnixStream) -> bool {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    use std::os::fd::AsFd;
+    let mut fds = [PollFd::new(stream.as_fd(), PollFlags::empty())];
+    matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
+        && fds[0]
+            .revents()
+            .is_some_and(|r| r.contains(PollFlags::POLLHUP))
 }
 
 /// True if the caller belongs to the admin group, as its effective gid, its user's primary group,

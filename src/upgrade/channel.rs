@@ -148,6 +148,21 @@ impl Channel {
         }
     }
 
+    /// Makes every send from now on fail (`WouldBlock`) rather than wait past `deadline` for a
+    /// peer that does not read: a successor that says hello and then hangs must not keep the
+    /// room frozen.
+    pub fn send_by(&self, deadline: Instant) -> io::Result<()> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        // Zero would mean "no timeout".
+        let left = left.max(std::time::Duration::from_millis(1));
+        let tv = nix::sys::time::TimeVal::new(
+            left.as_secs().try_into().unwrap_or(i64::MAX),
+            left.subsec_micros().into(),
+        );
+        nix::sys::socket::setsockopt(&self.fd, nix::sys::socket::sockopt::SendTimeout, &tv)?;
+        Ok(())
+    }
+
     /// Sends a long payload as [`Tag::Chunk`] messages followed by [`Tag::End`].
     pub fn send_all(&self, payload: &[u8]) -> io::Result<()> {
         for piece in payload.chunks(CHUNK) {
@@ -259,15 +274,16 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let big: Vec<u8> = (0..200_000u32).map(|i| i as u8).collect();
-        // More than the socket buffer holds: the sender blocks until the receiver reads, as the
-        // old process's blocking thread does while the new process reads.
-        let fd = listener.as_raw_fd();
-        let sent = big.clone();
-        let a = std::thread::spawn(move || {
-            a.send(Tag::Fds, b"1", &[fd]).unwrap();
-            a.send_all(&sent).unwrap();
-            a
-        });
+        // Sent while the other end reads: more than the socket's buffer may hold at once.
+        let sender = {
+            let (a, big) = (
+                Channel {
+                    fd: a.fd.try_clone().unwrap(),
+                },
+                big.clone(),
+            );
+            std::thread::spawn(move || a.send_all(&big))
+        };
         let (tag, payload, fds) = b.recv(soon()).unwrap();
         assert_eq!((tag, &payload[..], fds.len()), (Tag::Fds, &b"1"[..], 1));
         let got = std::net::TcpListener::from(fds.into_iter().next().unwrap());
@@ -281,7 +297,7 @@ mod tests {
             }
         }
         assert_eq!(got, big);
-        let a = a.join().unwrap();
+        sender.join().unwrap().unwrap();
         // A deadline and EOF are errors.
         assert_eq!(
             b.recv(Instant::now() + Duration::from_millis(20))

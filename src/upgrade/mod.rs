@@ -37,6 +37,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::hub::Hub;
+use crate::hub::handover::Frozen;
 use channel::{Channel, Tag};
 use snapshot::{Origin, Snapshot};
 
@@ -141,7 +142,20 @@ impl Invocation {
     pub fn current() -> Invocation {
         let mut args = std::env::args_os();
         let argv0 = args.next().map(PathBuf::from).unwrap_or_default();
-        let exe = std::env::current_exe().unwrap_or(argv0);
+        // The path as invoked, not where it pointed then: a link that a deployment switches to
+        // the new version (alternatives, a `current` link) must lead to the new version. A bare
+        // name (found on PATH) or a path that names nothing falls back to the running file.
+        let invoked = if argv0.is_absolute() {
+            Some(argv0.clone())
+        } else if argv0.components().count() > 1 {
+            std::env::current_dir().ok().map(|cwd| cwd.join(&argv0))
+        } else {
+            None
+        };
+        let exe = match invoked.filter(|p| p.is_file()) {
+            Some(path) => path,
+            None => std::env::current_exe().unwrap_or(argv0),
+        };
         Invocation {
             exe,
             args: args.collect(),
@@ -242,8 +256,16 @@ impl Upgrader {
                 return Err(child.gone(why));
             }
         };
+        // Until the commit, however this ends (a failure, or the daemon stopping and dropping this
+        // future), the child is ended first and then every session resumes.
+        let mut handover = Handover {
+            upgrader: self,
+            child,
+            frozen: None,
+        };
         let upgrades = self.hub.counters.upgrades.load(Ordering::Relaxed);
         let room = self.hub.export(&mut frozen, upgrades + 1);
+        handover.frozen = Some(frozen);
         let clients = room.clients.len();
         let mut fds: Vec<RawFd> = self.listeners.clone();
         fds.extend(self.admin.map(|(fd, _)| fd));
@@ -272,7 +294,8 @@ impl Upgrader {
                     // service manager sees the main process die and restarts the service.
                     warn!(error = %e, "upgrade: could not send the commit");
                 }
-                child.release();
+                handover.frozen = None;
+                handover.child.release();
                 info!(
                     new_pid = hello.pid,
                     new_version = %hello.version,
@@ -288,19 +311,24 @@ impl Upgrader {
             }
             Err(why) => {
                 let _ = channel.send(Tag::Abort, &[], &[]);
-                let why = child.gone(why);
-                for r in self.hub.thaw(frozen) {
-                    self.tracker.spawn(crate::session::resume(
-                        self.hub.clone(),
-                        r.client,
-                        r.nick,
-                        Box::new(r.input),
-                    ));
-                }
-                self.gate.set(true);
+                let why = handover.child.gone(why);
+                drop(handover);
                 Err(why)
             }
         }
+    }
+
+    /// Lets every frozen session run again and reopens the gate (a rollback).
+    fn resume(&self, frozen: Frozen) {
+        for r in self.hub.thaw(frozen) {
+            self.tracker.spawn(crate::session::resume(
+                self.hub.clone(),
+                r.client,
+                r.nick,
+                Box::new(r.input),
+            ));
+        }
+        self.gate.set(true);
     }
 
     /// Starts the new process: our child, or under systemd the service manager's (see
@@ -328,6 +356,24 @@ impl Upgrader {
         .map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
         drop::<OwnedFd>(theirs);
         Ok((ours, child))
+    }
+}
+
+/// A hand-over under way, from the freeze to the commit.
+struct Handover<'a> {
+    upgrader: &'a Upgrader,
+    child: Started,
+    /// Taken at the commit; otherwise the sessions resume when this is dropped.
+    frozen: Option<Frozen>,
+}
+
+impl Drop for Handover<'_> {
+    fn drop(&mut self) {
+        if let Some(frozen) = self.frozen.take() {
+            // The child first: after the link closes it would serve the sockets itself.
+            self.child.gone(String::new());
+            self.upgrader.resume(frozen);
+        }
     }
 }
 
@@ -415,7 +461,11 @@ fn send_and_wait(
     snapshot: &[u8],
     deadline: Instant,
 ) -> Result<(), String> {
-    let io = |e: std::io::Error| format!("upgrade link failed: {e}");
+    let io = |e: std::io::Error| match e.kind() {
+        std::io::ErrorKind::WouldBlock => "the new process was not ready within the timeout".into(),
+        _ => format!("upgrade link failed: {e}"),
+    };
+    channel.send_by(deadline).map_err(io)?;
     for batch in fds.chunks(channel::FDS_PER_MESSAGE) {
         channel
             .send(Tag::Fds, batch.len().to_string().as_bytes(), batch)
@@ -469,6 +519,17 @@ fn test_version() -> Option<u32> {
             .ok()?
             .parse()
             .ok()
+    } else {
+        None
+    }
+}
+
+/// Debug builds only: `GROUPCHATD_TEST_READY_DELAY_MS` makes a new process wait that long before
+/// it says ready, so tests can act while an upgrade is under way.
+fn test_ready_delay() -> Option<Duration> {
+    if cfg!(debug_assertions) {
+        let ms = std::env::var("GROUPCHATD_TEST_READY_DELAY_MS").ok()?;
+        ms.parse().ok().map(Duration::from_millis)
     } else {
         None
     }

@@ -112,6 +112,10 @@ impl Takeover {
     /// process is to serve: on the commit, and also if the old process is gone (it cannot serve
     /// any more, and the sockets are here). Err when it called the upgrade off.
     pub fn ready_and_wait(self) -> Result<Link, String> {
+        if let Some(delay) = super::test_ready_delay() {
+            tracing::info!("upgrade: test delay before ready");
+            std::thread::sleep(delay);
+        }
         self.channel
             .send(Tag::Ready, b"{}", &[])
             .map_err(|e| format!("upgrade link: {e}"))?;

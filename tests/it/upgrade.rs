@@ -391,3 +391,270 @@ async fn sigusr2_upgrades_without_a_reply_and_connections_wait_in_the_backlog() 
     assert_eq!(admin_stats(&d.socket)["upgrades"], 1);
     assert_eq!(stop(&mut d, &new), 0);
 }
+
+/// Set by the script below in the environment of a fake successor (this test binary run again).
+const FAKE_SUCCESSOR: &str = "GROUPCHATD_TEST_FAKE_SUCCESSOR";
+
+/// Not a test of its own: run by [`a_successor_that_hangs_after_hello_is_rolled_back_in_time`]
+/// as the "new binary", it says hello on the upgrade link and then reads nothing (bounded).
+#[test]
+fn fake_successor_hangs_after_hello() {
+    if std::env::var_os(FAKE_SUCCESSOR).is_none() {
+        return;
+    }
+    let fd: i32 = std::env::var("GROUPCHATD_UPGRADE_FD")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let hello = format!(
+        "H{{\"pid\":{},\"version\":\"0.0.0-hang\",\"reads\":[1]}}",
+        std::process::id()
+    );
+    nix::sys::socket::send(fd, hello.as_bytes(), nix::sys::socket::MsgFlags::empty()).unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(30));
+}
+
+#[tokio::test]
+async fn a_successor_that_hangs_after_hello_is_rolled_back_in_time() {
+    let dir = Scratch::new("upg-hang-hello");
+    let mut d = Daemon::start(&dir, "d", "flood_burst = 0\nmax_queue_bytes = 8000000\n");
+    let serving = Serving::of(&d.socket);
+    let mut pair = Pair::join(&d).await;
+    // A client that reads nothing, so the snapshot carries a few megabytes owed to it: more than
+    // the upgrade link's socket buffer holds while the successor reads nothing.
+    let sleeper = TcpSocket::new_v4().unwrap();
+    sleeper.set_recv_buffer_size(4096).unwrap();
+    let sleeper = tokio::time::timeout(WAIT, sleeper.connect(d.addr()))
+        .await
+        .unwrap()
+        .unwrap();
+    let (_sleeper_r, mut sleeper_w) = sleeper.into_split();
+    sleeper_w.write_all(b"sleeper\n").await.unwrap();
+    let line = format!("{}\n", "x".repeat(1000));
+    let queued = |socket: &Path| -> u64 {
+        chatctl(socket, &["--json", "list"]).json()["result"]["clients"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["nick"] == "sleeper")
+            .map(|c| c["queued_bytes"].as_u64().unwrap())
+            .sum()
+    };
+    // Bounded: rounds of 1 MB until the kernel's buffers are full and a megabyte is queued.
+    for round in 0..20 {
+        for _ in 0..1000 {
+            pair.a.write_all(line.as_bytes()).await.unwrap();
+        }
+        let end = format!("end of round {round}");
+        pair.a
+            .write_all(format!("{end}\n").as_bytes())
+            .await
+            .unwrap();
+        let mut got = String::new();
+        // Bounded: bob reads alice's lines (wrapped into rows) until the last one.
+        for _ in 0..100_000 {
+            got.clear();
+            tokio::time::timeout(WAIT, pair.b_r.read_line(&mut got))
+                .await
+                .unwrap()
+                .unwrap();
+            if got.contains(&end) {
+                break;
+            }
+        }
+        assert_eq!(got, format!("<alice> {end}\r\n"));
+        if queued(&d.socket) > 1_000_000 {
+            break;
+        }
+    }
+    assert!(queued(&d.socket) > 1_000_000);
+    let fake = hanging_successor(&dir);
+    let started = std::time::Instant::now();
+    pair.a.write_all(b"before ").await.unwrap();
+    let out = upgrade(
+        &d.socket,
+        &["--binary", fake.to_str().unwrap(), "--ready-timeout", "2"],
+    );
+    assert_eq!(out.code, 1, "{} {}", out.stdout, out.stderr);
+    assert!(out.stderr.contains("not ready within"), "{}", out.stderr);
+    assert!(started.elapsed() < std::time::Duration::from_secs(6));
+    pair.relays("after\n", "<alice> before after").await;
+    assert_eq!(serving_pid(&d.socket), serving.pid);
+    assert_eq!(stop(&mut d, &serving), 0);
+}
+
+#[tokio::test]
+async fn a_kick_during_an_upgrade_is_never_reported_done_and_then_lost() {
+    use std::io::{BufRead, Write};
+    let dir = Scratch::new("upg-kick");
+    // Debug builds only: each new process waits before it says ready.
+    let mut d = Daemon::start_with(&dir, "d", "flood_burst = 0\n", |cmd| {
+        cmd.env("GROUPCHATD_TEST_READY_DELAY_MS", "1500");
+    });
+    let mut pair = Pair::join(&d).await;
+    // An admin connection made before the upgrade (a script that keeps one open).
+    let admin = std::os::unix::net::UnixStream::connect(&d.socket).unwrap();
+    admin.set_read_timeout(Some(WAIT)).unwrap();
+    (&admin).write_all(b"{\"cmd\":\"stats\"}\n").unwrap();
+    let mut reader = std::io::BufReader::new(&admin);
+    let mut reply = String::new();
+    reader.read_line(&mut reply).unwrap();
+    assert!(reply.contains("\"ok\":true"), "{reply}");
+    let socket = d.socket.clone();
+    let upgrading = std::thread::spawn(move || upgrade(&socket, &[]));
+    // The new process has everything and is about to say ready: the room is frozen.
+    d.log_line("upgrade: test delay before ready");
+    (&admin)
+        .write_all(b"{\"cmd\":\"kick\",\"target\":\"bob\"}\n{\"cmd\":\"announce\",\"text\":\"hello all\"}\n")
+        .unwrap();
+    let out = upgrading.join().unwrap();
+    assert_eq!(out.code, 0, "{} {}", out.stdout, out.stderr);
+    let serving = Serving {
+        pid: new_pid(&out.stdout),
+    };
+    let mut replies = String::new();
+    let _ = std::io::Read::read_to_string(&mut reader, &mut replies);
+    let kicked = replies
+        .lines()
+        .next()
+        .is_some_and(|r| r.contains("\"ok\":true"));
+    let bob_here = roster(&d.socket).iter().any(|(_, n)| n == "bob");
+    assert!(
+        kicked != bob_here,
+        "kick replied {replies:?}, yet bob is still here: {bob_here}"
+    );
+    pair.relays("still here\n", "<alice> still here").await;
+    assert_eq!(stop(&mut d, &serving), 0);
+}
+
+/// The script that runs [`fake_successor_hangs_after_hello`] as the "new binary".
+fn hanging_successor(dir: &Scratch) -> PathBuf {
+    let fake = dir.file(
+        "hangs-after-hello.sh",
+        &format!(
+            "#!/bin/sh\n{FAKE_SUCCESSOR}=1 exec '{}' --exact upgrade::fake_successor_hangs_after_hello --nocapture --test-threads 1\n",
+            std::env::current_exe().unwrap().display()
+        ),
+    );
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    fake
+}
+
+#[tokio::test]
+async fn a_request_whose_caller_gave_up_during_an_upgrade_is_not_carried_out() {
+    use std::io::Write;
+    let dir = Scratch::new("upg-gave-up");
+    let mut d = Daemon::start(&dir, "d", "flood_burst = 0\n");
+    let serving = Serving::of(&d.socket);
+    let mut pair = Pair::join(&d).await;
+    let fake = hanging_successor(&dir);
+    let socket = d.socket.clone();
+    let upgrading = std::thread::spawn(move || {
+        upgrade(
+            &socket,
+            &["--binary", fake.to_str().unwrap(), "--ready-timeout", "3"],
+        )
+    });
+    // While the upgrade is under way (the fake says hello at once): a caller asks for a kick and
+    // gives up before any reply (chatctl's own timeout), as chatctl does when it exits.
+    d.log_line("upgrade: starting the new binary");
+    let admin = std::os::unix::net::UnixStream::connect(&d.socket).unwrap();
+    (&admin)
+        .write_all(b"{\"cmd\":\"kick\",\"target\":\"bob\"}\n")
+        .unwrap();
+    drop(admin);
+    let out = upgrading.join().unwrap();
+    assert_eq!(out.code, 1, "{} {}", out.stdout, out.stderr);
+    // The rolled-back daemon serves on, and the kick nobody waits for any more was not done.
+    pair.relays("still\n", "<alice> still").await;
+    assert!(
+        roster(&d.socket).iter().any(|(_, n)| n == "bob"),
+        "bob was kicked by a request whose caller had given up"
+    );
+    assert_eq!(stop(&mut d, &serving), 0);
+}
+
+/// Reads `r` until EOF (bounded), returning what came.
+async fn read_to_end(r: &mut BufReader<tokio::net::tcp::OwnedReadHalf>) -> String {
+    let mut all = String::new();
+    let _ = tokio::time::timeout(WAIT, r.read_to_string(&mut all)).await;
+    all
+}
+
+#[tokio::test]
+async fn a_stop_during_an_upgrade_stops_gracefully() {
+    // Debug builds only: each new process waits before it says ready.
+    let slow = |cmd: &mut std::process::Command| {
+        cmd.env("GROUPCHATD_TEST_READY_DELAY_MS", "1500");
+    };
+    // SIGTERM while `chatctl upgrade` runs, and while a SIGUSR2 upgrade runs.
+    for by_signal in [false, true] {
+        let dir = Scratch::new(if by_signal {
+            "upg-term-usr2"
+        } else {
+            "upg-term-ctl"
+        });
+        let mut d = Daemon::start_with(&dir, "d", "flood_burst = 0\n", slow);
+        let old = Serving::of(&d.socket);
+        let mut pair = Pair::join(&d).await;
+        pair.a.write_all(b"sent before the stop\n").await.unwrap();
+        let mut line = String::new();
+        tokio::time::timeout(WAIT, pair.b_r.read_line(&mut line))
+            .await
+            .unwrap()
+            .unwrap();
+        let upgrading = if by_signal {
+            d.signal(Signal::SIGUSR2);
+            None
+        } else {
+            let socket = d.socket.clone();
+            Some(std::thread::spawn(move || upgrade(&socket, &[])))
+        };
+        d.log_line("upgrade: test delay before ready");
+        d.signal(Signal::SIGTERM);
+        // The stop wins: the upgrade is called off, everyone hears the shutdown notice, and the
+        // daemon exits 0 with no successor left serving.
+        let rest = read_to_end(&mut pair.b_r).await;
+        let successor = std::os::unix::net::UnixStream::connect(&d.socket)
+            .is_ok()
+            .then(|| Serving::of(&d.socket));
+        assert!(
+            successor.is_none(),
+            "by_signal={by_signal}: a successor serves on"
+        );
+        assert!(
+            rest.contains("*** server shutting down"),
+            "by_signal={by_signal}: {rest:?}"
+        );
+        assert_eq!(d.wait_exit(WAIT), 0);
+        if let Some(u) = upgrading {
+            assert_ne!(u.join().unwrap().code, 0);
+        }
+        drop(old);
+    }
+}
+
+#[tokio::test]
+async fn the_default_binary_is_the_path_started_from_not_where_it_pointed() {
+    let dir = Scratch::new("upg-symlink");
+    let exes = two_copies(&dir);
+    // Started through a link that a deployment later switches to the new version (alternatives,
+    // a `current` link).
+    let link = dir.path("groupchatd");
+    std::os::unix::fs::symlink(&exes[0], &link).unwrap();
+    let mut d = Daemon::start_exe(&link, &dir, "d", "flood_burst = 0\n", |_| {});
+    let old = Serving::of(&d.socket);
+    let mut pair = Pair::join(&d).await;
+    std::fs::remove_file(&link).unwrap();
+    std::os::unix::fs::symlink(&exes[1], &link).unwrap();
+    let out = upgrade(&d.socket, &[]);
+    assert_eq!(out.code, 0, "{} {}", out.stdout, out.stderr);
+    std::mem::forget(old);
+    let serving = Serving {
+        pid: new_pid(&out.stdout),
+    };
+    let running = std::fs::read_link(format!("/proc/{}/exe", serving.pid)).unwrap();
+    assert_eq!(running, exes[1], "the upgrade ran the old version again");
+    pair.relays("on\n", "<alice> on").await;
+    assert_eq!(stop(&mut d, &serving), 0);
+}
