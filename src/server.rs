@@ -45,7 +45,7 @@ pub async fn accept_loop(
         if !gate.is_open() {
             tokio::select! {
                 () = stop.cancelled() => return,
-                () = gate.opened() => {}
+                () = gate.park_until_open() => {}
             }
         }
         let accepted = tokio::select! {

@@ -150,17 +150,27 @@ impl Hub {
 
     /// The room for a snapshot. Stops all writing to the frozen clients: from here on their
     /// output is the snapshot's, until [`thaw`](Self::thaw).
-    pub(crate) fn export(&self, frozen: &mut Frozen, upgrades: u64) -> Room {
+    pub(crate) fn export(
+        &self,
+        frozen: &mut Frozen,
+        upgrades: u64,
+    ) -> (Room, Vec<std::os::fd::RawFd>) {
+        use std::os::fd::AsRawFd;
         frozen.exported = true;
         let st = self.lock();
         let now = Instant::now();
-        let clients = frozen
+        // The sockets come from the frozen clients themselves, in the same order; one closed
+        // since it froze (nothing of it is in the room any more) is not handed over.
+        let (clients, fds) = frozen
             .sessions
             .iter()
+            .filter(|(client, _)| {
+                st.clients.contains_key(&client.id) && !client.outbox.is_closing()
+            })
             .map(|(client, input)| {
                 let c = client.as_ref();
                 let nick = st.members.get(&c.id).map(|m| m.nick.to_string());
-                ClientState {
+                let state = ClientState {
                     id: c.id,
                     peer: c.peer,
                     connected_at_ms: unix_ms(c.connected_at),
@@ -174,31 +184,19 @@ impl Hub {
                     last_active_ms: c.stats.last_active_ms.load(Ordering::Relaxed),
                     input: input.clone(),
                     unsent: c.outbox.freeze_output(c.id, &c.stats),
-                }
+                };
+                (state, c.stream.as_raw_fd())
             })
-            .collect();
-        Room {
+            .unzip();
+        let room = Room {
             service_started_at_ms: unix_ms(self.started_at),
             upgrades,
             next_id: self.next_id.load(Ordering::SeqCst),
             peak: st.peak,
             counters: self.counters.totals(),
             clients,
-        }
-    }
-
-    /// The sockets of `room`'s clients, in its order, for passing to the new process.
-    pub(crate) fn client_fds(&self, room: &Room) -> Vec<std::os::fd::RawFd> {
-        use std::os::fd::AsRawFd;
-        let st = self.lock();
-        room.clients
-            .iter()
-            .filter_map(|c| {
-                st.clients
-                    .get(&c.id)
-                    .map(|client| client.stream.as_raw_fd())
-            })
-            .collect()
+        };
+        (room, fds)
     }
 
     /// Undoes a freeze (the upgrade was rolled back): writing resumes and the sessions to start

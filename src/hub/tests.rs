@@ -535,7 +535,8 @@ async fn a_frozen_room_exports_what_each_client_is_owed_and_thaws_where_it_stopp
         tokio::task::yield_now().await;
     }
     let mut frozen = freezing.await.unwrap().expect("every session stopped");
-    let room = h.export(&mut frozen, 1);
+    let (room, fds) = h.export(&mut frozen, 1);
+    assert_eq!(fds.len(), 2, "one socket per frozen client");
     assert_eq!(room.next_id, 3);
     let mine = room.clients.iter().find(|c| c.id == alice.id()).unwrap();
     assert_eq!(mine.nick.as_deref(), Some("alice"));

@@ -273,6 +273,7 @@ mod tests {
         let b = Channel { fd: b };
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
+        a.send(Tag::Fds, b"1", &[listener.as_raw_fd()]).unwrap();
         let big: Vec<u8> = (0..200_000u32).map(|i| i as u8).collect();
         // Sent while the other end reads: more than the socket's buffer may hold at once.
         let sender = {

@@ -73,19 +73,48 @@ pub struct Upgraded {
 #[derive(Debug, Clone)]
 pub struct AcceptGate {
     open: watch::Sender<bool>,
+    /// Chat accept loops waiting at the closed gate: once all are, no connection is between
+    /// `accept` and its session (one accepted as the gate closed is registered first).
+    parked: watch::Sender<usize>,
 }
 
 impl Default for AcceptGate {
     fn default() -> Self {
         AcceptGate {
             open: watch::Sender::new(true),
+            parked: watch::Sender::new(0),
         }
+    }
+}
+
+/// Counts one accept loop as parked while it lives.
+struct Parked<'a>(&'a watch::Sender<usize>);
+
+impl Drop for Parked<'_> {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n -= 1);
     }
 }
 
 impl AcceptGate {
     fn set(&self, open: bool) {
         self.open.send_replace(open);
+    }
+
+    /// For a chat accept loop: waits while the gate is closed, counted as parked.
+    pub async fn park_until_open(&self) {
+        self.parked.send_modify(|n| *n += 1);
+        let _parked = Parked(&self.parked);
+        self.opened().await;
+    }
+
+    /// Closes the gate and waits (at most `limit`) until `loops` chat accept loops are parked.
+    async fn close_and_settle(&self, loops: usize, limit: Duration) -> bool {
+        self.set(false);
+        let mut parked = self.parked.subscribe();
+        tokio::time::timeout(limit, parked.wait_for(|n| *n >= loops))
+            .await
+            .is_ok_and(|r| r.is_ok())
     }
 
     /// Resolves at once while open, else when opened again.
@@ -245,7 +274,15 @@ impl Upgrader {
             )));
         }
         // From here on nothing is read or written until commit or rollback.
-        self.gate.set(false);
+        if !self
+            .gate
+            .close_and_settle(self.listeners.len(), FREEZE_LIMIT)
+            .await
+        {
+            self.gate.set(true);
+            let _ = channel.send(Tag::Abort, &[], &[]);
+            return Err(child.gone("the accept loops did not pause".into()));
+        }
         let paused_at_ns = monotonic_ns();
         let paused = Instant::now();
         let mut frozen = match self.hub.freeze(FREEZE_LIMIT).await {
@@ -264,12 +301,12 @@ impl Upgrader {
             frozen: None,
         };
         let upgrades = self.hub.counters.upgrades.load(Ordering::Relaxed);
-        let room = self.hub.export(&mut frozen, upgrades + 1);
+        let (room, client_fds) = self.hub.export(&mut frozen, upgrades + 1);
         handover.frozen = Some(frozen);
         let clients = room.clients.len();
         let mut fds: Vec<RawFd> = self.listeners.clone();
         fds.extend(self.admin.map(|(fd, _)| fd));
-        fds.extend(self.hub.client_fds(&room));
+        fds.extend(client_fds);
         let snap = Snapshot {
             version: test_version().unwrap_or(snapshot::VERSION),
             from: Origin {
