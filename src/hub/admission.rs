@@ -25,6 +25,7 @@ use tracing::{info, warn};
 
 use super::{Hub, Refusal};
 use crate::config::{IpNet, MAX_BURST, Rate};
+use crate::upgrade::snapshot::NetworkRate;
 
 /// Most networks remembered at once: about 2 MiB of table at most.
 pub(crate) const MAX_NETWORKS: usize = 16_384;
@@ -166,6 +167,45 @@ impl ConnectRate {
         })
     }
 
+    /// The table as plain data for an upgrade's snapshot (instants do not cross processes: each
+    /// bucket says how long ago it was last filled). The shared overflow bucket is left out: it
+    /// only exists while the table is full, and starts full again.
+    pub(crate) fn export(&self, now: Instant) -> Vec<NetworkRate> {
+        let t = self.lock();
+        t.buckets
+            .iter()
+            .map(|(net, b)| NetworkRate {
+                network: net.to_string(),
+                tokens: b.tokens,
+                since_ms: now.saturating_duration_since(b.last).as_millis() as u64,
+                limited: b.limited,
+            })
+            .collect()
+    }
+
+    /// Takes over a predecessor's table (see [`export`](Self::export)), at most [`MAX_NETWORKS`]
+    /// entries; what does not parse or is out of range is left out or brought into range.
+    pub(crate) fn import(&self, entries: &[NetworkRate], now: Instant) {
+        let mut t = self.lock();
+        for e in entries.iter().take(MAX_NETWORKS) {
+            let Ok(net) = e.network.parse::<IpNet>() else {
+                continue;
+            };
+            let tokens = if e.tokens.is_finite() {
+                e.tokens.clamp(0.0, f64::from(MAX_BURST))
+            } else {
+                f64::from(MAX_BURST)
+            };
+            let ago = Duration::from_millis(e.since_ms.min(3_600_000));
+            let bucket = Bucket {
+                tokens,
+                last: now.checked_sub(ago).unwrap_or(now),
+                limited: e.limited,
+            };
+            t.buckets.insert(net, bucket);
+        }
+    }
+
     /// Networks remembered now.
     #[cfg(test)]
     fn len(&self) -> usize {
@@ -242,6 +282,32 @@ mod tests {
     fn slash64(top: u64) -> IpNet {
         let addr = std::net::Ipv6Addr::from_bits(u128::from(top) << 64);
         IpNet::new(IpAddr::V6(addr), 64).unwrap()
+    }
+
+    #[test]
+    fn an_upgrade_carries_the_table_so_no_network_gets_a_fresh_burst() {
+        let r = rate(3, 0.5);
+        let old = ConnectRate::default();
+        let t0 = Instant::now();
+        let n = net("192.0.2.0/24");
+        for _ in 0..3 {
+            old.check(n, r, t0).unwrap();
+        }
+        assert!(old.check(n, r, t0).is_err());
+        let mut entries = old.export(t0);
+        entries.push(NetworkRate {
+            network: "not a network".into(),
+            tokens: f64::NAN,
+            since_ms: u64::MAX,
+            limited: false,
+        });
+        let new = ConnectRate::default();
+        new.import(&entries, t0);
+        assert_eq!(new.len(), 1, "the unparsable entry is left out");
+        let refused = new.check(n, r, t0).unwrap_err();
+        assert!(!refused.new_episode, "still the same episode");
+        // And it refills at the same pace as before.
+        assert_eq!(new.check(n, r, t0 + Duration::from_secs(2)), Ok(()));
     }
 
     #[test]

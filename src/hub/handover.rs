@@ -195,6 +195,7 @@ impl Hub {
             peak: st.peak,
             counters: self.counters.totals(),
             clients,
+            connect_rate: self.connect_rate.export(now),
         };
         (room, fds)
     }
@@ -230,6 +231,7 @@ impl Hub {
             .store(room.upgrades, Ordering::Relaxed);
         self.next_id.store(room.next_id, Ordering::SeqCst);
         self.counters.restore(&room.counters);
+        self.connect_rate.import(&room.connect_rate, now);
         let st = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
         st.peak = room.peak;
         let mut resumed = Vec::with_capacity(room.clients.len());

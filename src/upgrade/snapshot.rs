@@ -69,6 +69,22 @@ pub struct Room {
     pub peak: usize,
     pub counters: Totals,
     pub clients: Vec<ClientState>,
+    /// The connection-rate table (`connect_rate`), so an upgrade gives no network a fresh burst.
+    #[serde(default)]
+    pub connect_rate: Vec<NetworkRate>,
+}
+
+/// One network's connection-rate bucket.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkRate {
+    /// `a.b.c.d/n` or `x::/n`.
+    pub network: String,
+    pub tokens: f64,
+    /// Milliseconds since it was last filled.
+    pub since_ms: u64,
+    /// Refused since its last admission (the log says so once per episode).
+    pub limited: bool,
 }
 
 /// The totals `chatctl stats` shows.
@@ -208,6 +224,7 @@ mod tests {
                 peak: 2,
                 counters: Totals::default(),
                 clients: vec![],
+                connect_rate: vec![],
             },
         }
     }
@@ -231,6 +248,11 @@ mod tests {
             Snapshot::decode(b"not json", 0),
             Err(SnapshotError::Malformed(_))
         ));
+        // Written before the connection-rate table was carried: it is simply empty.
+        let mut json: serde_json::Value = serde_json::from_slice(&s.encode()).unwrap();
+        json["room"].as_object_mut().unwrap().remove("connect_rate");
+        let older = Snapshot::decode(json.to_string().as_bytes(), 2).unwrap();
+        assert!(older.room.connect_rate.is_empty());
         assert!(matches!(
             Snapshot::decode(&s.encode(), 3),
             Err(SnapshotError::Inconsistent(_))
