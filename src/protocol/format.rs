@@ -195,18 +195,35 @@ fn row_end(text: &str, room: usize) -> usize {
             {
                 return at;
             }
-            // A selector that widens its character goes to the next row with it.
-            return match prev {
-                Some(p) if w > 0 && c.width_cjk() == Some(0) && i > p.len_utf8() => {
-                    i - p.len_utf8()
-                }
-                _ => i,
-            };
+            return hard_break(text, i);
         }
         prev = Some(c);
         used += w;
     }
     text.len()
+}
+
+/// Where to break inside a word when the char at `at` does not fit: there, unless that would split
+/// what draws as one symbol (a selector or modifier from its character, an emoji joined by ZWJ),
+/// in which case before the whole symbol, as long as something stays on the row.
+fn hard_break(text: &str, at: usize) -> usize {
+    let attached = |c: char| {
+        matches!(
+            c,
+            '\u{200d}' | '\u{fe0e}' | '\u{fe0f}' | '\u{1f3fb}'..='\u{1f3ff}'
+        ) || c.width_cjk() == Some(0)
+    };
+    let mut end = at;
+    // Bounded by the row: each step moves one char back, and stops before its first char.
+    while let Some(c) = text[end..].chars().next() {
+        let before = text[..end].chars().next_back();
+        let joined = attached(c) || before == Some('\u{200d}');
+        match before {
+            Some(b) if joined && end > b.len_utf8() => end -= b.len_utf8(),
+            _ => break,
+        }
+    }
+    end
 }
 
 /// The columns the server counts `row` as taking (see [`columns`]); what the wrapping keeps within
@@ -372,6 +389,32 @@ mod tests {
                 for r in &rows {
                     assert!(!r.contains("\u{301}\u{301}"));
                     assert!(!r.starts_with('\u{301}') && !r.trim_start().starts_with('\u{301}'));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_symbol_made_of_several_chars_is_not_split_across_rows() {
+        let family = "\u{1f468}\u{200d}\u{1f469}\u{200d}\u{1f467}";
+        let thumbs = "\u{1f44d}\u{1f3fd}";
+        for text in [
+            family.repeat(30),
+            thumbs.repeat(40),
+            format!("x{}", family.repeat(25)),
+        ] {
+            for width in [20, 23, 31, 80] {
+                let rows = say(width, &text);
+                for row in &rows[1..] {
+                    let body = &row[CONTINUATION.len()..];
+                    let first = body.chars().next().unwrap();
+                    assert!(
+                        first != '\u{200d}' && !('\u{1f3fb}'..='\u{1f3ff}').contains(&first),
+                        "width {width}: a row starts inside a symbol: {row:?}"
+                    );
+                }
+                for row in &rows {
+                    assert!(!row.ends_with('\u{200d}'), "width {width}: {row:?}");
                 }
             }
         }
