@@ -57,53 +57,28 @@ pub(crate) struct Resumed {
 }
 
 impl Counters {
-    /// The totals a snapshot carries, in the one order both directions below use.
-    fn fields(&self) -> [&AtomicU64; 7] {
-        [
-            &self.connections,
-            &self.rejected,
-            &self.lines_relayed,
-            &self.bytes_relayed,
-            &self.kicks,
-            &self.slow_drops,
-            &self.throttled,
-        ]
-    }
-
     fn totals(&self) -> Totals {
-        let [
-            connections,
-            rejected,
-            lines_relayed,
-            bytes_relayed,
-            kicks,
-            slow_drops,
-            throttled,
-        ] = self.fields().map(|n| n.load(Ordering::Relaxed));
+        let get = |n: &AtomicU64| n.load(Ordering::Relaxed);
         Totals {
-            connections,
-            rejected,
-            lines_relayed,
-            bytes_relayed,
-            kicks,
-            slow_drops,
-            throttled,
+            connections: get(&self.connections),
+            rejected: get(&self.rejected),
+            lines_relayed: get(&self.lines_relayed),
+            bytes_relayed: get(&self.bytes_relayed),
+            kicks: get(&self.kicks),
+            slow_drops: get(&self.slow_drops),
+            throttled: get(&self.throttled),
         }
     }
 
     fn restore(&self, t: &Totals) {
-        let values = [
-            t.connections,
-            t.rejected,
-            t.lines_relayed,
-            t.bytes_relayed,
-            t.kicks,
-            t.slow_drops,
-            t.throttled,
-        ];
-        for (n, v) in self.fields().into_iter().zip(values) {
-            n.store(v, Ordering::Relaxed);
-        }
+        let set = |n: &AtomicU64, v: u64| n.store(v, Ordering::Relaxed);
+        set(&self.connections, t.connections);
+        set(&self.rejected, t.rejected);
+        set(&self.lines_relayed, t.lines_relayed);
+        set(&self.bytes_relayed, t.bytes_relayed);
+        set(&self.kicks, t.kicks);
+        set(&self.slow_drops, t.slow_drops);
+        set(&self.throttled, t.throttled);
     }
 }
 

@@ -63,10 +63,12 @@ impl LineCtx {
         let fits = |len: usize| queued + len as u64 <= limit as u64;
         let (buf, lines) = if queued == 0 || fits(buf.len()) {
             (buf, lines)
-        } else if fits(REPLY_SKIPPED.len() + 6) {
-            (notice(REPLY_SKIPPED), 1)
         } else {
-            return;
+            let note = notice(REPLY_SKIPPED);
+            if !fits(note.len()) {
+                return;
+            }
+            (note, 1)
         };
         if self.hub.reply(&self.client, buf, lines, limit) == Lag::Overflow {
             self.set_leave(LeaveReason::QueueFull, None);
