@@ -357,7 +357,7 @@ async fn execute(ctx: &AdminCtx, cmd: &Command, uid: u32, pid: i32) -> Response 
             if text.is_empty() {
                 return Response::error(ErrorCode::BadRequest, "the announcement is empty");
             }
-            let reached = hub.announce(&text) as u64;
+            let reached = hub.announce(None, &text).unwrap_or(0) as u64;
             info!(event = "announce", uid, pid, reached, text = %text, "admin announcement");
             Response::ok(&AnnounceReply { reached })
         }

@@ -12,7 +12,13 @@
 //!
 //! Bounds: the client's lag is the log bytes after its cursor plus the bytes taken or queued for
 //! it and not yet written; past `max_queue_bytes` it is cut off as too slow, past half of it it
-//! counts as congested (see [`Congestion`]). An idle client holds no buffers.
+//! counts as congested in its room (see [`Congestion`]). An idle client holds no buffers.
+//!
+//! Moving to another room ([`Outbox::switch`]) happens under the writer lock: what the old room
+//! still owes the client (up to its leave) and every private line queued before it are taken as
+//! pending output, then the cursor jumps to the new room's log. Log positions carry their room's
+//! slot in their top bits (see `hub::log`), so a publisher that judges the client against a room
+//! it has just left sees no lag there rather than a nonsense one.
 
 use std::collections::VecDeque;
 use std::io;
@@ -28,8 +34,9 @@ use super::leave::{Close, LeaveReason};
 use super::socket::{WRITE_SLICES, advance, socket_error_reason, writev};
 use super::{ClientId, ClientStats};
 use crate::drain::DrainTicket;
+use crate::hub::Room;
 use crate::hub::handover::FreezeRequest;
-use crate::hub::log::Entry;
+use crate::hub::log::{Entry, same_log};
 
 /// `writev` calls one [`Outbox::flush`] makes before handing the rest to the session: a publisher
 /// writes to many sockets after each read and must not spend its turn on one busy reader.
@@ -90,6 +97,16 @@ struct Doorbell {
     drain: Option<DrainTicket>,
     /// The daemon is upgrading: give up the input state and end the session.
     freeze: Option<FreezeRequest>,
+    /// A room's delivery that a flusher handed on: the session carries it on.
+    owed: Option<Arc<Room>>,
+}
+
+/// What the session is asked to do, taken from the doorbell in one go.
+#[derive(Debug, Default)]
+pub(crate) struct Requests {
+    pub(crate) owed: Option<Arc<Room>>,
+    pub(crate) drain: Option<DrainTicket>,
+    pub(crate) failure: Option<LeaveReason>,
 }
 
 /// What a flush achieved.
@@ -116,10 +133,11 @@ pub(crate) enum Lag {
 /// The room-wide facts an outbox needs to judge a client's lag.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Limits<'a> {
-    /// The room log's length now.
+    /// The room log's length now (a client in another room has no lag in this one).
     pub(crate) log_end: u64,
     pub(crate) max_queue_bytes: usize,
-    pub(crate) congestion: &'a Congestion,
+    /// The room's congestion, which the client joins when its lag passes half the limit.
+    pub(crate) congestion: &'a Arc<Congestion>,
 }
 
 /// One client's output.
@@ -138,8 +156,11 @@ pub struct Outbox {
     log_pos: AtomicU64,
     /// Bytes queued privately or taken from the log, not yet written.
     held: AtomicU64,
-    /// Counted in the room's [`Congestion`].
+    /// Counted in a room's [`Congestion`] (a lock-free check before looking at `counted_in`).
     congested: AtomicBool,
+    /// The congestion this client is counted in, so it is uncounted from the same one, whichever
+    /// room it is in by then.
+    counted_in: Mutex<Option<Arc<Congestion>>>,
     /// Set once the close mark is set.
     closing: AtomicBool,
     doorbell: Mutex<Doorbell>,
@@ -168,6 +189,7 @@ impl Default for Outbox {
             log_pos: AtomicU64::new(u64::MAX),
             held: AtomicU64::new(0),
             congested: AtomicBool::new(false),
+            counted_in: Mutex::default(),
             closing: AtomicBool::new(false),
             doorbell: Mutex::default(),
         }
@@ -185,16 +207,78 @@ impl Outbox {
         self.mail.store(true, Ordering::SeqCst);
     }
 
-    /// Starts this client's room output after `entry` (it has just joined).
+    /// Queues several buffers for this client alone, in order, after the log entries published
+    /// before `at` (one lock for all of them: a room's history on entering it).
+    pub(crate) fn push_private_all(&self, at: u64, items: Vec<(Bytes, u32)>) {
+        if items.is_empty() {
+            return;
+        }
+        let len: u64 = items.iter().map(|(b, _)| b.len() as u64).sum();
+        self.held.fetch_add(len, Ordering::SeqCst);
+        let mut mb = lock(&self.mailbox);
+        mb.queue.extend(
+            items
+                .into_iter()
+                .map(|(bytes, lines)| Private { at, bytes, lines }),
+        );
+        drop(mb);
+        self.mail.store(true, Ordering::SeqCst);
+    }
+
+    /// Starts this client's room output after `entry` (it has just joined its first room).
     pub(crate) fn start_after(&self, entry: Arc<Entry>) {
         self.log_pos.store(entry.end, Ordering::SeqCst);
         lock(&self.mailbox).start = Some(entry);
         self.mail.store(true, Ordering::SeqCst);
     }
 
+    /// Moves this client's room output to another room: everything owed before `stop_at` in the
+    /// room it leaves, and every private line queued so far, is taken as pending (in order), and
+    /// room output continues after `start`. Never wakes anyone (the caller holds rooms' locks).
+    pub(crate) fn switch(
+        &self,
+        id: ClientId,
+        stats: &ClientStats,
+        stop_at: u64,
+        start: Arc<Entry>,
+    ) {
+        let mut w = lock(&self.writer);
+        // A closing client is not moved (the hub checks), so the close mark is not in play.
+        let _ = self.collect(&mut w);
+        let mut batch = Vec::new();
+        // Bounded by the old log and the queue: `take` returns nothing only at their end.
+        loop {
+            let lines = self.take(&mut w, &mut batch, id, stop_at);
+            stats.lines_out.fetch_add(lines, Ordering::SeqCst);
+            if batch.is_empty() {
+                break;
+            }
+            w.pending.append(&mut batch);
+        }
+        self.log_pos.store(start.end, Ordering::SeqCst);
+        w.cursor = Some(start);
+        drop(w);
+        self.dirty.store(true, Ordering::SeqCst);
+    }
+
+    /// After a [`switch`](Self::switch), once no room's lock is held (it may wake senders): a
+    /// client counted as congested in the room it left is counted there no more.
+    pub(crate) fn release_congestion(&self) {
+        self.uncount();
+    }
+
+    /// Stops counting this client as congested, in whichever room's count it is in.
+    fn uncount(&self) {
+        if self.congested.swap(false, Ordering::SeqCst)
+            && let Some(c) = lock(&self.counted_in).take()
+        {
+            c.leave();
+        }
+    }
+
     /// Sets the close mark: nothing logged after `at` is sent. The first close wins, except that
     /// an abort upgrades a pending flush (the reason stays). Returns false if already closing.
-    pub(crate) fn close(&self, at: u64, how: Close, congestion: &Congestion) -> bool {
+    pub(crate) fn close(&self, at: u64, how: Close) -> bool {
         let first = {
             let mut mb = lock(&self.mailbox);
             match (&mb.state, &how) {
@@ -224,9 +308,7 @@ impl Outbox {
             (bell.drain.take(), bell.freeze.take())
         };
         drop((ticket, freeze));
-        if self.congested.swap(false, Ordering::SeqCst) {
-            congestion.leave();
-        }
+        self.uncount();
         self.ring();
         first
     }
@@ -236,9 +318,15 @@ impl Outbox {
         self.closing.load(Ordering::SeqCst)
     }
 
-    /// Bytes pushed or published for this client and not yet written.
+    /// Bytes pushed or published for this client and not yet written, with `log_end` the end
+    /// of its room's log (the end of another room's counts nothing).
     pub(crate) fn lag(&self, log_end: u64) -> u64 {
-        let behind = log_end.saturating_sub(self.log_pos.load(Ordering::SeqCst));
+        let pos = self.log_pos.load(Ordering::SeqCst);
+        let behind = if same_log(pos, log_end) {
+            log_end.saturating_sub(pos)
+        } else {
+            0
+        };
         behind + self.held.load(Ordering::SeqCst)
     }
 
@@ -254,8 +342,13 @@ impl Outbox {
         if lag > limit && lag > added {
             return Lag::Overflow;
         }
-        if lag > limit / 2 && !self.congested.swap(true, Ordering::SeqCst) {
-            limits.congestion.enter();
+        if lag > limit / 2 && !self.congested.load(Ordering::SeqCst) {
+            let mut counted = lock(&self.counted_in);
+            if counted.is_none() {
+                limits.congestion.enter();
+                *counted = Some(limits.congestion.clone());
+                self.congested.store(true, Ordering::SeqCst);
+            }
         }
         Lag::Fine
     }
@@ -479,9 +572,8 @@ impl Outbox {
         }
         limits.congestion.progressed();
         let lag = self.lag(limits.log_end);
-        if lag <= limits.max_queue_bytes as u64 / 2 && self.congested.swap(false, Ordering::SeqCst)
-        {
-            limits.congestion.leave();
+        if lag <= limits.max_queue_bytes as u64 / 2 {
+            self.uncount();
         }
     }
 
@@ -501,6 +593,22 @@ impl Outbox {
         };
         if let Some(waker) = waker {
             waker.wake();
+        }
+    }
+
+    /// Hands `room`'s owed delivery to the session (see `hub::deliver`).
+    pub(crate) fn hand_delivery(&self, room: Arc<Room>) {
+        lock(&self.doorbell).owed = Some(room);
+        self.ring();
+    }
+
+    /// Everything the session has been asked to do since it last looked, in one lock.
+    pub(crate) fn take_requests(&self) -> Requests {
+        let mut bell = lock(&self.doorbell);
+        Requests {
+            owed: bell.owed.take(),
+            drain: bell.drain.take(),
+            failure: bell.failure.take(),
         }
     }
 
@@ -555,16 +663,6 @@ impl Outbox {
     pub(crate) fn thaw(&self) {
         lock(&self.writer).frozen = false;
         self.dirty.store(true, Ordering::SeqCst);
-    }
-
-    /// The drain request, if one is waiting.
-    pub(crate) fn take_drain(&self) -> Option<DrainTicket> {
-        lock(&self.doorbell).drain.take()
-    }
-
-    /// Why a write made by someone else failed, if one did.
-    pub(crate) fn take_failure(&self) -> Option<LeaveReason> {
-        lock(&self.doorbell).failure.take()
     }
 
     /// The session's side of the doorbell: ready (and reset) if rung since the last call.

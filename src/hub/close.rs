@@ -1,4 +1,4 @@
-//! How a client's time in the room ends: the one entry point ([`Hub::close`]), kicks, slow
+//! How a client's time on the server ends: the one entry point ([`Hub::close`]), kicks, slow
 //! consumers, and the two phases of a stop.
 //!
 //! Removing the client from the room under the lock *is* the state change from open to closing:
@@ -14,7 +14,6 @@ use bytes::Bytes;
 use tracing::{debug, info, warn};
 
 use super::Hub;
-use super::log::NOBODY;
 use crate::client::{ClientId, Close, LeaveReason};
 use crate::protocol::format::{self, REASON_MAX_CHARS, notice, wrapped_notice};
 
@@ -56,7 +55,7 @@ impl Hub {
         reason: &LeaveReason,
         farewell: Option<Bytes>,
     ) -> Option<(Option<Arc<str>>, Vec<ClientId>)> {
-        let (client, nick, notified) = {
+        let (client, member, notified, end) = {
             let mut st = self.lock();
             let client = st.clients.remove(&id)?;
             // Under the network it was counted under at connect time, whatever the config now.
@@ -68,38 +67,53 @@ impl Hub {
                     st.per_ip.remove(&net);
                 }
             }
-            let end = st.log.end();
-            if let Some(line) = farewell {
-                client.outbox.push_private(end, line, 1);
-            }
-            let how = Close::for_reason(reason.clone());
-            client.outbox.close(end, how, &self.congestion);
             let member = st.members.remove(&id);
+            let how = Close::for_reason(reason.clone());
             let mut notified = false;
-            if let Some(m) = &member {
-                m.keys.remove(&mut st.nicks, id);
-                st.members_changed();
-                if !st.stopping && st.announce_presence(st.members.len() + 1) {
-                    let line = wrapped_notice(st.wrap, &format!("{} left ({reason})", m.nick));
-                    let end = st.log.append(NOBODY, line, 1).end;
-                    self.log_end.store(end, Ordering::SeqCst);
-                    notified = true;
+            let end = match &member {
+                None => {
+                    // In no room: only private lines are owed.
+                    if let Some(line) = farewell {
+                        client.outbox.push_private(0, line, 1);
+                    }
+                    client.outbox.close(0, how);
+                    0
                 }
-            }
-            (client, member.map(|m| m.nick), notified)
+                Some(m) => {
+                    m.keys.remove(&mut st.nicks, id);
+                    let room = &m.room;
+                    let mut rs = room.lock();
+                    rs.unseat(id);
+                    let end = rs.log.end();
+                    if let Some(line) = farewell {
+                        client.outbox.push_private(end, line, 1);
+                    }
+                    client.outbox.close(end, how);
+                    if !st.stopping && rs.announce_presence(rs.seats.len() + 1) {
+                        room.notice(&mut rs, &format!("{} left ({reason})", m.nick));
+                        notified = true;
+                    }
+                    drop(rs);
+                    st.rooms.remove_if_abandoned(room);
+                    end
+                }
+            };
+            (client, member, notified, end)
         };
         self.changed();
+        let nick = member.as_ref().map(|m| m.nick.clone());
+        let room = member.as_ref().map_or("", |m| &*m.room.name);
         if matches!(reason, LeaveReason::QueueFull | LeaveReason::WriteTimeout) {
             self.counters.slow_drops.fetch_add(1, Ordering::Relaxed);
             warn!(
-                client = id, peer = %client.peer, nick = nick.as_deref().unwrap_or(""),
-                queued = client.outbox.lag(self.log_end()), event = "slow_consumer",
+                client = id, peer = %client.peer, nick = nick.as_deref().unwrap_or(""), room,
+                queued = client.outbox.lag(end), event = "slow_consumer",
                 "send queue full; disconnected as too slow"
             );
         }
         match &nick {
             Some(nick) => info!(
-                client = id, nick = %nick, event = "leave", reason = reason.kind(),
+                client = id, nick = %nick, room, event = "leave", reason = reason.kind(),
                 detail = %reason, "left"
             ),
             None => debug!(
@@ -107,10 +121,9 @@ impl Hub {
                 "disconnected before choosing a nickname"
             ),
         }
-        let slow = if notified {
-            self.deliver_collect()
-        } else {
-            Vec::new()
+        let slow = match &member {
+            Some(m) if notified => m.room.deliver_collect(),
+            _ => Vec::new(),
         };
         Some((nick, slow))
     }
@@ -160,21 +173,25 @@ impl Hub {
     /// is told of anyone leaving, because everyone is.
     pub fn shutdown(&self) {
         let line = notice("server shutting down");
-        let mut st = self.lock();
+        let mut guard = self.lock();
+        let st = &mut *guard;
         st.stopping = true;
-        let end = st.log.end();
-        // Queued and closed under the lock, so no publish can slip a line in after the notice.
-        for (_, client) in st.clients.drain() {
+        // Everyone loses their seat first, so no publish can slip a line in after the notice.
+        for room in st.rooms.iter() {
+            room.lock().clear();
+        }
+        for (id, client) in st.clients.drain() {
+            let end = st.members.get(&id).map_or(0, |m| m.room.log_end());
             client.outbox.push_private(end, line.clone(), 1);
-            let how = Close::Flush(LeaveReason::ShuttingDown);
-            client.outbox.close(end, how, &self.congestion);
+            client
+                .outbox
+                .close(end, Close::Flush(LeaveReason::ShuttingDown));
         }
         st.members.clear();
         st.nicks.clear();
         st.per_ip.clear();
         st.counted_as.clear();
-        st.members_changed();
-        drop(st);
+        drop(guard);
         self.changed();
     }
 

@@ -1,4 +1,5 @@
-//! Delivery after a publish: who writes the room's new log entries to the members' sockets.
+//! Delivery after a publish: who writes a room's new log entries to its members' sockets. Every
+//! room delivers on its own (its own shards and flags); nothing here takes the hub's lock.
 //!
 //! The members are split into shards (one per runtime worker, interleaved by position). A
 //! publisher appends to the log, then *combines*: it becomes the shard's flusher if nobody is,
@@ -16,11 +17,13 @@
 //! [`DEFER_AGE`] old (checked at each publish and each session wake-up on that worker), whichever
 //! comes first. So lines that
 //! several senders' reads bring in one pass of the scheduler leave in one write per member, and a
-//! lone line leaves as soon as the worker is idle. Runtimes without the hook (tests' in-process
+//! lone line leaves as soon as the worker is idle. A worker keeps up to [`DEFER_ROOMS`] rooms'
+//! appends waiting like this (senders in different rooms on one worker), delivering the oldest
+//! room's when one more comes. Runtimes without the hook (tests' in-process
 //! servers) deliver at once.
 //!
 //! Rounds are bounded ([`MAX_ROUNDS`]): a flusher whose shard keeps getting more hands the rest to
-//! a member's session (it rings its doorbell; sessions resume owed delivery before they wait), so
+//! a member's session (it rings its doorbell with the room; the session carries on before it waits), so
 //! no one publisher's own client waits long for it to read again. Every handover follows the
 //! same pair of flags: publishers store `more` then try to take `busy`; a flusher releases `busy`
 //! then loads `more` (all `SeqCst`), so no entry is left without a flusher.
@@ -31,6 +34,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use super::Hub;
+use super::room::Room;
 use crate::client::{ClientId, Lag};
 
 /// Rounds one flusher does in a row before handing over.
@@ -44,13 +48,16 @@ const DEFER_AGE: Duration = Duration::from_micros(1000);
 /// three quarters of it (plus one publish, at most an eighth) until the next judgement pauses
 /// the senders; it is never cut off for lines that a pause would have held back.
 const DEFER_SHARE: u64 = 4;
+/// Rooms one worker keeps waiting at once.
+const DEFER_ROOMS: usize = 8;
 
 /// Set once the runtime delivers deferred publishes before its workers park.
 static DEFERRING: AtomicBool = AtomicBool::new(false);
 
-/// What this worker thread appended and has not delivered yet.
+/// What this worker thread appended to one room and has not delivered yet.
 struct Deferred {
     hub: Arc<Hub>,
+    room: Arc<Room>,
     since: Instant,
     publishes: u32,
     /// Bytes appended meanwhile: no member's lag may grow by more than [`DEFER_SHARE`] of its
@@ -59,8 +66,15 @@ struct Deferred {
     bytes: u64,
 }
 
+impl Deferred {
+    fn deliver(self) {
+        self.hub.deliver(&self.room);
+    }
+}
+
 thread_local! {
-    static DEFERRED: RefCell<Option<Deferred>> = const { RefCell::new(None) };
+    /// Oldest first.
+    static DEFERRED: RefCell<Vec<Deferred>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Lets publishes wait for the end of the worker's batch: call it once the runtime calls
@@ -71,8 +85,9 @@ pub(crate) fn enable_deferred_delivery() {
 
 /// Delivers what this worker thread appended: the runtime's `on_thread_park` hook.
 pub(crate) fn deliver_deferred() {
-    if let Some(d) = DEFERRED.with_borrow_mut(Option::take) {
-        d.hub.deliver();
+    let due = DEFERRED.with_borrow_mut(std::mem::take);
+    for d in due {
+        d.deliver();
     }
 }
 
@@ -80,54 +95,54 @@ pub(crate) fn deliver_deferred() {
 /// time it wakes, so a worker busy with other tasks still delivers in time).
 pub(crate) fn deliver_overdue() {
     let due = DEFERRED.with_borrow_mut(|d| {
-        if d.as_ref().is_some_and(|d| d.since.elapsed() >= DEFER_AGE) {
-            d.take()
+        if d.first().is_some_and(|d| d.since.elapsed() >= DEFER_AGE) {
+            std::mem::take(d)
         } else {
-            None
+            Vec::new()
         }
     });
-    if let Some(d) = due {
-        d.hub.deliver();
+    for d in due {
+        d.deliver();
     }
 }
 
-/// After an append to `hub`: true if delivery is deferred to the end of the worker's batch,
+/// After an append to `room`: true if delivery is deferred to the end of the worker's batch,
 /// false if the caller must deliver now.
-fn defer(hub: &Arc<Hub>, bytes: u64, limit: usize) -> bool {
+fn defer(hub: &Arc<Hub>, room: &Arc<Room>, bytes: u64, limit: usize) -> bool {
     if !DEFERRING.load(Ordering::Relaxed) {
         return false;
     }
     let now = Instant::now();
     let max_bytes = limit as u64 / DEFER_SHARE;
-    let (deliver_now, other) = DEFERRED.with_borrow_mut(|slot| match slot {
-        Some(d) if Arc::ptr_eq(&d.hub, hub) => {
+    let (deliver_now, evicted) = DEFERRED.with_borrow_mut(|list| {
+        if let Some(i) = list.iter().position(|d| Arc::ptr_eq(&d.room, room)) {
+            let d = &mut list[i];
             d.publishes += 1;
             d.bytes += bytes;
             let due = d.publishes >= DEFER_PUBLISHES
                 || d.bytes >= max_bytes
                 || now - d.since >= DEFER_AGE;
             if due {
-                *slot = None;
+                list.remove(i);
             }
-            (due, None)
+            return (due, None);
         }
-        _ => {
-            let other = slot.take();
-            let due = bytes >= max_bytes;
-            if !due {
-                *slot = Some(Deferred {
-                    hub: hub.clone(),
-                    since: now,
-                    publishes: 1,
-                    bytes,
-                });
-            }
-            (due, other)
+        let due = bytes >= max_bytes;
+        if due {
+            return (true, None);
         }
+        let evicted = (list.len() >= DEFER_ROOMS).then(|| list.remove(0));
+        list.push(Deferred {
+            hub: hub.clone(),
+            room: room.clone(),
+            since: now,
+            publishes: 1,
+            bytes,
+        });
+        (false, evicted)
     });
-    // Another room's deferred publishes (tests run several daemons in one process).
-    if let Some(other) = other {
-        other.hub.deliver();
+    if let Some(d) = evicted {
+        d.deliver();
     }
     !deliver_now
 }
@@ -166,17 +181,28 @@ impl Shards {
             next: AtomicUsize::new(0),
         }
     }
-
-    /// True if some shard has entries no flusher has taken yet.
-    pub(super) fn owed(&self) -> bool {
-        self.shards.iter().any(|s| s.more.load(Ordering::SeqCst))
-    }
 }
 
 impl Hub {
+    /// After an append of `bytes` to `room`: delivers now, or leaves it to the end of the
+    /// worker's batch.
+    pub(super) fn deliver_or_defer(self: &Arc<Self>, room: &Arc<Room>, bytes: u64, limit: usize) {
+        if !defer(self, room, bytes, limit) {
+            self.deliver(room);
+        }
+    }
+
+    /// [`Room::deliver_collect`], closing the too slow.
+    pub(crate) fn deliver(&self, room: &Arc<Room>) {
+        let slow = room.deliver_collect();
+        self.drop_slow(slow);
+    }
+}
+
+impl Room {
     /// After an append: gets the new entries written to every member (by this caller, or by the
     /// flusher already at work), and returns the members found too slow (the caller closes them).
-    pub(super) fn deliver_collect(&self) -> Vec<ClientId> {
+    pub(super) fn deliver_collect(self: &Arc<Self>) -> Vec<ClientId> {
         let shards = &self.shards;
         let n = shards.shards.len();
         let first = shards.next.fetch_add(1, Ordering::Relaxed) % n;
@@ -192,37 +218,13 @@ impl Hub {
         slow
     }
 
-    /// After an append of `bytes`: delivers now, or leaves it to the end of the worker's batch.
-    pub(super) fn deliver_or_defer(self: &Arc<Self>, bytes: u64, limit: usize) {
-        if !defer(self, bytes, limit) {
-            self.deliver();
-        }
-    }
-
-    /// [`deliver_collect`](Self::deliver_collect), closing the too slow.
-    pub(super) fn deliver(&self) {
-        let slow = self.deliver_collect();
-        self.drop_slow(slow);
-    }
-
-    /// Takes over delivery that a busy flusher handed on (see the module header). Cheap when
-    /// nothing is owed: one atomic load per shard.
-    pub(crate) fn resume_delivery(&self) {
-        if self.shards.owed() {
-            self.deliver();
-        }
-    }
-
     /// Flushes shard `i` (whose `busy` flag we hold) until no more is owed, or hands over.
-    fn combine(&self, i: usize, slow: &mut Vec<ClientId>) {
+    fn combine(self: &Arc<Self>, i: usize, slow: &mut Vec<ClientId>) {
         let shard = &self.shards.shards[i];
         let n = self.shards.shards.len();
         for _ in 0..MAX_ROUNDS {
             shard.more.store(false, Ordering::SeqCst);
-            let (recipients, end, limit) = {
-                let mut st = self.lock();
-                (st.recipients(), st.log.end(), st.queue_limit)
-            };
+            let (recipients, end, limit) = self.delivery();
             let limits = self.limits(end, limit);
             for client in recipients.iter().skip(i).step_by(n) {
                 client.flush(limits);
@@ -237,9 +239,9 @@ impl Hub {
         }
         // Still more after our rounds: a member's session takes it from here.
         shard.busy.store(false, Ordering::SeqCst);
-        let recipients = self.lock().recipients();
+        let (recipients, _, _) = self.delivery();
         if let Some(member) = recipients.iter().find(|c| !c.outbox.is_closing()) {
-            member.outbox.ring();
+            member.outbox.hand_delivery(self.clone());
         }
     }
 }

@@ -209,6 +209,7 @@ impl Hub {
         self.connect_rate.import(&room.connect_rate, now);
         let st = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
         st.peak = room.peak;
+        let default = st.rooms.default_room().clone();
         let mut resumed = Vec::with_capacity(room.clients.len());
         for (c, stream) in room.clients.into_iter().zip(streams) {
             let connected = now
@@ -247,10 +248,13 @@ impl Hub {
                         nick: nick.clone(),
                         keys,
                         client: client.clone(),
+                        room: default.clone(),
                     },
                 );
+                let mut rs = default.lock();
+                rs.seat(c.id, nick.clone(), client.clone());
                 // Room output starts at the new log's beginning, after what was owed.
-                client.outbox.start_after(st.log.tail().clone());
+                client.outbox.start_after(rs.log.tail().clone());
             }
             client
                 .outbox
@@ -262,7 +266,6 @@ impl Hub {
                 input: c.input,
             });
         }
-        st.members_changed();
         st.peak = st.peak.max(st.clients.len());
         resumed
     }

@@ -7,6 +7,12 @@
 //! Memory: an entry lives while some cursor still points at or before it. A member that stops
 //! reading pins the log behind it until its lag passes `max_queue_bytes` and it is cut off, so the
 //! log is bounded by that limit plus what is in flight.
+//!
+//! Positions: every room has its own log, and a position is its room's *slot* (top 16 bits) and
+//! a byte offset (low 48 bits). A slot freed by a room that closed is given to the next new room
+//! with the offset carried on, so within a slot positions only grow, and a position from one room
+//! is never taken for one in another: [`same_log`] tells them apart, so a client that has just
+//! moved is not judged by the room it left. 2^48 bytes (256 TiB) per slot is years of any chat.
 
 use std::sync::{Arc, OnceLock};
 
@@ -16,6 +22,22 @@ use crate::client::ClientId;
 
 /// The sender id of lines nobody in the room said (notices): delivered to everyone.
 pub(crate) const NOBODY: ClientId = 0;
+
+/// Where a position's slot starts.
+const SLOT_SHIFT: u32 = 48;
+
+/// Slots rooms can have: 1 to this (0 sorts before every room, the top one is "no room").
+pub(crate) const MAX_SLOT: u16 = u16::MAX - 1;
+
+/// True if positions `a` and `b` are in the same room's log.
+pub(crate) fn same_log(a: u64, b: u64) -> bool {
+    a >> SLOT_SHIFT == b >> SLOT_SHIFT
+}
+
+/// The first position of `slot`.
+pub(crate) fn slot_start(slot: u16) -> u64 {
+    u64::from(slot) << SLOT_SHIFT
+}
 
 /// One published buffer: some whole lines, formatted once and shared by every recipient.
 #[derive(Debug)]
@@ -32,13 +54,13 @@ pub(crate) struct Entry {
 }
 
 impl Entry {
-    /// The start of a log: an empty entry that everyone has already consumed.
-    pub(crate) fn origin() -> Arc<Entry> {
+    /// The start of a log at position `at`: an empty entry that everyone has already consumed.
+    pub(crate) fn origin(at: u64) -> Arc<Entry> {
         Arc::new(Entry {
             from: NOBODY,
             bytes: Bytes::new(),
             lines: 0,
-            end: 0,
+            end: at,
             next: OnceLock::new(),
         })
     }
@@ -76,13 +98,18 @@ pub(crate) struct Log {
 
 impl Default for Log {
     fn default() -> Self {
-        Log {
-            tail: Entry::origin(),
-        }
+        Log::starting_at(0)
     }
 }
 
 impl Log {
+    /// An empty log whose positions start at `at`.
+    pub(crate) fn starting_at(at: u64) -> Log {
+        Log {
+            tail: Entry::origin(at),
+        }
+    }
+
     /// Appends `bytes` (holding `lines` lines) said by `from`; returns the new tail.
     pub(crate) fn append(&mut self, from: ClientId, bytes: Bytes, lines: u32) -> Arc<Entry> {
         let entry = Arc::new(Entry {

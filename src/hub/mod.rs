@@ -1,28 +1,37 @@
-//! The room: who is connected, who has joined under which nickname, and delivery between them.
+//! The server's people and places: who is connected, who has joined under which nickname, which
+//! room each member is in ([`room`]), and delivery between them.
 //!
 //! Invariants:
-//! - One `std::sync::Mutex` guards membership and the room's [`log`]. It is never held across an
-//!   `.await`, and under it a publish does only O(1) work: append one entry (the order everyone
-//!   sees) and clone the shared member list. Nothing is pushed to, locked for or woken in any
-//!   recipient there.
+//! - The hub's `std::sync::Mutex` guards connections, nicknames, the rooms' registry and which
+//!   room each member sits in; each room has its own lock for its seats, log and history (lock
+//!   order: hub, then room). Neither is held across an `.await`. A publish takes only its room's
+//!   lock, and under it appends one entry (the order everyone in the room sees) and keeps the
+//!   lines as history; nothing is pushed to, locked for or woken in any recipient there.
 //! - After unlocking, the publisher writes to every member's socket itself ([`Client::flush`]),
 //!   and judges each member's lag: past `max_queue_bytes` the member is cut off as too slow,
 //!   nobody else is delayed or loses a line.
-//! - A client ends through [`Hub::close`] only (see `close.rs`): the removal from the room is the
-//!   state change, so its leave is announced exactly once whoever closes it, and its last line
-//!   (goodbye, kick notice, shutdown notice) is queued with the removal, so nothing follows it.
-//! - Lines are formatted once and shared as [`Bytes`]; recipients get reference-count bumps.
+//! - A client ends through [`Hub::close`] only (see `close.rs`): the removal is the state change,
+//!   so its leave is announced exactly once whoever closes it, and its last line (goodbye, kick
+//!   notice, shutdown notice) is queued with the removal, so nothing follows it. A member changes
+//!   rooms through [`Hub::enter`] only (see `enter.rs`), which moves its output in the same step.
+//! - Lines are formatted once and shared as [`Bytes`]; recipients (and history) get
+//!   reference-count bumps.
 
 pub(crate) mod admission;
 mod close;
 mod deliver;
+mod enter;
 pub(crate) mod handover;
+pub(crate) mod history;
 pub(crate) use deliver::{deliver_deferred, deliver_overdue, enable_deferred_delivery};
 pub(crate) mod log;
 mod names;
+mod room;
 
+pub use enter::{EnterRefused, TopicRefused};
 pub use names::NickRefused;
 use names::{NickKeys, Registry};
+pub use room::{Room, RoomInfo};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -37,11 +46,9 @@ use tracing::info;
 use crate::client::{Client, ClientId, Congestion, Lag, Limits};
 use crate::config::{Config, IpNet};
 use crate::drain::Drain;
-use crate::protocol::format::{Wrap, wrapped_notice};
-use crate::protocol::{fold_case, validate_nick};
+use crate::protocol::validate_nick;
 use crate::settings::{Settings, SettingsCell};
-use deliver::Shards;
-use log::{Log, NOBODY};
+use room::Rooms;
 
 /// Daemon-wide counters (monotonic totals), readable without the hub lock.
 #[derive(Debug, Default)]
@@ -97,13 +104,15 @@ impl std::fmt::Display for Refusal {
     }
 }
 
-/// A joined member: the nickname lives here, the connection in [`Client`].
+/// A joined member: the nickname and room live here, the connection in [`Client`].
 #[derive(Debug, Clone)]
 struct Member {
     nick: Arc<str>,
     /// The nickname's registry keys, computed once at join or rename.
     keys: NickKeys,
     client: Arc<Client>,
+    /// The room it sits in (it has a seat there too).
+    room: Arc<Room>,
 }
 
 /// A snapshot of one connection for `chatctl list`.
@@ -113,12 +122,11 @@ pub struct ClientInfo {
     pub client: Arc<Client>,
     /// Its nickname, if it has joined.
     pub nick: Option<Arc<str>>,
+    /// Its room, if it has joined.
+    pub room: Option<Arc<str>>,
     /// Bytes owed to it and not yet written.
     pub unsent: u64,
 }
-
-/// Who gets a publish, handed from under the lock to the delivery after it.
-type Recipients = Arc<[Arc<Client>]>;
 
 #[derive(Debug, Default)]
 struct State {
@@ -128,60 +136,29 @@ struct State {
     members: HashMap<ClientId, Member>,
     /// Nickname keys (case- and confusable-insensitive) → member, for uniqueness and lookups.
     nicks: Registry,
+    /// Every room.
+    rooms: Rooms,
     /// Open connections per network (`Config::network_of`), for non-exempt peers only.
     per_ip: HashMap<IpNet, usize>,
     /// The network each counted client was counted under, fixed at connect time: a reload that
     /// changes the prefixes or exemptions must not make a close decrement another entry.
     counted_as: HashMap<ClientId, IpNet>,
-    /// The room's output, in the one order every member sees.
-    log: Log,
-    /// The members as one shared list for publishers; rebuilt on the first publish after a
-    /// membership change, so a join storm without notices costs nothing here.
-    recipients: Option<Recipients>,
     peak: usize,
     stopping: bool,
-    /// Copied from the settings so publishers read them under the lock they already hold.
-    presence_max: usize,
-    queue_limit: usize,
-    wrap: Wrap,
 }
 
-impl State {
-    fn announce_presence(&self, members: usize) -> bool {
-        self.presence_max == 0 || members <= self.presence_max
-    }
-
-    fn recipients(&mut self) -> Recipients {
-        let members = &self.members;
-        self.recipients
-            .get_or_insert_with(|| members.values().map(|m| m.client.clone()).collect())
-            .clone()
-    }
-
-    fn members_changed(&mut self) {
-        self.recipients = None;
-    }
-
-    fn sorted_names(&self) -> Vec<Arc<str>> {
-        let mut names: Vec<Arc<str>> = self.members.values().map(|m| m.nick.clone()).collect();
-        names.sort_by_cached_key(|n| fold_case(n).collect::<String>());
-        names
-    }
-}
-
-/// The room. Shared as `Arc<Hub>` by the accept loops, sessions, the admin socket and the notifier.
+/// The server. Shared as `Arc<Hub>` by the accept loops, sessions, the admin socket and the
+/// notifier.
 #[derive(Debug)]
 pub struct Hub {
     state: Mutex<State>,
     settings: SettingsCell,
-    /// The log's length, readable without the lock (where a private reply goes in the order).
-    log_end: AtomicU64,
     next_id: AtomicU64,
     /// Bumped on every membership change, for the status notifier (and tests) to wait on.
     changes: watch::Sender<u64>,
-    congestion: Arc<Congestion>,
-    /// Who writes new log entries to the members (see `deliver`).
-    shards: Shards,
+    /// The congestion of clients in no room (still choosing a nickname): only their own replies
+    /// can make them lag, and nobody waits on it.
+    roomless: Arc<Congestion>,
     /// Recent connections per network, for `connect_rate` (see `admission`).
     connect_rate: admission::ConnectRate,
     /// Stopping, phase one (see [`Hub::begin_drain`]).
@@ -195,23 +172,17 @@ pub struct Hub {
 }
 
 impl Hub {
-    /// An empty room governed by `config`.
+    /// A server with the configuration's rooms and nobody in them.
     pub fn new(config: Config) -> Self {
-        let workers = config.worker_threads;
-        let state = State {
-            presence_max: config.presence_max_members,
-            queue_limit: config.max_queue_bytes,
-            wrap: Wrap::at(config.wrap_width),
-            ..State::default()
-        };
+        let settings = Settings::new(config);
+        let mut state = State::default();
+        enter::make_predefined(&mut state.rooms, &settings);
         Hub {
             state: Mutex::new(state),
-            settings: SettingsCell::new(Settings::new(config)),
-            log_end: AtomicU64::new(0),
+            settings: SettingsCell::new(settings),
             next_id: AtomicU64::new(1),
             changes: watch::Sender::new(0),
-            congestion: Arc::default(),
-            shards: Shards::new(workers),
+            roomless: Arc::default(),
             connect_rate: admission::ConnectRate::default(),
             drain: Drain::default(),
             counters: Counters::default(),
@@ -220,7 +191,7 @@ impl Hub {
         }
     }
 
-    /// A receiver that wakes whenever a client connects, joins, renames or leaves.
+    /// A receiver that wakes whenever a client connects, joins, renames, moves or leaves.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.changes.subscribe()
     }
@@ -230,8 +201,8 @@ impl Hub {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        // A panic elsewhere must not take the whole room down with a poisoned lock: the state is
-        // updated in single steps, so it is consistent whenever the lock is free.
+        // A panic elsewhere must not take the whole server down with a poisoned lock: the state
+        // is updated in single steps, so it is consistent whenever the lock is free.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -246,33 +217,19 @@ impl Hub {
     }
 
     /// Puts a new configuration in force (reload). Limits apply to existing clients from their
-    /// next read or publish.
-    pub fn set_config(&self, config: Config) {
-        {
-            let mut st = self.lock();
-            st.presence_max = config.presence_max_members;
-            st.queue_limit = config.max_queue_bytes;
-            st.wrap = Wrap::at(config.wrap_width);
-        }
+    /// next read or publish; rooms added to or removed from `[[rooms]]` are made or closed (their
+    /// members moved to the default room, told why), changed ones follow.
+    pub fn set_config(self: &Arc<Self>, config: Config) {
         self.settings.store(Settings::new(config));
+        self.apply_rooms(&self.config());
     }
 
-    /// The room's congestion, for senders that pause on it.
-    pub fn congestion(&self) -> &Arc<Congestion> {
-        &self.congestion
-    }
-
-    /// The log's length now: where a private line queued now goes in a member's order.
-    pub(crate) fn log_end(&self) -> u64 {
-        self.log_end.load(Ordering::SeqCst)
-    }
-
-    /// What judging a member's lag needs.
-    pub(crate) fn limits(&self, log_end: u64, max_queue_bytes: usize) -> Limits<'_> {
+    /// What judging the lag of a client in no room needs.
+    pub(crate) fn roomless_limits(&self, max_queue_bytes: usize) -> Limits<'_> {
         Limits {
-            log_end,
+            log_end: 0,
             max_queue_bytes,
-            congestion: &self.congestion,
+            congestion: &self.roomless,
         }
     }
 
@@ -319,12 +276,18 @@ impl Hub {
         Err((refused.expect("refused"), stream))
     }
 
-    /// Takes `nick` for a registered client: the client gets the welcome line, others `*** nick joined`.
-    pub fn join(self: &Arc<Self>, id: ClientId, nick: &str) -> Result<Arc<str>, NickRefused> {
+    /// Takes `nick` for a registered client and seats it in the default room: it gets the
+    /// welcome (and the room's topic and history), the room `*** nick joined`. Returns the
+    /// nickname as it will be shown and the room.
+    pub fn join(
+        self: &Arc<Self>,
+        id: ClientId,
+        nick: &str,
+    ) -> Result<(Arc<str>, Arc<Room>), NickRefused> {
         let valid = validate_nick(nick).map_err(NickRefused::Invalid)?;
         let keys = NickKeys::of(&valid);
         let nick: Arc<str> = Arc::from(valid.as_str());
-        let (client, notified) = {
+        let (client, room, notified) = {
             let mut st = self.lock();
             let Some(client) = st.clients.get(&id).cloned() else {
                 return Err(NickRefused::Gone);
@@ -336,46 +299,55 @@ impl Hub {
                 return Err(NickRefused::Taken);
             }
             keys.insert(&mut st.nicks, id);
+            let room = st.rooms.default_room().clone();
             let member = Member {
                 nick: nick.clone(),
                 keys,
                 client: client.clone(),
+                room: room.clone(),
             };
             st.members.insert(id, member);
-            st.members_changed();
-            let n = st.members.len();
+            let mut rs = room.lock();
+            rs.seat(id, nick.clone(), client.clone());
+            let n = rs.seats.len();
             // In a big room the welcome gives only the count, and nobody is told of the join.
-            let listed = st.announce_presence(n).then(|| st.sorted_names());
+            let listed = rs.announce_presence(n).then(|| rs.sorted_names());
             if listed.is_some() {
-                let line = wrapped_notice(st.wrap, &format!("{nick} joined"));
-                st.log.append(NOBODY, line, 1);
+                room.notice(&mut rs, &format!("{nick} joined"));
             }
-            let end = st.log.end();
-            self.log_end.store(end, Ordering::SeqCst);
             // The newcomer's output starts after the notice, with the welcome.
-            client.outbox.start_after(st.log.tail().clone());
-            let welcome = names::welcome(st.wrap, &nick, n, listed.as_deref());
+            let start = rs.log.tail().clone();
+            let end = start.end;
+            client.outbox.start_after(start);
+            let welcome = names::welcome(rs.wrap, &nick, n, listed.as_deref(), &rs.topic);
             client.outbox.push_private(end, welcome, 2);
-            (client, listed.is_some())
+            let history = rs.history.replay(&room.name, SystemTime::now());
+            client.outbox.push_private_all(end, history);
+            drop(rs);
+            (client, room, listed.is_some())
         };
-        info!(client = id, peer = %client.peer, nick = %nick, event = "join", "joined");
+        info!(
+            client = id, peer = %client.peer, nick = %nick, room = %room.name, event = "join",
+            "joined"
+        );
         self.changed();
         // A join storm's notices are delivered like chat: at the end of the worker's batch, so
         // many joins cost one write per member, not one each.
         if notified {
-            self.deliver_or_defer(0, self.config().max_queue_bytes);
+            self.deliver_or_defer(&room, 0, self.config().max_queue_bytes);
         } else {
-            self.flush_one(&client);
+            self.flush_one(&client, &room);
         }
-        Ok(nick)
+        Ok((nick, room))
     }
 
-    /// Changes a member's nickname; everyone (the member included) sees `*** old is now known as new`.
+    /// Changes a member's nickname; everyone in its room (the member included) sees
+    /// `*** old is now known as new`.
     pub fn rename(&self, id: ClientId, new: &str) -> Result<(Arc<str>, Arc<str>), NickRefused> {
         let valid = validate_nick(new).map_err(NickRefused::Invalid)?;
         let keys = NickKeys::of(&valid);
         let new: Arc<str> = Arc::from(valid.as_str());
-        let old = {
+        let (old, room) = {
             let mut st = self.lock();
             let Some(member) = st.members.get(&id) else {
                 return Err(NickRefused::Gone);
@@ -391,98 +363,139 @@ impl Hub {
             // Remove first: a change of case only (alice → Alice) holds the same keys.
             old_keys.remove(&mut st.nicks, id);
             keys.insert(&mut st.nicks, id);
-            if let Some(m) = st.members.get_mut(&id) {
-                m.nick = new.clone();
-                m.keys = keys;
+            let Some(m) = st.members.get_mut(&id) else {
+                return Err(NickRefused::Gone);
+            };
+            m.nick = new.clone();
+            m.keys = keys;
+            let room = m.room.clone();
+            let mut rs = room.lock();
+            if let Some(seat) = rs.seats.get_mut(&id) {
+                seat.nick = new.clone();
             }
             // Announced at any room size, unlike joins and leaves: renames are rare, and a silent
             // one is how someone would take over a name that just left.
-            let line = wrapped_notice(st.wrap, &format!("{old} is now known as {new}"));
-            let end = st.log.append(NOBODY, line, 1).end;
-            self.log_end.store(end, Ordering::SeqCst);
-            old
+            room.notice(&mut rs, &format!("{old} is now known as {new}"));
+            drop(rs);
+            (old, room)
         };
-        info!(client = id, old = %old, nick = %new, event = "rename", "changed nickname");
+        info!(
+            client = id, old = %old, nick = %new, room = %room.name, event = "rename",
+            "changed nickname"
+        );
         self.changed();
-        self.deliver();
+        self.deliver(&room);
         Ok((old, new))
     }
 
-    /// Relays one buffer of `lines` already-formatted lines to every member except the sender, in
-    /// the room's one order. Returns true while some member is congested: the sender should then
-    /// pause before reading more (back-pressure that paces a burst to what readers can take,
-    /// instead of cutting off readers that are keeping up).
-    pub fn publish(self: &Arc<Self>, from: ClientId, buf: Bytes, lines: u32) -> bool {
+    /// Relays one buffer of `lines` already-formatted lines to everyone in `room` but the
+    /// sender, in the room's one order. Returns None if the sender no longer sits in `room` (it
+    /// was moved: publish in [`room_of`](Self::room_of) instead); else whether some member is
+    /// congested: the sender should then pause before reading more (back-pressure that paces a
+    /// burst to what readers can take, instead of cutting off readers that are keeping up).
+    pub fn publish(
+        self: &Arc<Self>,
+        room: &Arc<Room>,
+        from: ClientId,
+        buf: Bytes,
+        lines: u32,
+    ) -> Option<bool> {
         let len = buf.len() as u64;
-        let limit = {
-            let mut st = self.lock();
-            let end = st.log.append(from, buf, lines).end;
-            self.log_end.store(end, Ordering::SeqCst);
-            st.queue_limit
-        };
+        let limit = room.publish(from, buf, lines)?;
         let relayed = &self.counters;
         relayed
             .lines_relayed
             .fetch_add(u64::from(lines), Ordering::Relaxed);
         relayed.bytes_relayed.fetch_add(len, Ordering::Relaxed);
-        self.deliver_or_defer(len, limit);
-        self.congestion.any()
+        self.deliver_or_defer(room, len, limit);
+        Some(room.congestion.any())
+    }
+
+    /// The room `id` sits in, if it has joined.
+    pub fn room_of(&self, id: ClientId) -> Option<Arc<Room>> {
+        self.lock().members.get(&id).map(|m| m.room.clone())
     }
 
     /// Writes `client`'s pending output now (a line for it alone was queued under the lock).
-    fn flush_one(&self, client: &Client) {
-        client.flush(self.limits(self.log_end(), self.config().max_queue_bytes));
+    fn flush_one(&self, client: &Client, room: &Room) {
+        client.flush(room.limits(room.log_end(), self.config().max_queue_bytes));
     }
 
-    /// Queues a line for `client` alone (a reply to its own command), writes it if the socket
-    /// takes it, and says whether the client is now too far behind.
-    pub(crate) fn reply(&self, client: &Client, buf: Bytes, lines: u32, limit: usize) -> Lag {
+    /// Queues a line for `client` alone (a reply to its own command; `room` is where it sits, if
+    /// anywhere), writes it if the socket takes it, and says whether the client is now too far
+    /// behind.
+    pub(crate) fn reply(
+        &self,
+        client: &Client,
+        room: Option<&Room>,
+        buf: Bytes,
+        lines: u32,
+        limit: usize,
+    ) -> Lag {
         let len = buf.len() as u64;
-        let end = self.log_end();
-        client.outbox.push_private(end, buf, lines);
-        let limits = self.limits(end, limit);
+        let limits = match room {
+            Some(room) => room.limits(room.log_end(), limit),
+            None => self.roomless_limits(limit),
+        };
+        client.outbox.push_private(limits.log_end, buf, lines);
         client.flush(limits);
         client.outbox.judge(len, limits)
     }
 
-    /// Delivers a private line to the member called `to`; returns that member's nickname as spelt.
+    /// Delivers a private line to the member called `to` (in any room); returns that member's
+    /// nickname as spelt.
     pub fn send_private(&self, to: &str, line: Bytes) -> Option<Arc<str>> {
         // No member has an invalid name, so an invalid one needs no lookup.
         let to = validate_nick(to).ok()?;
-        let (nick, client, limit) = {
+        let (nick, client, room) = {
             let st = self.lock();
             let id = names::lookup(&st.nicks, &to)?;
             let m = st.members.get(&id)?;
-            (m.nick.clone(), m.client.clone(), st.queue_limit)
+            (m.nick.clone(), m.client.clone(), m.room.clone())
         };
-        if self.reply(&client, line, 1, limit) == Lag::Overflow {
+        let limit = self.config().max_queue_bytes;
+        if self.reply(&client, Some(&room), line, 1, limit) == Lag::Overflow {
             self.drop_slow(vec![client.id]);
         }
         Some(nick)
     }
 
-    /// Sends one notice to every joined member; returns how many it was sent to.
-    pub fn announce(&self, text: &str) -> usize {
-        let members = {
-            let mut st = self.lock();
-            let line = wrapped_notice(st.wrap, text);
-            let end = st.log.append(NOBODY, line, 1).end;
-            self.log_end.store(end, Ordering::SeqCst);
-            st.members.len()
+    /// Sends one notice to every member of `room` (a name, with or without `#`), or of every
+    /// room; returns how many members it was sent to, or None if there is no such room.
+    pub fn announce(&self, room: Option<&str>, text: &str) -> Option<usize> {
+        let rooms: Vec<Arc<Room>> = {
+            let st = self.lock();
+            match room {
+                Some(name) => vec![enter::find(&st.rooms, name)?.clone()],
+                None => st.rooms.iter().cloned().collect(),
+            }
         };
-        self.deliver();
-        members
+        let mut members = 0;
+        for room in &rooms {
+            let mut rs = room.lock();
+            members += rs.seats.len();
+            room.notice(&mut rs, text);
+        }
+        for room in &rooms {
+            self.deliver(room);
+        }
+        Some(members)
     }
 
-    /// The joined members' nicknames, sorted case-insensitively.
-    pub fn who(&self) -> Vec<Arc<str>> {
-        self.lock().sorted_names()
+    /// The nicknames in `id`'s room, sorted case-insensitively, with the room.
+    pub fn who(&self, id: ClientId) -> Option<(Arc<str>, Vec<Arc<str>>)> {
+        let room = self.room_of(id)?;
+        let names = room.lock().sorted_names();
+        Some((room.name.clone(), names))
     }
 
-    /// `/who` output for a client: a count and every name, wrapped into notice lines.
-    pub fn who_lines(&self) -> Bytes {
+    /// `/who` output for a client: how many are in its room and every name, wrapped into
+    /// notice lines (as before rooms existed: the room is named on entering it, and by `/rooms`).
+    pub fn who_lines(&self, id: ClientId) -> Bytes {
         let mut out = BytesMut::new();
-        names::push_online(&mut out, self.config().wrap, "", &self.who());
+        if let Some((_, names)) = self.who(id) {
+            names::push_online(&mut out, self.config().wrap, "", &names);
+        }
         out.freeze()
     }
 
@@ -498,15 +511,19 @@ impl Hub {
 
     /// Every connection, joined or not, ordered by id.
     pub fn list(&self) -> Vec<ClientInfo> {
-        let end = self.log_end();
         let st = self.lock();
         let mut out: Vec<ClientInfo> = st
             .clients
             .values()
-            .map(|c| ClientInfo {
-                client: c.clone(),
-                nick: st.members.get(&c.id).map(|m| m.nick.clone()),
-                unsent: c.outbox.lag(end),
+            .map(|c| {
+                let member = st.members.get(&c.id);
+                let end = member.map_or(0, |m| m.room.log_end());
+                ClientInfo {
+                    client: c.clone(),
+                    nick: member.map(|m| m.nick.clone()),
+                    room: member.map(|m| m.room.name.clone()),
+                    unsent: c.outbox.lag(end),
+                }
             })
             .collect();
         drop(st);
@@ -520,9 +537,10 @@ impl Hub {
         (st.clients.len(), st.members.len(), st.peak)
     }
 
-    /// How many clients are congested now (for `chatctl stats`).
+    /// How many clients are congested now, in all rooms (for `chatctl stats`).
     pub fn congested_count(&self) -> usize {
-        self.congestion.count()
+        let rooms: Vec<Arc<Room>> = self.lock().rooms.iter().cloned().collect();
+        rooms.iter().map(|r| r.congestion.count()).sum::<usize>() + self.roomless.count()
     }
 }
 

@@ -1,5 +1,5 @@
-//! Names in the room: the nickname key the registry hashes, why a nickname is refused, and the
-//! lines that greet a newcomer and list who is online.
+//! Names: the nickname key the registry hashes, why a nickname is refused, and the lines that
+//! greet a newcomer and list who is in a room.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -94,9 +94,15 @@ pub(super) fn push_online(out: &mut BytesMut, wrap: Wrap, lead: &str, names: &[A
     }
 }
 
-/// A newcomer's welcome: who is online (`names`, or only the count of `members` when the room is
-/// too big to list), then where to find help.
-pub(super) fn welcome(wrap: Wrap, nick: &str, members: usize, names: Option<&[Arc<str>]>) -> Bytes {
+/// A newcomer's welcome: who is online in its room (`names`, or only the count of `members` when
+/// the room is too big to list), the room's topic if it has one, then where to find help.
+pub(super) fn welcome(
+    wrap: Wrap,
+    nick: &str,
+    members: usize,
+    names: Option<&[Arc<str>]>,
+    topic: &str,
+) -> Bytes {
     let mut out = BytesMut::new();
     let lead = format!("Welcome, {nick}! ");
     match names {
@@ -106,6 +112,9 @@ pub(super) fn welcome(wrap: Wrap, nick: &str, members: usize, names: Option<&[Ar
             wrap,
             &format!("{lead}{members} online (type /who to list them)"),
         ),
+    }
+    if !topic.is_empty() {
+        format::push_wrapped_notice(&mut out, wrap, &format!("Topic: {topic}"));
     }
     format::push_notice(&mut out, "Type /help for commands.");
     out.freeze()

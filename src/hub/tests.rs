@@ -73,7 +73,7 @@ impl Conn {
         let hub_limits = crate::client::Limits {
             log_end: u64::MAX / 2,
             max_queue_bytes: usize::MAX,
-            congestion: &crate::client::Congestion::default(),
+            congestion: &Arc::default(),
         };
         self.client.flush_own(hub_limits)
     }
@@ -124,6 +124,17 @@ impl Conn {
 }
 
 /// A 1000-byte chat line, for filling queues.
+/// Publishes as `from` in the room it sits in; true if the room is congested.
+fn say(h: &Arc<Hub>, from: u64, buf: Bytes, lines: u32) -> bool {
+    let room = h.room_of(from).expect("a member");
+    h.publish(&room, from, buf, lines)
+        .expect("sits in its room")
+}
+
+fn hub(config: Config) -> Arc<Hub> {
+    Arc::new(Hub::new(config))
+}
+
 fn kilo_line() -> Bytes {
     Bytes::from(format!("{}\r\n", "x".repeat(998)))
 }
@@ -140,9 +151,9 @@ async fn publish_reaches_everyone_but_the_sender_in_one_order() {
     let mut c = member(&h, "c", 3);
     a.read_until("*** c joined\r\n");
     b.read_until("*** c joined\r\n");
-    h.publish(a.id(), line("<a> one"), 1);
-    h.publish(b.id(), line("<b> two"), 1);
-    h.publish(a.id(), line("<a> three"), 1);
+    say(&h, a.id(), line("<a> one"), 1);
+    say(&h, b.id(), line("<b> two"), 1);
+    say(&h, a.id(), line("<a> three"), 1);
     a.expect("<b> two\r\n");
     b.expect("<a> one\r\n<a> three\r\n");
     c.expect("<a> one\r\n<b> two\r\n<a> three\r\n");
@@ -168,7 +179,10 @@ async fn joins_welcome_and_announce_within_the_presence_limit_only() {
     h.join(c.id(), "carol").unwrap();
     c.expect("*** Welcome, carol! 3 online (type /who to list them)\r\n");
     a.quiet();
-    assert_eq!(&h.who_lines()[..], b"*** 3 online: alice, Bob, carol\r\n");
+    assert_eq!(
+        &h.who_lines(a.id())[..],
+        b"*** 3 online: alice, Bob, carol\r\n"
+    );
 }
 
 #[tokio::test]
@@ -192,7 +206,7 @@ async fn nicknames_are_unique_without_regard_to_case_and_validated() {
     let h = Arc::new(Hub::new(Config::default()));
     let _alice = member(&h, "Alice", 1);
     let c = connect(&h, 2);
-    assert_eq!(h.join(c.id(), "aLICE"), Err(NickRefused::Taken));
+    assert_eq!(h.join(c.id(), "aLICE").err(), Some(NickRefused::Taken));
     assert!(matches!(
         h.join(c.id(), "server"),
         Err(NickRefused::Invalid(_))
@@ -201,7 +215,7 @@ async fn nicknames_are_unique_without_regard_to_case_and_validated() {
         h.join(c.id(), "two words"),
         Err(NickRefused::Invalid(_))
     ));
-    assert_eq!(h.join(c.id(), "小明").as_deref(), Ok("小明"));
+    assert_eq!(h.join(c.id(), "小明").map(|j| j.0).as_deref(), Ok("小明"));
 }
 
 #[tokio::test]
@@ -232,7 +246,7 @@ fn publish_until_gone(h: &Arc<Hub>, from: &Conn, gone: &str, reader: &mut Conn) 
         if h.resolve(gone).is_none() {
             return (round, String::from_utf8(seen).unwrap());
         }
-        h.publish(from.id(), kilo_line(), 1);
+        say(&h, from.id(), kilo_line(), 1);
         reader.far.set_nonblocking(true).unwrap();
         let mut buf = [0u8; 65536];
         while let Ok(n @ 1..) = reader.far.read(&mut buf) {
@@ -282,7 +296,7 @@ async fn a_full_queue_cuts_off_that_client_alone_and_announces_it_once() {
 
 /// Publishes 1000-byte lines from `from` until the hub says some member is congested (bounded).
 fn publish_until_congested(h: &Arc<Hub>, from: &Conn) -> bool {
-    (0..200).any(|_| h.publish(from.id(), kilo_line(), 1))
+    (0..200).any(|_| say(&h, from.id(), kilo_line(), 1))
 }
 
 #[tokio::test]
@@ -309,7 +323,8 @@ async fn congestion_is_counted_while_a_queue_is_over_half_full() {
         .unwrap();
     let mut buf = vec![0u8; 65536];
     for _ in 0..1000 {
-        let limits = h.limits(h.log_end(), 64 * 1024);
+        let room = h.room_of(b.id()).unwrap();
+        let limits = room.limits(room.log_end(), 64 * 1024);
         let done = b.client.flush_own(limits) == Flushed::Idle;
         if done && h.congested_count() == 0 {
             break;
@@ -395,7 +410,7 @@ fn register_as(hub: &Hub, peer: &str) -> Result<Arc<Client>, Refusal> {
 
 #[tokio::test]
 async fn per_ip_limit_counts_per_prefix_network() {
-    let h = Hub::new(Config {
+    let h = hub(Config {
         max_clients_per_ip: 2,
         per_ip_exempt: vec![],
         ..Config::default()
@@ -423,7 +438,7 @@ async fn per_ip_limit_counts_per_prefix_network() {
 
 #[tokio::test]
 async fn a_reload_that_changes_the_prefix_keeps_the_counts_consistent() {
-    let h = Hub::new(Config {
+    let h = hub(Config {
         max_clients_per_ip: 1,
         per_ip_exempt: vec![],
         per_ip_prefix_v4: 24,
@@ -470,7 +485,7 @@ async fn a_reload_that_changes_the_prefix_keeps_the_counts_consistent() {
 #[tokio::test]
 async fn connect_rate_refuses_a_network_over_its_burst_but_not_exempt_ones() {
     let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
-    let h = Hub::new(Config {
+    let h = hub(Config {
         connect_rate: Some(crate::config::Rate {
             burst: 2,
             per_sec: 0.01,
@@ -513,7 +528,7 @@ async fn a_frozen_room_exports_what_each_client_is_owed_and_thaws_where_it_stopp
     for i in 0..300 {
         let text = format!("<bob> {i:03} {}\r\n", "y".repeat(500));
         sent.push_str(&text);
-        h.publish(bob.id(), Bytes::from(text), 1);
+        say(&h, bob.id(), Bytes::from(text), 1);
     }
     assert!(alice.client.outbox.is_parked(), "alice's socket is full");
     // Freeze, playing both sessions' part (they give their input state between reads).

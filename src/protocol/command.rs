@@ -15,6 +15,14 @@ pub enum ClientCmd<'a> {
     Nick(&'a str),
     /// `/who` (arguments ignored).
     Who,
+    /// `/join ROOM`: the room as typed (with or without `#`), not yet validated.
+    Join(&'a str),
+    /// `/part` (arguments ignored): back to the default room.
+    Part,
+    /// `/rooms` (arguments ignored).
+    Rooms,
+    /// `/topic` (show) or `/topic TEXT` (set).
+    Topic(Option<&'a str>),
     /// `/msg NICK TEXT`: a private message.
     Msg {
         /// The recipient's nickname as typed.
@@ -35,6 +43,7 @@ pub enum ClientCmd<'a> {
 const USAGE_ME: &str = "usage: /me ACTION";
 const USAGE_NICK: &str = "usage: /nick NEWNICK";
 const USAGE_MSG: &str = "usage: /msg NICK TEXT";
+const USAGE_JOIN: &str = "usage: /join ROOM";
 
 /// Parses a sanitised, non-empty line. Command names are case-insensitive.
 pub fn parse_line(line: &str) -> ClientCmd<'_> {
@@ -57,6 +66,17 @@ pub fn parse_line(line: &str) -> ClientCmd<'_> {
         }
     } else if is("who") {
         ClientCmd::Who
+    } else if is("join") {
+        match split_word(args) {
+            (room, "") if !room.is_empty() => ClientCmd::Join(room),
+            _ => ClientCmd::Usage(USAGE_JOIN),
+        }
+    } else if is("part") {
+        ClientCmd::Part
+    } else if is("rooms") {
+        ClientCmd::Rooms
+    } else if is("topic") {
+        ClientCmd::Topic(non_empty(args))
     } else if is("quit") {
         ClientCmd::Quit(non_empty(args))
     } else if is("help") {
@@ -83,10 +103,14 @@ pub const NICK_PROMPT: &str = "Choose a nickname:";
 
 /// The `/help` text, one entry per line, without any prefix.
 pub const HELP: &[&str] = &[
-    "TEXT             send TEXT to everyone",
+    "TEXT             send TEXT to everyone in this room",
     "/me ACTION       describe what you are doing",
     "/nick NEWNICK    change your nickname",
-    "/who             list who is here",
+    "/who             list who is in this room",
+    "/join ROOM       go to ROOM (made if new)",
+    "/part            go back to the default room",
+    "/rooms           list the rooms",
+    "/topic [TEXT]    show or set this room's topic",
     "/msg NICK TEXT   send TEXT to NICK only",
     "/quit [REASON]   leave the chat",
     "/help            show this help",
@@ -149,6 +173,16 @@ mod tests {
             ("/QUIT  gone fishing", Quit(Some("gone fishing"))),
             ("/help", Help),
             ("/HeLp me", Help),
+            ("/join rust", Join("rust")),
+            ("/JOIN  #rust ", Join("#rust")),
+            ("/join", Usage(USAGE_JOIN)),
+            ("/join a b", Usage(USAGE_JOIN)),
+            ("/part", Part),
+            ("/part now", Part),
+            ("/rooms", Rooms),
+            ("/topic", Topic(None)),
+            ("/topic  Rust talk ", Topic(Some("Rust talk"))),
+            ("/topics", Unknown("topics")),
         ];
         for (line, expected) in table {
             assert_eq!(parse_line(line), *expected, "{line:?}");
@@ -157,7 +191,10 @@ mod tests {
 
     #[test]
     fn help_mentions_every_command() {
-        for cmd in ["/me", "/nick", "/who", "/msg", "/quit", "/help", "//"] {
+        for cmd in [
+            "/me", "/nick", "/who", "/join", "/part", "/rooms", "/topic", "/msg", "/quit", "/help",
+            "//",
+        ] {
             assert!(HELP.iter().any(|l| l.starts_with(cmd)), "{cmd}");
         }
     }

@@ -33,6 +33,11 @@ pub const CONTINUATION: &str = "    ";
 /// Longest quit or kick reason, in chars: a reason is a few words, not a place for a message.
 pub const REASON_MAX_CHARS: usize = 64;
 
+/// Columns of the time stamp (`[21:04] `) a room's history puts before a chat line's first row.
+/// Chat lines (said and `/me`, the ones kept as history) have that much less room in their first
+/// row, so the very same bytes still fit the width when replayed with their stamp.
+pub const HISTORY_STAMP_COLUMNS: usize = 8;
+
 /// The column at which the server breaks lines that carry someone's text (`wrap_width`), or
 /// [`Wrap::OFF`].
 /// The default is off; the configuration's default is 80.
@@ -56,14 +61,14 @@ impl Wrap {
     }
 }
 
-/// Appends `<nick> text\r\n`, wrapped.
+/// Appends `<nick> text\r\n`, wrapped (first row [`HISTORY_STAMP_COLUMNS`] narrower).
 pub fn push_say(out: &mut impl BufMut, wrap: Wrap, nick: &str, text: &str) {
-    put(out, wrap, &["<", nick, "> ", text]);
+    put_first(out, wrap, HISTORY_STAMP_COLUMNS, &["<", nick, "> ", text]);
 }
 
-/// Appends `* nick text\r\n` (`/me`), wrapped.
+/// Appends `* nick text\r\n` (`/me`), wrapped (first row [`HISTORY_STAMP_COLUMNS`] narrower).
 pub fn push_action(out: &mut impl BufMut, wrap: Wrap, nick: &str, text: &str) {
-    put(out, wrap, &["* ", nick, " ", text]);
+    put_first(out, wrap, HISTORY_STAMP_COLUMNS, &["* ", nick, " ", text]);
 }
 
 /// Appends `*nick* text\r\n` (a private message as its recipient sees it), wrapped.
@@ -146,9 +151,14 @@ pub fn push_name_lines<'a>(
 
 /// Appends `parts` as one line, broken into rows of at most `wrap` columns.
 fn put(out: &mut impl BufMut, wrap: Wrap, parts: &[&str]) {
+    put_first(out, wrap, 0, parts);
+}
+
+/// [`put`], with the first row `reserve` columns narrower.
+fn put_first(out: &mut impl BufMut, wrap: Wrap, reserve: usize, parts: &[&str]) {
     let len: usize = parts.iter().map(|p| p.len()).sum();
     // A char is never wider than its UTF-8 encoding is long, so this line fits as it is.
-    if wrap == Wrap::OFF || len <= wrap.0 {
+    if wrap == Wrap::OFF || len + reserve <= wrap.0 {
         for p in parts {
             out.put_slice(p.as_bytes());
         }
@@ -157,7 +167,8 @@ fn put(out: &mut impl BufMut, wrap: Wrap, parts: &[&str]) {
     }
     let line = parts.concat();
     let mut rest = line.as_str();
-    let mut room = wrap.0;
+    // MIN leaves room for the reserve and a char or two.
+    let mut room = wrap.0 - reserve;
     // Bounded: every row takes at least one char (a row has room for at least one, even a wide one,
     // since MIN leaves more than two columns after the continuation).
     while !rest.is_empty() {
@@ -317,9 +328,23 @@ mod tests {
     #[test]
     fn short_lines_are_one_row() {
         assert_eq!(say(80, "hello there"), ["<mallory> hello there"]);
-        let exact = "x".repeat(80 - "<mallory> ".len());
+        // A chat line's first row leaves room for a history time stamp.
+        let exact = "x".repeat(80 - HISTORY_STAMP_COLUMNS - "<mallory> ".len());
         assert_eq!(say(80, &exact).len(), 1);
-        assert_eq!(say(80, &format!("{exact}y")).len(), 2);
+        let rows = say(80, &format!("{exact}y"));
+        assert_eq!(rows.len(), 2);
+        assert!(row_columns(&format!("[21:04] {}", rows[0])) <= 80);
+        // Private messages are never replayed as history: their first row is full width.
+        let mut out = BytesMut::new();
+        push_private(&mut out, Wrap::at(80), "mallory", &"x".repeat(80 - 10));
+        assert_eq!(rows_of(&out), 1);
+    }
+
+    fn rows_of(buf: &[u8]) -> usize {
+        std::str::from_utf8(buf)
+            .unwrap()
+            .split_terminator(EOL)
+            .count()
     }
 
     #[test]

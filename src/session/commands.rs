@@ -12,7 +12,7 @@ use tracing::info;
 use super::flood::TokenBucket;
 use super::lines::{LINE_BUF, Leaving};
 use crate::client::{Client, ClientId, Lag, LeaveReason};
-use crate::hub::{Hub, NickRefused};
+use crate::hub::{Hub, NickRefused, Room};
 use crate::protocol::format::{self, REASON_MAX_CHARS, notice, notices};
 use crate::protocol::{ClientCmd, Frame, HELP, NICK_PROMPT, parse_line, sanitise_into};
 use crate::settings::Snapshot;
@@ -27,6 +27,9 @@ pub(super) struct LineCtx {
     pub(super) cfg: Snapshot,
     /// The nickname once joined; None while still choosing one.
     pub(super) phase: Option<Arc<str>>,
+    /// The room it sits in, as last seen (an operator may have moved it since: a publish that
+    /// finds it gone looks again).
+    pub(super) room: Option<Arc<Room>>,
     pub(super) bucket: Option<TokenBucket>,
     /// Chat lines produced by the current read, published together.
     pub(super) batch: Vec<u8>,
@@ -59,7 +62,8 @@ impl LineCtx {
     /// big (a `/who` of a huge room).
     pub(super) fn reply(&mut self, buf: Bytes, lines: u32) {
         let limit = self.cfg.settings.max_queue_bytes;
-        let queued = self.client.outbox.lag(self.hub.log_end());
+        let end = self.room.as_ref().map_or(0, |r| r.log_end());
+        let queued = self.client.outbox.lag(end);
         let fits = |len: usize| queued + len as u64 <= limit as u64;
         let (buf, lines) = if queued == 0 || fits(buf.len()) {
             (buf, lines)
@@ -70,7 +74,11 @@ impl LineCtx {
             }
             (note, 1)
         };
-        if self.hub.reply(&self.client, buf, lines, limit) == Lag::Overflow {
+        if self
+            .hub
+            .reply(&self.client, self.room.as_deref(), buf, lines, limit)
+            == Lag::Overflow
+        {
             self.set_leave(LeaveReason::QueueFull, None);
         }
     }
@@ -90,14 +98,24 @@ impl LineCtx {
         }
     }
 
-    /// Publishes the chat lines gathered so far as one shared buffer.
+    /// Publishes the chat lines gathered so far as one shared buffer, in the client's room.
     pub(super) fn flush(&mut self) {
-        if self.batch_lines > 0 {
-            self.published = self.published.wrapping_add(1);
-            let buf = Bytes::from(std::mem::take(&mut self.batch));
-            let lines = std::mem::take(&mut self.batch_lines);
-            if self.hub.publish(self.id(), buf, lines) {
-                self.congested = true;
+        if self.batch_lines == 0 {
+            return;
+        }
+        self.published = self.published.wrapping_add(1);
+        let buf = Bytes::from(std::mem::take(&mut self.batch));
+        let lines = std::mem::take(&mut self.batch_lines);
+        // Bounded: a member is moved by the operator or a reload, not in a loop; after a few
+        // misses it is leaving, and the lines go nowhere (nobody could receive them).
+        for _ in 0..4 {
+            let Some(room) = &self.room else { return };
+            match self.hub.publish(room, self.id(), buf.clone(), lines) {
+                Some(congested) => {
+                    self.congested |= congested;
+                    return;
+                }
+                None => self.room = self.hub.room_of(self.id()),
             }
         }
     }
@@ -192,14 +210,24 @@ impl LineCtx {
         }
     }
 
+    /// After `/join` or `/part`: the room it is in now, or why it stayed.
+    fn entered(&mut self, entered: Result<Arc<Room>, crate::hub::EnterRefused>) {
+        match entered {
+            Ok(room) => self.room = Some(room),
+            Err(crate::hub::EnterRefused::Gone) => {}
+            Err(why) => self.say(&format!("Cannot join: {why}.")),
+        }
+    }
+
     pub(super) fn on_nick_line(&mut self, nick: &str) {
         if nick.eq_ignore_ascii_case("/quit") || nick.to_ascii_lowercase().starts_with("/quit ") {
             self.set_leave(LeaveReason::Quit(None), Some("Goodbye."));
             return;
         }
         match self.hub.join(self.id(), nick) {
-            Ok(nick) => {
+            Ok((nick, room)) => {
                 self.phase = Some(nick);
+                self.room = Some(room);
             }
             Err(NickRefused::Gone) => self.set_leave(LeaveReason::ShuttingDown, None),
             Err(why) => self.reply(notices([why.to_string().as_str(), NICK_PROMPT]), 2),
@@ -225,6 +253,8 @@ impl LineCtx {
     }
 
     pub(super) fn on_command(&mut self, nick: &str, cmd: ClientCmd<'_>) {
+        // Commands are rare: look again where the client sits (an operator may have moved it).
+        self.room = self.hub.room_of(self.id());
         match cmd {
             ClientCmd::Say(_) | ClientCmd::Me(_) => unreachable!("chat lines are batched"),
             ClientCmd::Nick(new) => match self.hub.rename(self.id(), new) {
@@ -235,8 +265,32 @@ impl LineCtx {
                 Err(why) => self.say(&format!("Cannot change nickname: {why}")),
             },
             ClientCmd::Who => {
-                let lines = self.hub.who_lines();
+                let lines = self.hub.who_lines(self.id());
                 self.reply(lines, 1);
+            }
+            ClientCmd::Join(name) => {
+                let entered = self.hub.enter(self.id(), name, None, false);
+                self.entered(entered);
+            }
+            ClientCmd::Part => {
+                let entered = self.hub.part(self.id());
+                self.entered(entered);
+            }
+            ClientCmd::Rooms => {
+                let lines = self.hub.rooms_lines(self.id());
+                self.reply(lines, 1);
+            }
+            ClientCmd::Topic(None) => match self.hub.topic(self.id()) {
+                Some((room, topic)) if topic.is_empty() => {
+                    self.say(&format!("{room} has no topic; /topic TEXT sets one."))
+                }
+                Some((room, topic)) => self.say(&format!("Topic of {room}: {topic}")),
+                None => {}
+            },
+            ClientCmd::Topic(Some(text)) => {
+                if let Err(why) = self.hub.set_topic(Err(self.id()), text, Some(nick)) {
+                    self.say(&format!("Cannot set the topic: {why}."));
+                }
             }
             ClientCmd::Msg { to, text } => {
                 let mut line = BytesMut::new();

@@ -111,6 +111,7 @@ impl Input {
                 client,
                 cfg,
                 phase: None,
+                room: None,
                 batch: Vec::new(),
                 batch_lines: 0,
                 told_utf8: false,
@@ -163,6 +164,9 @@ impl Input {
             .map(|ms| now + Duration::from_millis(ms).min(super::flood::MAX_FLOOD_WAIT));
         input.backlog = state.backlog;
         input.ctx.told_utf8 = state.told_utf8;
+        input.ctx.room = nick
+            .as_ref()
+            .and_then(|_| input.ctx.hub.room_of(input.ctx.client.id));
         input.ctx.phase = nick;
         Some(input)
     }
@@ -224,7 +228,8 @@ impl Input {
     /// session waits on [`Congestion::until_relieved`](crate::client::Congestion)), so a burst is
     /// paced to what readers can take. Returns true if input must wait.
     pub(super) fn hold_for_congestion(&mut self) -> bool {
-        !std::mem::take(&mut self.pause_expired) && self.ctx.hub.congestion().any()
+        !std::mem::take(&mut self.pause_expired)
+            && self.ctx.room.as_ref().is_some_and(|r| r.congestion.any())
     }
 
     /// True (once) if the last publish found the room congested.

@@ -65,6 +65,7 @@ pub(crate) async fn resume(
                 "inconsistent input state; starting afresh"
             );
             let mut input = Input::new(hub, client.clone());
+            input.ctx.room = nick.as_ref().and_then(|_| input.ctx.hub.room_of(client.id));
             input.ctx.phase = nick;
             input
         }
@@ -137,18 +138,21 @@ impl Session {
         // The greeting was queued at registration.
         self.client.flush(self.limits());
         loop {
-            // A flusher that had to stop may have handed the room's delivery to this session,
-            // and what this worker appended may have waited long enough.
-            self.hub().resume_delivery();
+            // A flusher that had to stop may have handed a room's delivery to this session, and
+            // what this worker appended may have waited long enough.
+            let requests = self.outbox().take_requests();
+            if let Some(room) = &requests.owed {
+                self.input.ctx.hub.deliver(room);
+            }
             crate::hub::deliver_overdue();
-            if let Some(ticket) = self.outbox().take_drain() {
+            if let Some(ticket) = requests.drain {
                 // The daemon is stopping: relay what the client already sent, before the
                 // shutdown notice that follows once every session has done this.
                 self.input.drain_pending(&self.client.stream);
                 self.after_input();
                 drop(ticket);
             }
-            if let Some(reason) = self.outbox().take_failure() {
+            if let Some(reason) = requests.failure {
                 return End::Failed(reason);
             }
             if let Some(request) = self.outbox().take_freeze() {
@@ -206,12 +210,17 @@ impl Session {
     /// What judging this client's lag needs, as of now.
     fn limits(&self) -> Limits<'_> {
         let limit = self.input.ctx.cfg.settings.max_queue_bytes;
-        self.hub().limits(self.hub().log_end(), limit)
+        match &self.input.ctx.room {
+            Some(room) => room.limits(room.log_end(), limit),
+            None => self.hub().roomless_limits(limit),
+        }
     }
 
     fn start_pause(&mut self) {
-        let congestion = self.hub().congestion().clone();
-        self.pause = Some(Box::pin(congestion.until_relieved()));
+        if let Some(room) = &self.input.ctx.room {
+            let congestion = room.congestion.clone();
+            self.pause = Some(Box::pin(congestion.until_relieved()));
+        }
     }
 
     /// After input was handled: a publish into a congested room pauses reading; a decision to

@@ -1,0 +1,375 @@
+//! One room: who sits in it, its log (the one order all of them see), its topic and history, and
+//! the registry of rooms with the log slots they use.
+//!
+//! Lock order: the hub's lock, then a room's; nothing holding a room's lock takes the hub's. A
+//! publisher takes its room's lock only, so rooms publish in parallel, and under it does work in
+//! proportion to what it publishes: check that the sender still sits here, append one log entry,
+//! keep its lines as history (slices of the same buffer). The seats are kept here as well as in
+//! the hub (which knows every member's room) so that this check and the recipients need no other
+//! lock.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::SystemTime;
+
+use bytes::Bytes;
+
+use super::deliver::Shards;
+use super::history::History;
+use super::log::{Entry, Log, MAX_SLOT, NOBODY, slot_start};
+use crate::client::{Client, ClientId, Congestion, Limits};
+use crate::protocol::RoomName;
+use crate::protocol::fold_case;
+use crate::protocol::format::{Wrap, wrapped_notice};
+use crate::settings::Settings;
+
+/// Hashes client ids (unique, handed out in sequence) with one multiply: the membership check on
+/// every publish need not pay for SipHash.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+        self.0 = self.0.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type ById<V> = HashMap<ClientId, V, BuildHasherDefault<IdHasher>>;
+
+/// Who gets a publish, handed from under the lock to the delivery after it.
+pub(super) type Recipients = Arc<[Arc<Client>]>;
+
+/// A member's seat in a room.
+#[derive(Debug, Clone)]
+pub(super) struct Seat {
+    pub(super) nick: Arc<str>,
+    pub(super) client: Arc<Client>,
+}
+
+/// How a room came to be, which decides when it goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// From the configuration (`[[rooms]]` or `default_room`): exists until a reload removes it.
+    Predefined,
+    /// Made by a user's `/join`: goes, with its history, when its last member leaves.
+    User,
+}
+
+/// What the room's lock guards.
+#[derive(Debug)]
+pub(super) struct RoomState {
+    pub(super) seats: ById<Seat>,
+    pub(super) log: Log,
+    /// The seats as one shared list for publishers; rebuilt on the first publish after a change.
+    recipients: Option<Recipients>,
+    pub(super) history: History,
+    pub(super) topic: Arc<str>,
+    /// The topic the configuration last gave (a reload that changes it replaces `topic`).
+    pub(super) config_topic: Arc<str>,
+    pub(super) kind: Kind,
+    /// `history_lines` for this room from `[[rooms]]`, if set there.
+    pub(super) history_override: Option<usize>,
+    /// Copied from the settings so publishers read them under the lock they already hold.
+    pub(super) presence_max: usize,
+    pub(super) queue_limit: usize,
+    pub(super) wrap: Wrap,
+}
+
+impl RoomState {
+    pub(super) fn announce_presence(&self, members: usize) -> bool {
+        self.presence_max == 0 || members <= self.presence_max
+    }
+
+    pub(super) fn recipients(&mut self) -> Recipients {
+        let seats = &self.seats;
+        self.recipients
+            .get_or_insert_with(|| seats.values().map(|s| s.client.clone()).collect())
+            .clone()
+    }
+
+    pub(super) fn seat(&mut self, id: ClientId, nick: Arc<str>, client: Arc<Client>) {
+        self.seats.insert(id, Seat { nick, client });
+        self.recipients = None;
+    }
+
+    pub(super) fn unseat(&mut self, id: ClientId) -> Option<Seat> {
+        let seat = self.seats.remove(&id);
+        if seat.is_some() {
+            self.recipients = None;
+        }
+        seat
+    }
+
+    /// Everyone leaves at once (the daemon is stopping).
+    pub(super) fn clear(&mut self) {
+        self.seats.clear();
+        self.recipients = None;
+    }
+
+    pub(super) fn sorted_names(&self) -> Vec<Arc<str>> {
+        let mut names: Vec<Arc<str>> = self.seats.values().map(|s| s.nick.clone()).collect();
+        names.sort_by_cached_key(|n| fold_case(n).collect::<String>());
+        names
+    }
+
+    /// Follows the settings in force (at creation and on reload).
+    pub(super) fn follow(&mut self, s: &Settings) {
+        self.presence_max = s.presence_max_members;
+        self.queue_limit = s.max_queue_bytes;
+        self.wrap = s.wrap;
+        let lines = self.history_override.unwrap_or(s.history_lines);
+        self.history.set_limits(lines, s.history_bytes);
+    }
+}
+
+/// One room. Shared as `Arc<Room>` by the registry, its members' entries in the hub, sessions
+/// (which publish into it) and deliveries in flight.
+#[derive(Debug)]
+pub struct Room {
+    /// `#name`, as first spelt.
+    pub(crate) name: Arc<str>,
+    /// The name's key (case and look-alikes folded): the registry's.
+    pub(crate) key: Arc<str>,
+    slot: u16,
+    state: Mutex<RoomState>,
+    /// The log's end, readable without the lock (where a private line goes in a member's order).
+    log_end: AtomicU64,
+    /// History is kept: a publisher reads the clock only then.
+    history_on: AtomicBool,
+    pub(super) shards: Shards,
+    /// Back-pressure among its members.
+    pub(crate) congestion: Arc<Congestion>,
+}
+
+impl Room {
+    fn new(name: &RoomName, slot: u16, start: u64, kind: Kind, topic: &str, s: &Settings) -> Room {
+        let mut state = RoomState {
+            seats: ById::default(),
+            log: Log::starting_at(start),
+            recipients: None,
+            history: History::default(),
+            topic: Arc::from(topic),
+            config_topic: Arc::from(""),
+            kind,
+            history_override: None,
+            presence_max: 0,
+            queue_limit: 0,
+            wrap: Wrap::OFF,
+        };
+        state.follow(s);
+        Room {
+            name: Arc::from(name.as_str()),
+            key: Arc::from(name.key()),
+            slot,
+            history_on: AtomicBool::new(state.history.enabled()),
+            state: Mutex::new(state),
+            log_end: AtomicU64::new(start),
+            shards: Shards::new(s.worker_threads),
+            congestion: Arc::default(),
+        }
+    }
+
+    pub(super) fn lock(&self) -> MutexGuard<'_, RoomState> {
+        // Every critical section leaves the state consistent (see the hub's lock).
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The log's end now.
+    pub(crate) fn log_end(&self) -> u64 {
+        self.log_end.load(Ordering::SeqCst)
+    }
+
+    /// What judging a member's lag needs.
+    pub(crate) fn limits(&self, log_end: u64, max_queue_bytes: usize) -> Limits<'_> {
+        Limits {
+            log_end,
+            max_queue_bytes,
+            congestion: &self.congestion,
+        }
+    }
+
+    /// Appends to the log under the lock `st` (which must be this room's).
+    pub(super) fn append(
+        &self,
+        st: &mut RoomState,
+        from: ClientId,
+        bytes: Bytes,
+        lines: u32,
+    ) -> Arc<Entry> {
+        let entry = st.log.append(from, bytes, lines);
+        self.log_end.store(entry.end, Ordering::SeqCst);
+        entry
+    }
+
+    /// Appends a server notice that carries someone's text, wrapped.
+    pub(super) fn notice(&self, st: &mut RoomState, text: &str) -> Arc<Entry> {
+        let line = wrapped_notice(st.wrap, text);
+        self.append(st, NOBODY, line, 1)
+    }
+
+    /// Appends chat said by `from`, kept as history too; returns the queue limit to judge by,
+    /// or None if `from` no longer sits here (it was moved: the caller finds its new room).
+    pub(super) fn publish(&self, from: ClientId, buf: Bytes, lines: u32) -> Option<usize> {
+        let now = self
+            .history_on
+            .load(Ordering::Relaxed)
+            .then(SystemTime::now);
+        let mut st = self.lock();
+        if !st.seats.contains_key(&from) {
+            return None;
+        }
+        if let Some(now) = now {
+            st.history.record(&buf, now);
+        }
+        self.append(&mut st, from, buf, lines);
+        Some(st.queue_limit)
+    }
+
+    /// The recipients, the log's end and the queue limit, for a delivery round.
+    pub(super) fn delivery(&self) -> (Recipients, u64, usize) {
+        let mut st = self.lock();
+        (st.recipients(), st.log.end(), st.queue_limit)
+    }
+
+    /// Follows new settings (a reload), with this room's `history_lines` from `[[rooms]]`.
+    pub(super) fn follow(&self, s: &Settings, history_override: Option<usize>) {
+        let mut st = self.lock();
+        st.history_override = history_override;
+        st.follow(s);
+        self.history_on
+            .store(st.history.enabled(), Ordering::Relaxed);
+    }
+}
+
+/// Facts about one room, for `/rooms` and `chatctl rooms`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomInfo {
+    /// `#name`.
+    pub name: Arc<str>,
+    /// Members now.
+    pub members: usize,
+    /// The topic; empty if none.
+    pub topic: Arc<str>,
+    /// History lines kept now.
+    pub history: usize,
+    /// True if it comes from the configuration (it stays when empty).
+    pub predefined: bool,
+}
+
+impl Room {
+    /// Its facts now.
+    pub(crate) fn info(&self) -> RoomInfo {
+        let st = self.lock();
+        RoomInfo {
+            name: self.name.clone(),
+            members: st.seats.len(),
+            topic: st.topic.clone(),
+            history: st.history.len(),
+            predefined: st.kind == Kind::Predefined,
+        }
+    }
+}
+
+/// Every room, by key, and the log slots they use. Under the hub's lock.
+#[derive(Debug, Default)]
+pub(super) struct Rooms {
+    by_key: HashMap<Arc<str>, Arc<Room>>,
+    /// The default room's key.
+    default: Option<Arc<str>>,
+    /// Slots given back by rooms that closed.
+    free: Vec<u16>,
+    /// Per slot (index = slot; 0 unused): where its next room's log starts.
+    starts: Vec<u64>,
+}
+
+impl Rooms {
+    pub(super) fn get(&self, key: &str) -> Option<&Arc<Room>> {
+        self.by_key.get(key)
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.by_key.len()
+    }
+
+    pub(super) fn iter(&self) -> impl Iterator<Item = &Arc<Room>> {
+        self.by_key.values()
+    }
+
+    /// The room newcomers enter. Always exists once the hub is built.
+    pub(super) fn default_room(&self) -> &Arc<Room> {
+        let key = self
+            .default
+            .as_ref()
+            .expect("the default room is made with the hub");
+        &self.by_key[key]
+    }
+
+    pub(super) fn set_default(&mut self, key: &str) {
+        if let Some(room) = self.by_key.get(key) {
+            self.default = Some(room.key.clone());
+        }
+    }
+
+    /// Makes a room; None only if every slot is taken (more rooms than `max_rooms` allows).
+    pub(super) fn create(
+        &mut self,
+        name: &RoomName,
+        kind: Kind,
+        topic: &str,
+        history_override: Option<usize>,
+        s: &Settings,
+    ) -> Option<Arc<Room>> {
+        if self.starts.is_empty() {
+            self.starts.push(0); // slot 0 is never a room's
+        }
+        let slot = match self.free.pop() {
+            Some(slot) => slot,
+            None if self.starts.len() <= usize::from(MAX_SLOT) => {
+                let slot = self.starts.len() as u16;
+                self.starts.push(slot_start(slot));
+                slot
+            }
+            None => return None,
+        };
+        let start = self.starts[usize::from(slot)];
+        let room = Arc::new(Room::new(name, slot, start, kind, topic, s));
+        if history_override.is_some() {
+            room.follow(s, history_override);
+        }
+        self.by_key.insert(room.key.clone(), room.clone());
+        Some(room)
+    }
+
+    /// Removes a room (it is empty, or its members were moved out); its slot's next log starts
+    /// where this one ended.
+    pub(super) fn remove(&mut self, room: &Room) {
+        if self.by_key.remove(&room.key).is_some() {
+            self.starts[usize::from(room.slot)] = room.log_end();
+            self.free.push(room.slot);
+        }
+    }
+
+    /// Removes `room` if users made it and nobody is left in it.
+    pub(super) fn remove_if_abandoned(&mut self, room: &Room) {
+        let abandoned = {
+            let st = room.lock();
+            st.kind == Kind::User && st.seats.is_empty()
+        };
+        if abandoned {
+            self.remove(room);
+        }
+    }
+}
