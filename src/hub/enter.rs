@@ -93,6 +93,13 @@ pub(super) fn make_predefined(rooms: &mut Rooms, s: &Settings) {
     if let Ok(name) = validate_room(&s.default_room) {
         rooms.set_default(name.key());
     }
+    if !rooms.has_default() {
+        // Not reached with a configuration that passed its checks; a hub must have a room.
+        if let Ok(name) = validate_room("lobby") {
+            rooms.create(&name, Kind::Predefined, "", None, s);
+            rooms.set_default(name.key());
+        }
+    }
 }
 
 /// What a move leaves to do once the hub's lock is released.

@@ -317,6 +317,10 @@ impl Rooms {
         &self.by_key[key]
     }
 
+    pub(super) fn has_default(&self) -> bool {
+        self.default.is_some()
+    }
+
     pub(super) fn set_default(&mut self, key: &str) {
         if let Some(room) = self.by_key.get(key) {
             self.default = Some(room.key.clone());

@@ -16,6 +16,9 @@ use crate::config::Config;
 
 const WAIT: Duration = Duration::from_secs(5);
 
+#[path = "rooms_tests.rs"]
+mod rooms;
+
 fn peer(last: u8) -> SocketAddr {
     SocketAddr::from(([10, 0, 0, last], 5000))
 }
@@ -59,7 +62,11 @@ fn connect(hub: &Hub, ip: u8) -> Conn {
 fn member(hub: &Arc<Hub>, nick: &str, ip: u8) -> Conn {
     let mut c = connect(hub, ip);
     hub.join(c.client.id, nick).unwrap();
-    c.read_until("Type /help for commands.\r\n");
+    let got = c.read_until_contains("Type /help for commands.\r\n");
+    // The room's history, if it has any, follows the welcome.
+    if got.contains("*** History of ") && !got.ends_with("*** End of history.\r\n") {
+        c.read_until("*** End of history.\r\n");
+    }
     c
 }
 
@@ -85,6 +92,18 @@ impl Conn {
             .read_exact(&mut got)
             .expect("the expected bytes in time");
         assert_eq!(String::from_utf8_lossy(&got), want);
+    }
+
+    /// Reads until the text received contains `part`; returns all of it (which may go on past
+    /// it, to the end of a write).
+    fn read_until_contains(&mut self, part: &str) -> String {
+        let deadline = Instant::now() + WAIT;
+        let mut got = String::new();
+        while !got.contains(part) {
+            assert!(Instant::now() < deadline, "no {part:?} in {got:?}");
+            got.push_str(&self.read_until("\n"));
+        }
+        got
     }
 
     /// Reads until the text received ends with `end`; returns all of it.
@@ -123,7 +142,6 @@ impl Conn {
     }
 }
 
-/// A 1000-byte chat line, for filling queues.
 /// Publishes as `from` in the room it sits in; true if the room is congested.
 fn say(h: &Arc<Hub>, from: u64, buf: Bytes, lines: u32) -> bool {
     let room = h.room_of(from).expect("a member");
@@ -135,6 +153,7 @@ fn hub(config: Config) -> Arc<Hub> {
     Arc::new(Hub::new(config))
 }
 
+/// A 1000-byte chat line, for filling queues.
 fn kilo_line() -> Bytes {
     Bytes::from(format!("{}\r\n", "x".repeat(998)))
 }
