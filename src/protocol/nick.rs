@@ -18,34 +18,25 @@
 //!   alike (`ς`/`σ`, `rn`/`m`, `0`/`O`, `l`/`I`/`1`), so only one of them can be online at a time,
 //!   and no nickname may look like a reserved one.
 //!
+//! The first two layers and the keys are shared with room names (`ident.rs`); what is only about
+//! nicknames (a letter, the reserved list, the wording of refusals) is here.
+//!
 //! Invariant: a valid nickname's display form is valid again with the same display form and key,
 //! and has no default-ignorable, control or whitespace char.
 
 use std::fmt;
 use std::sync::OnceLock;
 
-use caseless::Caseless;
-use precis_core::profile::PrecisFastInvocation;
-use precis_core::{DerivedPropertyValue, Error as PrecisError, UnexpectedError};
-use precis_profiles::UsernameCasePreserved;
-use unicode_normalization::UnicodeNormalization;
-use unicode_security::{GeneralSecurityProfile, RestrictionLevel, RestrictionLevelDetection};
+use super::ident::{self, Refusal, Shown};
 
-use super::sanitise::is_forbidden;
-use super::ucd;
+pub use super::ident::fold_case;
 
 /// Longest nickname, in chars of its display form (not bytes).
 pub const NICK_MAX_CHARS: usize = 24;
 
-/// Most combining marks in a row on one letter. Two covers the living scripts' need in NFC
-/// (Vietnamese `ệ` composes to one char; Hebrew and Indic letters take one or two marks), and
-/// keeps a name from growing a tower over the lines above and below it.
-pub const NICK_MAX_MARKS: usize = 2;
-
-/// How many raw chars one display char may come from (a base and its marks decomposed, a Hangul
-/// syllable typed as conjoining jamo): longer input is refused before any Unicode processing, so
-/// a hostile megabyte-long nick costs no more than a short one.
-const RAW_CHARS_PER_CHAR: usize = 4;
+/// Most combining marks in a row on one letter: two, as for room names (the reasoning is beside
+/// the shared rules, in `ident.rs`).
+pub const NICK_MAX_MARKS: usize = ident::MAX_MARKS;
 
 /// Nicknames nobody may take, nor any nickname that looks like one (same [`Nick::key`]), so users
 /// cannot pose as staff or the server itself. Each is its own key.
@@ -140,24 +131,18 @@ impl fmt::Display for NickError {
 
 impl std::error::Error for NickError {}
 
-/// A refused char as the user will see it quoted: as it is if it is visible, escaped otherwise.
-struct Shown(char);
-
-impl fmt::Display for Shown {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let c = self.0;
-        let visible = c == ' '
-            || c.is_ascii_graphic()
-            || (!c.is_ascii()
-                && (c.is_alphanumeric() || ucd::is_emoji(c))
-                && !c.is_whitespace()
-                && !is_forbidden(c)
-                && !ucd::is_default_ignorable(c)
-                && !ucd::is_mark(c));
-        if visible {
-            write!(f, "{}", c.escape_debug())
-        } else {
-            write!(f, "{}", c.escape_unicode())
+impl From<Refusal> for NickError {
+    fn from(r: Refusal) -> Self {
+        match r {
+            Refusal::Empty => NickError::Empty,
+            Refusal::TooLong => NickError::TooLong,
+            Refusal::InvalidChar(c) => NickError::InvalidChar(c),
+            Refusal::Compatibility(c) => NickError::Compatibility(c),
+            Refusal::Restricted(c) => NickError::Restricted(c),
+            Refusal::TooNew(c) => NickError::TooNew(c),
+            Refusal::TooManyMarks => NickError::TooManyMarks,
+            Refusal::MixedScripts => NickError::MixedScripts,
+            Refusal::Direction => NickError::Direction,
         }
     }
 }
@@ -199,48 +184,13 @@ impl Nick {
 /// Checks a nickname as typed against the rules (see the module docs) and returns its display
 /// form and key. Uniqueness is the caller's job: compare keys.
 pub fn validate_nick(raw: &str) -> Result<Nick, NickError> {
-    if raw.is_empty() {
-        return Err(NickError::Empty);
-    }
-    // nth() stops early: the work below is bounded whatever the input's length.
-    if raw
-        .chars()
-        .nth(NICK_MAX_CHARS * RAW_CHARS_PER_CHAR)
-        .is_some()
-    {
-        return Err(NickError::TooLong);
-    }
-    // NFC first, so a name typed decomposed (e + U+0301, Hangul as conjoining jamo) is the same
-    // name as the composed one, not refused for its parts.
-    let composed: String = raw.nfc().collect();
-    // PRECIS preparation (width mapping, then the IdentifierClass) and its normalization rule.
-    let display: String = match UsernameCasePreserved::prepare(composed.as_str()) {
-        Ok(prepared) => prepared.nfc().collect(),
-        Err(e) => return Err(precis_refusal(e, &composed)),
-    };
-    if display.chars().nth(NICK_MAX_CHARS).is_some() {
-        return Err(NickError::TooLong);
-    }
-    check_chars(&display)?;
-    // PRECIS's directionality rule (RFC 5893), checked on the name without its combining marks:
-    // the RFC allows them anywhere, but precis-profiles 0.2.0 refuses a mark followed by a letter
-    // in a right-to-left name (pointed Hebrew, vocalised Arabic). check_chars has made sure no
-    // mark comes first, so dropping them cannot change the verdict otherwise.
-    let bare: String = display.chars().filter(|&c| !ucd::is_mark(c)).collect();
-    if let Err(e) = UsernameCasePreserved::enforce(bare.as_str()) {
-        return Err(precis_refusal(e, &bare));
-    }
+    let display = ident::prepare(raw, NICK_MAX_CHARS)?;
     if !display.chars().any(char::is_alphabetic) {
         return Err(NickError::NoLetter);
     }
-    if !display
-        .as_str()
-        .check_restriction_level(RestrictionLevel::HighlyRestrictive)
-    {
-        return Err(NickError::MixedScripts);
-    }
+    ident::check_scripts(&display)?;
     let key = nick_key(&display);
-    let shape = Some(shape_key(&display)).filter(|shape| *shape != key);
+    let shape = Some(ident::shape_key(&display)).filter(|shape| *shape != key);
     let nick = Nick {
         display,
         key,
@@ -250,82 +200,6 @@ pub fn validate_nick(raw: &str) -> Result<Nick, NickError> {
         return Err(NickError::Reserved);
     }
     Ok(nick)
-}
-
-/// Our rules for each char of the display form, in the order they are reported: first what may
-/// appear at all and how marks stack, then whether each char is a plain, commonly used one.
-fn check_chars(display: &str) -> Result<(), NickError> {
-    let mut marks = 0;
-    let mut on_letter = false;
-    for c in display.chars() {
-        if ucd::is_default_ignorable(c) {
-            return Err(NickError::InvalidChar(c));
-        }
-        if ucd::is_mark(c) {
-            if !on_letter {
-                return Err(NickError::InvalidChar(c));
-            }
-            marks += 1;
-            if marks > NICK_MAX_MARKS {
-                return Err(NickError::TooManyMarks);
-            }
-            continue;
-        }
-        if !(c.is_alphanumeric() || c == '_' || c == '-') {
-            return Err(NickError::InvalidChar(c));
-        }
-        marks = 0;
-        on_letter = c.is_alphabetic();
-    }
-    for c in display.chars() {
-        if has_compatibility_form(c) {
-            return Err(NickError::Compatibility(c));
-        }
-        if !c.identifier_allowed() {
-            return Err(NickError::Restricted(c));
-        }
-    }
-    Ok(())
-}
-
-/// True if `c` has a compatibility decomposition (NFKD differs from NFD): a styled, circled,
-/// superscript or ligature form of something plainer.
-fn has_compatibility_form(c: char) -> bool {
-    let one = std::iter::once(c);
-    !one.clone().nfkd().eq(one.nfd())
-}
-
-/// Says in our terms why PRECIS refused `composed`.
-fn precis_refusal(e: PrecisError, composed: &str) -> NickError {
-    let info = match e {
-        PrecisError::BadCodepoint(info)
-        | PrecisError::Unexpected(UnexpectedError::ContextRuleNotApplicable(info))
-        | PrecisError::Unexpected(UnexpectedError::MissingContextRule(info)) => info,
-        // The directionality rule (or an empty result, which non-empty NFC input cannot give).
-        PrecisError::Invalid => return NickError::Direction,
-        // Internal conditions without a code point: name the first char outside plain ASCII.
-        PrecisError::Unexpected(_) => {
-            let c = composed
-                .chars()
-                .find(|c| !c.is_ascii_alphanumeric())
-                .unwrap_or('?');
-            return NickError::InvalidChar(c);
-        }
-    };
-    match char::from_u32(info.cp) {
-        Some(c) if info.property == DerivedPropertyValue::Unassigned && c.is_alphanumeric() => {
-            NickError::TooNew(c)
-        }
-        Some(c)
-            if c.is_alphanumeric()
-                && has_compatibility_form(c)
-                && !ucd::is_default_ignorable(c) =>
-        {
-            NickError::Compatibility(c)
-        }
-        Some(c) => NickError::InvalidChar(c),
-        None => NickError::InvalidChar(char::REPLACEMENT_CHARACTER),
-    }
 }
 
 /// The keys of [`RESERVED_NICKS`].
@@ -339,20 +213,7 @@ fn reserved_keys() -> &'static [String] {
 /// uppercase prototypes, such as `0` to `O`). Computed once per nickname, since the skeleton
 /// costs a few normalisations; the hub stores it beside the display form.
 pub fn nick_key(nick: &str) -> String {
-    let folded: String = fold_case(nick).collect();
-    shape_key(&folded)
-}
-
-/// The case-folded UTS #39 skeleton of `nick` as it is (capitals kept for the skeleton).
-fn shape_key(nick: &str) -> String {
-    let skeleton: String = unicode_security::skeleton(nick).collect();
-    fold_case(&skeleton).collect()
-}
-
-/// The chars of `nick` under full Unicode case folding (`ß` → `ss`, final `ς` → `σ`): the order
-/// nickname lists are sorted in.
-pub fn fold_case(nick: &str) -> impl Iterator<Item = char> + '_ {
-    nick.chars().default_case_fold()
+    ident::key(nick)
 }
 
 #[cfg(test)]
