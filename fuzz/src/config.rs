@@ -3,7 +3,8 @@
 //! Properties: loading never panics and gives the same answer twice; an error names the file and
 //! a line inside it, if any, and displays as one line (no LF or CR); an accepted file yields a
 //! `Config` inside the documented ranges (see `config/groupchatd.toml`), and appending a comment
-//! line changes nothing. For an accepted file, the daemon's arithmetic on its values (flood and
+//! line changes nothing; its rooms are valid, distinct (no two share a key) and fit `max_rooms`,
+//! with the default room first and once. For an accepted file, the daemon's arithmetic on its values (flood and
 //! connection-rate buckets, session deadlines, socket timers) runs at its extremes without
 //! panicking (a panic aborts the daemon) and gives waits within the documented bounds.
 
@@ -14,6 +15,7 @@ use std::time::Duration;
 
 use groupchatd::config::{Config, IpNet, MAX_BURST, MAX_RATE, MIN_RATE};
 use groupchatd::fuzzing::limits_at_extremes;
+use groupchatd::protocol::{sanitise_str, validate_room};
 
 const ORIGIN: &str = "fuzz.toml";
 
@@ -116,10 +118,70 @@ fn check_ranges(c: &Config, text: &str) {
             "tcp_keepalive_secs",
             c.tcp_keepalive.is_none_or(|d| secs(d, 1, 7200)),
         ),
+        ("default_room", is_room_name(&c.default_room)),
+        (
+            "max_rooms",
+            (1..=65000).contains(&c.max_rooms) && c.predefined_rooms().len() <= c.max_rooms,
+        ),
+        (
+            "history_lines",
+            c.history_lines <= 1000
+                && c.rooms
+                    .iter()
+                    .all(|r| r.history_lines.is_none_or(|n| n <= 1000)),
+        ),
+        ("history_bytes", history_bytes_ok(c)),
+        ("rooms", rooms_ok(c)),
     ];
     for (key, ok) in rules {
         assert!(ok, "{key} out of range in {c:?} from {text:?}");
     }
+}
+
+/// A room name in the display form `validate_room` gives it.
+fn is_room_name(name: &str) -> bool {
+    validate_room(name).is_ok_and(|r| r.as_str() == name)
+}
+
+/// At most 16 MiB; while any room keeps history, 1024 to half of `max_queue_bytes`.
+fn history_bytes_ok(c: &Config) -> bool {
+    let kept = c.history_lines > 0
+        || c.rooms
+            .iter()
+            .any(|r| r.history_lines.is_some_and(|n| n > 0));
+    c.history_bytes <= 16 << 20
+        && (!kept || (1024..=c.max_queue_bytes / 2).contains(&c.history_bytes))
+}
+
+/// Every `[[rooms]]` name valid, no two the same room (sharing a key), topics sanitised and at
+/// most 300 bytes; the default room first among the predefined ones, and there once.
+fn rooms_ok(c: &Config) -> bool {
+    let mut keys = HashSet::new();
+    let unique = c.rooms.iter().all(|r| {
+        validate_room(&r.name).is_ok_and(|name| name.keys().all(|k| keys.insert(k.to_owned())))
+    });
+    let predefined = c.predefined_rooms();
+    let default = validate_room(&c.default_room).ok();
+    let default_once = predefined
+        .iter()
+        .filter(|r| {
+            let name = validate_room(&r.name).ok();
+            match (&default, &name) {
+                (Some(d), Some(n)) => n.keys().any(|k| d.keys().any(|l| k == l)),
+                _ => false,
+            }
+        })
+        .count()
+        == 1;
+    unique
+        && default_once
+        && predefined[0].name == c.default_room
+        && c.rooms.iter().all(|r| {
+            is_room_name(&r.name)
+                && r.topic.len() <= 300
+                && sanitise_str(&r.topic) == r.topic
+                && !r.topic.contains('\n')
+        })
 }
 
 /// A token bucket's shape within the documented bounds: 1..=100000, 0.01..=1000000 per second.

@@ -11,11 +11,16 @@
 //! on and no invisible char; `parse_line` never panics, returns `Say` for lines that do not start
 //! with `/` and `Say` of the line minus one slash for `//…`, and otherwise splits the command word
 //! and its trimmed arguments as `/help` describes.
+//!
+//! Room names (what `/join` takes) by the same rules: `validate_room` never panics; a valid name is
+//! `#` plus 1 to 32 chars of the nickname charset (no letter needed), NFC, and validates again to
+//! itself with or without its `#`; its case-folded spelling has the same key; printable ASCII input
+//! is checked against the README's ASCII rules exactly; a refusal's message is one inert line.
 
 use groupchatd::protocol::ucd;
 use groupchatd::protocol::{
-    ClientCmd, NICK_MAX_MARKS, NickError, RESERVED_NICKS, fold_case, nick_key, parse_line,
-    sanitise_str, validate_nick,
+    ClientCmd, NICK_MAX_MARKS, NickError, RESERVED_NICKS, RoomName, RoomNameError, fold_case,
+    nick_key, parse_line, sanitise_str, validate_nick, validate_room,
 };
 use unicode_normalization::is_nfc;
 
@@ -24,6 +29,9 @@ use crate::is_unsafe_on_terminal;
 /// Longest nickname in chars, as the README states it.
 const NICK_MAX: usize = 24;
 
+/// Longest room name in chars after its `#`, as the README states it.
+const ROOM_MAX: usize = 32;
+
 /// Checks the input (decoded lossily) as a nickname and as a chat line.
 pub fn check_nick_and_command(data: &[u8]) {
     let raw = String::from_utf8_lossy(data);
@@ -31,6 +39,8 @@ pub fn check_nick_and_command(data: &[u8]) {
     let line = sanitise_str(&raw);
     check_nick(&raw);
     check_nick(line.trim());
+    check_room(&raw);
+    check_room(&line);
     check_command(&raw);
     check_command(&line);
 }
@@ -121,6 +131,99 @@ fn check_valid(typed: &str, valid: &groupchatd::protocol::Nick) {
             valid.keys().all(|k| k != reserved_key),
             "{shown:?} looks like reserved {reserved:?}"
         );
+    }
+}
+
+fn check_room(raw: &str) {
+    let verdict = validate_room(raw);
+    if raw.bytes().all(|b| b.is_ascii_graphic()) {
+        let got = verdict
+            .as_ref()
+            .map(|r| r.as_str().to_owned())
+            .map_err(|e| *e);
+        assert_eq!(got, ascii_room_verdict(raw), "validate_room({raw:?})");
+    }
+    match verdict {
+        Ok(valid) => check_valid_room(raw, &valid),
+        Err(e) => {
+            let message = e.to_string();
+            if let Some(c) = message
+                .chars()
+                .find(|&c| is_unsafe_on_terminal(c) || c == '\n' || ucd::is_default_ignorable(c))
+            {
+                panic!("refusal of room {raw:?} echoes {c:?}: {message:?}");
+            }
+        }
+    }
+}
+
+fn check_valid_room(typed: &str, valid: &RoomName) {
+    let shown = valid.as_str();
+    let body = shown
+        .strip_prefix('#')
+        .unwrap_or_else(|| panic!("{typed:?} -> {shown:?} has no #"));
+    let n = body.chars().count();
+    assert!(
+        (1..=ROOM_MAX).contains(&n),
+        "{typed:?} -> {shown:?}: {n} chars"
+    );
+    assert!(is_nfc(shown), "{typed:?} -> {shown:?} is not NFC");
+    let mut marks = 0;
+    let mut on_letter = false;
+    for c in body.chars() {
+        assert!(
+            !ucd::is_default_ignorable(c) && !c.is_whitespace() && !c.is_control(),
+            "{typed:?} -> {shown:?} holds {c:?}"
+        );
+        if ucd::is_mark(c) {
+            marks += 1;
+            assert!(
+                on_letter && marks <= NICK_MAX_MARKS,
+                "{shown:?}: a mark off a letter or too many"
+            );
+        } else {
+            assert!(
+                c.is_alphanumeric() || c == '_' || c == '-',
+                "{typed:?} -> {shown:?} holds {c:?}"
+            );
+            marks = 0;
+            on_letter = c.is_alphabetic();
+        }
+    }
+    assert_eq!(
+        validate_room(shown).as_ref(),
+        Ok(valid),
+        "{shown:?} is not stable"
+    );
+    assert_eq!(
+        validate_room(body).as_ref(),
+        Ok(valid),
+        "{body:?} without its #"
+    );
+    assert_eq!(valid.keys().next(), Some(valid.key()));
+    let folded: String = fold_case(shown).collect();
+    if let Ok(lower) = validate_room(&folded) {
+        assert_eq!(
+            lower.key(),
+            valid.key(),
+            "{shown:?} vs its folded {folded:?}"
+        );
+    }
+}
+
+/// The room-name rules for printable ASCII (no whitespace to trim), in the order their errors are
+/// reported.
+fn ascii_room_verdict(raw: &str) -> Result<String, RoomNameError> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
+    let body = raw.strip_prefix('#').unwrap_or(raw);
+    if body.is_empty() {
+        Err(RoomNameError::Empty)
+    } else if body.len() > ROOM_MAX {
+        Err(RoomNameError::TooLong)
+    } else if let Some(c) = body.chars().find(|&c| !allowed(c)) {
+        Err(RoomNameError::InvalidChar(c))
+    } else {
+        Ok(format!("#{body}"))
     }
 }
 

@@ -15,6 +15,7 @@ use toml::Spanned;
 
 use super::ConfigError;
 use super::file::KEYS;
+use super::rooms::ROOM_KEYS;
 use super::rules::Rule;
 
 /// The config text plus the position and TOML type of each top-level key.
@@ -80,6 +81,17 @@ impl<'a> Document<'a> {
         })
     }
 
+    /// Attach this file, `key` and the line of byte offset `at` to a rule's verdict: for keys
+    /// inside a `[[rooms]]` table, whose place the table's reader knows.
+    pub(super) fn check_at<T>(
+        &self,
+        key: &str,
+        at: usize,
+        verdict: Rule<T>,
+    ) -> Result<T, ConfigError> {
+        verdict.map_err(|reason| self.error(Some(self.line_at(at)), Some(key.to_owned()), reason))
+    }
+
     fn error(&self, line: Option<usize>, key: Option<String>, reason: String) -> ConfigError {
         ConfigError {
             file: Some(self.origin.to_path_buf()),
@@ -94,9 +106,19 @@ impl<'a> Document<'a> {
         let span = e.span();
         let line = span.as_ref().map(|s| self.line_at(s.start));
         if let Some(name) = unknown_field(&message) {
+            if in_room_table(&message) {
+                return self.error(line, Some(format!("rooms.{name}")), unknown_room_key(name));
+            }
             let valid: Vec<&str> = KEYS.iter().map(|(k, _)| *k).collect();
             let reason = format!("unknown key (valid keys: {})", valid.join(", "));
             return self.error(line, Some(name.to_owned()), reason);
+        }
+        if let Some((key, expected)) = span.as_ref().and_then(|s| self.room_key_holding(s)) {
+            let reason = match element_kind(&message) {
+                Some(found) => format!("expected {expected}, found {found}"),
+                None => format!("expected {expected}: {message}"),
+            };
+            return self.error(line, Some(format!("rooms.{key}")), reason);
         }
         // A type error's span covers the value (or one element of an array
         // value), so the key is the one whose value encloses the span.
@@ -123,8 +145,30 @@ impl<'a> Document<'a> {
         self.error(line, line.and_then(|l| self.key_on_line(l)), message)
     }
 
+    /// The `[[rooms]]` key (and the type it takes) whose value is at `span`, for a type error
+    /// there: the key written just before the value, if it is a room key and the value is not
+    /// that of a top-level key of the same name (`history_lines` is both).
+    fn room_key_holding(&self, span: &Range<usize>) -> Option<(&'static str, &'static str)> {
+        let before = self.text.get(..span.start)?.trim_end().strip_suffix('=')?;
+        let before = before.trim_end();
+        let start = before
+            .char_indices()
+            .rev()
+            .find(|&(_, c)| !(c.is_ascii_alphanumeric() || c == '_' || c == '-'))
+            .map_or(0, |(i, c)| i + c.len_utf8());
+        let written = &before[start..];
+        let top_level = self
+            .keys
+            .get(written)
+            .is_some_and(|e| e.span.start <= span.start && span.end <= e.span.end);
+        if top_level || !self.has_key("rooms") {
+            return None;
+        }
+        ROOM_KEYS.iter().find(|(k, _)| *k == written).copied()
+    }
+
     /// 1-based line of a byte offset.
-    fn line_at(&self, offset: usize) -> usize {
+    pub(super) fn line_at(&self, offset: usize) -> usize {
         let end = offset.min(self.text.len());
         self.text.as_bytes()[..end]
             .iter()
@@ -153,6 +197,30 @@ fn one_line(message: &str) -> String {
 fn unknown_field(message: &str) -> Option<&str> {
     let rest = message.strip_prefix("unknown field `")?;
     rest.split_once('`').map(|(name, _)| name)
+}
+
+/// Whether serde's "unknown field `x`, expected one of …" is about a `[[rooms]]` table: it lists
+/// the table's keys. (Telling by position would not do: a table runs until the next header, and
+/// an unknown top-level `[table]` after the rooms is not one of them.)
+fn in_room_table(message: &str) -> bool {
+    let keys: Vec<String> = ROOM_KEYS.iter().map(|(k, _)| format!("`{k}`")).collect();
+    message.ends_with(&format!("expected one of {}", keys.join(", ")))
+}
+
+/// Why a key in a `[[rooms]]` table is unknown, with a hint when it is a top-level key that
+/// landed in the table because it was written below a `[[rooms]]` header.
+fn unknown_room_key(name: &str) -> String {
+    let valid: Vec<&str> = ROOM_KEYS.iter().map(|(k, _)| *k).collect();
+    let mut reason = format!(
+        "unknown key in a [[rooms]] table (valid keys: {})",
+        valid.join(", ")
+    );
+    if KEYS.iter().any(|(k, _)| *k == name) {
+        reason.push_str(&format!(
+            "; {name} is a top-level key: move it above the first [[rooms]] table, since TOML puts every key below a [[rooms]] header into that table"
+        ));
+    }
+    reason
 }
 
 /// "a string" for toml's "string", and so on.

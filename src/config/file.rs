@@ -8,8 +8,10 @@
 //! serde type error.
 
 use serde::Deserialize;
+use toml::Spanned;
 
 use super::document::Document;
+use super::rooms::{self, FileRoom};
 use super::rules::{self, RawMode};
 use super::{Config, ConfigError, Flood, Rate};
 
@@ -47,6 +49,12 @@ pub(super) const KEYS: &[(&str, &str)] = &[
     ("flood_rate", "a number"),
     ("presence_max_members", "an integer"),
     ("wrap_width", "an integer"),
+    ("default_room", "a room name string like \"lobby\""),
+    ("allow_user_rooms", "true or false"),
+    ("max_rooms", "an integer"),
+    ("history_lines", "an integer"),
+    ("history_bytes", "an integer"),
+    ("rooms", "[[rooms]] tables (note the double brackets)"),
     ("shutdown_grace_secs", "an integer"),
     ("tcp_keepalive_secs", "an integer"),
     ("worker_threads", "an integer"),
@@ -78,6 +86,12 @@ pub(super) struct FileConfig {
     flood_rate: Option<f64>,
     presence_max_members: Option<i64>,
     wrap_width: Option<i64>,
+    default_room: Option<String>,
+    allow_user_rooms: Option<bool>,
+    max_rooms: Option<i64>,
+    history_lines: Option<i64>,
+    history_bytes: Option<i64>,
+    rooms: Option<Vec<Spanned<FileRoom>>>,
     shutdown_grace_secs: Option<i64>,
     tcp_keepalive_secs: Option<i64>,
     worker_threads: Option<i64>,
@@ -164,6 +178,29 @@ impl FileConfig {
         if let Some(v) = self.wrap_width {
             c.wrap_width = doc.check("wrap_width", rules::wrap_width(v))?;
         }
+        if let Some(v) = self.default_room {
+            let name = doc.check("default_room", rules::room_name(&v))?;
+            c.default_room = name.as_str().to_owned();
+        }
+        if let Some(v) = self.allow_user_rooms {
+            c.allow_user_rooms = v;
+        }
+        if let Some(v) = self.max_rooms {
+            let n = rules::between(v, 1, rules::MAX_ROOMS).and_then(rules::count);
+            c.max_rooms = doc.check("max_rooms", n)?;
+        }
+        if let Some(v) = self.history_lines {
+            c.history_lines = doc.check("history_lines", rules::history_lines(v))?;
+        }
+        if let Some(v) = self.history_bytes {
+            let v = rules::bytes(v, 0, rules::MAX_HISTORY_BYTES);
+            c.history_bytes = doc.check("history_bytes", v)?;
+        }
+        if let Some(tables) = self.rooms {
+            rooms::rooms(tables, &mut c, doc)?;
+        }
+        rooms::check_room_count(&c, doc)?;
+        rooms::fit_history_to_queue(&mut c, doc)?;
         if let Some(v) = self.shutdown_grace_secs {
             c.shutdown_grace = doc.check("shutdown_grace_secs", rules::secs(v, 1, 300))?;
         }

@@ -10,6 +10,7 @@ mod document;
 mod error;
 mod file;
 mod ipnet;
+mod rooms;
 mod rules;
 #[cfg(test)]
 mod tests;
@@ -73,6 +74,24 @@ pub struct Config {
     pub presence_max_members: usize,
     /// Columns at which lines carrying someone's text are broken, continuation rows indented; 0 = off.
     pub wrap_width: usize,
+    /// The room every client is in after choosing a nickname: a valid room name in its display
+    /// form, with its `#` (`"#lobby"`). If `rooms` lists it (in any spelling that shares a key
+    /// with it), this is that entry's spelling.
+    pub default_room: String,
+    /// Whether clients may create rooms with `/join`; if not, only `predefined_rooms` exist.
+    pub allow_user_rooms: bool,
+    /// Most rooms at once, predefined ones included, 1..=65000; never fewer than
+    /// `predefined_rooms().len()`.
+    pub max_rooms: usize,
+    /// Lines of a room's recent talk replayed to whoever joins it, 0..=1000; 0 = no history.
+    /// A room's own `history_lines` beats it.
+    pub history_lines: usize,
+    /// Most bytes of history kept per room, at most 16 MiB. While any room keeps history, at
+    /// least 1024 and at most `max_queue_bytes / 2`, so a joiner's replay cannot make it look
+    /// slow. A file without the key gets 64 KiB or half its `max_queue_bytes`, whichever is less.
+    pub history_bytes: usize,
+    /// The `[[rooms]]` tables, in file order; no two share a room-name key.
+    pub rooms: Vec<RoomConfig>,
     /// How long shutdown waits for clients to be told and disconnected.
     pub shutdown_grace: Duration,
     /// Idle time before TCP keepalive probes; `None` = keepalive off.
@@ -125,6 +144,17 @@ pub struct Rate {
     pub burst: u32,
     /// Refill rate per second, [`MIN_RATE`]..=[`MAX_RATE`].
     pub per_sec: f64,
+}
+
+/// A room that exists from start-up, from a `[[rooms]]` table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoomConfig {
+    /// Its name in display form, with its `#` (`"#rust"`); valid by `validate_room`.
+    pub name: String,
+    /// Its topic, sanitised, one line of at most 300 bytes; empty = none.
+    pub topic: String,
+    /// Its own `history_lines` (0..=1000), beating the global one; `None` = the global one.
+    pub history_lines: Option<usize>,
 }
 
 /// Slowest accepted rate (`flood_rate`, `connect_rate`) other than 0 (off): one per 100 s. Also
@@ -182,6 +212,12 @@ impl Default for Config {
             }),
             presence_max_members: 500,
             wrap_width: 80,
+            default_room: "#lobby".to_owned(),
+            allow_user_rooms: true,
+            max_rooms: 1000,
+            history_lines: 20,
+            history_bytes: 64 * 1024,
+            rooms: Vec::new(),
             shutdown_grace: Duration::from_secs(5),
             tcp_keepalive: Some(Duration::from_secs(60)),
             worker_threads: 1,
@@ -253,6 +289,22 @@ impl Config {
         // The prefix is clamped to the family's length above, so `new` cannot refuse it; the
         // fallback (the host itself) only keeps this total.
         IpNet::new(ip, prefix).unwrap_or_else(|| IpNet::host(ip))
+    }
+
+    /// The rooms that exist from start-up: `default_room` first (its `[[rooms]]` entry if one has
+    /// exactly its name, as validation makes sure one does when they are the same room; else with
+    /// no topic and the global history), then the other `[[rooms]]` in file order.
+    pub fn predefined_rooms(&self) -> Vec<RoomConfig> {
+        let is_default = |room: &&RoomConfig| room.name == self.default_room;
+        let default = self.rooms.iter().find(is_default).cloned();
+        let default = default.unwrap_or_else(|| RoomConfig {
+            name: self.default_room.clone(),
+            topic: String::new(),
+            history_lines: None,
+        });
+        std::iter::once(default)
+            .chain(self.rooms.iter().filter(|r| !is_default(r)).cloned())
+            .collect()
     }
 
     /// Whether `ip` is in `per_ip_exempt` (and so outside the per-network limits).

@@ -12,6 +12,7 @@ use std::time::Duration;
 use tracing_subscriber::EnvFilter;
 
 use super::{IpNet, MAX_BURST, MAX_RATE, MIN_RATE, ParseIpNetError};
+use crate::protocol::{RoomName, sanitise_str, validate_room};
 
 /// Outcome of a rule: the typed value, or why the raw value is unacceptable.
 pub(super) type Rule<T> = Result<T, String>;
@@ -26,6 +27,16 @@ pub(super) const QUEUE_LINES: usize = 4;
 const MOTD_MAX_LINES: usize = 20;
 /// …each at most this many bytes, to keep the greeting a greeting.
 const MOTD_MAX_LINE_BYTES: usize = 400;
+/// Upper bound of `history_lines`, global and per room.
+const MAX_HISTORY_LINES: i64 = 1000;
+/// Upper bound of `history_bytes`: a room's history is held in memory for every room.
+pub(super) const MAX_HISTORY_BYTES: i64 = 16 << 20;
+/// Least `history_bytes` while any room keeps history: room for a few full-width lines.
+pub(super) const MIN_HISTORY_BYTES: usize = 1024;
+/// Upper bound of `max_rooms`.
+pub(super) const MAX_ROOMS: i64 = 65_000;
+/// Longest room topic in bytes, after sanitising: one line on anyone's screen, give or take.
+const TOPIC_MAX_BYTES: usize = 300;
 /// Upper bound of `idle_timeout_secs` (a year): far beyond any real use, and it keeps
 /// `Instant::now() + timeout` in the session code from ever overflowing.
 const MAX_IDLE_SECS: i64 = 365 * 24 * 3600;
@@ -242,4 +253,31 @@ pub(super) fn rate(r: f64, what: &str) -> Rule<f64> {
             "must be 0 (off) or between {MIN_RATE} and {MAX_RATE} {what} per second (got {r:?})"
         ))
     }
+}
+
+/// `history_lines`, global or a room's: 0 (no history) up to [`MAX_HISTORY_LINES`].
+pub(super) fn history_lines(n: i64) -> Rule<usize> {
+    count(between(n, 0, MAX_HISTORY_LINES)?)
+}
+
+/// `default_room` and a `[[rooms]]` table's `name`: a valid room name, with or without its `#`.
+pub(super) fn room_name(raw: &str) -> Rule<RoomName> {
+    validate_room(raw).map_err(|e| format!("'{raw}' is not a valid room name: {e}"))
+}
+
+/// A `[[rooms]]` table's `topic`: one line, sanitised like chat text (escape sequences, controls
+/// and invisible characters removed), at most [`TOPIC_MAX_BYTES`] bytes of what remains.
+pub(super) fn topic(raw: &str) -> Rule<String> {
+    // Sanitising would remove a line break and glue the lines together; say so instead.
+    if raw.contains(['\n', '\r']) {
+        return Err("must be one line".into());
+    }
+    let topic = sanitise_str(raw);
+    if topic.len() > TOPIC_MAX_BYTES {
+        return Err(format!(
+            "is {} bytes long (after removing control and invisible characters); at most {TOPIC_MAX_BYTES} are allowed",
+            topic.len()
+        ));
+    }
+    Ok(topic)
 }

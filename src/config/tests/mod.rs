@@ -1,9 +1,11 @@
 //! Tests of the whole config module: file text in, `Config` or a one-line
 //! `ConfigError` out. This file holds the shared helpers and the checks that
 //! the shipped example and the defaults agree; `values` covers each key's
-//! rule, `reporting` how errors are located and worded.
+//! rule, `rooms` the room keys and `[[rooms]]` tables, `reporting` how errors
+//! are located and worded.
 
 mod reporting;
+mod rooms;
 mod values;
 
 use std::net::SocketAddr;
@@ -11,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::file::{FileConfig, KEYS};
+use super::rooms::ROOM_KEYS;
 use super::*;
 
 const SHIPPED: &str = include_str!("../../../config/groupchatd.toml");
@@ -38,10 +41,14 @@ pub(super) fn secs(n: u64) -> Duration {
     Duration::from_secs(n)
 }
 
-/// The shipped file with each `# key = value` default line uncommented.
+/// The shipped file with each `# key = value` default line uncommented, and the keys found:
+/// those, and `rooms` for the `#   [[rooms]]` example (the tables have no default to uncomment).
 /// Indented example lines (`#   key = ...`) stay comments.
 fn uncommented_example() -> (String, Vec<String>) {
     let mut keys = Vec::new();
+    if SHIPPED.lines().any(|line| line == "#   [[rooms]]") {
+        keys.push("rooms".to_owned());
+    }
     let text = SHIPPED
         .lines()
         .map(|line| {
@@ -85,11 +92,47 @@ fn uncommented_example_gives_the_defaults() {
 }
 
 #[test]
+fn rooms_example_gives_the_rooms_it_shows() {
+    // The indented lines from the first `#   [[rooms]]` on, uncommented below the defaults.
+    let (mut text, _) = uncommented_example();
+    let start = SHIPPED.find("#   [[rooms]]").unwrap();
+    for line in SHIPPED[start..].lines() {
+        text.push('\n');
+        text.push_str(line.strip_prefix("#   ").unwrap_or(""));
+    }
+    let c = parse(&text).unwrap_or_else(|e| panic!("{e}"));
+    let room = |name: &str, topic: &str, history_lines| RoomConfig {
+        name: name.to_owned(),
+        topic: topic.to_owned(),
+        history_lines,
+    };
+    assert_eq!(
+        c.rooms,
+        [
+            room("#lobby", "Say hello; /join #rust or #help", None),
+            room("#rust", "The Rust programming language", Some(100)),
+            room("#help", "", Some(0)),
+        ]
+    );
+    assert_eq!(
+        c.predefined_rooms(),
+        c.rooms,
+        "the default room is listed first"
+    );
+}
+
+#[test]
 fn keys_table_lists_exactly_the_file_fields() {
     let err = toml::from_str::<FileConfig>("no_such_key = 1").unwrap_err();
     let (_, expected) = err.message().split_once("expected one of ").unwrap();
     let fields: Vec<&str> = expected.split(", ").map(|f| f.trim_matches('`')).collect();
     let keys: Vec<&str> = KEYS.iter().map(|(k, _)| *k).collect();
+    assert_eq!(fields, keys);
+
+    let err = toml::from_str::<FileConfig>("[[rooms]]\nno_such_key = 1").unwrap_err();
+    let (_, expected) = err.message().split_once("expected one of ").unwrap();
+    let fields: Vec<&str> = expected.split(", ").map(|f| f.trim_matches('`')).collect();
+    let keys: Vec<&str> = ROOM_KEYS.iter().map(|(k, _)| *k).collect();
     assert_eq!(fields, keys);
 }
 
@@ -103,6 +146,26 @@ fn empty_file_gives_the_defaults() {
 fn defaults_obey_their_own_rules() {
     let c = Config::default();
     assert!(c.max_queue_bytes >= 4 * c.max_line_bytes);
+    assert!((1024..=c.max_queue_bytes / 2).contains(&c.history_bytes));
+    assert_eq!(c.default_room, "#lobby");
+    assert_eq!(
+        (
+            c.history_lines,
+            c.history_bytes,
+            c.allow_user_rooms,
+            c.max_rooms
+        ),
+        (20, 65536, true, 1000)
+    );
+    assert_eq!(c.rooms, []);
+    assert_eq!(
+        c.predefined_rooms(),
+        [RoomConfig {
+            name: "#lobby".to_owned(),
+            topic: String::new(),
+            history_lines: None,
+        }]
+    );
     assert_eq!(c.per_ip_exempt, vec![net("127.0.0.0/8"), net("::1/128")]);
     assert_eq!(c.listen, vec![addr("127.0.0.1:7000")]);
     assert_eq!(EX_CONFIG, 78);
