@@ -98,33 +98,8 @@ pub struct Config {
     pub tcp_keepalive: Option<Duration>,
     /// Runtime worker threads (0: one per CPU core). Only changes on restart.
     pub worker_threads: usize,
-    /// TEMP
-    pub default_room: String,
-    pub history_lines: usize,
-    pub history_bytes: usize,
-    pub allow_user_rooms: bool,
-    pub max_rooms: usize,
-    pub rooms: Vec<RoomConfig>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
-pub struct RoomConfig {
-    pub name: String,
-    pub topic: String,
-    pub history_lines: Option<usize>,
-}
-
-impl Config {
-    pub fn predefined_rooms(&self) -> Vec<RoomConfig> {
-        let mut v = vec![RoomConfig {
-            name: self.default_room.clone(),
-            topic: String::new(),
-            history_lines: None,
-        }];
-        v.extend(self.rooms.iter().cloned());
-        v
-    }
-}
 
 /// Token-bucket flood control: a client may send `burst` lines at once, then
 /// `per_sec` lines per second. Excess lines are delayed, not dropped.
@@ -221,12 +196,6 @@ impl Default for Config {
             shutdown_grace: Duration::from_secs(5),
             tcp_keepalive: Some(Duration::from_secs(60)),
             worker_threads: 1,
-            default_room: "#lobby".into(),
-            history_lines: 20,
-            history_bytes: 65536,
-            allow_user_rooms: true,
-            max_rooms: 1000,
-            rooms: vec![],
         }
     }
 }

@@ -77,7 +77,7 @@ impl std::fmt::Display for TopicRefused {
 
 /// The room called `name` (with or without `#`), if there is one.
 pub(super) fn find<'a>(rooms: &'a Rooms, name: &str) -> Option<&'a Arc<Room>> {
-    rooms.get(validate_room(name).ok()?.key())
+    rooms.get(&validate_room(name).ok()?)
 }
 
 /// Makes the configuration's rooms (the default room first) in a new hub.
@@ -91,13 +91,13 @@ pub(super) fn make_predefined(rooms: &mut Rooms, s: &Settings) {
         }
     }
     if let Ok(name) = validate_room(&s.default_room) {
-        rooms.set_default(name.key());
+        rooms.set_default(&name);
     }
     if !rooms.has_default() {
         // Not reached with a configuration that passed its checks; a hub must have a room.
         if let Ok(name) = validate_room("lobby") {
             rooms.create(&name, Kind::Predefined, "", None, s);
-            rooms.set_default(name.key());
+            rooms.set_default(&name);
         }
     }
 }
@@ -130,10 +130,10 @@ impl Hub {
                 return Err(EnterRefused::Gone);
             }
             let old = st.members.get(&id).ok_or(EnterRefused::Gone)?.room.clone();
-            if old.key.as_ref() == valid.key() {
+            if st.rooms.get(&valid).is_some_and(|r| Arc::ptr_eq(r, &old)) {
                 return Err(EnterRefused::AlreadyThere(old.name.clone()));
             }
-            let new = match st.rooms.get(valid.key()) {
+            let new = match st.rooms.get(&valid) {
                 Some(room) => room.clone(),
                 None => self.make_room(&mut st, &valid, &cfg, by_operator)?,
             };
@@ -280,8 +280,7 @@ impl Hub {
                 let Ok(name) = validate_room(&rc.name) else {
                     continue; // checked when the configuration was read
                 };
-                wanted.push(name.key().to_owned());
-                let room = match st.rooms.get(name.key()) {
+                let room = match st.rooms.get(&name) {
                     Some(room) => room.clone(),
                     None => {
                         let made = st.rooms.create(&name, Kind::Predefined, &rc.topic, None, s);
@@ -290,6 +289,7 @@ impl Hub {
                         room
                     }
                 };
+                wanted.push(room.key.clone());
                 room.follow(s, rc.history_lines);
                 let mut rs = room.lock();
                 rs.kind = Kind::Predefined;
@@ -307,7 +307,7 @@ impl Hub {
                 }
             }
             if let Ok(name) = validate_room(&s.default_room) {
-                st.rooms.set_default(name.key());
+                st.rooms.set_default(&name);
             }
             let default = st.rooms.default_room().clone();
             let closing: Vec<Arc<Room>> = st

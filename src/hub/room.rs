@@ -141,8 +141,10 @@ impl RoomState {
 pub struct Room {
     /// `#name`, as first spelt.
     pub(crate) name: Arc<str>,
-    /// The name's key (case and look-alikes folded): the registry's.
+    /// The name's keys (case and look-alikes folded, see `RoomName::keys`): the first is the
+    /// registry's, and no other room shares any of them.
     pub(crate) key: Arc<str>,
+    keys: Box<[Arc<str>]>,
     slot: u16,
     state: Mutex<RoomState>,
     /// The log's end, readable without the lock (where a private line goes in a member's order).
@@ -173,6 +175,7 @@ impl Room {
         Room {
             name: Arc::from(name.as_str()),
             key: Arc::from(name.key()),
+            keys: name.keys().map(Arc::from).collect(),
             slot,
             history_on: AtomicBool::new(state.history.enabled()),
             state: Mutex::new(state),
@@ -287,6 +290,8 @@ impl Room {
 #[derive(Debug, Default)]
 pub(super) struct Rooms {
     by_key: HashMap<Arc<str>, Arc<Room>>,
+    /// Every key of every room (a name has one or two, like a nickname) → its registry key.
+    keys: HashMap<Arc<str>, Arc<str>>,
     /// The default room's key.
     default: Option<Arc<str>>,
     /// Slots given back by rooms that closed.
@@ -296,8 +301,11 @@ pub(super) struct Rooms {
 }
 
 impl Rooms {
-    pub(super) fn get(&self, key: &str) -> Option<&Arc<Room>> {
-        self.by_key.get(key)
+    /// The room whose name looks like `name` (shares a key with it).
+    pub(super) fn get(&self, name: &RoomName) -> Option<&Arc<Room>> {
+        name.keys()
+            .find_map(|k| self.keys.get(k))
+            .and_then(|key| self.by_key.get(key))
     }
 
     pub(super) fn len(&self) -> usize {
@@ -321,8 +329,8 @@ impl Rooms {
         self.default.is_some()
     }
 
-    pub(super) fn set_default(&mut self, key: &str) {
-        if let Some(room) = self.by_key.get(key) {
+    pub(super) fn set_default(&mut self, name: &RoomName) {
+        if let Some(room) = self.get(name) {
             self.default = Some(room.key.clone());
         }
     }
@@ -353,6 +361,9 @@ impl Rooms {
         if history_override.is_some() {
             room.follow(s, history_override);
         }
+        for k in &room.keys {
+            self.keys.insert(k.clone(), room.key.clone());
+        }
         self.by_key.insert(room.key.clone(), room.clone());
         Some(room)
     }
@@ -361,6 +372,11 @@ impl Rooms {
     /// where this one ended.
     pub(super) fn remove(&mut self, room: &Room) {
         if self.by_key.remove(&room.key).is_some() {
+            for k in &room.keys {
+                if self.keys.get(k) == Some(&room.key) {
+                    self.keys.remove(k);
+                }
+            }
             self.starts[usize::from(room.slot)] = room.log_end();
             self.free.push(room.slot);
         }
