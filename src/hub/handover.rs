@@ -8,7 +8,9 @@
 //! and the new process starts where this one stopped: no line lost, none twice.
 //!
 //! The new side: [`Hub::restore`] rebuilds the room from the snapshot around the sockets that came
-//! with it, before any session runs.
+//! with it, before any session runs. Chat rooms move with their topics and history, and every
+//! member keeps its room; the new process's configuration decides which rooms are predefined and
+//! which is the default (see [`restore_rooms`]).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,14 +18,19 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::net::TcpStream;
+use tracing::{info, warn};
 
+use super::history::SavedLine;
 use super::names::NickKeys;
+use super::room::{Kind, Rooms};
 use super::{Counters, Hub, Member};
 use crate::client::{Client, ClientId};
 use crate::config::IpNet;
 use crate::drain::{Drain, DrainTicket};
+use crate::protocol::validate_room;
 use crate::session::InputState;
-use crate::upgrade::snapshot::{ClientState, Room, Totals};
+use crate::settings::Settings;
+use crate::upgrade::snapshot::{ChatRoom, ClientState, HistoryLine, Room, RoomKind, Totals};
 
 /// One session's part in a freeze: it gives its input state and so gives back the ticket.
 #[derive(Debug)]
@@ -144,13 +151,13 @@ impl Hub {
             })
             .map(|(client, input)| {
                 let c = client.as_ref();
-                let nick = st.members.get(&c.id).map(|m| m.nick.to_string());
+                let member = st.members.get(&c.id);
                 let state = ClientState {
                     id: c.id,
                     peer: c.peer,
                     connected_at_ms: unix_ms(c.connected_at),
                     connected_for_ms: now.saturating_duration_since(c.connected).as_millis() as u64,
-                    nick,
+                    nick: member.map(|m| m.nick.to_string()),
                     counted_as: st.counted_as.get(&c.id).map(ToString::to_string),
                     lines_in: c.stats.lines_in.load(Ordering::Relaxed),
                     bytes_in: c.stats.bytes_in.load(Ordering::Relaxed),
@@ -159,10 +166,13 @@ impl Hub {
                     last_active_ms: c.stats.last_active_ms.load(Ordering::Relaxed),
                     input: input.clone(),
                     unsent: c.outbox.freeze_output(c.id, &c.stats),
+                    room: member.map(|m| m.room.name.to_string()),
                 };
                 (state, c.stream.as_raw_fd())
             })
             .unzip();
+        let mut rooms: Vec<ChatRoom> = st.rooms.iter().map(|r| save_room(r)).collect();
+        rooms.sort_unstable_by(|a, b| a.name.cmp(&b.name));
         let room = Room {
             service_started_at_ms: unix_ms(self.started_at),
             upgrades,
@@ -171,6 +181,7 @@ impl Hub {
             counters: self.counters.totals(),
             clients,
             connect_rate: self.connect_rate.export(now),
+            rooms,
         };
         (room, fds)
     }
@@ -207,8 +218,10 @@ impl Hub {
         self.next_id.store(room.next_id, Ordering::SeqCst);
         self.counters.restore(&room.counters);
         self.connect_rate.import(&room.connect_rate, now);
+        let cfg = self.config();
         let st = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
         st.peak = room.peak;
+        let (homes, retitled) = restore_rooms(&mut st.rooms, room.rooms, &room.clients, &cfg);
         let default = st.rooms.default_room().clone();
         let mut resumed = Vec::with_capacity(room.clients.len());
         for (c, stream) in room.clients.into_iter().zip(streams) {
@@ -240,6 +253,9 @@ impl Hub {
                 .and_then(|n| crate::protocol::validate_nick(n).ok());
             let nick: Option<Arc<str>> = valid.as_ref().map(|v| Arc::from(v.as_str()));
             if let (Some(nick), Some(valid)) = (&nick, &valid) {
+                // A version 1 snapshot names no room, and a room may not have been restored.
+                let home = c.room.as_deref().and_then(|r| homes.get(r));
+                let home = home.unwrap_or(&default).clone();
                 let keys = NickKeys::of(valid);
                 keys.insert(&mut st.nicks, c.id);
                 st.members.insert(
@@ -248,10 +264,10 @@ impl Hub {
                         nick: nick.clone(),
                         keys,
                         client: client.clone(),
-                        room: default.clone(),
+                        room: home.clone(),
                     },
                 );
-                let mut rs = default.lock();
+                let mut rs = home.lock();
                 rs.seat(c.id, nick.clone(), client.clone());
                 // Room output starts at the new log's beginning, after what was owed.
                 client.outbox.start_after(rs.log.tail().clone());
@@ -267,6 +283,106 @@ impl Hub {
             });
         }
         st.peak = st.peak.max(st.clients.len());
+        // Told once everyone sits there, as a reload tells it (and words it: see `apply_rooms`).
+        for room in retitled {
+            let mut rs = room.lock();
+            let line = match &*rs.topic {
+                "" => "the operator cleared the topic".to_owned(),
+                t => format!("the operator set the topic: {t}"),
+            };
+            room.notice(&mut rs, &line);
+        }
         resumed
     }
+}
+
+/// A chat room for the snapshot.
+fn save_room(room: &super::Room) -> ChatRoom {
+    let rs = room.lock();
+    let history = rs.history.export().into_iter();
+    ChatRoom {
+        name: room.name.to_string(),
+        topic: rs.topic.to_string(),
+        config_topic: rs.config_topic.to_string(),
+        kind: match rs.kind {
+            Kind::Predefined => RoomKind::Predefined,
+            Kind::User => RoomKind::User,
+        },
+        history: history
+            .map(|l| HistoryLine {
+                at: l.at,
+                line: l.line,
+            })
+            .collect(),
+    }
+}
+
+/// Rebuilds the snapshot's chat rooms in a new hub, whose configuration has made the predefined
+/// ones (and chosen the default) already. Returns the room for each saved name restored, and the
+/// rooms whose topic the configuration changed (to be announced).
+/// - A room the configuration predefines takes the saved history, and the saved topic unless the
+///   configuration's topic for it has changed since (as a reload does: see `apply_rooms`).
+/// - Any other room stays, as one users made, if someone sits in it: a predefined room the new
+///   configuration dropped too, so an upgrade moves nobody; it goes when its last member leaves.
+///   `max_rooms` is not applied to rooms that exist already (nor is it by a reload).
+/// - A room nobody sits in that the configuration does not predefine is dropped.
+fn restore_rooms(
+    rooms: &mut Rooms,
+    saved: Vec<ChatRoom>,
+    clients: &[ClientState],
+    s: &Settings,
+) -> (HashMap<String, Arc<super::Room>>, Vec<Arc<super::Room>>) {
+    let occupied: std::collections::HashSet<&str> =
+        clients.iter().filter_map(|c| c.room.as_deref()).collect();
+    let mut homes = HashMap::with_capacity(saved.len());
+    let mut retitled = Vec::new();
+    for r in saved {
+        let Ok(name) = validate_room(&r.name) else {
+            continue; // checked by `Snapshot::decode`
+        };
+        let room = match rooms.get(name.key()) {
+            Some(room) => {
+                let mut rs = room.lock();
+                if *rs.config_topic == *r.config_topic {
+                    rs.topic = Arc::from(r.topic.as_str());
+                } else if *rs.topic != *r.topic {
+                    retitled.push(room.clone());
+                }
+                room.clone()
+            }
+            None if occupied.contains(r.name.as_str()) => {
+                let Some(room) = rooms.create(&name, Kind::User, &r.topic, None, s) else {
+                    warn!(
+                        room = %r.name, event = "room_lost",
+                        "upgrade: no log slot for a room; its members go to the default room"
+                    );
+                    continue;
+                };
+                room.lock().config_topic = Arc::from(r.config_topic.as_str());
+                if r.kind == RoomKind::Predefined {
+                    info!(
+                        room = %room.name, event = "room_kept",
+                        "upgrade: room no longer configured kept as a user room while occupied"
+                    );
+                }
+                room
+            }
+            None => {
+                if r.kind == RoomKind::Predefined {
+                    info!(
+                        room = %r.name, event = "room_closed",
+                        "upgrade: room no longer configured, and empty, closed"
+                    );
+                }
+                continue;
+            }
+        };
+        let lines = r.history.into_iter().map(|l| SavedLine {
+            at: l.at,
+            line: l.line,
+        });
+        room.lock().history.import(lines.collect());
+        homes.insert(r.name, room);
+    }
+    (homes, retitled)
 }

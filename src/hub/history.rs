@@ -54,7 +54,9 @@ pub(crate) struct History {
 }
 
 impl History {
-    /// Keeps at most `max_lines` lines and `max_bytes` bytes (0 lines: none).
+    /// Keeps at most `max_lines` lines and `max_bytes` bytes (0 lines: none). Rooms start from
+    /// `default` and follow the settings' bounds (`RoomState::follow`).
+    #[cfg(test)]
     pub(crate) fn new(max_lines: usize, max_bytes: usize) -> History {
         History {
             max_lines,

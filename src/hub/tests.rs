@@ -265,7 +265,7 @@ fn publish_until_gone(h: &Arc<Hub>, from: &Conn, gone: &str, reader: &mut Conn) 
         if h.resolve(gone).is_none() {
             return (round, String::from_utf8(seen).unwrap());
         }
-        say(&h, from.id(), kilo_line(), 1);
+        say(h, from.id(), kilo_line(), 1);
         reader.far.set_nonblocking(true).unwrap();
         let mut buf = [0u8; 65536];
         while let Ok(n @ 1..) = reader.far.read(&mut buf) {
@@ -315,7 +315,7 @@ async fn a_full_queue_cuts_off_that_client_alone_and_announces_it_once() {
 
 /// Publishes 1000-byte lines from `from` until the hub says some member is congested (bounded).
 fn publish_until_congested(h: &Arc<Hub>, from: &Conn) -> bool {
-    (0..200).any(|_| say(&h, from.id(), kilo_line(), 1))
+    (0..200).any(|_| say(h, from.id(), kilo_line(), 1))
 }
 
 #[tokio::test]
@@ -550,25 +550,7 @@ async fn a_frozen_room_exports_what_each_client_is_owed_and_thaws_where_it_stopp
         say(&h, bob.id(), Bytes::from(text), 1);
     }
     assert!(alice.client.outbox.is_parked(), "alice's socket is full");
-    // Freeze, playing both sessions' part (they give their input state between reads).
-    let hub = h.clone();
-    let freezing = tokio::spawn(async move { hub.freeze(WAIT).await });
-    let deadline = Instant::now() + WAIT;
-    let mut given = 0;
-    while given < 2 {
-        assert!(
-            Instant::now() < deadline,
-            "freeze requests within the bound"
-        );
-        for c in [&alice.client, &bob.client] {
-            if let Some(request) = c.outbox.take_freeze() {
-                request.give(c.id, crate::session::InputState::default());
-                given += 1;
-            }
-        }
-        tokio::task::yield_now().await;
-    }
-    let mut frozen = freezing.await.unwrap().expect("every session stopped");
+    let mut frozen = freeze(&h, &[&alice, &bob]).await;
     let (room, fds) = h.export(&mut frozen, 1);
     assert_eq!(fds.len(), 2, "one socket per frozen client");
     assert_eq!(room.next_id, 3);
@@ -615,4 +597,190 @@ async fn a_frozen_room_exports_what_each_client_is_owed_and_thaws_where_it_stopp
         rest == owed.as_bytes(),
         "after the thaw, exactly what was owed"
     );
+}
+
+/// Freezes `h`, playing each session's part (they give their input state between reads).
+async fn freeze(h: &Arc<Hub>, conns: &[&Conn]) -> super::handover::Frozen {
+    let hub = h.clone();
+    let freezing = tokio::spawn(async move { hub.freeze(WAIT).await });
+    let deadline = Instant::now() + WAIT;
+    let mut given = 0;
+    while given < conns.len() {
+        assert!(
+            Instant::now() < deadline,
+            "freeze requests within the bound"
+        );
+        for c in conns {
+            if let Some(request) = c.client.outbox.take_freeze() {
+                request.give(c.id(), crate::session::InputState::default());
+                given += 1;
+            }
+        }
+        tokio::task::yield_now().await;
+    }
+    freezing.await.unwrap().expect("every session stopped")
+}
+
+/// Hands `h` over to a new hub with `config` as an upgrade does, through the snapshot's JSON
+/// written as `version`; returns the new hub and `conns` in it, on new sockets.
+async fn hand_over(
+    h: &Arc<Hub>,
+    conns: &[&Conn],
+    config: Config,
+    version: u32,
+) -> (Arc<Hub>, Vec<Conn>) {
+    use crate::upgrade::snapshot::{Origin, Snapshot};
+    let mut frozen = freeze(h, conns).await;
+    let (mut room, fds) = h.export(&mut frozen, 1);
+    if version == 1 {
+        room = room.without_chat_rooms();
+    }
+    let snap = Snapshot {
+        version,
+        from: Origin {
+            pid: 1,
+            version: "test".into(),
+        },
+        paused_at_ns: 0,
+        listeners: 1,
+        admin: false,
+        admin_owned: false,
+        room,
+    };
+    let snap = Snapshot::decode(&snap.encode(), 1 + fds.len()).expect("a consistent snapshot");
+    let (streams, fars): (Vec<_>, Vec<_>) =
+        snap.room.clients.iter().map(|_| sockets(false)).unzip();
+    let mut new = Hub::new(config);
+    let resumed = new.restore(snap.room, streams);
+    let mut by_id: std::collections::HashMap<u64, Conn> = resumed
+        .into_iter()
+        .zip(fars)
+        .map(|(r, far)| {
+            let client = r.client;
+            (client.id, Conn { client, far })
+        })
+        .collect();
+    let conns = conns
+        .iter()
+        .map(|c| by_id.remove(&c.id()).expect("handed over"))
+        .collect();
+    (Arc::new(new), conns)
+}
+
+fn with_rooms(rooms: &[(&str, &str)]) -> Config {
+    let rooms = rooms.iter().map(|(name, topic)| crate::config::RoomConfig {
+        name: (*name).into(),
+        topic: (*topic).into(),
+        history_lines: None,
+    });
+    Config {
+        rooms: rooms.collect(),
+        ..Config::default()
+    }
+}
+
+/// Every room: name, members, topic, predefined.
+fn rooms(h: &Hub) -> Vec<(String, usize, String, bool)> {
+    h.rooms()
+        .into_iter()
+        .map(|r| {
+            (
+                r.name.to_string(),
+                r.members,
+                r.topic.to_string(),
+                r.predefined,
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn rooms_topics_and_history_move_with_an_upgrade() {
+    let old = with_rooms(&[
+        ("#help", "Ask here"),
+        ("#news", "Old news"),
+        ("#gone", "Gone soon"),
+        ("#empty", ""),
+    ]);
+    let h = hub(old);
+    let [bob, alice, carol, dave, eve] =
+        ["bob", "alice", "carol", "dave", "eve"].map(|nick| member(&h, nick, 1));
+    say(&h, bob.id(), line("<bob> in lobby"), 1);
+    h.enter(alice.id(), "#x", None, false).unwrap();
+    h.set_topic(Err(alice.id()), "x marks the spot", Some("alice"))
+        .unwrap();
+    say(&h, alice.id(), line("<alice> in x"), 1);
+    h.enter(carol.id(), "#help", None, false).unwrap();
+    h.set_topic(Err(carol.id()), "helping", Some("carol"))
+        .unwrap();
+    say(&h, carol.id(), line("<carol> in help"), 1);
+    h.enter(dave.id(), "#gone", None, false).unwrap();
+    say(&h, dave.id(), line("<dave> in gone"), 1);
+    h.enter(eve.id(), "#news", None, false).unwrap();
+    h.set_topic(Ok("#news"), "operator news", None).unwrap();
+
+    // The new configuration drops #gone (occupied) and #empty, and changes #news's topic.
+    let new = with_rooms(&[("#help", "Ask here"), ("#news", "New news")]);
+    let conns = [&bob, &alice, &carol, &dave, &eve];
+    let (h, moved) = hand_over(&h, &conns, new, crate::upgrade::snapshot::VERSION).await;
+    let [mut bob, alice, _, _, mut eve] = <[Conn; 5]>::try_from(moved).ok().unwrap();
+    let room = |c: &Conn| h.room_of(c.id()).unwrap().name.to_string();
+    assert_eq!(room(&bob), "#lobby");
+    assert_eq!(room(&alice), "#x");
+    let s = |t: &str| t.to_owned();
+    assert_eq!(
+        rooms(&h),
+        [
+            // Kept while occupied, as a room users made: it goes when dave leaves.
+            (s("#gone"), 1, s("Gone soon"), false),
+            // The configuration's topic is unchanged, so carol's stands.
+            (s("#help"), 1, s("helping"), true),
+            (s("#lobby"), 1, s(""), true),
+            // The configuration changed the topic: the operator's is replaced, as by a reload.
+            (s("#news"), 1, s("New news"), true),
+            (s("#x"), 1, s("x marks the spot"), false),
+        ]
+    );
+    // And the room is told so, as by a reload.
+    eve.flush();
+    eve.read_until("*** the operator set the topic: New news\r\n");
+    eve.quiet();
+    // A newcomer gets each room's history.
+    let mut zed = connect(&h, 9);
+    h.join(zed.id(), "zed").unwrap();
+    let welcome = zed.read_until("*** End of history.\r\n");
+    assert!(welcome.contains("] <bob> in lobby\r\n"), "{welcome}");
+    for (name, said) in [
+        ("#help", "<carol> in help"),
+        ("#gone", "<dave> in gone"),
+        ("#x", "<alice> in x"),
+    ] {
+        h.enter(zed.id(), name, None, false).unwrap();
+        let got = zed.read_until("*** End of history.\r\n");
+        let replay = format!("*** History of {name}: the last line (times UTC)\r\n[");
+        assert!(got.contains(&replay), "{got}");
+        assert!(got.contains(&format!("] {said}\r\n")), "{got}");
+    }
+    // alice is seated in #x: zed hears her there, bob in #lobby does not.
+    bob.read_until("*** zed left (moved to #help)\r\n");
+    say(&h, alice.id(), line("<alice> still in x"), 1);
+    zed.expect("<alice> still in x\r\n");
+    bob.quiet();
+}
+
+#[tokio::test]
+async fn a_version_1_snapshot_seats_everyone_in_the_default_room() {
+    let h = hub(Config::default());
+    let bob = member(&h, "bob", 1);
+    let alice = member(&h, "alice", 2);
+    h.enter(alice.id(), "#x", None, false).unwrap();
+    say(&h, alice.id(), line("<alice> in x"), 1);
+    let (h, moved) = hand_over(&h, &[&bob, &alice], Config::default(), 1).await;
+    assert!(
+        moved
+            .iter()
+            .all(|c| &*h.room_of(c.id()).unwrap().name == "#lobby")
+    );
+    let lobby = &h.rooms()[..];
+    assert_eq!((lobby.len(), lobby[0].members, lobby[0].history), (1, 2, 0));
 }

@@ -301,14 +301,18 @@ impl Upgrader {
             frozen: None,
         };
         let upgrades = self.hub.counters.upgrades.load(Ordering::Relaxed);
-        let (room, client_fds) = self.hub.export(&mut frozen, upgrades + 1);
+        let (mut room, client_fds) = self.hub.export(&mut frozen, upgrades + 1);
+        let version = test_version().unwrap_or(snapshot::VERSION);
+        if version == 1 {
+            room = room.without_chat_rooms();
+        }
         handover.frozen = Some(frozen);
         let clients = room.clients.len();
         let mut fds: Vec<RawFd> = self.listeners.clone();
         fds.extend(self.admin.map(|(fd, _)| fd));
         fds.extend(client_fds);
         let snap = Snapshot {
-            version: test_version().unwrap_or(snapshot::VERSION),
+            version,
             from: Origin {
                 pid: std::process::id(),
                 version: env!("CARGO_PKG_VERSION").into(),

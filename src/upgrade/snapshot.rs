@@ -6,6 +6,10 @@
 //! anything else is read, and the upgrade is rolled back: the old process keeps serving. Fields
 //! are never renamed or given new meanings within a version; a change of shape is a new version.
 //!
+//! Version 2 adds the chat rooms: [`Room::rooms`] (name, topic, kind, history) and each client's
+//! [`ClientState::room`]. Both default to empty, so version 1 (written before rooms existed)
+//! still parses, and restores everyone into the new process's default room.
+//!
 //! Descriptors travel in a fixed order the snapshot describes: the chat listeners (`listeners`
 //! of them), then the admin socket if `admin` is set, then one per client in `clients` order.
 
@@ -17,10 +21,10 @@ use serde::{Deserialize, Serialize};
 use crate::session::InputState;
 
 /// The version this release writes.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 
 /// The versions this release reads: its own and the previous release's.
-pub const READS: &[u32] = &[1];
+pub const READS: &[u32] = &[1, 2];
 
 /// Largest snapshot accepted (its JSON), so a broken predecessor cannot exhaust our memory.
 pub const MAX_BYTES: usize = 4 << 30;
@@ -56,7 +60,8 @@ pub struct Origin {
     pub version: String,
 }
 
-/// The room: daemon-wide state and every connection.
+/// The daemon-wide state and every connection (named before chat rooms existed: those are
+/// [`ChatRoom`]s, in `rooms`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Room {
@@ -72,6 +77,55 @@ pub struct Room {
     /// The connection-rate table (`connect_rate`), so an upgrade gives no network a fresh burst.
     #[serde(default)]
     pub connect_rate: Vec<NetworkRate>,
+    /// Every chat room (version 2; none in version 1).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rooms: Vec<ChatRoom>,
+}
+
+impl Room {
+    /// Leaves out the chat rooms, as a version 1 writer did (for tests of reading one).
+    pub(crate) fn without_chat_rooms(mut self) -> Room {
+        self.rooms.clear();
+        self.clients.iter_mut().for_each(|c| c.room = None);
+        self
+    }
+}
+
+/// One chat room.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChatRoom {
+    /// `#name`, in its display form.
+    pub name: String,
+    /// The topic now; empty if none.
+    pub topic: String,
+    /// The topic the old process's configuration gave it (what a user's `/topic` overrides).
+    pub config_topic: String,
+    /// Predefined by the old process's configuration, or made by a user.
+    pub kind: RoomKind,
+    /// Its history, oldest first.
+    pub history: Vec<HistoryLine>,
+}
+
+/// How a chat room came to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RoomKind {
+    /// From the old process's configuration.
+    Predefined,
+    /// Made by a user's `/join`.
+    User,
+}
+
+/// One line of a room's history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryLine {
+    /// When it was said, Unix seconds.
+    pub at: i64,
+    /// The line as it went out (wrapped rows included), CR LF at the end.
+    #[serde(with = "crate::hex")]
+    pub line: Vec<u8>,
 }
 
 /// One network's connection-rate bucket.
@@ -125,6 +179,9 @@ pub struct ClientState {
     /// Output owed to it and not yet written, in order.
     #[serde(with = "crate::hex")]
     pub unsent: Vec<u8>,
+    /// The name of the chat room it sits in, once joined (version 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub room: Option<String>,
 }
 
 /// Why a snapshot was refused.
@@ -173,6 +230,25 @@ impl Snapshot {
         if self.listeners == 0 {
             return bad("no chat listener".into());
         }
+        if self.version == 1 && !self.room.rooms.is_empty() {
+            return bad("rooms in a version 1 snapshot".into());
+        }
+        let mut keys = HashSet::new();
+        for r in &self.room.rooms {
+            // Stored names are in their display form, and the registry holds one room per key.
+            match crate::protocol::validate_room(&r.name) {
+                Ok(valid) if valid.as_str() == r.name => {
+                    if !keys.insert(valid.key().to_owned()) {
+                        return bad(format!("room {} is there twice", r.name));
+                    }
+                }
+                _ => return bad(format!("invalid room name '{}'", r.name)),
+            }
+            if r.history.iter().any(|l| !l.line.ends_with(b"\r\n")) {
+                return bad(format!("history of {} holds a partial line", r.name));
+            }
+        }
+        let rooms: HashSet<&str> = self.room.rooms.iter().map(|r| r.name.as_str()).collect();
         let mut ids = HashSet::new();
         let mut nicks = HashSet::new();
         for c in &self.room.clients {
@@ -196,6 +272,16 @@ impl Snapshot {
                 && net.parse::<crate::config::IpNet>().is_err()
             {
                 return bad(format!("client {} is counted under '{net}'", c.id));
+            }
+            match (&c.nick, &c.room) {
+                (None, Some(_)) => return bad(format!("client {} sits in a room unjoined", c.id)),
+                (Some(_), Some(room)) if !rooms.contains(room.as_str()) => {
+                    return bad(format!("client {} sits in {room}, which is missing", c.id));
+                }
+                (Some(_), None) if self.version >= 2 => {
+                    return bad(format!("client {} has joined but sits in no room", c.id));
+                }
+                _ => {}
             }
         }
         Ok(())
@@ -225,9 +311,64 @@ mod tests {
                 counters: Totals::default(),
                 clients: vec![],
                 connect_rate: vec![],
+                rooms: vec![],
             },
         }
     }
+
+    fn client(id: u64, nick: Option<&str>, room: Option<&str>) -> ClientState {
+        ClientState {
+            id,
+            peer: "192.0.2.1:4000".parse().unwrap(),
+            connected_at_ms: 1_700_000_000_000,
+            connected_for_ms: 5,
+            nick: nick.map(Into::into),
+            counted_as: Some("192.0.2.1/32".into()),
+            lines_in: 1,
+            bytes_in: 2,
+            lines_out: 3,
+            bytes_out: 4,
+            last_active_ms: 5,
+            input: InputState::default(),
+            unsent: b"owed\r\n".to_vec(),
+            room: room.map(Into::into),
+        }
+    }
+
+    fn chat_room(name: &str, kind: RoomKind, said: &[&str]) -> ChatRoom {
+        ChatRoom {
+            name: name.into(),
+            topic: format!("about {name}"),
+            config_topic: String::new(),
+            kind,
+            history: said
+                .iter()
+                .enumerate()
+                .map(|(i, l)| HistoryLine {
+                    at: 1_700_000_000 + i as i64,
+                    line: format!("{l}\r\n").into_bytes(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Two rooms and three clients: alice in #x, bob in #lobby, one still choosing a nickname.
+    fn with_rooms() -> Snapshot {
+        let mut s = sample();
+        s.room.rooms = vec![
+            chat_room("#lobby", RoomKind::Predefined, &["<bob> hi"]),
+            chat_room("#x", RoomKind::User, &["<alice> one", "<alice> two"]),
+        ];
+        s.room.clients = vec![
+            client(1, Some("alice"), Some("#x")),
+            client(2, Some("bob"), Some("#lobby")),
+            client(3, None, None),
+        ];
+        s
+    }
+
+    /// Descriptors for [`with_rooms`]: a listener, the admin socket, three clients.
+    const FDS: usize = 5;
 
     #[test]
     fn round_trip_and_version_rule() {
@@ -241,8 +382,8 @@ mod tests {
         );
         // A version this release does not know is refused before the rest is even parsed.
         assert_eq!(
-            Snapshot::decode(br#"{"version":2,"whatever":true}"#, 0),
-            Err(SnapshotError::Version(2))
+            Snapshot::decode(br#"{"version":3,"whatever":true}"#, 0),
+            Err(SnapshotError::Version(3))
         );
         assert!(matches!(
             Snapshot::decode(b"not json", 0),
@@ -257,5 +398,92 @@ mod tests {
             Snapshot::decode(&s.encode(), 3),
             Err(SnapshotError::Inconsistent(_))
         ));
+    }
+
+    #[test]
+    fn rooms_round_trip_with_history_in_hex() {
+        let s = with_rooms();
+        let bytes = s.encode();
+        assert_eq!(Snapshot::decode(&bytes, FDS).unwrap(), s);
+        let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        let x = &json["room"]["rooms"][1];
+        assert_eq!(x["kind"], "user");
+        assert_eq!(x["history"][0]["at"], 1_700_000_000);
+        // "<alice> one\r\n"
+        assert_eq!(x["history"][0]["line"], "3c616c6963653e206f6e650d0a");
+        assert_eq!(json["room"]["clients"][0]["room"], "#x");
+        // Nothing is written for a client in no room.
+        assert!(json["room"]["clients"][2].get("room").is_none());
+    }
+
+    #[test]
+    fn version_1_without_rooms_still_decodes() {
+        // As the previous release wrote it: no `rooms`, and no `room` for any client.
+        let mut json: serde_json::Value = serde_json::from_slice(&with_rooms().encode()).unwrap();
+        json["version"] = 1.into();
+        json["room"].as_object_mut().unwrap().remove("rooms");
+        for c in json["room"]["clients"].as_array_mut().unwrap() {
+            c.as_object_mut().unwrap().remove("room");
+        }
+        let v1 = Snapshot::decode(json.to_string().as_bytes(), FDS).unwrap();
+        assert_eq!(v1.version, 1);
+        assert!(v1.room.rooms.is_empty());
+        assert!(v1.room.clients.iter().all(|c| c.room.is_none()));
+        assert_eq!(v1.room.clients[0].nick.as_deref(), Some("alice"));
+        // And what this release writes for a snapshot without rooms has exactly that shape.
+        let mut bare = sample();
+        bare.version = 1;
+        bare.room.clients = vec![client(1, Some("alice"), None)];
+        let text = String::from_utf8(bare.encode()).unwrap();
+        assert!(
+            !text.contains("\"rooms\"") && !text.contains("\"room\":\""),
+            "{text}"
+        );
+        // A version 1 snapshot with rooms was not written by a version 1 release.
+        let mut odd = with_rooms();
+        odd.version = 1;
+        assert!(matches!(
+            Snapshot::decode(&odd.encode(), FDS),
+            Err(SnapshotError::Inconsistent(_))
+        ));
+    }
+
+    #[test]
+    fn inconsistent_rooms_are_refused() {
+        type Spoil = fn(&mut Room);
+        let cases: [(Spoil, &str); 8] = [
+            (|r| r.rooms[1].name = "x".into(), "invalid room name 'x'"),
+            (|r| r.rooms[1].name = "#a b".into(), "invalid room name"),
+            (
+                |r| r.rooms[1].name = "#LOBBY".into(),
+                "#LOBBY is there twice",
+            ),
+            (|r| r.rooms[0].history[0].line.truncate(3), "partial line"),
+            (
+                |r| r.clients[0].room = Some("#y".into()),
+                "in #y, which is missing",
+            ),
+            // Written as the room's own name, so another spelling is not it.
+            (
+                |r| r.clients[0].room = Some("#X".into()),
+                "in #X, which is missing",
+            ),
+            (
+                |r| r.clients[1].room = None,
+                "client 2 has joined but sits in no room",
+            ),
+            (
+                |r| r.clients[2].room = Some("#x".into()),
+                "client 3 sits in a room unjoined",
+            ),
+        ];
+        for (spoil, why) in cases {
+            let mut s = with_rooms();
+            spoil(&mut s.room);
+            match Snapshot::decode(&s.encode(), FDS) {
+                Err(SnapshotError::Inconsistent(got)) => assert!(got.contains(why), "{got}"),
+                other => panic!("{why}: {other:?}"),
+            }
+        }
     }
 }

@@ -13,8 +13,8 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpSocket;
 
 use crate::process::{DAEMON, Daemon, Scratch, admin_stats, chatctl};
-use crate::support::WAIT;
 use crate::support::audience::{Audience, Spec, connect, join};
+use crate::support::{TestClient, WAIT};
 
 /// Stops the process serving at the end of a test, whoever started it.
 struct Serving {
@@ -406,8 +406,9 @@ fn fake_successor_hangs_after_hello() {
         .unwrap()
         .parse()
         .unwrap();
+    // It claims to read this release's snapshot version, so the old process goes on to send one.
     let hello = format!(
-        "H{{\"pid\":{},\"version\":\"0.0.0-hang\",\"reads\":[1]}}",
+        "H{{\"pid\":{},\"version\":\"0.0.0-hang\",\"reads\":[1,2]}}",
         std::process::id()
     );
     nix::sys::socket::send(fd, hello.as_bytes(), nix::sys::socket::MsgFlags::empty()).unwrap();
@@ -656,5 +657,248 @@ async fn the_default_binary_is_the_path_started_from_not_where_it_pointed() {
     let running = std::fs::read_link(format!("/proc/{}/exe", serving.pid)).unwrap();
     assert_eq!(running, exes[1], "the upgrade ran the old version again");
     pair.relays("on\n", "<alice> on").await;
+    assert_eq!(stop(&mut d, &serving), 0);
+}
+
+/// Connects and joins as `nick`, consuming the greeting and the welcome (not any history).
+async fn chatter(d: &Daemon, nick: &str) -> TestClient {
+    let mut c = TestClient::connect(d.addr()).await;
+    c.read_until_line("*** Choose a nickname:").await;
+    c.send(nick).await;
+    c.read_until_line("*** Type /help for commands.").await;
+    c
+}
+
+/// Skips lines until one starts with `prefix`; returns it.
+async fn until_prefix(c: &mut TestClient, prefix: &str) -> String {
+    loop {
+        let line = c.line().await;
+        if line.starts_with(prefix) {
+            return line;
+        }
+    }
+}
+
+/// `/join room`; returns the line saying so (its topic and who is there).
+async fn enter(c: &mut TestClient, room: &str) -> String {
+    c.send(&format!("/join {room}")).await;
+    until_prefix(c, &format!("*** Now in {room} (")).await
+}
+
+/// A history replay, which must come next: its opening fence and its lines without their
+/// `[HH:MM] ` stamps (date lines, from a test run across midnight UTC, left out).
+async fn history(c: &mut TestClient) -> (String, Vec<String>) {
+    let fence = c.line().await;
+    assert!(fence.starts_with("*** History of "), "{fence:?}");
+    let mut lines = Vec::new();
+    loop {
+        let line = c.line().await;
+        if line == "*** End of history." {
+            return (fence, lines);
+        }
+        if line.starts_with("*** 20") {
+            continue;
+        }
+        let (stamp, text) = line.split_at_checked(8).unwrap_or(("", ""));
+        let digits = stamp.bytes().filter(u8::is_ascii_digit).count();
+        assert!(
+            stamp.starts_with('[') && stamp.ends_with("] ") && &stamp[3..4] == ":" && digits == 4,
+            "not a history line: {line:?}"
+        );
+        lines.push(text.to_owned());
+    }
+}
+
+/// `/rooms`, as its lines.
+async fn room_list(c: &mut TestClient) -> Vec<String> {
+    c.send("/rooms").await;
+    let head = loop {
+        let line = c.line().await;
+        if line.ends_with(" (/join NAME to enter one):") {
+            break line;
+        }
+    };
+    let n: usize = head
+        .strip_prefix("*** ")
+        .and_then(|h| h.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{head:?}"));
+    let mut lines = vec![head];
+    for _ in 0..n {
+        lines.push(c.line().await);
+    }
+    lines
+}
+
+/// Runs `chatctl upgrade` and returns the new process, which serves from now on.
+fn upgraded(socket: &Path, old: Serving) -> Serving {
+    let out = upgrade(socket, &[]);
+    assert_eq!(out.code, 0, "{} {}", out.stdout, out.stderr);
+    std::mem::forget(old);
+    Serving {
+        pid: new_pid(&out.stdout),
+    }
+}
+
+#[tokio::test]
+async fn rooms_topics_and_history_move_with_the_upgrade() {
+    let dir = Scratch::new("upg-rooms");
+    let mut d = Daemon::start(&dir, "d", "flood_burst = 0\n");
+    let old = Serving::of(&d.socket);
+    // ann and bob in #x (made by ann's /join), with a topic and two lines; cat in #lobby.
+    let mut ann = chatter(&d, "ann").await;
+    let mut bob = chatter(&d, "bob").await;
+    let mut cat = chatter(&d, "cat").await;
+    enter(&mut ann, "#x").await;
+    enter(&mut bob, "#x").await;
+    ann.send("/topic Treasure maps").await;
+    ann.read_until_line("*** ann set the topic: Treasure maps")
+        .await;
+    bob.read_until_line("*** ann set the topic: Treasure maps")
+        .await;
+    ann.send("hello x").await;
+    bob.expect("<ann> hello x").await;
+    cat.send("hello lobby").await;
+    cat.send("/topic").await;
+    cat.read_until_line("*** #lobby has no topic; /topic TEXT sets one.")
+        .await;
+
+    let serving = upgraded(&d.socket, old);
+
+    // Everyone is where they were, and nobody was told of any leave or join: bob's line is the
+    // very next thing ann gets, and it does not reach cat in #lobby (his reply comes first).
+    bob.send("after the upgrade").await;
+    ann.expect("<bob> after the upgrade").await;
+    cat.send("/topic").await;
+    cat.expect("*** #lobby has no topic; /topic TEXT sets one.")
+        .await;
+    ann.send("/topic").await;
+    ann.expect("*** Topic of #x: Treasure maps").await;
+    // A newcomer gets each room's history, said before and after the upgrade.
+    let mut dan = chatter(&d, "dan").await;
+    let (fence, said) = history(&mut dan).await;
+    assert_eq!(fence, "*** History of #lobby: the last line (times UTC)");
+    assert_eq!(said, ["<cat> hello lobby"]);
+    let now_in = enter(&mut dan, "#x").await;
+    assert!(
+        now_in.starts_with("*** Now in #x (topic: Treasure maps). "),
+        "{now_in}"
+    );
+    let (fence, said) = history(&mut dan).await;
+    assert_eq!(fence, "*** History of #x: the last 2 lines (times UTC)");
+    assert_eq!(said, ["<ann> hello x", "<bob> after the upgrade"]);
+    assert_eq!(
+        room_list(&mut dan).await,
+        [
+            "*** 2 rooms (/join NAME to enter one):",
+            "*** #lobby (1)",
+            "*** #x (3, you are here): Treasure maps",
+        ]
+    );
+    assert_eq!(stop(&mut d, &serving), 0);
+}
+
+#[tokio::test]
+async fn a_version_1_snapshot_seats_everyone_in_the_default_room() {
+    let dir = Scratch::new("upg-v1");
+    // Debug builds only: the old process writes snapshot version 1, which has no rooms.
+    let mut d = Daemon::start_with(&dir, "d", "flood_burst = 0\n", |cmd| {
+        cmd.env("GROUPCHATD_TEST_SNAPSHOT_VERSION", "1");
+    });
+    let old = Serving::of(&d.socket);
+    let mut ann = chatter(&d, "ann").await;
+    let mut bob = chatter(&d, "bob").await;
+    enter(&mut ann, "#x").await;
+    bob.expect("*** ann left (moved to #x)").await;
+    let serving = upgraded(&d.socket, old);
+    assert_eq!(
+        room_list(&mut ann).await,
+        [
+            "*** 1 room (/join NAME to enter one):",
+            "*** #lobby (2, you are here)",
+        ]
+    );
+    ann.send("back in the lobby").await;
+    bob.expect("<ann> back in the lobby").await;
+    assert_eq!(stop(&mut d, &serving), 0);
+}
+
+/// Needs the configuration branch (`[[rooms]]` in the file).
+#[tokio::test]
+async fn a_predefined_room_moves_with_the_upgrade_and_outlives_its_configuration() {
+    let dir = Scratch::new("upg-predef");
+    let config = "flood_burst = 0\n\n[[rooms]]\nname = \"help\"\ntopic = \"Ask here\"\n";
+    let mut d = Daemon::start(&dir, "d", config);
+    let old = Serving::of(&d.socket);
+    // Three rooms: cat in #lobby (the default), bob in #help (predefined), ann in #x (hers).
+    let mut ann = chatter(&d, "ann").await;
+    let mut bob = chatter(&d, "bob").await;
+    let mut cat = chatter(&d, "cat").await;
+    enter(&mut ann, "#x").await;
+    let now_in = enter(&mut bob, "#help").await;
+    assert!(
+        now_in.starts_with("*** Now in #help (topic: Ask here). "),
+        "{now_in}"
+    );
+    bob.send("/topic Ask anything").await;
+    bob.read_until_line("*** bob set the topic: Ask anything")
+        .await;
+    bob.send("how do I upgrade").await;
+    ann.send("x marks the spot").await;
+    // Their replies show both lines were taken before the upgrade.
+    ann.send("/topic").await;
+    ann.read_until_line("*** #x has no topic; /topic TEXT sets one.")
+        .await;
+    bob.send("/topic").await;
+    bob.read_until_line("*** Topic of #help: Ask anything")
+        .await;
+    cat.read_until_line("*** bob left (moved to #help)").await;
+
+    // The same configuration: bob's topic stands (the configuration's did not change).
+    let serving = upgraded(&d.socket, old);
+    bob.send("/topic").await;
+    bob.expect("*** Topic of #help: Ask anything").await;
+    cat.send("/topic").await;
+    cat.expect("*** #lobby has no topic; /topic TEXT sets one.")
+        .await;
+    let mut dan = chatter(&d, "dan").await;
+    enter(&mut dan, "#help").await;
+    let (_, said) = history(&mut dan).await;
+    assert_eq!(said, ["<bob> how do I upgrade"]);
+    bob.expect("*** dan joined").await;
+    dan.send("like this").await;
+    bob.expect("<dan> like this").await;
+    enter(&mut dan, "#x").await;
+    let (_, said) = history(&mut dan).await;
+    assert_eq!(said, ["<ann> x marks the spot"]);
+    bob.expect("*** dan left (moved to #x)").await;
+    assert_eq!(
+        room_list(&mut dan).await,
+        [
+            "*** 3 rooms (/join NAME to enter one):",
+            "*** #help (1): Ask anything",
+            "*** #lobby (1)",
+            "*** #x (2, you are here)",
+        ]
+    );
+
+    // A configuration without #help: it stays while bob is in it, as a room users made, and
+    // goes when he leaves.
+    std::fs::write(dir.path("d.toml"), "flood_burst = 0\n").unwrap();
+    let serving = upgraded(&d.socket, serving);
+    let kept = d.log_line("event=\"room_kept\"");
+    assert!(kept.contains("room=#help"), "{kept}");
+    bob.send("/topic").await;
+    bob.expect("*** Topic of #help: Ask anything").await;
+    bob.send("/part").await;
+    until_prefix(&mut bob, "*** Now in #lobby (").await;
+    assert_eq!(
+        room_list(&mut bob).await,
+        [
+            "*** 2 rooms (/join NAME to enter one):",
+            "*** #lobby (2, you are here)",
+            "*** #x (2)",
+        ]
+    );
     assert_eq!(stop(&mut d, &serving), 0);
 }
