@@ -100,7 +100,6 @@ pub struct Config {
     pub worker_threads: usize,
 }
 
-
 /// Token-bucket flood control: a client may send `burst` lines at once, then
 /// `per_sec` lines per second. Excess lines are delayed, not dropped.
 #[derive(Debug, Clone, Copy, PartialEq)]

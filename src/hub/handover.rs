@@ -340,7 +340,7 @@ fn restore_rooms(
         let Ok(name) = validate_room(&r.name) else {
             continue; // checked by `Snapshot::decode`
         };
-        let room = match rooms.get(name.key()) {
+        let room = match rooms.get(&name) {
             Some(room) => {
                 let mut rs = room.lock();
                 if *rs.config_topic == *r.config_topic {
