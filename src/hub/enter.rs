@@ -218,12 +218,7 @@ impl Hub {
         {
             let mut rs = room.lock();
             rs.topic = Arc::from(text);
-            let line = if text.is_empty() {
-                format!("{who} cleared the topic")
-            } else {
-                format!("{who} set the topic: {text}")
-            };
-            room.notice(&mut rs, &line);
+            room.notice(&mut rs, &topic_notice(who, text));
         }
         info!(room = %room.name, by = who, topic = text, event = "topic", "topic set");
         self.deliver(&room);
@@ -297,11 +292,7 @@ impl Hub {
                     rs.config_topic = Arc::from(rc.topic.as_str());
                     if *rs.topic != *rc.topic {
                         rs.topic = rs.config_topic.clone();
-                        let line = match rc.topic.as_str() {
-                            "" => "the operator cleared the topic".to_owned(),
-                            t => format!("the operator set the topic: {t}"),
-                        };
-                        room.notice(&mut rs, &line);
+                        room.notice(&mut rs, &topic_notice("the operator", &rc.topic));
                         topics.push(room.clone());
                     }
                 }
@@ -398,6 +389,15 @@ fn relocate(st: &mut State, id: ClientId, new: &Arc<Room>, note: Option<Bytes>) 
         told_old,
         told_new,
     })
+}
+
+/// What a room is told when `who` sets its topic to `text` (empty: clears it).
+pub(super) fn topic_notice(who: &str, text: &str) -> String {
+    if text.is_empty() {
+        format!("{who} cleared the topic")
+    } else {
+        format!("{who} set the topic: {text}")
+    }
 }
 
 /// What a member sees on entering a room: its name, topic and who is there (or how many).

@@ -286,10 +286,7 @@ impl Hub {
         // Told once everyone sits there, as a reload tells it (and words it: see `apply_rooms`).
         for room in retitled {
             let mut rs = room.lock();
-            let line = match &*rs.topic {
-                "" => "the operator cleared the topic".to_owned(),
-                t => format!("the operator set the topic: {t}"),
-            };
+            let line = super::enter::topic_notice("the operator", &rs.topic.clone());
             room.notice(&mut rs, &line);
         }
         resumed
