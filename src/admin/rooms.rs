@@ -3,8 +3,9 @@
 //!
 //! The operator names a room with or without its `#` (a shell takes an unquoted `#rust` for a
 //! comment) and in any case. Names are checked as users' are ([`validate_room`]), an invalid one
-//! refused with the reason, and compared by [`RoomName::key`], as the hub compares them. Replies
-//! spell a room as everyone sees it, not as it was typed. Every change is logged with the caller's
+//! refused with the reason, and compared as the hub looks rooms up: by their keys
+//! ([`RoomName::keys`]: case and look-alike letters folded), two names being one room when they
+//! share one. Replies spell a room as everyone sees it, not as it was typed. Every change is logged with the caller's
 //! uid and pid and a `room` field (`ROOM=` in the journal).
 
 use std::collections::HashMap;
@@ -39,17 +40,18 @@ fn no_room(name: &RoomName) -> Response {
     not_found(format!("no room {}", name.as_str()))
 }
 
-/// The key of a room's name as the hub shows it. Such a name is valid (it validates again to
-/// itself), so `None` does not happen; if it did, that room would match nothing.
-fn key_of(name: &str) -> Option<String> {
-    validate_room(name).ok().map(|n| n.key().to_owned())
+/// True if `shown`, a room's name as the hub shows it, is the room `wanted` names. No two rooms
+/// share a key, so a shared key is the hub's own test. A shown name is valid (it validates again
+/// to itself); if it were not, it would match nothing.
+fn is_room(wanted: &RoomName, shown: &str) -> bool {
+    validate_room(shown).is_ok_and(|room| room.keys().any(|k| wanted.keys().any(|w| w == k)))
 }
 
-/// The room whose name has `key`, spelt as everyone sees it, if it exists now.
-fn spelt(hub: &Hub, key: &str) -> Option<Arc<str>> {
+/// The room `wanted` names, spelt as everyone sees it, if it exists now.
+fn spelt(hub: &Hub, wanted: &RoomName) -> Option<Arc<str>> {
     hub.rooms()
         .into_iter()
-        .find(|r| key_of(&r.name).as_deref() == Some(key))
+        .find(|r| is_room(wanted, &r.name))
         .map(|r| r.name)
 }
 
@@ -73,17 +75,18 @@ pub(super) fn rooms(hub: &Hub) -> Response {
 /// empty list if it exists, `not_found` if not.
 pub(super) fn list_room(hub: &Hub, mut clients: Vec<ClientEntry>, name: &str) -> Outcome {
     let wanted = parse_room(name)?;
-    // Keyed by the room's name as shown: members share a few rooms, each validated once.
-    let mut keys: HashMap<String, Option<String>> = HashMap::new();
+    // Members share a few rooms: each room's name is validated once.
+    let mut verdicts: HashMap<String, bool> = HashMap::new();
     clients.retain(|c| {
         c.room.as_ref().is_some_and(|room| {
-            let key = keys.entry(room.clone()).or_insert_with(|| key_of(room));
-            key.as_deref() == Some(wanted.key())
+            *verdicts
+                .entry(room.clone())
+                .or_insert_with(|| is_room(&wanted, room))
         })
     });
     let room = match clients.first() {
         Some(member) => member.room.clone(),
-        None => spelt(hub, wanted.key()).map(|r| r.to_string()),
+        None => spelt(hub, &wanted).map(|r| r.to_string()),
     };
     let Some(room) = room else {
         return Err(no_room(&wanted));
@@ -109,9 +112,8 @@ pub(super) fn announce(hub: &Hub, text: &str, room: Option<&str>, uid: u32, pid:
         (None, Some(name)) => return Err(no_room(name)),
         (reached, _) => reached.unwrap_or(0) as u64,
     };
-    let room = room.map(|r| {
-        spelt(hub, r.key()).map_or_else(|| r.as_str().to_owned(), |name| name.to_string())
-    });
+    let room =
+        room.map(|r| spelt(hub, &r).map_or_else(|| r.as_str().to_owned(), |name| name.to_string()));
     info!(
         event = "announce",
         uid,
@@ -164,7 +166,7 @@ pub(super) fn move_member(hub: &Arc<Hub>, target: &str, room: &str, uid: u32, pi
             "client {id} has not chosen a nickname yet, so it is in no room"
         ))
     })?;
-    let shown = spelt(hub, name.key()).unwrap_or_else(|| Arc::from(name.as_str()));
+    let shown = spelt(hub, &name).unwrap_or_else(|| Arc::from(name.as_str()));
     let note = format!("The operator moved you to {shown}.");
     let room = hub
         .enter(id, name.as_str(), Some(&note), true)
@@ -200,5 +202,41 @@ fn refused(nick: &str, name: &RoomName, why: EnterRefused) -> Response {
         EnterRefused::Gone => not_found(format!(
             "{nick} is no longer connected (or the daemon is stopping)"
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_room_is_found_by_any_spelling_the_hub_takes_for_it() {
+        let named = |name: &str| validate_room(name).unwrap();
+        for (wanted, shown) in [
+            ("rust", "#Rust"),
+            ("#RUST", "#rust"),
+            ("ＲＵＳＴ", "#Rust"),
+            // Capitals that look alike: one room, as for nicknames.
+            ("#Al", "#AI"),
+        ] {
+            assert!(is_room(&named(wanted), shown), "{wanted} names {shown}");
+        }
+        for (wanted, shown) in [("#rusty", "#rust"), ("#rust", "#rust-lang")] {
+            assert!(!is_room(&named(wanted), shown), "{wanted} is not {shown}");
+        }
+    }
+
+    #[test]
+    fn an_invalid_room_name_is_refused_with_the_reason() {
+        let refusal = parse_room(" a.b ").unwrap_err();
+        let error = refusal.error.unwrap();
+        assert_eq!(error.code, ErrorCode::BadRequest);
+        assert!(
+            error
+                .message
+                .starts_with("invalid room name 'a.b': '.' is not allowed"),
+            "{}",
+            error.message
+        );
     }
 }

@@ -338,7 +338,8 @@ async fn expect_bytes(c: &mut TestClient, line: &str) {
 #[tokio::test]
 async fn rooms_are_listed_as_a_table_and_as_json() {
     let dir = Scratch::new("adm-rooms");
-    let d = Daemon::start(&dir, "d", "");
+    let config = "[[rooms]]\nname = \"ops\"\ntopic = \"on call: dana\"\nhistory_lines = 0\n";
+    let d = Daemon::start(&dir, "d", config);
     let mut alice = join(&d, "alice").await;
     let mut bob = join(&d, "bob").await;
     alice.expect("*** bob joined").await;
@@ -356,9 +357,10 @@ async fn rooms_are_listed_as_a_table_and_as_json() {
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(
         out.stdout,
-        "ROOM    MEMBERS  TOPIC  HISTORY\n\
-         #lobby  1        -      1 line\n\
-         #rust   1        -      0 lines\n"
+        "ROOM    MEMBERS  TOPIC          HISTORY\n\
+         #lobby  1        -              1 line\n\
+         #ops    0        on call: dana  0 lines\n\
+         #rust   1        -              0 lines\n"
     );
 
     let json = chatctl(&d.socket, &["--json", "rooms"]).json();
@@ -367,20 +369,21 @@ async fn rooms_are_listed_as_a_table_and_as_json() {
         json["result"]["rooms"],
         serde_json::json!([
             {"name": "#lobby", "members": 1, "topic": "", "history": 1, "predefined": true},
+            {"name": "#ops", "members": 0, "topic": "on call: dana", "history": 0, "predefined": true},
             {"name": "#rust", "members": 1, "topic": "", "history": 0, "predefined": false},
         ])
     );
     let stats = chatctl(&d.socket, &["--json", "stats"]).json();
-    assert_eq!(stats["result"]["rooms"], 2);
+    assert_eq!(stats["result"]["rooms"], 3);
     let human = chatctl(&d.socket, &["stats"]).stdout;
     assert!(
         human
             .lines()
-            .any(|l| l.split_whitespace().eq(["rooms", "2"])),
+            .any(|l| l.split_whitespace().eq(["rooms", "3"])),
         "{human}"
     );
 
-    // A room a user made goes with its last member; the configuration's room stays, empty.
+    // A room a user made goes with its last member; the configuration's rooms stay, empty.
     bob.send("/quit").await;
     bob.expect_closed().await;
     alice.send("/join #Go").await;
@@ -396,7 +399,11 @@ async fn rooms_are_listed_as_a_table_and_as_json() {
         .collect();
     assert_eq!(
         names,
-        [("#Go".into(), 1.into()), ("#lobby".into(), 0.into())]
+        [
+            ("#Go".into(), 1.into()),
+            ("#lobby".into(), 0.into()),
+            ("#ops".into(), 0.into())
+        ]
     );
 }
 
@@ -472,7 +479,7 @@ async fn list_shows_each_clients_room_and_filters_by_room() {
     );
 
     // The filter takes the name with or without `#`, in any case.
-    for name in ["RUST", "#rust"] {
+    for name in ["RUST", "#rust", "ＲＵＳＴ"] {
         let json = chatctl(&d.socket, &["--json", "list", "--room", name]).json();
         assert_eq!(json["result"]["room"], "#Rust", "{name}");
         let nicks: Vec<_> = json["result"]["clients"]
