@@ -9,8 +9,8 @@ use unicode_width::UnicodeWidthStr;
 use crate::admin::client::{self, ClientError};
 use crate::admin::path;
 use crate::admin::proto::{
-    AnnounceReply, ClientEntry, Command, ErrorCode, KickReply, ListReply, ReloadReply, Response,
-    StatsReply, UpgradeReply,
+    AnnounceReply, ClientEntry, Command, ErrorCode, KickReply, ListReply, MoveReply, ReloadReply,
+    Response, RoomEntry, RoomsReply, StatsReply, TopicReply, UpgradeReply,
 };
 use crate::cli::{CtlArgs, CtlCommand};
 
@@ -28,13 +28,23 @@ const DAEMON_USER: &str = "groupchatd";
 /// Runs one chatctl invocation and returns its exit status.
 pub fn run(args: &CtlArgs) -> u8 {
     let cmd = match &args.command {
-        CtlCommand::List => Command::List,
+        CtlCommand::List { room } => Command::List { room: room.clone() },
         CtlCommand::Kick { target, reason } => Command::Kick {
             target: target.clone(),
             reason: reason.clone(),
         },
-        CtlCommand::Announce { text } => Command::Announce {
+        CtlCommand::Announce { room, text } => Command::Announce {
             text: text.join(" "),
+            room: room.clone(),
+        },
+        CtlCommand::Rooms => Command::Rooms,
+        CtlCommand::Topic { room, text } => Command::Topic {
+            room: room.clone(),
+            text: text.join(" "),
+        },
+        CtlCommand::Move { target, room } => Command::Move {
+            target: target.clone(),
+            room: room.clone(),
         },
         CtlCommand::Stats => Command::Stats,
         CtlCommand::Reload => Command::Reload,
@@ -109,7 +119,14 @@ fn status(reply: &Response) -> u8 {
 fn render(cmd: &Command, reply: Response) -> Result<String, String> {
     let fail = |e: crate::admin::proto::ErrorBody| e.message;
     Ok(match cmd {
-        Command::List => list_table(&reply.into_result::<ListReply>().map_err(fail)?.clients),
+        Command::List { .. } => {
+            let r: ListReply = reply.into_result().map_err(fail)?;
+            match (r.clients.is_empty(), r.room) {
+                (true, Some(room)) => format!("nobody in {room}\n"),
+                (true, None) => "no clients connected\n".to_owned(),
+                (false, _) => list_table(&r.clients),
+            }
+        }
         Command::Kick { .. } => {
             let r: KickReply = reply.into_result().map_err(fail)?;
             match r.nick {
@@ -122,10 +139,27 @@ fn render(cmd: &Command, reply: Response) -> Result<String, String> {
         }
         Command::Announce { .. } => {
             let r: AnnounceReply = reply.into_result().map_err(fail)?;
+            let room = r.room.map(|room| format!(" in {room}")).unwrap_or_default();
             format!(
-                "announced to {} client{}\n",
+                "announced to {} client{}{room}\n",
                 r.reached,
                 if r.reached == 1 { "" } else { "s" }
+            )
+        }
+        Command::Rooms => rooms_table(&reply.into_result::<RoomsReply>().map_err(fail)?.rooms),
+        Command::Topic { .. } => {
+            let r: TopicReply = reply.into_result().map_err(fail)?;
+            if r.topic.is_empty() {
+                format!("topic of {} cleared\n", r.room)
+            } else {
+                format!("topic of {} set: {}\n", r.room, r.topic)
+            }
+        }
+        Command::Move { .. } => {
+            let r: MoveReply = reply.into_result().map_err(fail)?;
+            format!(
+                "moved {} (id {}) from {} to {}\n",
+                r.nick, r.id, r.from, r.room
             )
         }
         Command::Stats => stats_table(&reply.into_result::<StatsReply>().map_err(fail)?),
@@ -155,12 +189,10 @@ fn render(cmd: &Command, reply: Response) -> Result<String, String> {
 }
 
 fn list_table(clients: &[ClientEntry]) -> String {
-    if clients.is_empty() {
-        return "no clients connected\n".to_owned();
-    }
     let header = [
         "ID",
         "NICK",
+        "ROOM",
         "PEER",
         "CONNECTED",
         "FOR",
@@ -175,6 +207,7 @@ fn list_table(clients: &[ClientEntry]) -> String {
             vec![
                 c.id.to_string(),
                 c.nick.clone().unwrap_or_else(|| "-".into()),
+                c.room.clone().unwrap_or_else(|| "-".into()),
                 c.peer.clone(),
                 c.connected_at.replace('T', " "),
                 duration(c.connected_secs),
@@ -186,6 +219,25 @@ fn list_table(clients: &[ClientEntry]) -> String {
         })
         .collect();
     table(&header, &rows)
+}
+
+fn rooms_table(rooms: &[RoomEntry]) -> String {
+    let rows: Vec<Vec<String>> = rooms
+        .iter()
+        .map(|r| {
+            vec![
+                r.name.clone(),
+                r.members.to_string(),
+                if r.topic.is_empty() {
+                    "-".to_owned()
+                } else {
+                    r.topic.clone()
+                },
+                lines(r.history),
+            ]
+        })
+        .collect();
+    table(&["ROOM", "MEMBERS", "TOPIC", "HISTORY"], &rows)
 }
 
 fn stats_table(s: &StatsReply) -> String {
@@ -213,6 +265,7 @@ fn stats_table(s: &StatsReply) -> String {
                 s.clients, s.members, s.peak_clients
             ),
         ),
+        ("rooms", s.rooms.to_string()),
         (
             "connections",
             format!(
@@ -338,9 +391,93 @@ mod tests {
     }
 
     #[test]
+    fn room_replies_for_people() {
+        let rooms = RoomsReply {
+            rooms: vec![
+                RoomEntry {
+                    name: "#lobby".into(),
+                    members: 12,
+                    topic: String::new(),
+                    history: 1,
+                    predefined: true,
+                },
+                RoomEntry {
+                    name: "#日本".into(),
+                    members: 3,
+                    topic: "ラーメン".into(),
+                    history: 20,
+                    predefined: false,
+                },
+            ],
+        };
+        let text = render(&Command::Rooms, Response::ok(&rooms)).unwrap();
+        assert_eq!(
+            text,
+            "ROOM    MEMBERS  TOPIC     HISTORY\n\
+             #lobby  12       -         1 line\n\
+             #日本   3        ラーメン  20 lines\n"
+        );
+
+        let list = |room: Option<&str>| Command::List {
+            room: room.map(str::to_owned),
+        };
+        let empty = ListReply {
+            clients: Vec::new(),
+            room: Some("#Rust".into()),
+        };
+        assert_eq!(
+            render(&list(Some("rust")), Response::ok(&empty)).unwrap(),
+            "nobody in #Rust\n"
+        );
+
+        let topic = |text: &str| TopicReply {
+            room: "#rust".into(),
+            topic: text.into(),
+        };
+        let cmd = Command::Topic {
+            room: "rust".into(),
+            text: String::new(),
+        };
+        assert_eq!(
+            render(&cmd, Response::ok(&topic("tips"))).unwrap(),
+            "topic of #rust set: tips\n"
+        );
+        assert_eq!(
+            render(&cmd, Response::ok(&topic(""))).unwrap(),
+            "topic of #rust cleared\n"
+        );
+
+        let announce = Command::Announce {
+            text: "x".into(),
+            room: Some("rust".into()),
+        };
+        let reached = |room: Option<&str>| AnnounceReply {
+            reached: 1,
+            room: room.map(str::to_owned),
+        };
+        assert_eq!(
+            render(&announce, Response::ok(&reached(Some("#rust")))).unwrap(),
+            "announced to 1 client in #rust\n"
+        );
+        assert_eq!(
+            render(&announce, Response::ok(&reached(None))).unwrap(),
+            "announced to 1 client\n"
+        );
+
+        let refused = Response::error(ErrorCode::NotFound, "no room #nope");
+        assert_eq!(
+            render(&list(Some("nope")), refused),
+            Err("no room #nope".into())
+        );
+    }
+
+    #[test]
     fn exit_status_follows_the_reply() {
         assert_eq!(
-            status(&Response::ok(&AnnounceReply { reached: 1 })),
+            status(&Response::ok(&AnnounceReply {
+                reached: 1,
+                room: None
+            })),
             EXIT_OK
         );
         assert_eq!(

@@ -14,13 +14,15 @@
 pub mod client;
 pub mod path;
 pub mod proto;
+mod report;
+mod rooms;
 mod slots;
 mod socket;
 pub mod trust;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use nix::unistd::{Gid, Group, Uid, User};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -29,25 +31,27 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, info, warn};
+use tracing::{debug, field, info, warn};
 
 use crate::hub::Hub;
 use crate::protocol::sanitise_str;
 use crate::reload::ReloadOutcome;
 use crate::upgrade::{AcceptGate, Upgrader};
+use rooms::Outcome;
 use slots::{Slot, Slots};
 pub use socket::{AdminError, AdminSocket, SocketFile, group_id};
 
 /// How the admin socket asks for a reload (blocking; provided by the app, which owns reloading).
 pub type ReloadFn = Arc<dyn Fn() -> Result<ReloadOutcome, String> + Send + Sync>;
 use proto::{
-    AnnounceReply, ClientEntry, Command, ErrorCode, KickReply, ListReply, MAX_REQUEST_BYTES,
-    ReloadReply, Response, StatsReply, UpgradeReply,
+    Command, ErrorCode, KickReply, ListReply, MAX_REQUEST_BYTES, ReloadReply, Response,
+    UpgradeReply,
 };
+use report::{list, stats};
 
 /// What admin requests act on.
 pub struct AdminCtx {
-    /// The room.
+    /// The clients and rooms.
     pub hub: Arc<Hub>,
     /// Chat listen addresses, for `stats`.
     pub listen: Vec<SocketAddr>,
@@ -323,13 +327,28 @@ fn in_group(uid: u32, gid: u32, name: &str) -> bool {
 async fn execute(ctx: &AdminCtx, cmd: &Command, uid: u32, pid: i32) -> Response {
     let hub = &ctx.hub;
     match cmd {
-        Command::List => Response::ok(&ListReply { clients: list(hub) }),
+        Command::List { room: None } => Response::ok(&ListReply {
+            clients: list(hub),
+            room: None,
+        }),
+        Command::List { room: Some(room) } => reply(rooms::list_room(hub, list(hub), room)),
         Command::Stats => Response::ok(&stats(ctx)),
+        Command::Rooms => rooms::rooms(hub),
+        Command::Announce { text, room } => {
+            reply(rooms::announce(hub, text, room.as_deref(), uid, pid))
+        }
+        Command::Topic { room, text } => reply(rooms::topic(hub, room, text, uid, pid)),
+        Command::Move { target, room } => reply(rooms::move_member(hub, target, room, uid, pid)),
         Command::Kick { target, reason } => {
             let reason = reason
                 .as_deref()
                 .map(sanitise_str)
                 .filter(|r| !r.is_empty());
+            // For the log only: where the member was (the hub logs its leave there too).
+            let room = hub
+                .resolve(target.trim())
+                .and_then(|id| hub.room_of(id))
+                .map(|room| room.name.clone());
             match hub.kick(target.trim(), reason.as_deref()) {
                 Some((id, nick)) => {
                     info!(
@@ -338,6 +357,7 @@ async fn execute(ctx: &AdminCtx, cmd: &Command, uid: u32, pid: i32) -> Response 
                         pid,
                         client = id,
                         nick = nick.as_deref().unwrap_or(""),
+                        room = room.as_deref().map(field::display),
                         reason = reason.as_deref().unwrap_or(""),
                         "admin kicked a client"
                     );
@@ -351,15 +371,6 @@ async fn execute(ctx: &AdminCtx, cmd: &Command, uid: u32, pid: i32) -> Response 
                     format!("no client with id or nickname '{target}'"),
                 ),
             }
-        }
-        Command::Announce { text } => {
-            let text = sanitise_str(text);
-            if text.is_empty() {
-                return Response::error(ErrorCode::BadRequest, "the announcement is empty");
-            }
-            let reached = hub.announce(None, &text).unwrap_or(0) as u64;
-            info!(event = "announce", uid, pid, reached, text = %text, "admin announcement");
-            Response::ok(&AnnounceReply { reached })
         }
         Command::Upgrade {
             binary,
@@ -437,64 +448,9 @@ async fn execute(ctx: &AdminCtx, cmd: &Command, uid: u32, pid: i32) -> Response 
     }
 }
 
-fn rfc3339(t: SystemTime) -> String {
-    humantime::format_rfc3339_seconds(t).to_string()
-}
-
-fn list(hub: &Hub) -> Vec<ClientEntry> {
-    use std::sync::atomic::Ordering::Relaxed;
-    hub.list()
-        .into_iter()
-        .map(|info| {
-            let c = &info.client;
-            ClientEntry {
-                id: c.id,
-                nick: info.nick.map(|n| n.to_string()),
-                peer: c.peer.to_string(),
-                connected_at: rfc3339(c.connected_at),
-                connected_secs: c.connected.elapsed().as_secs_f64(),
-                idle_secs: c.idle_for().as_secs_f64(),
-                lines_in: c.stats.lines_in.load(Relaxed),
-                bytes_in: c.stats.bytes_in.load(Relaxed),
-                lines_out: c.stats.lines_out.load(Relaxed),
-                bytes_out: c.stats.bytes_out.load(Relaxed),
-                queued_bytes: info.unsent,
-            }
-        })
-        .collect()
-}
-
-fn stats(ctx: &AdminCtx) -> StatsReply {
-    use std::sync::atomic::Ordering::Relaxed;
-    let hub = &ctx.hub;
-    let (clients, members, peak) = hub.counts();
-    let n = &hub.counters;
-    let process_started_at = SystemTime::now()
-        .checked_sub(hub.started.elapsed())
-        .unwrap_or(hub.started_at);
-    StatsReply {
-        version: env!("CARGO_PKG_VERSION").to_owned(),
-        started_at: rfc3339(hub.started_at),
-        uptime_secs: SystemTime::now()
-            .duration_since(hub.started_at)
-            .unwrap_or_default()
-            .as_secs_f64(),
-        pid: std::process::id(),
-        process_started_at: rfc3339(process_started_at),
-        upgrades: n.upgrades.load(Relaxed),
-        listen: ctx.listen.iter().map(ToString::to_string).collect(),
-        clients: clients as u64,
-        members: members as u64,
-        peak_clients: peak as u64,
-        connections_total: n.connections.load(Relaxed),
-        lines_relayed: n.lines_relayed.load(Relaxed),
-        bytes_relayed: n.bytes_relayed.load(Relaxed),
-        kicks: n.kicks.load(Relaxed),
-        slow_consumer_drops: n.slow_drops.load(Relaxed),
-        throttled_senders: n.throttled.load(Relaxed),
-        rejected_connections: n.rejected.load(Relaxed),
-        congested_clients: hub.congested_count() as u64,
-    }
+/// The reply, whether the command went through or was refused.
+fn reply(outcome: Outcome) -> Response {
+    outcome.unwrap_or_else(|refusal| refusal)
 }
 
 #[cfg(test)]

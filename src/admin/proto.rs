@@ -4,10 +4,18 @@
 //! Every message carries `"version": 1`; a request without it is taken as version 1 so a person can
 //! type `{"cmd":"list"}` into `socat`. Replies are `{"version":1,"ok":true,"result":{…}}` or
 //! `{"version":1,"ok":false,"error":{"code":"not_found","message":"…"}}`; `result`'s shape depends on the
-//! command and is given by the typed structs below.
+//! command and is given by the typed `*Reply` structs (`proto/replies.rs`). Fields added to a
+//! command later are optional, so requests written for an older daemon mean the same to a newer one.
+
+mod replies;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+
+pub use replies::{
+    AnnounceReply, ClientEntry, KickReply, ListReply, MoveReply, ReloadReply, RoomEntry,
+    RoomsReply, StatsReply, TopicReply, UpgradeReply,
+};
 
 /// The protocol version this build speaks.
 pub const VERSION: u32 = 1;
@@ -18,8 +26,13 @@ pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "cmd", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Command {
-    /// Every connected client.
-    List,
+    /// Every connected client, or the members of one room.
+    List {
+        /// Only the members of this room (`#name` or `name`, compared as room names are:
+        /// ignoring case and look-alike letters).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        room: Option<String>,
+    },
     /// Disconnect a client by id or nickname.
     Kick {
         /// A client id (digits) or a nickname.
@@ -28,10 +41,29 @@ pub enum Command {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
     },
-    /// Send `*** text` to every joined client.
+    /// Send `*** text` to every member of one room, or of every room.
     Announce {
         /// The announcement (sanitised like chat text).
         text: String,
+        /// The room (`#name` or `name`); absent: every room.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        room: Option<String>,
+    },
+    /// Every room: members, topic, history kept.
+    Rooms,
+    /// Set a room's topic as the operator; the room sees `*** the operator set the topic: text`.
+    Topic {
+        /// The room (`#name` or `name`).
+        room: String,
+        /// The topic (sanitised like chat text); empty clears it.
+        text: String,
+    },
+    /// Move a member to another room, made if it does not exist.
+    Move {
+        /// A client id (digits) or a nickname.
+        target: String,
+        /// The room (`#name` or `name`).
+        room: String,
     },
     /// Daemon-wide numbers.
     Stats,
@@ -52,9 +84,12 @@ impl Command {
     /// The command's name on the wire (`"kick"`), for logs.
     pub fn name(&self) -> &'static str {
         match self {
-            Command::List => "list",
+            Command::List { .. } => "list",
             Command::Kick { .. } => "kick",
             Command::Announce { .. } => "announce",
+            Command::Rooms => "rooms",
+            Command::Topic { .. } => "topic",
+            Command::Move { .. } => "move",
             Command::Stats => "stats",
             Command::Reload => "reload",
             Command::Upgrade { .. } => "upgrade",
@@ -67,6 +102,8 @@ impl Command {
             self,
             Command::Kick { .. }
                 | Command::Announce { .. }
+                | Command::Topic { .. }
+                | Command::Move { .. }
                 | Command::Reload
                 | Command::Upgrade { .. }
         )
@@ -87,7 +124,7 @@ pub enum ErrorCode {
     PermissionDenied,
     /// Too many admin connections at once.
     Busy,
-    /// No such client.
+    /// No such client or room (or the client is in no room).
     NotFound,
     /// The new configuration is invalid; the old one stays.
     ReloadFailed,
@@ -221,121 +258,6 @@ pub fn decode_request(line: &[u8]) -> Result<Command, Response> {
     Ok(cmd)
 }
 
-/// One client in a `list` reply.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ClientEntry {
-    /// Connection id (what `kick` accepts besides the nickname).
-    pub id: u64,
-    /// Nickname, or null while the client is still choosing one.
-    pub nick: Option<String>,
-    /// Remote address.
-    pub peer: String,
-    /// Connection time, RFC 3339 UTC.
-    pub connected_at: String,
-    /// Seconds since connecting.
-    pub connected_secs: f64,
-    /// Seconds since the client last sent a line.
-    pub idle_secs: f64,
-    /// Lines received from the client.
-    pub lines_in: u64,
-    /// Bytes received from the client.
-    pub bytes_in: u64,
-    /// Lines queued for the client.
-    pub lines_out: u64,
-    /// Bytes written to the client.
-    pub bytes_out: u64,
-    /// Bytes waiting to be written to the client.
-    pub queued_bytes: u64,
-}
-
-/// `list` result.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ListReply {
-    /// Every connection, by id.
-    pub clients: Vec<ClientEntry>,
-}
-
-/// `kick` result.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct KickReply {
-    /// Who was kicked.
-    pub id: u64,
-    /// Their nickname, if they had joined.
-    pub nick: Option<String>,
-}
-
-/// `announce` result.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AnnounceReply {
-    /// Joined clients the announcement was queued for.
-    pub reached: u64,
-}
-
-/// `stats` result.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct StatsReply {
-    /// Daemon version.
-    pub version: String,
-    /// When the service started, RFC 3339 UTC: the first process of a line of upgrades.
-    pub started_at: String,
-    /// Seconds since the service started.
-    pub uptime_secs: f64,
-    /// This process.
-    #[serde(default)]
-    pub pid: u32,
-    /// When this process started serving, RFC 3339 UTC.
-    #[serde(default)]
-    pub process_started_at: String,
-    /// Upgrades since the service started.
-    #[serde(default)]
-    pub upgrades: u64,
-    /// Chat listen addresses.
-    pub listen: Vec<String>,
-    /// Connections now (joined or not).
-    pub clients: u64,
-    /// Joined members now.
-    pub members: u64,
-    /// Most connections at once since start.
-    pub peak_clients: u64,
-    /// Connections accepted since start.
-    pub connections_total: u64,
-    /// Chat lines relayed (each once, however many recipients).
-    pub lines_relayed: u64,
-    /// Bytes of relayed chat.
-    pub bytes_relayed: u64,
-    /// Operator kicks.
-    pub kicks: u64,
-    /// Clients disconnected as too slow.
-    pub slow_consumer_drops: u64,
-    /// Flood-control episodes (senders slowed down).
-    pub throttled_senders: u64,
-    /// Connections refused (full, per-IP, shutting down).
-    pub rejected_connections: u64,
-    /// Clients whose send queue is more than half full right now (senders are being paced).
-    #[serde(default)]
-    pub congested_clients: u64,
-}
-
-/// `upgrade` result.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct UpgradeReply {
-    /// The new process, now serving.
-    pub pid: u32,
-    /// Its version.
-    pub version: String,
-    /// Connections handed over.
-    pub clients: u64,
-}
-
-/// `reload` result.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ReloadReply {
-    /// The file that was read, or null for built-in defaults.
-    pub config: Option<String>,
-    /// Keys that changed in the file but only take effect on restart.
-    pub ignored_until_restart: Vec<String>,
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -343,7 +265,10 @@ mod tests {
     #[test]
     fn requests_round_trip() {
         let cmds = [
-            Command::List,
+            Command::List { room: None },
+            Command::List {
+                room: Some("#Rust".into()),
+            },
             Command::Kick {
                 target: "alice".into(),
                 reason: Some("spam".into()),
@@ -354,6 +279,20 @@ mod tests {
             },
             Command::Announce {
                 text: "restart at 18:00 — 再见".into(),
+                room: None,
+            },
+            Command::Announce {
+                text: "pizza".into(),
+                room: Some("rust".into()),
+            },
+            Command::Rooms,
+            Command::Topic {
+                room: "#rust".into(),
+                text: "".into(),
+            },
+            Command::Move {
+                target: "alice".into(),
+                room: "#ｒｕｓｔ".into(),
             },
             Command::Stats,
             Command::Reload,
@@ -369,7 +308,32 @@ mod tests {
     #[test]
     fn hand_typed_requests() {
         let cases: &[(&str, Command)] = &[
-            (r#"{"cmd":"list"}"#, Command::List),
+            (r#"{"cmd":"list"}"#, Command::List { room: None }),
+            (
+                r#"{"cmd":"list","room":null}"#,
+                Command::List { room: None },
+            ),
+            (
+                r#"{"cmd":"list","room":"rust"}"#,
+                Command::List {
+                    room: Some("rust".into()),
+                },
+            ),
+            (r#"{"cmd":"rooms"}"#, Command::Rooms),
+            (
+                r##"{"cmd":"topic","room":"#rust","text":"borrowck"}"##,
+                Command::Topic {
+                    room: "#rust".into(),
+                    text: "borrowck".into(),
+                },
+            ),
+            (
+                r#"{"cmd":"move","target":"7","room":"rust"}"#,
+                Command::Move {
+                    target: "7".into(),
+                    room: "rust".into(),
+                },
+            ),
             (r#"{"version":1,"cmd":"stats"}"#, Command::Stats),
             (
                 r#"{"cmd":"kick","target":"bob"}"#,
@@ -380,7 +344,17 @@ mod tests {
             ),
             (
                 r#" {"cmd":"announce","text":"hi"} "#,
-                Command::Announce { text: "hi".into() },
+                Command::Announce {
+                    text: "hi".into(),
+                    room: None,
+                },
+            ),
+            (
+                r##"{"cmd":"announce","text":"hi","room":"#rust"}"##,
+                Command::Announce {
+                    text: "hi".into(),
+                    room: Some("#rust".into()),
+                },
             ),
         ];
         for (line, want) in cases {
@@ -397,6 +371,16 @@ mod tests {
             (br#"{"cmd":"frob"}"#, ErrorCode::BadRequest),
             (br#"{"cmd":"kick"}"#, ErrorCode::BadRequest),
             (br#"{"cmd":"list","extra":1}"#, ErrorCode::BadRequest),
+            (br#"{"cmd":"list","room":7}"#, ErrorCode::BadRequest),
+            (br#"{"cmd":"rooms","room":"x"}"#, ErrorCode::BadRequest),
+            (br#"{"cmd":"topic","room":"x"}"#, ErrorCode::BadRequest),
+            (br#"{"cmd":"topic","text":"x"}"#, ErrorCode::BadRequest),
+            (br#"{"cmd":"move","target":"bob"}"#, ErrorCode::BadRequest),
+            (br#"{"cmd":"move","room":"x"}"#, ErrorCode::BadRequest),
+            (
+                br#"{"cmd":"move","target":"a","room":"x","note":"y"}"#,
+                ErrorCode::BadRequest,
+            ),
             (
                 br#"{"version":2,"cmd":"list"}"#,
                 ErrorCode::UnsupportedVersion,
@@ -419,62 +403,17 @@ mod tests {
     }
 
     #[test]
-    fn replies_round_trip() {
-        let stats = StatsReply {
-            version: "0.1.0".into(),
-            started_at: "2026-11-22T00:00:00Z".into(),
-            uptime_secs: 12.5,
-            pid: 4242,
-            process_started_at: "2026-11-22T00:00:10Z".into(),
-            upgrades: 1,
-            listen: vec!["127.0.0.1:7000".into()],
-            clients: 3,
-            members: 2,
-            peak_clients: 4,
-            connections_total: 9,
-            lines_relayed: 100,
-            bytes_relayed: 4000,
-            kicks: 1,
-            slow_consumer_drops: 0,
-            throttled_senders: 2,
-            rejected_connections: 0,
-            congested_clients: 0,
-        };
-        let line = Response::ok(&stats).encode();
-        assert!(line.ends_with('\n'));
-        let back: StatsReply = Response::decode(&line).unwrap().into_result().unwrap();
-        assert_eq!(back, stats);
-
-        let list = ListReply {
-            clients: vec![ClientEntry {
-                id: 1,
-                nick: None,
-                peer: "[::1]:5000".into(),
-                connected_at: "2026-11-22T00:00:00Z".into(),
-                connected_secs: 1.0,
-                idle_secs: 0.5,
-                lines_in: 1,
-                bytes_in: 2,
-                lines_out: 3,
-                bytes_out: 4,
-                queued_bytes: 5,
-            }],
-        };
-        let back: ListReply = Response::decode(&Response::ok(&list).encode())
-            .unwrap()
-            .into_result()
-            .unwrap();
-        assert_eq!(back, list);
-
-        let err = Response::error(ErrorCode::NotFound, "no client 'bob'").encode();
+    fn requests_without_the_new_fields_encode_as_before() {
+        // An older daemon refuses unknown fields: a request that does not use rooms must not
+        // mention them.
         assert_eq!(
-            err,
-            "{\"version\":1,\"ok\":false,\"error\":{\"code\":\"not_found\",\"message\":\"no client 'bob'\"}}\n"
+            encode_request(&Command::List { room: None }),
+            "{\"cmd\":\"list\",\"version\":1}\n"
         );
-        let e = Response::decode(&err)
-            .unwrap()
-            .into_result::<KickReply>()
-            .unwrap_err();
-        assert_eq!(e.code, ErrorCode::NotFound);
+        let line = encode_request(&Command::Announce {
+            text: "hi".into(),
+            room: None,
+        });
+        assert!(!line.contains("room"), "{line}");
     }
 }

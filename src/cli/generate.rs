@@ -323,7 +323,9 @@ mod tests {
     fn man_page_has_every_subcommand_and_the_after_help_sections() {
         let page = generated(CtlArgs::command(), Generate::Man);
         assert!(page.contains(".TH CHATCTL 1 "), "{page}");
-        for sub in ["list", "kick", "announce", "stats", "reload"] {
+        for sub in [
+            "list", "kick", "announce", "rooms", "topic", "move", "stats", "reload",
+        ] {
             assert!(
                 page.contains(&format!("\\fBchatctl {sub} ")),
                 "{sub} missing"
@@ -335,6 +337,7 @@ mod tests {
         );
         assert!(page.contains(".SH \"EXIT STATUS\"\n.TP\n\\fB0\\fR\nSuccess."));
         assert!(page.contains("\\fB\\-r\\fR, \\fB\\-\\-reason\\fR \\fITEXT\\fR"));
+        assert!(page.contains("\\fB\\-\\-room\\fR \\fINAME\\fR"));
         assert!(!page.contains("generate"), "the hidden flag leaked");
         let page = generated(DaemonArgs::command(), Generate::Man);
         for needle in [
@@ -355,7 +358,9 @@ mod tests {
             Generate::CompleteFish,
         ] {
             let script = generated(CtlArgs::command(), kind);
-            for sub in ["list", "kick", "announce", "stats", "reload", "socket"] {
+            for sub in [
+                "list", "kick", "announce", "rooms", "topic", "move", "stats", "reload", "socket",
+            ] {
                 assert!(script.contains(sub), "{kind:?} lacks {sub}");
             }
             assert!(!script.contains("generate"), "{kind:?} offers --generate");

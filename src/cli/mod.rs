@@ -126,12 +126,15 @@ impl DaemonArgs {
     }
 }
 
-/// Manage a running groupchatd over its admin socket: list, kick, announce, stats, reload.
+/// Manage a running groupchatd over its admin socket: clients, rooms, announcements, stats, reload.
 ///
 /// chatctl sends one request to the daemon's Unix admin socket, waits for the reply and prints it
 /// as an aligned table or message, or with --json as the daemon's reply, one line of JSON. The
 /// daemon serves root, its own user and members of its admin_group, and logs every kick,
-/// announcement and reload with the caller's uid and pid.
+/// announcement, topic, move and reload with the caller's uid and pid.
+///
+/// Rooms are named with or without their # and in any case (#Rust, rust and RUST are one room).
+/// Quote a name that starts with #: a shell takes an unquoted word starting with # for a comment.
 #[derive(Debug, Parser)]
 #[command(name = "chatctl", version, after_long_help = CTL_AFTER_HELP)]
 pub struct CtlArgs {
@@ -169,9 +172,13 @@ pub struct CtlArgs {
 /// chatctl's subcommands.
 #[derive(Debug, clap::Subcommand)]
 pub enum CtlCommand {
-    /// List connected clients: id, nickname, address, connected since and for how long, idle time,
-    /// lines and bytes in and out, bytes queued.
-    List,
+    /// List connected clients: id, nickname, room, address, connected since and for how long, idle
+    /// time, lines and bytes in and out, bytes queued.
+    List {
+        /// Only the members of this room. Exits 1 if there is no such room.
+        #[arg(long, value_name = "NAME")]
+        room: Option<String>,
+    },
     /// Disconnect a client. It receives `*** you were kicked: REASON`; everyone else sees it leave
     /// with the reason.
     Kick {
@@ -181,14 +188,47 @@ pub enum CtlCommand {
         #[arg(short, long, value_name = "TEXT")]
         reason: Option<String>,
     },
-    /// Send `*** TEXT` to every joined client (sanitised like any chat line).
+    /// Send `*** TEXT` to every member of every room, or with --room of one room (sanitised like
+    /// any chat line).
     Announce {
+        /// Only to the members of this room. Exits 1 if there is no such room.
+        #[arg(long, value_name = "NAME")]
+        room: Option<String>,
         /// The announcement; several words are joined with single spaces.
         #[arg(required = true, value_name = "TEXT")]
         text: Vec<String>,
     },
-    /// Show uptime, version, listen addresses, clients now and at peak, and totals (connections,
-    /// lines relayed, bytes, kicks, slow-consumer drops, throttled senders, rejected connections).
+    /// List the rooms: name, members, topic and the lines of history each keeps for newcomers.
+    Rooms,
+    /// Set or clear a room's topic.
+    ///
+    /// The topic is sanitised like any chat line, and the room sees `*** the operator set the
+    /// topic: TEXT`. An empty TEXT ('') clears it, and the room sees `*** the operator cleared the
+    /// topic`. Exits 1 if there is no such room or the topic is longer than 300 characters.
+    Topic {
+        /// The room.
+        #[arg(value_name = "NAME")]
+        room: String,
+        /// The topic; several words are joined with single spaces.
+        #[arg(required = true, value_name = "TEXT")]
+        text: Vec<String>,
+    },
+    /// Move a member to another room, which is made if it does not exist.
+    ///
+    /// The member is told `*** The operator moved you to ROOM.`, then gets the room's topic, who
+    /// is there and its history; the old room sees it leave for ROOM, the new one sees it join.
+    /// Exits 1 if there is no such member (or it has not chosen a nickname yet), it is in ROOM
+    /// already, or ROOM would pass max_rooms.
+    Move {
+        /// Client id (as shown by `chatctl list`) or nickname (case-insensitive).
+        target: String,
+        /// The room to move it to.
+        #[arg(value_name = "ROOM")]
+        room: String,
+    },
+    /// Show uptime, version, listen addresses, clients now and at peak, rooms, and totals
+    /// (connections, lines relayed, bytes, kicks, slow-consumer drops, throttled senders, rejected
+    /// connections).
     Stats,
     /// Re-read the configuration file, like SIGHUP, and wait for the outcome. Exits 1 (and the
     /// daemon keeps its old configuration) when the new file is invalid. Suitable for ExecReload=.

@@ -466,6 +466,13 @@ impl Hub {
         let rooms: Vec<Arc<Room>> = self.lock().rooms.iter().cloned().collect();
         rooms.iter().map(|r| r.congestion.count()).sum::<usize>() + self.roomless.count()
     }
+
+    /// The nickname and room of member `id`, if it has joined (for `chatctl move`).
+    pub fn membership(&self, id: ClientId) -> Option<(Arc<str>, Arc<str>)> {
+        let st = self.lock();
+        let member = st.members.get(&id)?;
+        Some((member.nick.clone(), member.room.name.clone()))
+    }
 }
 
 #[cfg(test)]

@@ -5,7 +5,9 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 
-use crate::process::{CHATCTL, Daemon, Scratch, admin_exchange, chatctl, chatctl_with};
+use crate::process::{
+    CHATCTL, Daemon, Scratch, admin_exchange, admin_request, chatctl, chatctl_with,
+};
 use crate::support::{TestClient, WAIT};
 
 /// Connects and joins a running daemon as `nick`.
@@ -112,7 +114,8 @@ async fn kick_by_nick_and_by_id() {
     assert_eq!(bob.expect_closed().await, vec!["*** you were kicked: spam"]);
     alice.expect("*** bob left (kicked: spam)").await;
     carol.expect("*** bob left (kicked: spam)").await;
-    d.log_line("admin kicked a client");
+    let logged = d.log_line("admin kicked a client");
+    assert!(logged.contains("room=#lobby"), "{logged}");
 
     let out = chatctl(&d.socket, &["--json", "kick", "3"]);
     assert_eq!(out.code, 0);
@@ -315,4 +318,467 @@ async fn reload_applies_new_config_and_refuses_a_broken_one() {
     later.expect("*** second motd").await;
     alice.send("/who").await;
     alice.expect("*** 1 online: alice").await;
+}
+
+// ------------------------------------------------------------------------------------------------
+// Rooms (issue 13): `rooms`, `list --room`, `announce --room`, `topic`, `move`.
+
+/// Sends `/join ROOM` and waits for the member's `*** Now in …` line, which must be `now_in`.
+async fn enter(c: &mut TestClient, room: &str, now_in: &str) {
+    c.send(&format!("/join {room}")).await;
+    c.expect(now_in).await;
+}
+
+/// Asserts the next bytes `c` receives are exactly `line` (CRLF included).
+async fn expect_bytes(c: &mut TestClient, line: &str) {
+    let got = c.raw_line().await.expect("a line, not EOF");
+    assert_eq!(String::from_utf8_lossy(&got), line);
+}
+
+#[tokio::test]
+async fn rooms_are_listed_as_a_table_and_as_json() {
+    let dir = Scratch::new("adm-rooms");
+    let config = "[[rooms]]\nname = \"ops\"\ntopic = \"on call: dana\"\nhistory_lines = 0\n";
+    let d = Daemon::start(&dir, "d", config);
+    let mut alice = join(&d, "alice").await;
+    let mut bob = join(&d, "bob").await;
+    alice.expect("*** bob joined").await;
+    alice.send("hello").await;
+    bob.expect("<alice> hello").await;
+    enter(
+        &mut bob,
+        "#rust",
+        "*** Now in #rust (no topic). 1 online: bob",
+    )
+    .await;
+    alice.expect("*** bob left (moved to #rust)").await;
+
+    let out = chatctl(&d.socket, &["rooms"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(
+        out.stdout,
+        "ROOM    MEMBERS  TOPIC          HISTORY\n\
+         #lobby  1        -              1 line\n\
+         #ops    0        on call: dana  0 lines\n\
+         #rust   1        -              0 lines\n"
+    );
+
+    let json = chatctl(&d.socket, &["--json", "rooms"]).json();
+    assert_eq!(json["ok"], true);
+    assert_eq!(
+        json["result"]["rooms"],
+        serde_json::json!([
+            {"name": "#lobby", "members": 1, "topic": "", "history": 1, "predefined": true},
+            {"name": "#ops", "members": 0, "topic": "on call: dana", "history": 0, "predefined": true},
+            {"name": "#rust", "members": 1, "topic": "", "history": 0, "predefined": false},
+        ])
+    );
+    let stats = chatctl(&d.socket, &["--json", "stats"]).json();
+    assert_eq!(stats["result"]["rooms"], 3);
+    let human = chatctl(&d.socket, &["stats"]).stdout;
+    assert!(
+        human
+            .lines()
+            .any(|l| l.split_whitespace().eq(["rooms", "3"])),
+        "{human}"
+    );
+
+    // A room a user made goes with its last member; the configuration's rooms stay, empty.
+    bob.send("/quit").await;
+    bob.expect_closed().await;
+    alice.send("/join #Go").await;
+    alice
+        .expect("*** Now in #Go (no topic). 1 online: alice")
+        .await;
+    let json = chatctl(&d.socket, &["--json", "rooms"]).json();
+    let names: Vec<_> = json["result"]["rooms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["name"].clone(), r["members"].clone()))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("#Go".into(), 1.into()),
+            ("#lobby".into(), 0.into()),
+            ("#ops".into(), 0.into())
+        ]
+    );
+}
+
+#[tokio::test]
+async fn list_shows_each_clients_room_and_filters_by_room() {
+    let dir = Scratch::new("adm-lroom");
+    let d = Daemon::start(&dir, "d", "");
+    let mut alice = join(&d, "alice").await;
+    let mut bob = join(&d, "bob").await;
+    let mut carol = join(&d, "carol").await;
+    bob.expect("*** carol joined").await;
+    // Still choosing a nickname: in no room.
+    let mut pending = TestClient::connect(d.addr()).await;
+    pending.read_until_line("*** Choose a nickname:").await;
+    enter(
+        &mut bob,
+        "#Rust",
+        "*** Now in #Rust (no topic). 1 online: bob",
+    )
+    .await;
+    carol.expect("*** bob left (moved to #Rust)").await;
+    enter(
+        &mut carol,
+        "rust",
+        "*** Now in #Rust (no topic). 2 online: bob, carol",
+    )
+    .await;
+    bob.expect("*** carol joined").await;
+    alice
+        .read_until_line("*** carol left (moved to #Rust)")
+        .await;
+
+    let out = chatctl(&d.socket, &["list"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let rows: Vec<Vec<&str>> = out
+        .stdout
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        rows[0][..4],
+        ["ID", "NICK", "ROOM", "PEER"],
+        "{}",
+        out.stdout
+    );
+    let rooms: Vec<[&str; 2]> = rows[1..].iter().map(|r| [r[1], r[2]]).collect();
+    assert_eq!(
+        rooms,
+        [
+            ["alice", "#lobby"],
+            ["bob", "#Rust"],
+            ["carol", "#Rust"],
+            ["-", "-"]
+        ],
+        "{}",
+        out.stdout
+    );
+    let json = chatctl(&d.socket, &["--json", "list"]).json();
+    let rooms: Vec<_> = json["result"]["clients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["room"].clone())
+        .collect();
+    assert_eq!(
+        rooms,
+        [
+            "#lobby".into(),
+            "#Rust".into(),
+            "#Rust".into(),
+            serde_json::Value::Null
+        ]
+    );
+
+    // The filter takes the name with or without `#`, in any case.
+    for name in ["RUST", "#rust", "ＲＵＳＴ"] {
+        let json = chatctl(&d.socket, &["--json", "list", "--room", name]).json();
+        assert_eq!(json["result"]["room"], "#Rust", "{name}");
+        let nicks: Vec<_> = json["result"]["clients"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["nick"].clone())
+            .collect();
+        assert_eq!(nicks, ["bob", "carol"], "{name}");
+    }
+    let out = chatctl(&d.socket, &["list", "--room", "lobby"]);
+    let nicks: Vec<&str> = out
+        .stdout
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().nth(1).unwrap())
+        .collect();
+    assert_eq!(nicks, ["alice"], "{}", out.stdout);
+
+    // An existing room nobody is in is an empty list; a missing room, or an invalid name, is an
+    // error.
+    alice.send("/join #go").await;
+    alice
+        .expect("*** Now in #go (no topic). 1 online: alice")
+        .await;
+    let out = chatctl(&d.socket, &["list", "--room", "#lobby"]);
+    assert_eq!((out.code, out.stdout.as_str()), (0, "nobody in #lobby\n"));
+    let out = chatctl(&d.socket, &["list", "--room", "#nope"]);
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.contains("no room #nope"), "{}", out.stderr);
+    let out = chatctl(&d.socket, &["--json", "list", "--room", "a.b"]);
+    assert_eq!(out.code, 1);
+    let error = &out.json()["error"];
+    assert_eq!(error["code"], "bad_request");
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("'.' is not allowed in a room name"),
+        "{error}"
+    );
+    drop(pending);
+}
+
+#[tokio::test]
+async fn announce_reaches_one_room_or_every_room() {
+    let dir = Scratch::new("adm-aroom");
+    let d = Daemon::start(&dir, "d", "");
+    let mut alice = join(&d, "alice").await;
+    let mut bob = join(&d, "bob").await;
+    let mut carol = join(&d, "carol").await;
+    bob.expect("*** carol joined").await;
+    enter(
+        &mut bob,
+        "#rust",
+        "*** Now in #rust (no topic). 1 online: bob",
+    )
+    .await;
+    carol.expect("*** bob left (moved to #rust)").await;
+    enter(
+        &mut carol,
+        "#rust",
+        "*** Now in #rust (no topic). 2 online: bob, carol",
+    )
+    .await;
+    bob.expect("*** carol joined").await;
+    alice
+        .read_until_line("*** carol left (moved to #rust)")
+        .await;
+
+    let out = chatctl(
+        &d.socket,
+        &["announce", "--room", "RUST", "pizza", "is", "here"],
+    );
+    assert_eq!(
+        (out.code, out.stdout.as_str()),
+        (0, "announced to 2 clients in #rust\n"),
+        "{}",
+        out.stderr
+    );
+    expect_bytes(&mut bob, "*** pizza is here\r\n").await;
+    expect_bytes(&mut carol, "*** pizza is here\r\n").await;
+    let logged = d.log_line("admin announcement");
+    assert!(
+        logged.contains("room=#rust") && logged.contains("reached=2"),
+        "{logged}"
+    );
+
+    // Without --room: every room. It is also alice's first line since the moves, so she did
+    // not get the one for #rust.
+    let out = chatctl(&d.socket, &["--json", "announce", "everyone"]);
+    let result = &out.json()["result"];
+    assert_eq!(result["reached"], 3);
+    assert!(result.get("room").is_none(), "{result}");
+    for c in [&mut alice, &mut bob, &mut carol] {
+        expect_bytes(c, "*** everyone\r\n").await;
+    }
+    // A request written before rooms existed still means every room.
+    let reply = admin_request(&d.socket, r#"{"cmd":"announce","text":"old style"}"#);
+    assert_eq!(reply["result"]["reached"], 3, "{reply}");
+    for c in [&mut alice, &mut bob, &mut carol] {
+        expect_bytes(c, "*** old style\r\n").await;
+    }
+
+    let out = chatctl(&d.socket, &["announce", "--room", "#nope", "hello"]);
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.contains("no room #nope"), "{}", out.stderr);
+    let out = chatctl(
+        &d.socket,
+        &["--json", "announce", "--room", "#nope", "hello"],
+    );
+    assert_eq!(out.json()["error"]["code"], "not_found");
+    // Nobody got anything from the refused ones.
+    chatctl(&d.socket, &["announce", "--room", "lobby", "last"]);
+    expect_bytes(&mut alice, "*** last\r\n").await;
+    alice.send("/join #rust").await;
+    alice
+        .read_until_line("*** Now in #rust (no topic). 3 online: alice, bob, carol")
+        .await;
+    bob.expect("*** alice joined").await;
+}
+
+#[tokio::test]
+async fn topic_is_set_and_cleared_by_the_operator() {
+    let dir = Scratch::new("adm-topic");
+    let d = Daemon::start(&dir, "d", "");
+    let mut alice = join(&d, "alice").await;
+    let mut bob = join(&d, "bob").await;
+    enter(
+        &mut bob,
+        "#rust",
+        "*** Now in #rust (no topic). 1 online: bob",
+    )
+    .await;
+    alice.read_until_line("*** bob left (moved to #rust)").await;
+
+    let out = chatctl(
+        &d.socket,
+        &["topic", "rust", "borrow", "checker", "\x1b[1mtips\x07"],
+    );
+    assert_eq!(
+        (out.code, out.stdout.as_str()),
+        (0, "topic of #rust set: borrow checker tips\n"),
+        "{}",
+        out.stderr
+    );
+    bob.expect("*** the operator set the topic: borrow checker tips")
+        .await;
+    let logged = d.log_line("admin set a topic");
+    assert!(
+        logged.contains("room=#rust") && logged.contains("uid="),
+        "{logged}"
+    );
+    let rooms = chatctl(&d.socket, &["--json", "rooms"]).json();
+    assert_eq!(rooms["result"]["rooms"][1]["topic"], "borrow checker tips");
+    // Newcomers see it.
+    alice.send("/join #rust").await;
+    alice
+        .expect("*** Now in #rust (topic: borrow checker tips). 2 online: alice, bob")
+        .await;
+    bob.expect("*** alice joined").await;
+
+    let out = chatctl(&d.socket, &["--json", "topic", "#RUST", ""]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(
+        out.json()["result"],
+        serde_json::json!({"room": "#rust", "topic": ""})
+    );
+    for c in [&mut alice, &mut bob] {
+        c.expect("*** the operator cleared the topic").await;
+    }
+    let out = chatctl(&d.socket, &["topic", "rust", ""]);
+    assert_eq!(out.stdout, "topic of #rust cleared\n");
+    bob.expect("*** the operator cleared the topic").await;
+    alice.expect("*** the operator cleared the topic").await;
+
+    let out = chatctl(&d.socket, &["--json", "topic", "#nope", "x"]);
+    assert_eq!(out.code, 1);
+    assert_eq!(out.json()["error"]["code"], "not_found");
+    let long = "x".repeat(301);
+    let out = chatctl(&d.socket, &["topic", "rust", &long]);
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stderr.contains("at most 300 characters"),
+        "{}",
+        out.stderr
+    );
+    // The refused ones told nobody anything.
+    chatctl(&d.socket, &["announce", "after"]);
+    expect_bytes(&mut alice, "*** after\r\n").await;
+    expect_bytes(&mut bob, "*** after\r\n").await;
+}
+
+#[tokio::test]
+async fn move_takes_a_member_to_another_room() {
+    let dir = Scratch::new("adm-move");
+    let d = Daemon::start(&dir, "d", "");
+    let mut alice = join(&d, "alice").await;
+    let mut bob = join(&d, "bob").await;
+    let mut carol = join(&d, "carol").await;
+    let mut pending = TestClient::connect(d.addr()).await;
+    pending.read_until_line("*** Choose a nickname:").await;
+    enter(
+        &mut carol,
+        "#rust",
+        "*** Now in #rust (no topic). 1 online: carol",
+    )
+    .await;
+    alice
+        .read_until_line("*** carol left (moved to #rust)")
+        .await;
+    bob.read_until_line("*** carol left (moved to #rust)").await;
+
+    let out = chatctl(&d.socket, &["move", "BOB", "rust"]);
+    assert_eq!(
+        (out.code, out.stdout.as_str()),
+        (0, "moved bob (id 2) from #lobby to #rust\n"),
+        "{}",
+        out.stderr
+    );
+    bob.expect("*** The operator moved you to #rust.").await;
+    bob.expect("*** Now in #rust (no topic). 2 online: bob, carol")
+        .await;
+    alice.expect("*** bob left (moved to #rust)").await;
+    carol.expect("*** bob joined").await;
+    let logged = d.log_line("admin moved a member");
+    assert!(
+        logged.contains("from=#lobby")
+            && logged.contains("room=#rust")
+            && logged.contains("nick=bob"),
+        "{logged}"
+    );
+    // The moved member chats in its new room.
+    bob.send("hi rust").await;
+    carol.expect("<bob> hi rust").await;
+
+    // By id, into a room that does not exist yet: it is made, spelt as the operator typed it.
+    let out = chatctl(&d.socket, &["--json", "move", "1", "#Games"]);
+    assert_eq!(
+        out.json()["result"],
+        serde_json::json!({"id": 1, "nick": "alice", "from": "#lobby", "room": "#Games"})
+    );
+    alice.expect("*** The operator moved you to #Games.").await;
+    alice
+        .expect("*** Now in #Games (no topic). 1 online: alice")
+        .await;
+    // An existing room is named as it is spelt, whatever the operator typed.
+    let out = chatctl(&d.socket, &["move", "carol", "GAMES"]);
+    assert_eq!(out.stdout, "moved carol (id 3) from #rust to #Games\n");
+    carol.expect("*** The operator moved you to #Games.").await;
+    carol
+        .expect("*** Now in #Games (no topic). 2 online: alice, carol")
+        .await;
+    alice.expect("*** carol joined").await;
+    bob.expect("*** carol left (moved to #Games)").await;
+
+    // Refusals: nothing moves, nobody is told.
+    let cases: [(&[&str], &str, &str); 5] = [
+        (
+            &["move", "carol", "#games"],
+            "bad_request",
+            "carol is in #Games already",
+        ),
+        (
+            &["move", "dave", "#rust"],
+            "not_found",
+            "no client with id or nickname 'dave'",
+        ),
+        (
+            &["move", "99", "#rust"],
+            "not_found",
+            "no client with id or nickname '99'",
+        ),
+        (
+            &["move", "4", "#rust"],
+            "not_found",
+            "client 4 has not chosen a nickname yet",
+        ),
+        (
+            &["move", "bob", "a.b"],
+            "bad_request",
+            "'.' is not allowed in a room name",
+        ),
+    ];
+    for (args, code, message) in cases {
+        let out = chatctl(&d.socket, args);
+        assert_eq!(out.code, 1, "{args:?}");
+        assert!(out.stderr.contains(message), "{args:?}: {}", out.stderr);
+        let mut json = vec!["--json"];
+        json.extend_from_slice(args);
+        assert_eq!(
+            chatctl(&d.socket, &json).json()["error"]["code"],
+            code,
+            "{args:?}"
+        );
+    }
+    chatctl(&d.socket, &["announce", "after"]);
+    for c in [&mut alice, &mut bob, &mut carol] {
+        expect_bytes(c, "*** after\r\n").await;
+    }
+    drop(pending);
 }

@@ -6,7 +6,9 @@ use std::process::{Command, Output};
 
 const DAEMON: &str = env!("CARGO_BIN_EXE_groupchatd");
 const CHATCTL: &str = env!("CARGO_BIN_EXE_chatctl");
-const SUBCOMMANDS: [&str; 5] = ["list", "kick", "announce", "stats", "reload"];
+const SUBCOMMANDS: [&str; 8] = [
+    "list", "kick", "announce", "rooms", "topic", "move", "stats", "reload",
+];
 
 fn run(bin: &str, args: &[&str]) -> Output {
     Command::new(bin)
