@@ -782,3 +782,60 @@ async fn move_takes_a_member_to_another_room() {
     }
     drop(pending);
 }
+
+#[tokio::test]
+async fn reload_adds_changes_and_removes_configured_rooms_without_disconnecting_anyone() {
+    let dir = Scratch::new("adm-reload-rooms");
+    let d = Daemon::start(
+        &dir,
+        "d",
+        "[[rooms]]\nname = \"help\"\ntopic = \"Ask here\"\n\n[[rooms]]\nname = \"ops\"\n",
+    );
+    let mut alice = join(&d, "alice").await;
+    enter(
+        &mut alice,
+        "#help",
+        "*** Now in #help (topic: Ask here). 1 online: alice",
+    )
+    .await;
+    let mut bob = join(&d, "bob").await;
+    enter(&mut bob, "ops", "*** Now in #ops (no topic). 1 online: bob").await;
+
+    // The topic changes in the file, #ops goes, #news comes: nobody is disconnected.
+    dir.file(
+        "d.toml",
+        "[[rooms]]\nname = \"help\"\ntopic = \"Ask politely\"\n\n\
+         [[rooms]]\nname = \"news\"\ntopic = \"Read only\"\n",
+    );
+    let out = chatctl(&d.socket, &["reload"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    alice
+        .expect("*** the operator set the topic: Ask politely")
+        .await;
+    bob.expect("*** #ops was closed by the operator; you are back in #lobby.")
+        .await;
+    bob.expect("*** Now in #lobby (no topic). 1 online: bob")
+        .await;
+    let out = chatctl(&d.socket, &["--json", "rooms"]);
+    let names: Vec<String> = out.json()["result"]["rooms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(names, ["#help", "#lobby", "#news"]);
+    // Both still chat, each in their room.
+    bob.send("/join news").await;
+    bob.expect("*** Now in #news (topic: Read only). 1 online: bob")
+        .await;
+    alice.send("/who").await;
+    alice.expect("*** 1 online: alice").await;
+
+    // A broken [[rooms]] table fails the reload and changes nothing.
+    dir.file("d.toml", "[[rooms]]\nname = \"no spaces allowed\"\n");
+    let out = chatctl(&d.socket, &["reload"]);
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.contains("rooms.name"), "{}", out.stderr);
+    bob.send("/topic").await;
+    bob.expect("*** Topic of #news: Read only").await;
+}
