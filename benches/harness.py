@@ -8,6 +8,7 @@ Subcommands:
   ready --bin ... --runs N  time spawn -> READY=1 of groupchatd N times, print JSON
   record ...                append one run's result (chatbench JSON + extras) as a JSON line
   table RESULTS ...         print the markdown report of a results file
+  rooms-table RESULTS ...   print the markdown report of benches/rooms.sh's results file
 
 Only the standard library is used. Every wait is bounded.
 """
@@ -585,6 +586,120 @@ def cmd_table(args):
     return 0
 
 
+# ---- benches/rooms.sh ----------------------------------------------------------------------
+
+ROOM_SCENARIOS = {
+    "R1": "R1: 50 rooms of 20, one sender per room (50) x 1000 lines, as fast as possible",
+    "R0": "R0: 1 room of 1000, the same 50 senders x 1000 lines, as fast as possible",
+    "R1r": "R1r: 50 rooms of 20, one sender per room x 50 lines/s for 8 s, staggered",
+    "R0r": "R0r: 1 room of 1000, one sender x 50 lines/s for 8 s",
+    "C20": "C20: one room of R1 alone, 20 clients, 1 sender x 100,000 lines, as fast as possible",
+}
+# (numerator, denominator, what it compares, whether the 15 % target applies).
+ROOM_RATIOS = (
+    ("R1r", "R0r", "rooms vs one room of the same total size, each client receiving one "
+                   "sender's paced stream", True),
+    ("R1", "R0", "rooms vs one room of the same total size, the same 50 senders and lines as "
+                 "fast as possible", True),
+    ("R1", "C20", "50 rooms at once vs one of them alone (same fan-out per line)", False),
+)
+
+
+def cmd_rooms_table(args):
+    rows = load(args.results)
+    sums = {}
+    for s in ROOM_SCENARIOS:
+        for srv in SERVERS:
+            mine = [r for r in rows if r["scenario"] == s and r["server"] == srv]
+            if mine:
+                sums[s, srv] = Summary(mine)
+    foreign = {k: max([rget(r, "foreign") or 0 for r in m.ok], default=None)
+               for k, m in sums.items()}
+    out = [f"# groupchatd rooms (issue 13): {args.date}", ""]
+    out.append(f"- machine: {args.nproc} CPUs, {args.cpu}; kernel {args.kernel}")
+    out.append(f"- groupchatd {args.commit}; {args.rustc}; ncat: {args.ncat}")
+    out.append(f"- {args.reps} repetition(s) per scenario, interleaved; a fresh server for every "
+               "run; medians quoted; 64-byte lines, every line its own write()")
+    out.append("")
+    for text in ROOM_SCENARIOS.values():
+        out.append(f"- {text}")
+    out.append("")
+    out.append("| scenario | server | runs ok | sending | delivered / expected | lost / dup / "
+               "reordered / other room's (worst run) | deliveries/s | **server CPU s per "
+               "million deliveries** (ns clock) | server CPU in the window | p50 / p99 latency |")
+    out.append("|---|---|---|---|---|---|---|---|---|---|")
+    for s in ROOM_SCENARIOS:
+        for srv in SERVERS:
+            m = sums.get((s, srv))
+            if m is None:
+                continue
+            w = m.worst
+            errors = ("" if m.n_ok == 0 else
+                      f"{w['lost']} / {w['duplicated']} / {w['reordered']} / {foreign[s, srv]}")
+            out.append(
+                f"| {s} | {srv} | {m.n_ok}/{m.n} | {sending(m)} | "
+                f"{fmt(m.delivered, '.0f')} / {fmt(m.expected, '.0f')} | {errors} | "
+                f"{fmt(m.rate, ',.0f')} | **{fmt(m.cpu_per_m_ns, '.4f')}** | "
+                f"{fmt(m.cpu_window, '.3f', ' s')} | "
+                f"{fmt(m.p50, '.2f')} / {fmt(m.p99, '.2f', ' ms')} |")
+    out.append("")
+    out.append("Server CPU per million deliveries is chatbench's: the server's CPU between the "
+               "end of set-up (every client in its room) and the last delivery, summed over its "
+               "threads from /proc/PID/task/*/schedstat, divided by the deliveries. 'Other "
+               "room's' counts lines a client received from a sender of another room (chatbench "
+               "--rooms counts them as unexpected markers).")
+    out.append("")
+    out.append("## Ratios (medians; server CPU per delivery)")
+    out.append("")
+    out.append("| ratio | compares | groupchatd | target: within 15 % (<= 1.15x) |")
+    out.append("|---|---|---|---|")
+
+    def cpu(s, srv="groupchatd"):
+        m = sums.get((s, srv))
+        return None if m is None else m.cpu_per_m_ns
+
+    for num, den, what, target in ROOM_RATIOS:
+        a, b = cpu(num), cpu(den)
+        r = ratio(a, b)
+        verdict_text = ""
+        if target:
+            verdict_text = ("n/a" if a is None or not b else
+                            ("met" if a / b <= 1.15 else "**MISSED**") + f" ({r})")
+        out.append(f"| {num} / {den} | {what} | {r} | {verdict_text} |")
+    for s in ("R0", "R0r"):
+        a, b = cpu(s), cpu(s, "ncat")
+        if b is not None:
+            out.append(f"| {s}: groupchatd / ncat | the same one-room run against `ncat --chat` "
+                       f"| {ratio(a, b)} | |")
+    out.append("")
+    clean = [k for k, m in sums.items() if k[1] == "groupchatd"]
+    bad = [f"{s}" for (s, srv) in clean
+           if not sums[s, srv].clean() or foreign[s, srv] not in (0, None)]
+    out.append("groupchatd delivered every line to every member of its room once, in order, "
+               "and nothing to any other room, in every run: "
+               + ("yes" if clean and not bad else "**no** (" + ", ".join(bad or ["no runs"]) + ")"))
+    out.append("")
+    warnings = []
+    for r in rows:
+        for note in rget(r, "notes") or []:
+            if note.startswith("warning:"):
+                warnings.append(f"- {r['scenario']} {r['server']} rep {r['rep']}: "
+                                f"{note[len('warning:'):].strip()}")
+    if warnings:
+        out.append("## chatbench's warnings")
+        out.append("")
+        out.extend(warnings)
+        out.append("")
+    failures = [f"- {s} {srv}: {f}" for (s, srv), m in sums.items() for f in m.failures]
+    if failures:
+        out.append("## Runs that did not complete")
+        out.append("")
+        out.extend(failures)
+        out.append("")
+    print("\n".join(out))
+    return 0
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -617,9 +732,14 @@ def main():
     t.add_argument("--ready")
     for key in ("date", "nproc", "cpu", "kernel", "commit", "rustc", "ncat", "reps"):
         t.add_argument(f"--{key}", default="?")
+    rt = sub.add_parser("rooms-table")
+    rt.add_argument("results")
+    for key in ("date", "nproc", "cpu", "kernel", "commit", "rustc", "ncat", "reps"):
+        rt.add_argument(f"--{key}", default="?")
     args = p.parse_args()
     handler = {"port": cmd_port, "backlog": cmd_backlog, "cpu": cmd_cpu, "ready": cmd_ready,
-               "record": cmd_record, "table": cmd_table}[args.cmd]
+               "record": cmd_record, "table": cmd_table,
+               "rooms-table": cmd_rooms_table}[args.cmd]
     return handler(args)
 
 

@@ -133,7 +133,7 @@ async fn back_to_baseline(test: &str, d: &Daemon, base: Baseline) {
 
 /// Connects with a small receive buffer (so the daemon's output backs up quickly when we stop
 /// reading) and joins as `nick`, reading up to the end of the welcome.
-async fn join_small_buffer(addr: SocketAddr, nick: &str) -> TcpStream {
+pub(crate) async fn join_small_buffer(addr: SocketAddr, nick: &str) -> TcpStream {
     let sock = TcpSocket::new_v4().unwrap();
     sock.set_recv_buffer_size(4096).unwrap();
     let stream = tokio::time::timeout(WAIT, sock.connect(addr))
@@ -144,7 +144,7 @@ async fn join_small_buffer(addr: SocketAddr, nick: &str) -> TcpStream {
 }
 
 /// Joins on an open connection as `nick`, reading exactly up to the end of the welcome.
-async fn join_stream(mut stream: TcpStream, nick: &str) -> TcpStream {
+pub(crate) async fn join_stream(mut stream: TcpStream, nick: &str) -> TcpStream {
     read_until(&mut stream, b"*** Choose a nickname:\r\n").await;
     stream
         .write_all(format!("{nick}\n").as_bytes())
@@ -155,7 +155,7 @@ async fn join_stream(mut stream: TcpStream, nick: &str) -> TcpStream {
 }
 
 /// Reads byte by byte (so nothing after it is consumed) until `marker` has been read.
-async fn read_until(stream: &mut TcpStream, marker: &[u8]) {
+pub(crate) async fn read_until(stream: &mut TcpStream, marker: &[u8]) {
     let mut seen = Vec::new();
     let deadline = Instant::now() + WAIT;
     while !seen.ends_with(marker) {
@@ -171,7 +171,7 @@ async fn read_until(stream: &mut TcpStream, marker: &[u8]) {
 
 /// The most a stalled connection can absorb before the daemon's writes to it block: the largest
 /// send buffer the kernel may grow a socket to (net.ipv4.tcp_wmem) plus our receive buffer.
-fn kernel_buffers() -> u64 {
+pub(crate) fn kernel_buffers() -> u64 {
     let wmem = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_wmem").unwrap_or_default();
     let max: u64 = wmem
         .split_whitespace()
@@ -247,18 +247,18 @@ async fn readers_that_never_read_or_read_a_byte_a_second_are_cut_off() {
 
 /// A hostile client that still reads (so it is not cut off as too slow): its input is drained
 /// in a task that keeps the `***` notices it gets and counts everything else.
-struct Hostile {
+pub(crate) struct Hostile {
     w: OwnedWriteHalf,
     reader: JoinHandle<Vec<String>>,
 }
 
 impl Hostile {
     /// Joins as `nick` and starts draining.
-    async fn join(addr: SocketAddr, nick: &str) -> Hostile {
+    pub(crate) async fn join(addr: SocketAddr, nick: &str) -> Hostile {
         Hostile::drained(join_stream(connect(addr).await, nick).await)
     }
 
-    fn drained(stream: TcpStream) -> Hostile {
+    pub(crate) fn drained(stream: TcpStream) -> Hostile {
         let (r, w) = stream.into_split();
         let reader = tokio::spawn(async move {
             let mut r = tokio::io::BufReader::new(r);
@@ -281,12 +281,12 @@ impl Hostile {
         Hostile { w, reader }
     }
 
-    async fn send(&mut self, bytes: &[u8]) {
+    pub(crate) async fn send(&mut self, bytes: &[u8]) {
         self.w.write_all(bytes).await.unwrap();
     }
 
     /// Half-closes (like `nc -N`) and waits until the daemon closes too; returns the notices.
-    async fn close(mut self) -> Vec<String> {
+    pub(crate) async fn close(mut self) -> Vec<String> {
         let _ = self.w.shutdown().await;
         tokio::time::timeout(WAIT * 2, self.reader)
             .await

@@ -12,6 +12,7 @@ mod limits;
 mod load;
 mod packaging;
 mod process;
+mod rooms;
 mod soak;
 mod support;
 mod systemd;

@@ -14,6 +14,12 @@
 //! `--lockstep` makes each write wait until everything sent so far has reached every receiver (see
 //! `lockstep`): for counting a server's instructions per line, not for its speed.
 //!
+//! `--rooms R` spreads the connections over R rooms: connection i sends a join line for room
+//! i % R (`/join #r{room}` by default, `--join` to change it) right after its hello line, the
+//! readiness barrier runs in each room (its last connection probes), and a sender's lines are
+//! expected only by the other connections of its room; a line from another room counts as
+//! unexpected. With as many senders as rooms, each room has one sender.
+//!
 //! In rated mode (`--rate`) the senders are staggered evenly over one period (sender j of S
 //! starts j/S of a period after sender 0), so the server sees a steady stream as from people
 //! typing independently; `--synchronized` starts them all at once, in aligned bursts.
@@ -34,7 +40,7 @@ use crate::marker;
 use crate::proc;
 use crate::report::{Report, Value, field};
 use crate::stats::{Tally, Totals};
-use crate::swarm::{Setup, Swarm, WaitError};
+use crate::swarm::{Join, Setup, Swarm, WaitError};
 
 /// Most lines one write() may carry: `--batch` above it would only grow the buffer.
 const MAX_BATCH: u32 = 1 << 16;
@@ -79,6 +85,15 @@ pub struct FanoutArgs {
     /// First line sent on each connection, e.g. a nickname; `{i}` becomes the connection index.
     #[arg(long)]
     pub hello: Option<String>,
+    /// Spread the connections over this many rooms: connection i enters room i % ROOMS (with
+    /// the --join line, after the hello line), and a sender's lines are expected only by the
+    /// other connections of its room.
+    #[arg(long)]
+    pub rooms: Option<u32>,
+    /// With --rooms: the line that enters a room; `{room}` becomes the room's number (0 to
+    /// ROOMS - 1), `{i}` the connection index.
+    #[arg(long, default_value = "/join #r{room}")]
+    pub join: String,
     /// PID of the server, to report its CPU time.
     #[arg(long)]
     pub pid: Option<u32>,
@@ -122,6 +137,19 @@ impl FanoutArgs {
         }
         crate::check_timeout(self.timeout)?;
         crate::check_hello(self.hello.as_deref())?;
+        if let Some(rooms) = self.rooms {
+            if rooms == 0 || rooms as usize > self.clients {
+                bail!("--rooms must be between 1 and --clients ({})", self.clients);
+            }
+            if self.lockstep && self.clients % rooms as usize != 0 {
+                bail!(
+                    "--lockstep with --rooms needs rooms of one size: --clients a multiple of --rooms"
+                );
+            }
+            if self.join.contains(['\n', '\r']) {
+                bail!("--join must be a single line");
+            }
+        }
         let bits = self.clients as u64 * self.senders as u64 * u64::from(self.messages);
         if bits / 8 > MAX_TRACKING_BYTES {
             bail!(
@@ -260,32 +288,61 @@ pub async fn run(args: &FanoutArgs, addr: SocketAddr) -> anyhow::Result<bool> {
     let base = Instant::now();
     let deadline = base + Duration::from_secs_f64(args.timeout);
     let (senders, messages, echo) = (args.senders as u32, args.messages, args.echo);
-    let receivers = (args.clients - 1 + usize::from(echo)) as u64;
-    let lockstep = args.lockstep.then(|| Arc::new(Lockstep::new(receivers)));
+    let rooms = args.rooms.unwrap_or(1);
+    let join = args.rooms.map(|rooms| Join {
+        line: args.join.clone(),
+        rooms,
+    });
+    let room_of = |i: usize| i % rooms as usize;
+    let mut members = vec![0u64; rooms as usize];
+    for i in 0..args.clients {
+        members[room_of(i)] += 1;
+    }
+    // Connections that get each line of sender `s`: the others in its room.
+    let receivers_of = |s: usize| members[room_of(s)] - 1 + u64::from(echo);
+    // Rooms are of one size under --lockstep (see `check`).
+    let lockstep = args
+        .lockstep
+        .then(|| Arc::new(Lockstep::new(receivers_of(0))));
     let setup = Setup {
         addr,
         clients: args.clients,
         hello: args.hello.clone(),
-        tally: Box::new(move |i| Tally::new(senders, messages, i, echo)),
+        join,
+        tally: Box::new(move |i| Tally::in_rooms(senders, messages, i, echo, rooms)),
         lockstep: lockstep.clone(),
         base,
     };
     let mut swarm = Swarm::connect(setup, deadline).await?;
-    let prober = args.clients - 1;
-    let participants: Vec<usize> = (0..args.clients).filter(|&i| echo || i != prober).collect();
     let mut notes = Vec::new();
-    match swarm.barrier(prober, &participants, deadline).await {
-        Ok(()) => {}
-        Err(WaitError::Closed(why)) => bail!("{why}"),
-        Err(WaitError::TimedOut(why)) => {
-            notes.push(format!("result: TIMED OUT during setup: {why}"));
-            let run = Run {
-                partial: true,
-                ..Run::default()
-            };
-            print(args, &run, notes);
-            swarm.finish().await;
-            return Ok(false);
+    // One barrier per room, the room's last connection probing: probes reach their room only.
+    for room in 0..rooms as usize {
+        let in_room = |i: &usize| room_of(*i) == room;
+        let prober = (0..args.clients)
+            .rev()
+            .find(in_room)
+            .expect("rooms <= clients");
+        let participants: Vec<usize> = (0..args.clients)
+            .filter(|i| in_room(i) && (echo || *i != prober))
+            .collect();
+        match swarm.barrier(prober, &participants, deadline).await {
+            Ok(()) => {}
+            Err(WaitError::Closed(why)) => bail!("{why}"),
+            Err(WaitError::TimedOut(why)) => {
+                let place = if rooms > 1 {
+                    format!(" in room {room}")
+                } else {
+                    String::new()
+                };
+                notes.push(format!("result: TIMED OUT during setup{place}: {why}"));
+                let run = Run {
+                    partial: true,
+                    ..Run::default()
+                };
+                print(args, &run, notes);
+                swarm.finish().await;
+                return Ok(false);
+            }
         }
     }
     let setup_s = base.elapsed().as_secs_f64();
@@ -352,8 +409,9 @@ pub async fn run(args: &FanoutArgs, addr: SocketAddr) -> anyhow::Result<bool> {
     for t in &tallies {
         run.totals.add(&t.counts);
     }
-    for s in &outcomes {
+    for (id, s) in outcomes.iter().enumerate() {
         run.sent += u64::from(s.lines);
+        run.expected += u64::from(s.lines) * receivers_of(id);
         run.writes += s.writes;
         run.late_writes += s.late_writes;
         run.max_lag_us = run.max_lag_us.max(s.max_lag_us);
@@ -361,7 +419,6 @@ pub async fn run(args: &FanoutArgs, addr: SocketAddr) -> anyhow::Result<bool> {
             notes.push(format!("warning: {e}"));
         }
     }
-    run.expected = run.sent * receivers;
     let last = if run.totals.delivered > 0 {
         run.totals.last_delivery_us
     } else {
@@ -409,7 +466,7 @@ fn verdict(notes: &mut Vec<String>, args: &FanoutArgs, run: &Run) {
     if t.foreign > 0 {
         notes.push(format!(
             "warning: {} marked lines were not expected \
-             (another run, or an echoing server without --echo?)",
+             (another run, an echoing server without --echo, or lines from another room?)",
             t.foreign
         ));
     }
@@ -471,6 +528,13 @@ fn print(args: &FanoutArgs, run: &Run, notes: Vec<String>) {
     let rows = [
         ("clients", "clients", count(args.clients), ""),
         ("senders", "senders", count(args.senders), ""),
+        (
+            "rooms",
+            "rooms",
+            args.rooms
+                .map_or(Value::Null, |r| Value::count(u64::from(r))),
+            "",
+        ),
         (
             "messages",
             "messages per sender",

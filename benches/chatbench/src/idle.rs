@@ -70,6 +70,7 @@ pub async fn run(args: &IdleArgs, addr: SocketAddr) -> anyhow::Result<bool> {
         hello: args.hello.clone(),
         // Idle connections expect no data lines.
         tally: Box::new(|i| Tally::new(0, 0, i, false)),
+        join: None,
         lockstep: None,
         base,
     };

@@ -118,10 +118,19 @@ impl Tally {
     /// The tally of receiver `me` in a run of `senders` senders (connections `0..senders`) sending
     /// `messages` lines each; with `echo`, a sender also expects its own lines.
     pub fn new(senders: u32, messages: u32, me: u32, echo: bool) -> Tally {
+        Tally::in_rooms(senders, messages, me, echo, 1)
+    }
+
+    /// [`Tally::new`] for a run whose connections are spread over `rooms` rooms (connection `i`
+    /// in room `i % rooms`): only the senders of its own room reach a receiver, and a line from
+    /// any other is counted as foreign.
+    pub fn in_rooms(senders: u32, messages: u32, me: u32, echo: bool, rooms: u32) -> Tally {
         let words = (messages as usize).div_ceil(64);
+        let rooms = rooms.max(1);
         let tracks: Vec<Option<Track>> = (0..senders)
             .map(|s| {
-                (echo || s != me).then(|| Track {
+                let heard = s % rooms == me % rooms && (echo || s != me);
+                heard.then(|| Track {
                     seen: vec![0; words],
                     unique: 0,
                     highest: None,
@@ -354,6 +363,22 @@ mod tests {
         assert_eq!(t.counts.foreign, 0);
         // Without echo, a lone sender expects nothing at all.
         assert!(Tally::new(1, 2, 0, false).complete());
+    }
+
+    #[test]
+    fn in_rooms_only_the_senders_of_ones_own_room_count() {
+        // 3 rooms: receiver 4 is in room 1 with sender 1; senders 0 and 2 are elsewhere.
+        let mut t = Tally::in_rooms(3, 2, 4, false, 3);
+        t.on_data(0, 0, 0, 1);
+        t.on_data(2, 0, 0, 1);
+        assert_eq!(t.counts.foreign, 2);
+        assert!(!t.complete());
+        t.on_data(1, 0, 0, 1);
+        t.on_data(1, 1, 0, 1);
+        assert_eq!(t.counts.delivered, 2);
+        assert!(t.complete());
+        // A sender in its own room expects nothing from itself, as without rooms.
+        assert!(Tally::in_rooms(3, 2, 1, false, 3).complete());
     }
 
     #[test]

@@ -53,6 +53,8 @@ pub struct Setup {
     pub clients: usize,
     /// First line to send on each, `{i}` replaced by the connection index.
     pub hello: Option<String>,
+    /// A line that puts each connection into its room, sent after the hello line.
+    pub join: Option<Join>,
     /// Builds connection `i`'s tally (what it expects to receive).
     pub tally: Box<dyn Fn(u32) -> Tally + Send + Sync>,
     /// Where readers add their data deliveries, for senders in lockstep.
@@ -378,14 +380,41 @@ impl Swarm {
     }
 }
 
-/// Opens connection `i` and sends its hello line.
+/// Connections spread over rooms: connection `i` is in room `i % rooms`, and enters it by
+/// sending `line` with `{room}` replaced by that number (and `{i}` by its index).
+#[derive(Clone, Debug)]
+pub struct Join {
+    pub line: String,
+    pub rooms: u32,
+}
+
+impl Join {
+    /// The room of connection `i`.
+    pub fn room_of(&self, i: usize) -> u32 {
+        (i % self.rooms.max(1) as usize) as u32
+    }
+}
+
+/// Opens connection `i` and sends its hello line, then its join line (in one write).
 async fn open(setup: &Setup, i: usize) -> anyhow::Result<TcpStream> {
     let mut stream = TcpStream::connect(setup.addr).await?;
     // Latency is what we measure: no Nagle delay on our small writes.
     stream.set_nodelay(true)?;
+    let mut lines = String::new();
     if let Some(hello) = &setup.hello {
-        let line = format!("{}\n", hello.replace("{i}", &i.to_string()));
-        stream.write_all(line.as_bytes()).await?;
+        lines += &hello.replace("{i}", &i.to_string());
+        lines.push('\n');
+    }
+    if let Some(join) = &setup.join {
+        let room = join.room_of(i).to_string();
+        lines += &join
+            .line
+            .replace("{room}", &room)
+            .replace("{i}", &i.to_string());
+        lines.push('\n');
+    }
+    if !lines.is_empty() {
+        stream.write_all(lines.as_bytes()).await?;
     }
     Ok(stream)
 }

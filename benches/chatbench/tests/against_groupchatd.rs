@@ -190,6 +190,39 @@ async fn batch_and_schedule_modes_do_what_the_report_says() {
 }
 
 #[tokio::test]
+async fn rooms_count_a_senders_lines_in_its_own_room_only() {
+    let srv = TestServer::start();
+    // 4 rooms of 5, one sender in each: every line reaches the 4 others of its room.
+    let template = "fanout --addr ADDR --clients 20 --senders 4 --rooms 4 --messages 100 \
+                    --hello q{i} --pid PID --json --timeout 30";
+    let json = run_json(&srv, template).await;
+    assert_eq!(number(&json, "rooms"), 4.0, "{json}");
+    assert_eq!(number(&json, "expected"), 1_600.0, "{json}");
+    assert_eq!(number(&json, "delivered"), 1_600.0, "{json}");
+    for key in ["lost", "duplicated", "reordered", "foreign", "disconnected"] {
+        assert_eq!(number(&json, key), 0.0, "{key}: {json}");
+    }
+    // Rooms of unequal size (4, 3, 3), two senders in room 0: 2 x 3 + 2 + 2 receivers per
+    // line, under lockstep too when the rooms are of one size.
+    let template = "fanout --addr ADDR --clients 10 --senders 4 --rooms 3 --messages 50 \
+                    --hello u{i} --json --timeout 30";
+    let json = run_json(&srv, template).await;
+    assert_eq!(number(&json, "expected"), 500.0, "{json}");
+    assert_eq!(number(&json, "delivered"), 500.0, "{json}");
+    assert_eq!(number(&json, "foreign"), 0.0, "{json}");
+    let template = "fanout --addr ADDR --clients 9 --senders 3 --rooms 3 --messages 20 \
+                    --lockstep --hello k{i} --json --timeout 30";
+    let json = run_json(&srv, template).await;
+    assert_eq!(number(&json, "delivered"), 120.0, "{json}");
+    // All in one room by the join line: the same as without rooms.
+    let template = "fanout --addr ADDR --clients 6 --senders 2 --rooms 1 --messages 50 \
+                    --hello o{i} --json --timeout 30";
+    let json = run_json(&srv, template).await;
+    assert_eq!(number(&json, "delivered"), 500.0, "{json}");
+    srv.stop().await;
+}
+
+#[tokio::test]
 async fn idle_reports_the_servers_memory() {
     let srv = TestServer::start();
     let template = "idle --addr ADDR --clients 50 --hold 0 --hello i{i} --pid PID --json \

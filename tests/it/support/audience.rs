@@ -51,6 +51,11 @@ pub struct Spec {
     pub keep: bool,
     /// Connections joining at once.
     pub join_parallel: usize,
+    /// Put before every nickname (`{tag}aud0`, `{tag}snd0`): two audiences on one daemon need
+    /// names of their own. Only lines from this audience's senders count as numbered.
+    pub tag: &'static str,
+    /// The room the audience moves to (`/join`) right after joining; None: the default room.
+    pub room: Option<&'static str>,
 }
 
 impl Spec {
@@ -65,6 +70,8 @@ impl Spec {
             line_wait: WAIT,
             keep: true,
             join_parallel: 32,
+            tag: "",
+            room: None,
         }
     }
 }
@@ -159,6 +166,36 @@ pub fn sender_nick(j: usize) -> String {
     format!("snd{j}")
 }
 
+/// [`join`], then, given a `room`, `/join`s it and reads up to the line that says it is in
+/// it (what the lobby said meanwhile is skipped; a history replay, if any, is left to be read).
+pub async fn join_room(
+    addr: SocketAddr,
+    nick: &str,
+    room: Option<&str>,
+) -> (BufReader<OwnedReadHalf>, OwnedWriteHalf) {
+    let (mut r, mut w) = join(addr, nick).await;
+    let Some(room) = room else {
+        return (r, w);
+    };
+    w.write_all(format!("/join {room}\n").as_bytes())
+        .await
+        .unwrap();
+    let now_in = format!("*** Now in {room} (");
+    let mut line = String::new();
+    // Bounded: every round reads a line within the bound or fails.
+    loop {
+        line.clear();
+        read_line(&mut r, &mut line, nick).await;
+        if line.starts_with(&now_in) {
+            return (r, w);
+        }
+        assert!(
+            !line.starts_with("*** Cannot join"),
+            "{nick}: {line:?} for /join {room}"
+        );
+    }
+}
+
 /// Connects and joins as `nick`: reads to the prompt, sends the nickname, reads the welcome.
 pub async fn join(addr: SocketAddr, nick: &str) -> (BufReader<OwnedReadHalf>, OwnedWriteHalf) {
     let (r, mut w) = connect(addr).await.into_split();
@@ -218,13 +255,13 @@ impl Audience {
         let mut senders = Vec::new();
         for i in 0..spec.members + s {
             let sender = i.checked_sub(spec.members);
-            let nick = sender.map_or_else(|| member_nick(i), sender_nick);
+            let nick = spec.tag.to_owned() + &sender.map_or_else(|| member_nick(i), sender_nick);
             let (gate, joined) = (gate.clone(), joined_tx.clone());
             let progress = shared.clone();
             let (half_tx, half_rx) = tokio::sync::oneshot::channel();
             readers.push(tokio::spawn(async move {
                 let permit = gate.acquire_owned().await.unwrap();
-                let (r, w) = join(addr, &nick).await;
+                let (r, w) = join_room(addr, &nick, spec.room).await;
                 drop(permit);
                 let _ = joined.send(()).await;
                 let keep_open = match sender {
@@ -489,7 +526,7 @@ async fn listen(
             }
             Ok(Ok(_)) => checked(&raw, &h.nick),
         };
-        if let Some((j, n)) = numbered(line) {
+        if let Some((j, n)) = numbered(spec.tag, line) {
             assert!(
                 j < s && Some(j) != me,
                 "{}: line from an unknown sender: {line:?}",
@@ -516,7 +553,7 @@ async fn listen(
             if report_progress {
                 shared.progress.send_modify(|p| p.lines += 1);
             }
-        } else if let Some((j, count)) = end_line(line) {
+        } else if let Some((j, count)) = end_line(spec.tag, line) {
             h.ends[j] = Some(count);
         } else if line.starts_with("*** ") {
             if spec.keep {
@@ -577,17 +614,23 @@ pub fn forbidden(c: char) -> bool {
         )
 }
 
-/// `<sndJ> seq J N …` → (J, N).
-fn numbered(line: &str) -> Option<(usize, u64)> {
-    let rest = line.strip_prefix("<snd")?;
+/// `<{tag}sndJ> seq J N …` → (J, N).
+fn numbered(tag: &str, line: &str) -> Option<(usize, u64)> {
+    let rest = line
+        .strip_prefix('<')?
+        .strip_prefix(tag)?
+        .strip_prefix("snd")?;
     let (_, body) = rest.split_once("> seq ")?;
     let mut it = body.split(' ');
     Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
 }
 
-/// `<sndJ> end J COUNT` → (J, COUNT).
-fn end_line(line: &str) -> Option<(usize, u64)> {
-    let rest = line.strip_prefix("<snd")?;
+/// `<{tag}sndJ> end J COUNT` → (J, COUNT).
+fn end_line(tag: &str, line: &str) -> Option<(usize, u64)> {
+    let rest = line
+        .strip_prefix('<')?
+        .strip_prefix(tag)?
+        .strip_prefix("snd")?;
     let (_, body) = rest.split_once("> end ")?;
     let (j, count) = body.split_once(' ')?;
     Some((j.parse().ok()?, count.parse().ok()?))
