@@ -135,7 +135,15 @@ impl Hub {
             }
             let new = match st.rooms.get(&valid) {
                 Some(room) => room.clone(),
-                None => self.make_room(&mut st, &valid, &cfg, by_operator)?,
+                None => {
+                    // Alone in a room users made, the member frees one by leaving it: moving
+                    // from it to a new room does not add one.
+                    let frees = {
+                        let rs = old.lock();
+                        rs.kind == Kind::User && rs.seats.len() == 1
+                    };
+                    self.make_room(&mut st, &valid, &cfg, by_operator, frees)?
+                }
             };
             let note = note.map(|n| format::wrapped_notice(cfg.wrap, n));
             relocate(&mut st, id, &new, note).ok_or(EnterRefused::Gone)?
@@ -149,11 +157,12 @@ impl Hub {
         name: &RoomName,
         cfg: &Settings,
         by_operator: bool,
+        frees_one: bool,
     ) -> Result<Arc<Room>, EnterRefused> {
         if !cfg.allow_user_rooms && !by_operator {
             return Err(EnterRefused::NoSuchRoom(name.as_str().to_owned()));
         }
-        if st.rooms.len() >= cfg.max_rooms {
+        if st.rooms.len() - usize::from(frees_one) >= cfg.max_rooms {
             return Err(EnterRefused::TooManyRooms(cfg.max_rooms));
         }
         let room = st

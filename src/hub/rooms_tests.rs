@@ -117,6 +117,9 @@ async fn refusals_name_the_reason() {
         h.enter(b.id(), "two", None, false).err(),
         Some(EnterRefused::TooManyRooms(2))
     );
+    // Alone in #one, alice gives it up by leaving: she may make #two.
+    assert_eq!(&*h.enter(a.id(), "two", None, false).unwrap().name, "#two");
+    assert_eq!(h.rooms().len(), 2);
     let closed = hub(Config {
         allow_user_rooms: false,
         ..rooms_config()
