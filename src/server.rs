@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error, warn};
 
+use crate::client::Stream;
 use crate::hub::{Hub, Refusal};
 use crate::protocol::format::notice;
 use crate::session;
@@ -77,7 +78,7 @@ pub async fn accept_loop(
             }
         };
         if let Err(why) = hub.check_connect_rate(peer.ip()) {
-            refuse(stream, peer, why, &refusals, &tracker);
+            refuse(stream.into(), peer, why, &refusals, &tracker);
             continue;
         }
         configure(&stream, &hub);
@@ -95,7 +96,7 @@ pub async fn accept_loop(
 
 /// Tells a refused newcomer why, then closes it without it ever joining.
 fn refuse(
-    stream: TcpStream,
+    stream: Stream,
     peer: SocketAddr,
     why: Refusal,
     refusals: &Arc<Semaphore>,
@@ -103,7 +104,10 @@ fn refuse(
 ) {
     debug!(peer = %peer, reason = %why, event = "refused", "connection refused");
     // A fresh socket's send buffer is empty, so this one short write does not block.
-    let _ = stream.try_write(&notice(&why.to_string()));
+    let line = notice(&why.to_string());
+    let _ = stream.try_io(tokio::io::Interest::WRITABLE, || {
+        nix::unistd::write(&stream, &line).map_err(io::Error::from)
+    });
     let Ok(permit) = refusals.clone().try_acquire_owned() else {
         return;
     };
@@ -116,7 +120,10 @@ fn refuse(
         let mut buf = [0u8; 512];
         let deadline = tokio::time::Instant::now() + REFUSAL_LINGER;
         while let Ok(Ok(())) = tokio::time::timeout_at(deadline, stream.readable()).await {
-            match stream.try_read(&mut buf) {
+            let read = stream.try_io(tokio::io::Interest::READABLE, || {
+                nix::unistd::read(&stream, &mut buf).map_err(io::Error::from)
+            });
+            match read {
                 Ok(0) => break,
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}

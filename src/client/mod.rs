@@ -13,12 +13,11 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use tokio::net::TcpStream;
-
 pub use congestion::Congestion;
 pub use leave::{Close, LeaveReason};
 pub use outbox::Outbox;
 pub(crate) use outbox::{Flushed, Lag, Limits};
+pub use socket::Stream;
 pub(crate) use socket::socket_error_reason;
 
 /// A connection's id: unique for the daemon's lifetime, never reused, never a socket address.
@@ -51,7 +50,7 @@ pub struct Client {
     /// Monotonic connection time, for durations.
     pub connected: Instant,
     /// The connection.
-    pub(crate) stream: TcpStream,
+    pub(crate) stream: Stream,
     /// Everything owed to the client, and who writes it.
     pub outbox: Outbox,
     /// Traffic counters.
@@ -60,7 +59,7 @@ pub struct Client {
 
 impl Client {
     /// A client that has just connected on `stream`.
-    pub fn new(id: ClientId, peer: SocketAddr, stream: TcpStream) -> Self {
+    pub fn new(id: ClientId, peer: SocketAddr, stream: Stream) -> Self {
         Client {
             id,
             peer,
@@ -78,7 +77,7 @@ impl Client {
         peer: SocketAddr,
         connected_at: SystemTime,
         connected: Instant,
-        stream: TcpStream,
+        stream: Stream,
     ) -> Self {
         Client {
             connected_at,

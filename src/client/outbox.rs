@@ -27,11 +27,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
-use tokio::net::TcpStream;
 
 use super::congestion::Congestion;
 use super::leave::{Close, LeaveReason};
-use super::socket::{WRITE_SLICES, advance, socket_error_reason, writev};
+use super::socket::{Stream, WRITE_SLICES, advance, socket_error_reason, writev};
 use super::{ClientId, ClientStats};
 use crate::drain::DrainTicket;
 use crate::hub::Room;
@@ -358,7 +357,7 @@ impl Outbox {
     pub(crate) fn flush(
         &self,
         id: ClientId,
-        stream: &TcpStream,
+        stream: &Stream,
         stats: &ClientStats,
         limits: Limits<'_>,
     ) {
@@ -400,7 +399,7 @@ impl Outbox {
     pub(crate) fn flush_own(
         &self,
         id: ClientId,
-        stream: &TcpStream,
+        stream: &Stream,
         stats: &ClientStats,
         limits: Limits<'_>,
     ) -> Flushed {
@@ -495,7 +494,7 @@ impl Outbox {
         &self,
         w: &mut Writer,
         id: ClientId,
-        stream: &TcpStream,
+        stream: &Stream,
         stats: &ClientStats,
         limits: Limits<'_>,
     ) -> Flushed {
@@ -538,7 +537,7 @@ impl Outbox {
         w: &mut Writer,
         out: &mut Vec<Bytes>,
         id: ClientId,
-        stream: &TcpStream,
+        stream: &Stream,
         stats: &ClientStats,
         limits: Limits<'_>,
         stop_at: u64,

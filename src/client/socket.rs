@@ -1,11 +1,94 @@
-//! The write side's system calls: one `writev` of queued buffers, and what its errors mean.
+//! A client's socket ([`Stream`]), the write side's system calls (one `writev` of queued buffers),
+//! and what their errors mean.
 
 use std::io::{self, IoSlice};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes};
-use tokio::net::TcpStream;
+use tokio::io::Interest;
+use tokio::net::{TcpStream, UnixStream};
 
 use super::LeaveReason;
+
+/// What a client's bytes travel over, as the daemon reads and writes them: the TCP connection
+/// itself, or the daemon's end of a socket pair whose other end a front end (TLS, WebSocket)
+/// relays to the real connection. Both are non-blocking sockets read with `recv` and written with
+/// `writev`, so everything past the front end (framing, limits, the outbox) is the same for both.
+#[derive(Debug)]
+pub enum Stream {
+    /// A plain TCP client.
+    Tcp(TcpStream),
+    /// Relayed by a front end in this process.
+    Pipe(UnixStream),
+}
+
+impl Stream {
+    /// The TCP connection, unless relayed.
+    pub fn tcp(&self) -> Option<&TcpStream> {
+        match self {
+            Stream::Tcp(s) => Some(s),
+            Stream::Pipe(_) => None,
+        }
+    }
+
+    /// Runs `f` (a system call on the raw socket) and clears tokio's readiness if it would block.
+    pub(crate) fn try_io<R>(
+        &self,
+        interest: Interest,
+        f: impl FnOnce() -> io::Result<R>,
+    ) -> io::Result<R> {
+        match self {
+            Stream::Tcp(s) => s.try_io(interest, f),
+            Stream::Pipe(s) => s.try_io(interest, f),
+        }
+    }
+
+    pub(crate) fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self {
+            Stream::Tcp(s) => s.poll_read_ready(cx),
+            Stream::Pipe(s) => s.poll_read_ready(cx),
+        }
+    }
+
+    pub(crate) fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self {
+            Stream::Tcp(s) => s.poll_write_ready(cx),
+            Stream::Pipe(s) => s.poll_write_ready(cx),
+        }
+    }
+
+    pub(crate) async fn readable(&self) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.readable().await,
+            Stream::Pipe(s) => s.readable().await,
+        }
+    }
+}
+
+impl From<TcpStream> for Stream {
+    fn from(s: TcpStream) -> Stream {
+        Stream::Tcp(s)
+    }
+}
+
+impl AsRawFd for Stream {
+    fn as_raw_fd(&self) -> RawFd {
+        match self {
+            Stream::Tcp(s) => s.as_raw_fd(),
+            Stream::Pipe(s) => s.as_raw_fd(),
+        }
+    }
+}
+
+impl AsFd for Stream {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        match self {
+            Stream::Tcp(s) => s.as_fd(),
+            Stream::Pipe(s) => s.as_fd(),
+        }
+    }
+}
 
 /// Buffers handed to one `writev()` (well under IOV_MAX).
 pub(super) const WRITE_SLICES: usize = 64;
@@ -33,10 +116,10 @@ pub(super) fn advance(pending: &mut Vec<Bytes>, mut n: usize) {
 /// The first attempt goes straight to the socket, whatever tokio's readiness cache says (a new
 /// connection's cache is cold until the runtime next polls, and a publisher must not hand a
 /// writable socket to the session for that). Only on EAGAIN does it go through
-/// [`TcpStream::try_io`], which retries once if tokio believes the socket writable and otherwise
+/// [`Stream::try_io`], which retries once if tokio believes the socket writable and otherwise
 /// clears that belief in step with the runtime's events, so the session's wait for writability
 /// cannot miss the socket draining.
-pub(super) fn writev(stream: &TcpStream, bufs: &[Bytes]) -> io::Result<usize> {
+pub(super) fn writev(stream: &Stream, bufs: &[Bytes]) -> io::Result<usize> {
     // A small array for the usual case (one or a few buffers): filling all WRITE_SLICES slots
     // for every recipient was a tenth of the daemon's instructions.
     if bufs.len() <= SMALL {
@@ -58,12 +141,10 @@ fn fill<'a>(slices: &mut [IoSlice<'a>], bufs: &'a [Bytes]) {
     }
 }
 
-fn writev_slices(stream: &TcpStream, slices: &[IoSlice<'_>]) -> io::Result<usize> {
+fn writev_slices(stream: &Stream, slices: &[IoSlice<'_>]) -> io::Result<usize> {
     let raw = || nix::sys::uio::writev(stream, slices).map_err(io::Error::from);
     match raw() {
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-            stream.try_io(tokio::io::Interest::WRITABLE, raw)
-        }
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => stream.try_io(Interest::WRITABLE, raw),
         other => other,
     }
 }

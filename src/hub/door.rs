@@ -5,10 +5,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use tokio::net::TcpStream;
-
 use super::Hub;
-use crate::client::Client;
+use crate::client::{Client, Stream};
 
 /// Why a connection was refused at the door.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,8 +47,9 @@ impl Hub {
     pub fn register(
         &self,
         peer: SocketAddr,
-        stream: TcpStream,
-    ) -> Result<Arc<Client>, (Refusal, TcpStream)> {
+        stream: impl Into<Stream>,
+    ) -> Result<Arc<Client>, (Refusal, Stream)> {
+        let stream = stream.into();
         let cfg = self.config();
         // Counted per network, under the key computed now (see `counted_as`).
         let network = (cfg.max_clients_per_ip > 0 && !cfg.is_exempt(peer.ip()))

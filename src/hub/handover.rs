@@ -234,7 +234,7 @@ impl Hub {
                 c.peer,
                 connected_at,
                 connected,
-                stream,
+                stream.into(),
             ));
             let s = &client.stats;
             s.lines_in.store(c.lines_in, Ordering::Relaxed);

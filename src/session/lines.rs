@@ -10,9 +10,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use crate::client::Stream;
 use bytes::Bytes;
 use tokio::io::Interest;
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::client::{Client, LeaveReason};
@@ -36,7 +36,7 @@ thread_local! {
 }
 
 /// Reads and discards whatever is readable now; true once the peer has closed (or failed).
-pub(super) fn drain(stream: &TcpStream) -> bool {
+pub(super) fn drain(stream: &Stream) -> bool {
     READ_BUF.with_borrow_mut(|buf| match recv(stream, buf) {
         Ok(0) => true,
         Ok(_) => false,
@@ -49,7 +49,7 @@ pub(super) fn drain(stream: &TcpStream) -> bool {
 /// next wait sleeps instead of spending a syscall to learn "would block". Tokio never clears "read
 /// closed", and skips the clear if a newer readiness event came in meanwhile, so a FIN or data
 /// that arrived after the read is still seen.
-fn recv(stream: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+fn recv(stream: &Stream, buf: &mut [u8]) -> io::Result<usize> {
     use nix::sys::socket::{MsgFlags, recv};
     use std::os::fd::AsRawFd;
     let mut short = None;
@@ -186,7 +186,7 @@ impl Input {
     }
 
     /// One non-blocking read, handled at once. Returns true if it published chat to the room.
-    pub(super) fn read(&mut self, stream: &TcpStream) -> bool {
+    pub(super) fn read(&mut self, stream: &Stream) -> bool {
         let before = self.ctx.published;
         self.follow_config();
         READ_BUF.with_borrow_mut(|buf| match recv(stream, buf) {
@@ -267,7 +267,7 @@ impl Input {
 
     /// Stopping: reads and relays everything the client has already sent, ignoring flood control
     /// and congestion (the room is about to close), up to [`DRAIN_MAX`] bytes.
-    pub(super) fn drain_pending(&mut self, stream: &TcpStream) {
+    pub(super) fn drain_pending(&mut self, stream: &Stream) {
         self.ctx.bucket = None;
         let mut budget = DRAIN_MAX;
         // Bounded in rounds too: each round reads or consumes something, or ends the loop.

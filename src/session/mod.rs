@@ -25,7 +25,7 @@ use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::net::TcpStream;
+use crate::client::Stream;
 use tokio::time::{Instant, Sleep};
 use tracing::debug;
 
@@ -347,7 +347,7 @@ enum Wake {
 /// (`poll_read_ready`/`poll_write_ready`), so the future is a handful of references and an idle
 /// connection's task stays small.
 struct Wait<'a> {
-    stream: &'a TcpStream,
+    stream: &'a Stream,
     read: bool,
     write: bool,
     outbox: &'a Outbox,
@@ -393,7 +393,7 @@ impl Future for Wait<'_> {
 
 /// Half-closes the connection and reads (discarding) until the peer closes or [`LINGER`] passes, so
 /// the last lines we sent are not destroyed by a reset caused by input the peer sent meanwhile.
-async fn linger(stream: &TcpStream) {
+async fn linger(stream: &Stream) {
     use std::os::fd::AsRawFd;
     if nix::sys::socket::shutdown(stream.as_raw_fd(), nix::sys::socket::Shutdown::Write).is_err() {
         return;
@@ -421,7 +421,7 @@ mod tests {
         rt.block_on(async {
             let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             let addr = listener.local_addr().unwrap();
-            let stream = TcpStream::connect(addr).await.unwrap();
+            let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
             let hub = Arc::new(Hub::new(Config::default()));
             let client = hub.register(addr, stream).unwrap();
             let size = std::mem::size_of_val(&run(hub, client));
