@@ -65,41 +65,9 @@ SOCK_DIR=$(mktemp -d /tmp/groupchatd-rooms.XXXXXX)
 RESULTS="$RUN_DIR/results.jsonl"
 BIN=target/release
 HARNESS=(python3 benches/harness.py)
-# Servers we started and have not reaped yet.
-declare -A LIVE=()
-
 log() { printf '[rooms.sh %3ds] %s\n' "$SECONDS" "$*" >&2; }
-
-# True while $1 is still a child of this shell (not exited, nor its PID reused by another).
-ours() { [[ $(ps -o ppid= -p "$1" 2>/dev/null | tr -d ' ') == "$$" ]]; }
-
-# Stops process $1 (started by us): SIGTERM, then SIGKILL after 10 s; reaps it.
-stop_pid() {
-  local pid=$1 i
-  [[ -n "${LIVE[$pid]:-}" ]] || return 0
-  if ours "$pid"; then
-    kill -TERM "$pid" 2>/dev/null || true
-    for ((i = 0; i < 100; i++)); do
-      ours "$pid" || break
-      sleep 0.1
-    done
-    ours "$pid" && kill -KILL "$pid" 2>/dev/null
-  fi
-  wait "$pid" 2>/dev/null || true
-  unset "LIVE[$pid]"
-}
-
-cleanup() {
-  local pid
-  for pid in "${!LIVE[@]}"; do
-    stop_pid "$pid"
-  done
-  rm -rf "$SOCK_DIR"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-over_budget() { ((SECONDS > BUDGET - ${1:-0})); }
+# The processes it starts, stopped only by PID (LIVE, stop_pid, over_budget).
+source benches/procs.sh
 
 SERVERS=(groupchatd)
 if command -v ncat >/dev/null; then
