@@ -25,6 +25,7 @@ pub fn run(config: Config, path: Option<PathBuf>, overrides: Overrides) -> anyho
     let (log, sink) = logging::init(&config.log_level)
         .map_err(|e| anyhow::anyhow!("cannot start logging: {e}"))?;
     let nofile = raise_nofile_limit();
+    crate::tls::install_provider();
     // Started by an upgrade: take everything over before anything else (the predecessor waits).
     let takeover = match Takeover::receive() {
         None => None,

@@ -20,6 +20,8 @@ pub struct Takeover {
     pub(crate) snapshot: Snapshot,
     /// The chat listeners.
     pub(crate) listeners: Vec<std::net::TcpListener>,
+    /// The TLS chat listeners.
+    pub(crate) tls_listeners: Vec<std::net::TcpListener>,
     /// The admin socket, if one was passed.
     pub(crate) admin: Option<std::os::unix::net::UnixListener>,
     /// One socket per client, in the snapshot's order.
@@ -84,6 +86,11 @@ impl Takeover {
             .take(snapshot.listeners)
             .map(std::net::TcpListener::from)
             .collect();
+        let tls_listeners = fds
+            .by_ref()
+            .take(snapshot.tls_listeners)
+            .map(std::net::TcpListener::from)
+            .collect();
         let admin = snapshot
             .admin
             .then(|| fds.next().map(std::os::unix::net::UnixListener::from))
@@ -93,6 +100,7 @@ impl Takeover {
             channel,
             snapshot,
             listeners,
+            tls_listeners,
             admin,
             streams,
         })
