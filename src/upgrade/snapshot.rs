@@ -421,6 +421,28 @@ mod tests {
     }
 
     #[test]
+    fn tls_fields_are_written_only_when_used() {
+        // Without TLS the snapshot is what the first version 2 release wrote, and reads back.
+        let s = sample();
+        let text = String::from_utf8(s.encode()).unwrap();
+        assert!(!text.contains("tls_"), "{text}");
+        assert_eq!(Snapshot::decode(text.as_bytes(), 2).unwrap(), s);
+        // With TLS listeners, their descriptors come after the chat listeners and are counted.
+        let mut tls = sample();
+        tls.tls_listeners = 2;
+        tls.room.counters.tls_handshake_failures = 7;
+        let bytes = tls.encode();
+        let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(json["tls_listeners"], 2);
+        assert_eq!(json["room"]["counters"]["tls_handshake_failures"], 7);
+        assert_eq!(Snapshot::decode(&bytes, 4).unwrap(), tls);
+        assert!(matches!(
+            Snapshot::decode(&bytes, 2),
+            Err(SnapshotError::Inconsistent(_))
+        ));
+    }
+
+    #[test]
     fn rooms_round_trip_with_history_in_hex() {
         let s = with_rooms();
         let bytes = s.encode();

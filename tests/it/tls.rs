@@ -120,8 +120,7 @@ struct TlsClient {
     local: SocketAddr,
 }
 
-const BOTH: &[&'static SupportedProtocolVersion] =
-    &[&rustls::version::TLS13, &rustls::version::TLS12];
+const BOTH: &[&SupportedProtocolVersion] = &[&rustls::version::TLS13, &rustls::version::TLS12];
 
 impl TlsClient {
     async fn connect(addr: SocketAddr, pki: &Pki) -> TlsClient {
@@ -734,27 +733,27 @@ async fn bad_tls_files_at_reload_keep_the_certificate_in_use() {
     let other = pki.valid("other.test");
     let cert = dir.path("cert.pem");
     let key = dir.path("key.pem");
-    let cases: [(&str, Box<dyn Fn()>, &str, &str); 3] = [
+    let cases: [(&str, &dyn Fn(), &str, &str); 3] = [
         (
             "expired",
-            Box::new(|| {
+            &|| {
                 expired.install(&dir);
-            }),
+            },
             "tls_cert_file",
             "expired at 2001-01-01T00:00:00Z",
         ),
         (
             "mismatched key",
-            Box::new(|| {
+            &|| {
                 std::fs::write(&cert, &other.chain).unwrap();
                 std::fs::write(&key, &good.key).unwrap();
-            }),
+            },
             "tls_key_file",
             "does not belong to the certificate",
         ),
         (
             "missing file",
-            Box::new(|| std::fs::remove_file(&cert).unwrap()),
+            &|| std::fs::remove_file(&cert).unwrap(),
             "tls_cert_file",
             "No such file",
         ),
