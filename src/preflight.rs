@@ -11,8 +11,9 @@
 //! every check of [`tls::Identity::load`] (a start-up that passes it serves exactly what was
 //! checked: the loaded identity is returned). Sockets systemd passes are not ours to check: an
 //! inherited admin socket skips the admin checks and inherited chat listeners skip the port
-//! check for `listen` (TLS listeners are always bound by the daemon). `--check-config` cannot know what systemd will pass
-//! (`ExecStartPre=` gets no descriptors), so it checks as if nothing were inherited.
+//! check for `listen` (TLS listeners are always bound by the daemon). `--check-config` cannot know
+//! what systemd will pass (`ExecStartPre=` gets no descriptors), so it checks as if nothing were
+//! inherited.
 
 use std::net::SocketAddr;
 use std::os::unix::ffi::OsStrExt;

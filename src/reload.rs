@@ -62,7 +62,10 @@ impl Reloader {
             Ok((c, path))
         });
         let failed = |e: String| {
-            error!(event = "reload", result = "failed", error = %e, "reload failed; keeping the old configuration");
+            error!(
+                event = "reload", result = "failed", error = %e,
+                "reload failed; keeping the old configuration"
+            );
             e
         };
         let (new, path) = loaded.map_err(|e| failed(e.to_string()))?;

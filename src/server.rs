@@ -94,7 +94,10 @@ pub(crate) async fn accept_loop(
                 Transport::Plain => refuse(stream.into(), peer, why, &refusals, &tracker),
                 // No handshake for a network over its rate: that is the flood the limit is for.
                 Transport::Tls(_) => {
-                    debug!(peer = %peer, reason = %why, transport = "tls", event = "refused", "connection refused");
+                    debug!(
+                        peer = %peer, reason = %why, transport = "tls", event = "refused",
+                        "connection refused"
+                    );
                 }
             }
             continue;

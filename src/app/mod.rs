@@ -133,6 +133,10 @@ impl App {
                 .map(adopt)
                 .collect::<Result<Vec<_>, _>>()?
         };
+        let tls = match checked.tls {
+            Some(identity) => Some(bind_tls(&config.tls_listen, &identity)?),
+            None => None,
+        };
         let admin = match inherited.admin {
             Some(l) => {
                 let path = admin::path::resolve(config.admin_socket.as_deref());
@@ -142,17 +146,9 @@ impl App {
             }
             None => bind_admin(&config)?,
         };
-        let tls = match checked.tls {
-            Some(identity) => Some(bind_tls(&config.tls_listen, &identity)?),
-            None => None,
-        };
-        Ok(Self::assemble(
-            Hub::new(config),
-            listeners,
-            tls,
-            admin,
-            Vec::new(),
-        ))
+        let mut app = Self::with_listeners(config, listeners, admin);
+        app.tls = tls;
+        Ok(app)
     }
 
     /// Serves on sockets bound elsewhere (socket activation), without TLS.
@@ -201,7 +197,7 @@ impl App {
             .map_err(|e| format!("chat listener: {e}"))?;
         let tls_listeners = adopt(std::mem::take(&mut takeover.tls_listeners))
             .map_err(|e| format!("TLS listener: {e}"))?;
-        let tls = adopt_tls(&config, tls_listeners)?;
+        let tls = adopt_tls(&config, takeover.tls.take(), tls_listeners)?;
         let admin = match takeover.admin.take() {
             Some(l) => {
                 l.set_nonblocking(true)
@@ -445,19 +441,24 @@ fn bind_tls(addrs: &[SocketAddr], identity: &tls::Identity) -> Result<Tls, BindE
 }
 
 /// TLS for a process taking over: the listeners handed over if there are any, else this
-/// configuration's `tls_listen`; the certificate is this configuration's either way.
-fn adopt_tls(config: &Config, handed: Vec<TcpListener>) -> Result<Option<Tls>, String> {
+/// configuration's `tls_listen`; the certificate is this configuration's either way (`identity`,
+/// loaded before the hello).
+fn adopt_tls(
+    config: &Config,
+    identity: Option<tls::Identity>,
+    handed: Vec<TcpListener>,
+) -> Result<Option<Tls>, String> {
     if handed.is_empty() && config.tls_listen.is_empty() {
         return Ok(None);
     }
-    let (Some(cert), Some(key)) = (&config.tls_cert_file, &config.tls_key_file) else {
+    // The predecessor checks the hello for this; validation guarantees it for `tls_listen`.
+    let Some(identity) = identity else {
         return Err(
-            "the old process listens for TLS clients, but this configuration sets no \
+            "the old process listens for TLS clients, but this configuration names no \
              tls_cert_file and tls_key_file"
                 .into(),
         );
     };
-    let identity = tls::Identity::load(cert, key).map_err(|e| e.to_string())?;
     if handed.is_empty() {
         return bind_tls(&config.tls_listen, &identity)
             .map(Some)

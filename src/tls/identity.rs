@@ -160,7 +160,7 @@ fn validity(der: &CertificateDer<'_>, i: usize, now: SystemTime) -> Result<CertI
     let (not_before, not_after) = (at(&validity.not_before), at(&validity.not_after));
     if now > not_after {
         return Err(format!(
-            "{which} ({subject}) expired at {}; renew it (certbot renew) and reload",
+            "{which} ({subject}) expired at {}",
             rfc3339(not_after)
         ));
     }

@@ -124,7 +124,9 @@ impl Front {
         match hub.register(peer, Stream::Pipe(ours)) {
             Ok(client) => {
                 let id = client.id;
-                debug!(client = id, peer = %peer, transport = "tls", event = "connect", "connected");
+                debug!(
+                    client = id, peer = %peer, transport = "tls", event = "connect", "connected"
+                );
                 // The relay learns that the session ended from this sender being dropped.
                 let (ended, session_ended) = oneshot::channel::<()>();
                 let session_hub = hub.clone();
@@ -162,7 +164,10 @@ impl Front {
         hub: &Arc<Hub>,
         tracker: &TaskTracker,
     ) {
-        debug!(peer = %peer, reason = %why, transport = "tls", event = "refused", "connection refused");
+        debug!(
+            peer = %peer, reason = %why, transport = "tls", event = "refused",
+            "connection refused"
+        );
         let Ok(permit) = self.refusals.clone().try_acquire_owned() else {
             return;
         };

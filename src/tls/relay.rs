@@ -1,13 +1,15 @@
 //! One TLS connection after admission: the handshake, then plaintext both ways between the TLS
 //! stream and the session's end of a socket pair, until both sides are done.
 //!
-//! Back-pressure is kept: each direction has one bounded buffer and is not read while its write
-//! is pending, so a TLS client that stops reading stops the relay reading the pair, the pair
-//! fills, and the session sees a full socket exactly as with a TCP client (and the slow-consumer
-//! rule cuts the client off). Half-closes are kept too: when the session has written its last
-//! line and shut its end, the relay sends what is left and then `close_notify`; when the client
-//! finishes sending, the session reads end-of-file. Once the session has ended, the relay gets
-//! [`LINGER`] more to deliver what it holds: nothing waits on a client that does not read.
+//! Back-pressure is kept: each direction has one bounded buffer (tokio's 8 KiB copy buffer) and is
+//! not read while its write is pending, so a TLS client that stops reading stops the relay
+//! reading the pair, the pair fills, and the session sees a full socket exactly as with a TCP
+//! client (and the slow-consumer rule cuts the client off). Half-closes are kept too: when the
+//! session has written its last line and shut its end, the relay sends what is left and then
+//! `close_notify`; when the client finishes sending, the session reads end-of-file. Once the
+//! session has ended, the relay gets [`LINGER`] more to deliver what it holds: nothing waits on a
+//! client that does not read. The relay ends when everything the session wrote is delivered and
+//! nothing more can come.
 
 use std::io;
 use std::net::SocketAddr;
@@ -30,8 +32,6 @@ use tracing::debug;
 use crate::client::ClientId;
 use crate::hub::Hub;
 
-/// Each direction's buffer: lines are short, and the kernel buffers on both sides do the rest.
-const RELAY_BUF: usize = 8 * 1024;
 /// How long a relay may go on delivering after its session ended (as a session lingers after its
 /// last write), and how long a refused connection is read after its reason.
 const LINGER: Duration = Duration::from_secs(2);
@@ -49,14 +49,14 @@ pub(super) struct Admitted {
     pub(super) session_ended: oneshot::Receiver<()>,
 }
 
-/// Runs the handshake, then relays until both sides are done. `_relay` counts this relay for an
-/// upgrade's wait.
+/// Runs the handshake, then relays until both sides are done. `relay` counts this relay for an
+/// upgrade's wait until everything the session wrote has been delivered.
 pub(super) async fn serve(
     acceptor: TlsAcceptor,
     mut c: Admitted,
     hub: Arc<Hub>,
     stop: CancellationToken,
-    _relay: TaskTrackerToken,
+    relay: TaskTrackerToken,
 ) {
     let handshake = until(c.deadline, acceptor.accept(c.tcp));
     let tls = tokio::select! {
@@ -76,21 +76,64 @@ pub(super) async fn serve(
         cipher = ?conn.negotiated_cipher_suite().map(|s| s.suite()), event = "tls_handshake",
         "TLS handshake done"
     );
-    let mut tls = Lenient(tls);
-    let copy =
-        tokio::io::copy_bidirectional_with_sizes(&mut tls, &mut c.pipe, RELAY_BUF, RELAY_BUF);
-    tokio::pin!(copy);
-    let outcome = tokio::select! {
-        done = &mut copy => done,
-        _ = &mut c.session_ended => match tokio::time::timeout(LINGER, &mut copy).await {
-            Ok(done) => done,
-            Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "client not reading; cut off")),
-        },
+    // Each direction copies through tokio's 8 KiB buffer, reading nothing more while its write
+    // waits, and then passes the end on: `close_notify` after the session's last line,
+    // end-of-file to the session after the client's.
+    let (mut tls_r, mut tls_w) = tokio::io::split(Lenient(tls));
+    let (mut pipe_r, mut pipe_w) = c.pipe.split();
+    let to_client = async {
+        let n = tokio::io::copy(&mut pipe_r, &mut tls_w).await?;
+        tls_w.shutdown().await?;
+        io::Result::Ok(n)
     };
-    match outcome {
-        Ok((bytes_in, bytes_out)) => {
-            debug!(client = c.id, bytes_in, bytes_out, "TLS connection closed");
+    let from_client = async {
+        let n = tokio::io::copy(&mut tls_r, &mut pipe_w).await?;
+        pipe_w.shutdown().await?;
+        io::Result::Ok(n)
+    };
+    tokio::pin!(to_client, from_client);
+    let mut relay = Some(relay);
+    let (mut delivered, mut received, mut ended) = (None, None, false);
+    let mut cut_off_at = Instant::now();
+    // Bounded: each round ends one of three one-off waits, or the loop.
+    let outcome = loop {
+        // Done once everything owed was delivered and nothing more can come: the client has
+        // finished sending, or the session (who would read it) has ended.
+        if delivered.is_some() && (received.is_some() || ended) {
+            break Ok(());
         }
+        tokio::select! {
+            done = &mut to_client, if delivered.is_none() => match done {
+                Ok(n) => {
+                    delivered = Some(n);
+                    // An upgrade waiting for its notice to be delivered need not wait for more.
+                    relay = None;
+                }
+                Err(e) => break Err(e),
+            },
+            done = &mut from_client, if received.is_none() => match done {
+                Ok(n) => received = Some(n),
+                // After the session's end its socket refuses input: not a failure of ours.
+                Err(_) if ended => received = Some(0),
+                Err(e) => break Err(e),
+            },
+            _ = &mut c.session_ended, if !ended => {
+                ended = true;
+                cut_off_at = Instant::now() + LINGER;
+            }
+            () = tokio::time::sleep_until(cut_off_at), if ended => {
+                break Err(io::Error::new(io::ErrorKind::TimedOut, "client not reading; cut off"));
+            }
+        }
+    };
+    drop(relay);
+    match outcome {
+        Ok(()) => debug!(
+            client = c.id,
+            bytes_out = delivered,
+            bytes_in = received,
+            "TLS connection closed"
+        ),
         Err(e) => debug!(client = c.id, error = %e, "TLS connection ended"),
     }
 }
@@ -100,7 +143,10 @@ fn failed(hub: &Hub, id: ClientId, peer: SocketAddr, why: &str) {
     hub.counters
         .tls_handshake_failures
         .fetch_add(1, Ordering::Relaxed);
-    debug!(client = id, peer = %peer, error = why, event = "tls_handshake_failed", "TLS handshake failed");
+    debug!(
+        client = id, peer = %peer, error = why, event = "tls_handshake_failed",
+        "TLS handshake failed"
+    );
 }
 
 /// Tells a refused connection why (`line`) over TLS, all by `deadline`, then reads whatever it
@@ -117,19 +163,8 @@ pub(super) async fn refuse(
     let peer = tcp.peer_addr().ok();
     let mut tls = match tokio::time::timeout_at(deadline, acceptor.accept(tcp)).await {
         Ok(Ok(tls)) => tls,
-        Ok(Err(e)) => {
-            hub.counters
-                .tls_handshake_failures
-                .fetch_add(1, Ordering::Relaxed);
-            debug!(peer = ?peer, error = %e, event = "tls_handshake_failed", "TLS handshake failed");
-            return;
-        }
-        Err(_) => {
-            hub.counters
-                .tls_handshake_failures
-                .fetch_add(1, Ordering::Relaxed);
-            return;
-        }
+        Ok(Err(e)) => return refusal_failed(&hub, peer, &e.to_string()),
+        Err(_) => return refusal_failed(&hub, peer, "not done in time"),
     };
     let told = tokio::time::timeout_at(deadline, async {
         tls.write_all(&line).await?;
@@ -146,6 +181,14 @@ pub(super) async fn refuse(
             break;
         }
     }
+}
+
+/// A refused connection's failed handshake: counted like any other.
+fn refusal_failed(hub: &Hub, peer: Option<SocketAddr>, why: &str) {
+    hub.counters
+        .tls_handshake_failures
+        .fetch_add(1, Ordering::Relaxed);
+    debug!(peer = ?peer, error = why, event = "tls_handshake_failed", "TLS handshake failed");
 }
 
 /// Runs `f` until `deadline`, if there is one; None if it passed first.

@@ -58,6 +58,10 @@ struct Hello {
     version: String,
     /// Snapshot versions it reads.
     reads: Vec<u32>,
+    /// Whether it has a TLS certificate to serve TLS listeners with (false from a release
+    /// before TLS, which could not take them over either).
+    #[serde(default)]
+    tls: bool,
 }
 
 /// What an upgrade achieved.
@@ -281,6 +285,16 @@ impl Upgrader {
             )));
         }
         let tls_listeners = self.tls.as_ref().map_or(&[][..], |(fds, _)| fds);
+        // Found out before TLS clients are told to reconnect, not when the snapshot is refused.
+        if !tls_listeners.is_empty() && !hello.tls {
+            let _ = channel.send(Tag::Abort, &[], &[]);
+            return Err(child.gone(format!(
+                "{} {} cannot take over the TLS listeners: its configuration names no \
+                 tls_cert_file and tls_key_file (or it predates TLS)",
+                binary.display(),
+                hello.version
+            )));
+        }
         let accept_loops = self.listeners.len() + tls_listeners.len();
         if !self.gate.close_and_settle(accept_loops, FREEZE_LIMIT).await {
             self.gate.set(true);

@@ -828,6 +828,11 @@ async fn upgrade_tells_tls_clients_to_reconnect_and_keeps_the_tls_port() {
         .expect_clean_close(&["*** server upgrading; please reconnect"])
         .await;
     bob.expect("*** alice left (server upgrading)").await;
+    let told = d.log_line("upgrade: TLS clients told to reconnect");
+    assert!(
+        told.contains("clients=1") && !told.contains("cut off"),
+        "delivered before the hand-over: {told}"
+    );
 
     // The TLS port stayed bound: a new TLS client gets in and chats with bob.
     let mut carol = TlsClient::join(tls, &pki, "carol").await;
@@ -836,6 +841,68 @@ async fn upgrade_tells_tls_clients_to_reconnect_and_keeps_the_tls_port() {
     bob.expect("<carol> made it").await;
     bob.send("hi carol").await;
     carol.expect("<bob> hi carol").await;
+    assert_eq!(serving.stop(&mut d), 0);
+}
+
+#[tokio::test]
+async fn an_upgrade_can_turn_tls_on_and_will_not_lose_it() {
+    let pki = Pki::new();
+    let dir = Scratch::new("tls-upgrade-on");
+    let leaf = pki.valid("chat.test");
+    leaf.install(&dir);
+    let mut d = Daemon::start(&dir, "d", "");
+    assert!(
+        admin_stats(&d.socket)["tls_listen"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    let mut bob = TestClient::connect(d.addr()).await;
+    bob.read_until_line("*** Choose a nickname:").await;
+    bob.send("bob").await;
+    bob.read_until_line("*** Type /help for commands.").await;
+
+    // The old process listened for no TLS client: the new one binds `tls_listen` itself.
+    dir.file("d.toml", &tls_lines(&dir));
+    let out = chatctl(&d.socket, &["upgrade"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let mut serving = Serving(Some(admin_stats(&d.socket)["pid"].as_u64().unwrap() as u32));
+    let tls = tls_addr(&d);
+    assert_eq!(admin_stats(&d.socket)["tls_listen"][0], tls.to_string());
+    let mut carol = TlsClient::join(tls, &pki, "carol").await;
+    assert_eq!(carol.cert, leaf.der);
+    bob.expect("*** carol joined").await;
+
+    // A new process that could not serve the TLS listeners is refused before anyone is told
+    // to reconnect: one whose configuration names no certificate, one whose certificate expired.
+    // The process serving carries on with everyone, TLS clients included.
+    let expired = pki.leaf("old.test", 2000, 2001);
+    let tls_config = tls_lines(&dir);
+    let cases: [(&str, &dyn Fn(), &str); 2] = [
+        (
+            "",
+            &|| (),
+            "cannot take over the TLS listeners: its configuration names no tls_cert_file",
+        ),
+        (
+            &tls_config,
+            &|| {
+                expired.install(&dir);
+            },
+            "the new process refused: tls_cert_file",
+        ),
+    ];
+    for (config, spoil, reason) in cases {
+        dir.file("d.toml", config);
+        spoil();
+        let out = chatctl(&d.socket, &["upgrade"]);
+        assert_eq!(out.code, 1, "{}", out.stdout);
+        assert!(out.stderr.contains(reason), "{}", out.stderr);
+        bob.send("still here").await;
+        carol.expect("<bob> still here").await;
+        carol.send("me too").await;
+        bob.expect("<carol> me too").await;
+    }
     assert_eq!(serving.stop(&mut d), 0);
 }
 
