@@ -69,12 +69,20 @@ impl Reloader {
             e
         };
         let (new, path) = loaded.map_err(|e| failed(e.to_string()))?;
-        let tls_on = !current.tls_listen.is_empty() || !new.tls_listen.is_empty();
+        // Checked also when the file only turns TLS on (for the next restart): better to hear of
+        // a bad file now than when the daemon restarts.
+        let serving = !current.tls_listen.is_empty();
         let tls = match (&new.tls_cert_file, &new.tls_key_file) {
-            (Some(cert), Some(key)) if tls_on => Some(
-                Identity::load(cert, key)
-                    .map_err(|e| failed(format!("{e}; the certificate in use stays")))?,
-            ),
+            (Some(cert), Some(key)) if serving || !new.tls_listen.is_empty() => {
+                let stays = if serving {
+                    "; the certificate in use stays"
+                } else {
+                    ""
+                };
+                let identity =
+                    Identity::load(cert, key).map_err(|e| failed(format!("{e}{stays}")))?;
+                Some(identity)
+            }
             _ => None,
         };
         let mut ignored = Vec::new();

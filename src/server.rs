@@ -103,11 +103,10 @@ pub(crate) async fn accept_loop(
             continue;
         }
         configure(&stream, &hub);
-        let Transport::Tls(front) = &transport else {
-            admit_plain(stream, peer, &hub, &refusals, &tracker);
-            continue;
-        };
-        front.admit(stream, peer, &hub, &tracker, &stop);
+        match &transport {
+            Transport::Plain => admit_plain(stream, peer, &hub, &refusals, &tracker),
+            Transport::Tls(front) => front.admit(stream, peer, &hub, &tracker, &stop),
+        }
     }
 }
 

@@ -606,7 +606,6 @@ async fn certificate_rotation_keeps_connected_clients() {
     assert_eq!(dave.cert, third.der);
     alice.send("and still").await;
     bob.read_until_line("<alice> and still").await;
-    drop(carol);
 }
 
 #[test]
@@ -784,6 +783,17 @@ async fn bad_tls_files_at_reload_keep_the_certificate_in_use() {
     let out = chatctl(&d.socket, &["reload"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(TlsClient::connect(tls, &pki).await.cert, renewed.der);
+    // Another TLS address waits for a restart, like `listen`.
+    let moved = tls_lines(&dir).replace("127.0.0.1:0", "127.0.0.2:0");
+    dir.file("d.toml", &moved);
+    let out = chatctl(&d.socket, &["reload"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stdout
+            .contains("changed but ignored until restart: tls_listen"),
+        "{}",
+        out.stdout
+    );
     let stats = admin_stats(&d.socket);
     assert_eq!(stats["tls_listen"][0], tls.to_string());
     assert_eq!(stats["tls_handshake_failures"], 0);
