@@ -15,10 +15,10 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rustls::crypto::CryptoProvider;
-use rustls::pki_types::pem::{self, PemObject};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
+use rustls_pki_types::pem::{self, PemObject};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 /// Largest PEM file read: a certificate chain or a key is a few KiB; this only keeps a path
 /// pointing at something else (a log, a device) from being read whole.
@@ -311,6 +311,14 @@ mod tests {
         assert_eq!(rfc3339(id.not_after), "4000-01-01T00:00:00Z");
         assert!(!id.expires_soon(SystemTime::now()));
         assert!(id.expires_soon(id.not_after - Duration::from_secs(3600)));
+        // The same files a second after the leaf's end (the CA's lasts as long): refused.
+        let later = id.not_after + Duration::from_secs(1);
+        let provider = crate::tls::provider();
+        refused(
+            Identity::load_at(&chain, &key, &provider, later),
+            "tls_cert_file",
+            "the certificate (CN=rcgen self signed cert) expired at 4000-01-01T00:00:00Z",
+        );
     }
 
     #[test]
