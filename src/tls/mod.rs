@@ -2,7 +2,7 @@
 //! an ordinary session over a socket pair, so a TLS client is a chat client like any other (same
 //! greeting, nickname rules, limits, sanitising, rooms, slow-consumer rule).
 //!
-//! - [`identity`]: the certificate and key, read from the PEM files and checked; the certificate
+//! - `identity`: the certificate and key, read from the PEM files and checked; the certificate
 //!   new handshakes get, which a reload swaps.
 //! - `relay`: one connection after admission: the handshake, then bytes both ways between TLS and
 //!   the session's end of the pair, with back-pressure and half-closes kept.

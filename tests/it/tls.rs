@@ -250,7 +250,7 @@ struct Served {
     hub: Arc<Hub>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
-    _dir: Scratch,
+    dir: Scratch,
 }
 
 impl Served {
@@ -278,7 +278,7 @@ impl Served {
             hub,
             stop: Some(tx),
             task: Some(task),
-            _dir: dir,
+            dir,
         }
     }
 
@@ -948,7 +948,7 @@ async fn openssl_s_client_chats_with_a_plain_client() {
     }
     let pki = Pki::new();
     let srv = Served::start("tls-openssl", &pki.valid("chat.test"), |_| {});
-    let ca = srv._dir.file("ca.pem", &pki.ca.pem());
+    let ca = srv.dir.file("ca.pem", &pki.ca.pem());
     let mut child = tokio::process::Command::new(openssl)
         .args(["s_client", "-quiet", "-verify_return_error", "-connect"])
         .arg(srv.tls.to_string())
