@@ -284,6 +284,20 @@ fn stats_table(s: &StatsReply) -> String {
         ),
         ("throttled", format!("{} senders", s.throttled_senders)),
     ];
+    let tls = [
+        ("TLS listening on", s.tls_listen.join(", ")),
+        (
+            "TLS handshakes",
+            format!("{} failed", s.tls_handshake_failures),
+        ),
+    ];
+    // Shown only where TLS is on (an older daemon reports neither).
+    let tls = if s.tls_listen.is_empty() {
+        &tls[..0]
+    } else {
+        &tls[..]
+    };
+    let rows: Vec<(&str, String)> = rows.into_iter().chain(tls.iter().cloned()).collect();
     let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
     rows.iter()
         .map(|(k, v)| format!("{k:<width$}  {v}\n"))

@@ -25,8 +25,9 @@ pub fn run(config: Config, path: Option<PathBuf>, overrides: Overrides) -> anyho
     let (log, sink) = logging::init(&config.log_level)
         .map_err(|e| anyhow::anyhow!("cannot start logging: {e}"))?;
     let nofile = raise_nofile_limit();
+    crate::tls::install_provider();
     // Started by an upgrade: take everything over before anything else (the predecessor waits).
-    let takeover = match Takeover::receive() {
+    let takeover = match Takeover::receive(&config) {
         None => None,
         Some(Ok(t)) => Some(t),
         Some(Err(why)) => return Err(anyhow::anyhow!("upgrade: {why}")),

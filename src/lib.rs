@@ -11,6 +11,8 @@
 //! - `session`: one connection's task: reading and handling input, writing only what it was
 //!   handed (socket full, closing), deadlines.
 //! - `server`: the accept loop and admission limits.
+//! - [`tls`]: TLS for line clients: the certificate, and a front end that relays each TLS
+//!   client's plaintext to an ordinary session.
 //! - [`app`]: bind, run, graceful stop, and the reload protocol; the entry point for tests.
 //!   `drain` coordinates the first phase of a stop.
 //! - [`admin`]: the Unix control socket, its wire format ([`admin::proto`]) and `chatctl`'s client.
@@ -42,4 +44,5 @@ pub(crate) mod server;
 pub(crate) mod session;
 pub(crate) mod settings;
 pub(crate) mod systemd;
+pub mod tls;
 pub mod upgrade;

@@ -5,11 +5,15 @@
 //!
 //! Checked: the admin socket path fits in `sun_path` (108 bytes with the terminating NUL); its
 //! directory, or the nearest existing ancestor when it is yet to be created, passes the trust rule of
-//! [`admin::trust`] (and we may create the rest there); `admin_group` exists; and every `listen` port below
-//! `net.ipv4.ip_unprivileged_port_start` comes with `CAP_NET_BIND_SERVICE` in the effective set.
-//! Sockets systemd passes are not ours to check: an inherited admin socket skips the admin checks and
-//! inherited chat listeners skip the port check. `--check-config` cannot know what systemd will pass
-//! (`ExecStartPre=` gets no descriptors), so it checks as if nothing were inherited.
+//! [`admin::trust`] (and we may create the rest there); `admin_group` exists; every `listen` and
+//! `tls_listen` port below `net.ipv4.ip_unprivileged_port_start` comes with `CAP_NET_BIND_SERVICE`
+//! in the effective set; and with `tls_listen` set, the certificate and key files load and pass
+//! every check of [`tls::Identity::load`] (a start-up that passes it serves exactly what was
+//! checked: the loaded identity is returned). Sockets systemd passes are not ours to check: an
+//! inherited admin socket skips the admin checks and inherited chat listeners skip the port
+//! check for `listen` (TLS listeners are always bound by the daemon). `--check-config` cannot know
+//! what systemd will pass (`ExecStartPre=` gets no descriptors), so it checks as if nothing were
+//! inherited.
 
 use std::net::SocketAddr;
 use std::os::unix::ffi::OsStrExt;
@@ -17,6 +21,7 @@ use std::path::PathBuf;
 
 use crate::admin::{self, AdminError, trust};
 use crate::config::Config;
+use crate::tls;
 
 /// The longest socket path `bind` takes: `sun_path` is 108 bytes including the terminating NUL.
 pub const MAX_SOCKET_PATH: usize = 107;
@@ -75,21 +80,36 @@ pub enum PreflightError {
     NoSuchGroup(String),
     /// A privileged port without the capability to bind it.
     #[error(
-        "listen {addr}: port {} is below {start} (net.ipv4.ip_unprivileged_port_start) and this \
+        "{key} {addr}: port {} is below {start} (net.ipv4.ip_unprivileged_port_start) and this \
          process lacks CAP_NET_BIND_SERVICE; use a port of at least {start}, grant the capability \
          (AmbientCapabilities=CAP_NET_BIND_SERVICE) or let systemd bind it (groupchatd.socket)",
         addr.port()
     )]
     PrivilegedPort {
-        /// The `listen` entry.
+        /// `listen` or `tls_listen`.
+        key: &'static str,
+        /// The entry.
         addr: SocketAddr,
         /// The first unprivileged port.
         start: u16,
     },
+    /// `tls_listen` without the files.
+    #[error("tls_cert_file and tls_key_file: both must be set while tls_listen is not empty")]
+    TlsFilesMissing,
+    /// `tls_cert_file` or `tls_key_file` cannot be used.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsFileError),
+}
+
+/// What the checks loaded, for start-up to use as checked.
+#[derive(Debug, Default)]
+pub struct Checked {
+    /// The TLS certificate and key, when `tls_listen` is set.
+    pub tls: Option<tls::Identity>,
 }
 
 /// Runs every check; the first failure is returned.
-pub fn check(config: &Config, inherited: Inherited) -> Result<(), PreflightError> {
+pub fn check(config: &Config, inherited: Inherited) -> Result<Checked, PreflightError> {
     if !inherited.admin {
         let path = admin::path::resolve(config.admin_socket.as_deref());
         let len = path.as_os_str().as_bytes().len();
@@ -121,20 +141,26 @@ pub fn check(config: &Config, inherited: Inherited) -> Result<(), PreflightError
             return Err(PreflightError::NoSuchGroup(name));
         }
     }
-    if !inherited.chat {
+    let ours: &[SocketAddr] = if inherited.chat { &[] } else { &config.listen };
+    for (key, listen) in [("listen", ours), ("tls_listen", &config.tls_listen[..])] {
         let capable = can_bind_privileged();
-        if let Some(&addr) = privileged_without_capability(
-            &config.listen,
-            unprivileged_port_start(),
-            capable.unwrap_or(true),
-        ) {
-            return Err(PreflightError::PrivilegedPort {
-                addr,
-                start: unprivileged_port_start(),
-            });
+        let start = unprivileged_port_start();
+        if let Some(&addr) = privileged_without_capability(listen, start, capable.unwrap_or(true)) {
+            return Err(PreflightError::PrivilegedPort { key, addr, start });
         }
     }
-    Ok(())
+    let tls = match (
+        &config.tls_listen[..],
+        &config.tls_cert_file,
+        &config.tls_key_file,
+    ) {
+        ([], _, _) => None,
+        (_, Some(cert), Some(key)) => Some(tls::Identity::load(cert, key)?),
+        // A configuration read from a file always has both (validation sees to it); one built
+        // in code may not.
+        _ => return Err(PreflightError::TlsFilesMissing),
+    };
+    Ok(Checked { tls })
 }
 
 /// Whether this process (by its effective ids) may add entries to `dir`.

@@ -3,15 +3,18 @@
 //! applies a plan (settings, log filter, admin socket group) and owns the reload protocol around
 //! it (one at a time, `RELOADING=1` … `READY=1`).
 //!
-//! On error nothing changes and the exact error is returned. `listen` and the admin socket's
-//! path and mode only change on restart: a plan keeps the running values and names those keys as
-//! ignored.
+//! On error nothing changes and the exact error is returned. `listen`, `tls_listen` and the admin
+//! socket's path and mode only change on restart: a plan keeps the running values and names those
+//! keys as ignored. While TLS is on (or the file turns it on), the certificate and key files are
+//! read and checked as at start; a file that fails fails the whole reload, naming its key, and
+//! the certificate in use stays.
 
 use std::path::PathBuf;
 
 use tracing::{error, warn};
 
 use crate::config::{Config, Overrides};
+use crate::tls::Identity;
 
 /// What a successful reload did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,6 +34,9 @@ pub struct ReloadPlan {
     pub log_level: Option<String>,
     /// The admin socket's new group (None inside: no group), if it changed.
     pub admin_group: Option<Option<String>>,
+    /// The TLS certificate and key, read again; None while TLS is off (or about to be turned
+    /// off by a restart: then the certificate in use stays until then).
+    pub tls: Option<Identity>,
     /// What to report.
     pub outcome: ReloadOutcome,
 }
@@ -55,13 +61,36 @@ impl Reloader {
             c.apply_overrides(&self.overrides)?;
             Ok((c, path))
         });
-        let (new, path) = loaded.map_err(|e| {
-            error!(event = "reload", result = "failed", error = %e, "reload failed; keeping the old configuration");
-            e.to_string()
-        })?;
+        let failed = |e: String| {
+            error!(
+                event = "reload", result = "failed", error = %e,
+                "reload failed; keeping the old configuration"
+            );
+            e
+        };
+        let (new, path) = loaded.map_err(|e| failed(e.to_string()))?;
+        // Checked also when the file only turns TLS on (for the next restart): better to hear of
+        // a bad file now than when the daemon restarts.
+        let serving = !current.tls_listen.is_empty();
+        let tls = match (&new.tls_cert_file, &new.tls_key_file) {
+            (Some(cert), Some(key)) if serving || !new.tls_listen.is_empty() => {
+                let stays = if serving {
+                    "; the certificate in use stays"
+                } else {
+                    ""
+                };
+                let identity =
+                    Identity::load(cert, key).map_err(|e| failed(format!("{e}{stays}")))?;
+                Some(identity)
+            }
+            _ => None,
+        };
         let mut ignored = Vec::new();
         if new.listen != current.listen {
             ignored.push("listen");
+        }
+        if new.tls_listen != current.tls_listen {
+            ignored.push("tls_listen");
         }
         if new.admin_socket != current.admin_socket {
             ignored.push("admin_socket");
@@ -80,9 +109,20 @@ impl Reloader {
         }
         let log_level = (new.log_level != current.log_level).then(|| new.log_level.clone());
         let admin_group = (new.admin_group != current.admin_group).then(|| new.admin_group.clone());
+        // While TLS runs it keeps files to read at the next reload, even if this file (turning
+        // TLS off at the next restart) names none.
+        let keep_files = tls.is_none() && !current.tls_listen.is_empty();
+        let (tls_cert_file, tls_key_file) = if keep_files {
+            (current.tls_cert_file.clone(), current.tls_key_file.clone())
+        } else {
+            (new.tls_cert_file.clone(), new.tls_key_file.clone())
+        };
         Ok(ReloadPlan {
             config: Config {
                 listen: current.listen.clone(),
+                tls_listen: current.tls_listen.clone(),
+                tls_cert_file,
+                tls_key_file,
                 admin_socket: current.admin_socket.clone(),
                 admin_socket_mode: current.admin_socket_mode,
                 worker_threads: current.worker_threads,
@@ -90,6 +130,7 @@ impl Reloader {
             },
             log_level,
             admin_group,
+            tls,
             outcome: ReloadOutcome {
                 config: path,
                 ignored,

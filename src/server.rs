@@ -1,7 +1,8 @@
 //! Accepting chat connections: admission limits, socket options, and one session task per client.
 //!
 //! Admission runs in order of cost: the per-network connection rate first (a hash lookup, before
-//! the socket is even configured), then the hub's slot limits (`max_clients`, per network).
+//! the socket is even configured), then the hub's slot limits (`max_clients`, per network). The
+//! same for TLS listeners, whose admitted connections then go to the TLS front end ([`Transport`]).
 //! The accept loop never waits on a client. A refused newcomer gets its one-line reason from a short
 //! lingering task (bounded in number) so the line is not lost to a reset, and nobody else notices.
 //! Accept errors are sorted: per-connection failures are skipped, resource exhaustion backs off and
@@ -23,6 +24,7 @@ use crate::client::Stream;
 use crate::hub::{Hub, Refusal};
 use crate::protocol::format::notice;
 use crate::session;
+use crate::tls;
 use crate::upgrade::AcceptGate;
 
 /// Refused connections being closed gracefully at once; beyond this they are closed abruptly, so a
@@ -31,9 +33,19 @@ const MAX_LINGERING_REFUSALS: usize = 64;
 /// How long a refused connection is given to read its reason.
 const REFUSAL_LINGER: Duration = Duration::from_secs(1);
 
+/// What a listener's clients speak.
+#[derive(Clone)]
+pub(crate) enum Transport {
+    /// Plain text: the TCP connection is the client's stream.
+    Plain,
+    /// TLS, terminated by the front end, which relays the plaintext to the session.
+    Tls(Arc<tls::Front>),
+}
+
 /// Accepts connections on `listener` until `stop` is cancelled.
-pub async fn accept_loop(
+pub(crate) async fn accept_loop(
     listener: TcpListener,
+    transport: Transport,
     gate: AcceptGate,
     hub: Arc<Hub>,
     tracker: TaskTracker,
@@ -78,19 +90,42 @@ pub async fn accept_loop(
             }
         };
         if let Err(why) = hub.check_connect_rate(peer.ip()) {
-            refuse(stream.into(), peer, why, &refusals, &tracker);
+            match transport {
+                Transport::Plain => refuse(stream.into(), peer, why, &refusals, &tracker),
+                // No handshake for a network over its rate: that is the flood the limit is for.
+                Transport::Tls(_) => {
+                    debug!(
+                        peer = %peer, reason = %why, transport = "tls", event = "refused",
+                        "connection refused"
+                    );
+                }
+            }
             continue;
         }
         configure(&stream, &hub);
-        match hub.register(peer, stream) {
-            Ok(client) => {
-                debug!(client = client.id, peer = %peer, event = "connect", "connected");
-                // No per-session span: it would cost every idle connection a few hundred bytes;
-                // session events carry the client id as a field instead.
-                tracker.spawn(session::run(hub.clone(), client));
-            }
-            Err((why, stream)) => refuse(stream, peer, why, &refusals, &tracker),
+        match &transport {
+            Transport::Plain => admit_plain(stream, peer, &hub, &refusals, &tracker),
+            Transport::Tls(front) => front.admit(stream, peer, &hub, &tracker, &stop),
         }
+    }
+}
+
+/// Registers a plain client and starts its session, or tells it why not.
+fn admit_plain(
+    stream: TcpStream,
+    peer: SocketAddr,
+    hub: &Arc<Hub>,
+    refusals: &Arc<Semaphore>,
+    tracker: &TaskTracker,
+) {
+    match hub.register(peer, stream) {
+        Ok(client) => {
+            debug!(client = client.id, peer = %peer, event = "connect", "connected");
+            // No per-session span: it would cost every idle connection a few hundred bytes;
+            // session events carry the client id as a field instead.
+            tracker.spawn(session::run(hub.clone(), client));
+        }
+        Err((why, stream)) => refuse(stream, peer, why, refusals, tracker),
     }
 }
 

@@ -64,10 +64,28 @@ fn check_ranges(c: &Config, text: &str) {
     let secs =
         |d: Duration, lo: u64, hi: u64| d.subsec_nanos() == 0 && (lo..=hi).contains(&d.as_secs());
     let unique: HashSet<_> = c.listen.iter().collect();
+    let tls_unique: HashSet<_> = c.tls_listen.iter().collect();
     let rules = [
         (
             "listen",
             !c.listen.is_empty() && unique.len() == c.listen.len(),
+        ),
+        (
+            "tls_listen",
+            tls_unique.len() == c.tls_listen.len()
+                && c.tls_listen
+                    .iter()
+                    .all(|a| a.port() == 0 || !unique.contains(a)),
+        ),
+        (
+            "tls_cert_file",
+            c.tls_cert_file.as_ref().is_none_or(|p| p.is_absolute())
+                && (c.tls_listen.is_empty() || c.tls_cert_file.is_some()),
+        ),
+        (
+            "tls_key_file",
+            c.tls_key_file.as_ref().is_none_or(|p| p.is_absolute())
+                && (c.tls_listen.is_empty() || c.tls_key_file.is_some()),
         ),
         (
             "admin_socket",

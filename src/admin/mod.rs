@@ -55,6 +55,8 @@ pub struct AdminCtx {
     pub hub: Arc<Hub>,
     /// Chat listen addresses, for `stats`.
     pub listen: Vec<SocketAddr>,
+    /// TLS chat listen addresses, for `stats`.
+    pub tls_listen: Vec<SocketAddr>,
     /// For `reload`; None where the daemon has no reloadable configuration.
     pub reload: Option<ReloadFn>,
     /// For `upgrade`; None where the daemon cannot start a successor (in-process tests).
@@ -467,12 +469,14 @@ mod tests {
             Invocation::current(),
             Vec::new(),
             None,
+            None,
             AcceptGate::default(),
             TaskTracker::new(),
         );
         let ctx = AdminCtx {
             hub,
             listen: Vec::new(),
+            tls_listen: Vec::new(),
             reload: None,
             upgrade: Some(Arc::new(upgrader)),
         };

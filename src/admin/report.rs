@@ -57,6 +57,7 @@ pub(super) fn stats(ctx: &AdminCtx) -> StatsReply {
         process_started_at: rfc3339(process_started_at),
         upgrades: n.upgrades.load(Relaxed),
         listen: ctx.listen.iter().map(ToString::to_string).collect(),
+        tls_listen: ctx.tls_listen.iter().map(ToString::to_string).collect(),
         clients: clients as u64,
         members: members as u64,
         peak_clients: peak as u64,
@@ -69,5 +70,6 @@ pub(super) fn stats(ctx: &AdminCtx) -> StatsReply {
         rejected_connections: n.rejected.load(Relaxed),
         congested_clients: hub.congested_count() as u64,
         rooms: hub.rooms().len() as u64,
+        tls_handshake_failures: n.tls_handshake_failures.load(Relaxed),
     }
 }

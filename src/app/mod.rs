@@ -22,8 +22,9 @@ use crate::hub::handover::Resumed;
 use crate::logging::LogHandle;
 use crate::preflight::{self, PreflightError};
 use crate::reload::Reloader;
-use crate::server;
+use crate::server::{self, Transport};
 use crate::systemd::{self, Inherited};
+use crate::tls;
 pub use crate::upgrade::Upgraded;
 use crate::upgrade::{AcceptGate, Invocation, Takeover, Upgrader};
 
@@ -71,10 +72,18 @@ impl StartError {
     }
 }
 
+/// The TLS listeners and the front end their clients go through.
+struct Tls {
+    listeners: Vec<TcpListener>,
+    front: Arc<tls::Front>,
+}
+
 /// A bound, not yet serving, daemon.
 pub struct App {
     hub: Arc<Hub>,
     listeners: Vec<TcpListener>,
+    /// None while `tls_listen` is empty.
+    tls: Option<Tls>,
     admin: AdminSocket,
     admin_limits: AdminLimits,
     reconfigure: Option<Arc<Reconfigure>>,
@@ -88,16 +97,17 @@ pub struct App {
 }
 
 impl App {
-    /// Binds every `listen` address of `config`, then the admin socket.
+    /// Binds every `listen` and `tls_listen` address of `config`, then the admin socket.
     pub fn bind(config: Config) -> Result<App, StartError> {
         Self::bind_with(config, Inherited::default())
     }
 
     /// Like [`bind`](Self::bind), but uses sockets systemd passed instead of binding where it did:
     /// inherited chat listeners replace `listen`, an inherited admin socket replaces `admin_socket`.
-    /// First runs the [`preflight`] checks `--check-config` runs, for what is not inherited.
+    /// First runs the [`preflight`] checks `--check-config` runs, for what is not inherited, and
+    /// serves the TLS certificate they loaded. TLS listeners are always bound here.
     pub fn bind_with(config: Config, inherited: Inherited) -> Result<App, StartError> {
-        preflight::check(
+        let checked = preflight::check(
             &config,
             preflight::Inherited {
                 chat: !inherited.chat.is_empty(),
@@ -123,6 +133,10 @@ impl App {
                 .map(adopt)
                 .collect::<Result<Vec<_>, _>>()?
         };
+        let tls = match checked.tls {
+            Some(identity) => Some(bind_tls(&config.tls_listen, &identity)?),
+            None => None,
+        };
         let admin = match inherited.admin {
             Some(l) => {
                 let path = admin::path::resolve(config.admin_socket.as_deref());
@@ -132,23 +146,27 @@ impl App {
             }
             None => bind_admin(&config)?,
         };
-        Ok(Self::with_listeners(config, listeners, admin))
+        let mut app = Self::with_listeners(config, listeners, admin);
+        app.tls = tls;
+        Ok(app)
     }
 
-    /// Serves on sockets bound elsewhere (socket activation).
+    /// Serves on sockets bound elsewhere (socket activation), without TLS.
     pub fn with_listeners(config: Config, listeners: Vec<TcpListener>, admin: AdminSocket) -> App {
-        Self::assemble(Hub::new(config), listeners, admin, Vec::new())
+        Self::assemble(Hub::new(config), listeners, None, admin, Vec::new())
     }
 
     fn assemble(
         hub: Hub,
         listeners: Vec<TcpListener>,
+        tls: Option<Tls>,
         admin: AdminSocket,
         resumed: Vec<Resumed>,
     ) -> App {
         App {
             hub: Arc::new(hub),
             listeners,
+            tls,
             admin,
             admin_limits: AdminLimits::default(),
             reconfigure: None,
@@ -162,16 +180,24 @@ impl App {
 
     /// Takes over what a predecessor handed over (an upgrade): its listeners, its admin socket,
     /// and its room with every connection, none of them read or written yet. `config` is this
-    /// process's own; its `listen` and `admin_socket` give way to the sockets handed over.
+    /// process's own; its `listen`, `tls_listen` and `admin_socket` give way to the sockets
+    /// handed over (a predecessor without TLS hands over no TLS listener: then `tls_listen` is
+    /// bound here, as at a start). The certificate is this configuration's.
     pub fn adopt(config: Config, takeover: &mut Takeover) -> Result<App, String> {
-        let listeners = std::mem::take(&mut takeover.listeners)
-            .into_iter()
-            .map(|l| {
-                l.set_nonblocking(true)?;
-                TcpListener::from_std(l)
-            })
-            .collect::<std::io::Result<Vec<_>>>()
+        let adopt = |listeners: Vec<std::net::TcpListener>| {
+            listeners
+                .into_iter()
+                .map(|l| {
+                    l.set_nonblocking(true)?;
+                    TcpListener::from_std(l)
+                })
+                .collect::<std::io::Result<Vec<_>>>()
+        };
+        let listeners = adopt(std::mem::take(&mut takeover.listeners))
             .map_err(|e| format!("chat listener: {e}"))?;
+        let tls_listeners = adopt(std::mem::take(&mut takeover.tls_listeners))
+            .map_err(|e| format!("TLS listener: {e}"))?;
+        let tls = adopt_tls(&config, takeover.tls.take(), tls_listeners)?;
         let admin = match takeover.admin.take() {
             Some(l) => {
                 l.set_nonblocking(true)
@@ -192,17 +218,22 @@ impl App {
             .map_err(|e| format!("client socket: {e}"))?;
         let mut hub = Hub::new(config);
         let resumed = hub.restore(takeover.snapshot.room.clone(), streams);
-        Ok(Self::assemble(hub, listeners, admin, resumed))
+        Ok(Self::assemble(hub, listeners, tls, admin, resumed))
     }
 
     /// Enables `chatctl upgrade` (and returns the handle SIGUSR2 uses too): `invocation` is how
     /// this process was started.
     pub fn enable_upgrade(&mut self, invocation: Invocation) -> Arc<Upgrader> {
         use std::os::fd::AsRawFd;
+        let tls = self.tls.as_ref().map(|t| {
+            let fds = t.listeners.iter().map(AsRawFd::as_raw_fd).collect();
+            (fds, t.front.clone())
+        });
         let upgrader = Arc::new(Upgrader::new(
             self.hub.clone(),
             invocation,
             self.listeners.iter().map(AsRawFd::as_raw_fd).collect(),
+            tls,
             Some((self.admin.raw_fd(), self.admin.owns_file())),
             self.gate.clone(),
             self.tracker.clone(),
@@ -222,6 +253,7 @@ impl App {
             hub: self.hub.clone(),
             log,
             admin_socket: self.admin.file(),
+            tls: self.tls.as_ref().map(|t| t.front.clone()),
             serial: std::sync::Mutex::new(()),
         });
         self.reconfigure = Some(reconfigure.clone());
@@ -246,6 +278,15 @@ impl App {
             .collect()
     }
 
+    /// The TLS listeners' addresses (empty while `tls_listen` is).
+    pub fn tls_addrs(&self) -> Vec<SocketAddr> {
+        self.tls
+            .iter()
+            .flat_map(|t| &t.listeners)
+            .filter_map(|l| l.local_addr().ok())
+            .collect()
+    }
+
     /// The room, for the admin socket, the notifier and tests.
     pub fn hub(&self) -> &Arc<Hub> {
         &self.hub
@@ -254,9 +295,11 @@ impl App {
     /// Serves until `shutdown` resolves, then stops gracefully: no new connections, every client is
     /// told `*** server shutting down`, queues are flushed for at most `shutdown_grace`.
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
+        let tls_addrs = self.tls_addrs();
         let ctx = Arc::new(AdminCtx {
             hub: self.hub.clone(),
             listen: self.local_addrs(),
+            tls_listen: tls_addrs.clone(),
             reload: self.reconfigure.clone().map(|r| {
                 let reload: admin::ReloadFn = Arc::new(move || r.reload());
                 reload
@@ -288,6 +331,24 @@ impl App {
             }
             self.tracker.spawn(server::accept_loop(
                 listener,
+                Transport::Plain,
+                self.gate.clone(),
+                self.hub.clone(),
+                self.tracker.clone(),
+                self.stop.clone(),
+            ));
+        }
+        for (listener, front) in self
+            .tls
+            .into_iter()
+            .flat_map(|t| t.listeners.into_iter().map(move |l| (l, t.front.clone())))
+        {
+            if let Ok(addr) = listener.local_addr() {
+                info!(addr = %addr, event = "listening_tls", "listening for TLS chat connections");
+            }
+            self.tracker.spawn(server::accept_loop(
+                listener,
+                Transport::Tls(front),
                 self.gate.clone(),
                 self.hub.clone(),
                 self.tracker.clone(),
@@ -314,7 +375,15 @@ impl App {
                 self.stop.clone(),
             ));
         }
-        info!(admin_socket = %admin_path, listen = %listen, event = "ready", "ready");
+        let tls_listen = tls_addrs
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ");
+        info!(
+            admin_socket = %admin_path, listen = %listen, tls_listen = %tls_listen, event = "ready",
+            "ready"
+        );
         shutdown.await;
         systemd::notify_stopping();
         let (connections, _, _) = self.hub.counts();
@@ -356,6 +425,50 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
     }
     socket.bind(addr)?;
     socket.listen(BACKLOG)
+}
+
+/// Binds every `tls_listen` address, serving `identity`.
+fn bind_tls(addrs: &[SocketAddr], identity: &tls::Identity) -> Result<Tls, BindError> {
+    let listeners = addrs
+        .iter()
+        .map(|&addr| listen(addr).map_err(|source| BindError { addr, source }))
+        .collect::<Result<Vec<_>, _>>()?;
+    tls::log_identity(identity, "TLS certificate loaded");
+    Ok(Tls {
+        listeners,
+        front: Arc::new(tls::Front::new(identity)),
+    })
+}
+
+/// TLS for a process taking over: the listeners handed over if there are any, else this
+/// configuration's `tls_listen`; the certificate is this configuration's either way (`identity`,
+/// loaded before the hello).
+fn adopt_tls(
+    config: &Config,
+    identity: Option<tls::Identity>,
+    handed: Vec<TcpListener>,
+) -> Result<Option<Tls>, String> {
+    if handed.is_empty() && config.tls_listen.is_empty() {
+        return Ok(None);
+    }
+    // The predecessor checks the hello for this; validation guarantees it for `tls_listen`.
+    let Some(identity) = identity else {
+        return Err(
+            "the old process listens for TLS clients, but this configuration names no \
+             tls_cert_file and tls_key_file"
+                .into(),
+        );
+    };
+    if handed.is_empty() {
+        return bind_tls(&config.tls_listen, &identity)
+            .map(Some)
+            .map_err(|e| format!("{e}: {}", e.source));
+    }
+    tls::log_identity(&identity, "TLS certificate loaded");
+    Ok(Some(Tls {
+        listeners: handed,
+        front: Arc::new(tls::Front::new(&identity)),
+    }))
 }
 
 /// Binds the admin socket where the configuration (or the default resolution) says.

@@ -2,7 +2,9 @@
 //! `RELOADING=1` (with `MONOTONIC_USEC=`, as `Type=notify-reload` requires) before and `READY=1`
 //! after in both outcomes, and a [`ReloadPlan`] applied in full or not at all. The file is read
 //! and validated completely ([`Reloader::plan`]) before anything changes; on success every
-//! reloadable key applies to new and existing clients at once and nobody is disconnected.
+//! reloadable key applies to new and existing clients at once and nobody is disconnected. The TLS
+//! certificate and key are re-read too (certbot renewals): new handshakes get the new certificate,
+//! connections already made keep theirs.
 
 use std::sync::{Arc, Mutex, Weak};
 
@@ -22,6 +24,8 @@ pub struct Reconfigure {
     pub(super) log: Option<LogHandle>,
     /// The admin socket file, re-grouped when `admin_group` changes; None when it is systemd's.
     pub(super) admin_socket: Option<Weak<admin::SocketFile>>,
+    /// The TLS front end, given the certificate each reload reads; None while TLS is off.
+    pub(super) tls: Option<Arc<crate::tls::Front>>,
     pub(super) serial: Mutex<()>,
 }
 
@@ -51,6 +55,9 @@ impl Reconfigure {
         ) && let Err(e) = socket.set_group(group.as_deref())
         {
             warn!(event = "reload", key = "admin_group", error = %e, "admin socket group not changed");
+        }
+        if let (Some(front), Some(identity)) = (&self.tls, &plan.tls) {
+            front.set_identity(identity);
         }
         self.hub.set_config(plan.config);
         let file = plan

@@ -32,11 +32,22 @@ fn main() -> ExitCode {
         .map_or("built-in defaults".to_owned(), |p| p.display().to_string());
     if args.check_config {
         // What start-up checks before binding, as if systemd passed no sockets.
-        if let Err(e) = groupchatd::preflight::check(&config, Default::default()) {
-            eprintln!("groupchatd: configuration error: {e}");
-            return ExitCode::from(EX_CONFIG as u8);
-        }
+        let checked = match groupchatd::preflight::check(&config, Default::default()) {
+            Ok(checked) => checked,
+            Err(e) => {
+                eprintln!("groupchatd: configuration error: {e}");
+                return ExitCode::from(EX_CONFIG as u8);
+            }
+        };
         println!("groupchatd: configuration OK ({source})");
+        if let Some(tls) = checked.tls {
+            println!(
+                "groupchatd: TLS certificate {} (serial {}), valid until {}",
+                tls.subject,
+                tls.serial,
+                humantime::format_rfc3339_seconds(tls.not_after)
+            );
+        }
         return ExitCode::SUCCESS;
     }
     match groupchatd::daemon::run(config, path, args.overrides()) {

@@ -20,6 +20,8 @@ pub enum LeaveReason {
     HandshakeTimeout,
     /// The daemon is stopping.
     ShuttingDown,
+    /// The daemon is upgrading and cannot hand this connection over (a TLS client).
+    Upgrading,
 }
 
 impl LeaveReason {
@@ -33,6 +35,7 @@ impl LeaveReason {
             LeaveReason::Idle => "idle",
             LeaveReason::HandshakeTimeout => "handshake_timeout",
             LeaveReason::ShuttingDown => "shutdown",
+            LeaveReason::Upgrading => "upgrade",
         }
     }
 }
@@ -50,6 +53,7 @@ impl std::fmt::Display for LeaveReason {
             LeaveReason::Idle => f.write_str("idle timeout"),
             LeaveReason::HandshakeTimeout => f.write_str("no nickname in time"),
             LeaveReason::ShuttingDown => f.write_str("server shutting down"),
+            LeaveReason::Upgrading => f.write_str("server upgrading"),
         }
     }
 }
@@ -88,6 +92,7 @@ mod tests {
             (LeaveReason::WriteTimeout, "too slow: write timeout"),
             (LeaveReason::Idle, "idle timeout"),
             (LeaveReason::ShuttingDown, "server shutting down"),
+            (LeaveReason::Upgrading, "server upgrading"),
         ];
         for (r, text) in cases {
             assert_eq!(r.to_string(), text);

@@ -99,6 +99,12 @@ impl Client {
             .flush_own(self.id, &self.stream, &self.stats, limits)
     }
 
+    /// Whether a front end in this process relays the connection (TLS): it then cannot be handed
+    /// to another process.
+    pub fn is_relayed(&self) -> bool {
+        self.stream.tcp().is_none()
+    }
+
     /// Records activity (a line received) for the idle column of `chatctl list`.
     pub fn touch(&self) {
         let ms = self.connected.elapsed().as_millis() as u64;

@@ -22,6 +22,12 @@ pub(super) const KEYS: &[(&str, &str)] = &[
         "listen",
         "an array of socket addresses like [\"127.0.0.1:7000\"]",
     ),
+    (
+        "tls_listen",
+        "an array of socket addresses like [\"0.0.0.0:7443\"]",
+    ),
+    ("tls_cert_file", "a path string"),
+    ("tls_key_file", "a path string"),
     ("admin_socket", "a path string"),
     (
         "admin_socket_mode",
@@ -65,6 +71,9 @@ pub(super) const KEYS: &[(&str, &str)] = &[
 #[serde(deny_unknown_fields)]
 pub(super) struct FileConfig {
     listen: Option<Vec<String>>,
+    tls_listen: Option<Vec<String>>,
+    tls_cert_file: Option<String>,
+    tls_key_file: Option<String>,
     admin_socket: Option<String>,
     admin_socket_mode: Option<RawMode>,
     admin_group: Option<String>,
@@ -104,6 +113,17 @@ impl FileConfig {
         if let Some(v) = self.listen {
             c.listen = doc.check("listen", rules::listen(&v))?;
         }
+        if let Some(v) = self.tls_listen {
+            let addrs = rules::tls_listen(&v).and_then(|a| rules::apart(&c.listen, &a).map(|()| a));
+            c.tls_listen = doc.check("tls_listen", addrs)?;
+        }
+        if let Some(v) = self.tls_cert_file {
+            c.tls_cert_file = Some(doc.check("tls_cert_file", rules::pem_file(v.as_ref()))?);
+        }
+        if let Some(v) = self.tls_key_file {
+            c.tls_key_file = Some(doc.check("tls_key_file", rules::pem_file(v.as_ref()))?);
+        }
+        check_tls_files_given(&c, doc)?;
         if let Some(v) = self.admin_socket {
             c.admin_socket = Some(doc.check("admin_socket", rules::admin_socket(v.as_ref()))?);
         }
@@ -214,6 +234,40 @@ impl FileConfig {
         }
         Ok(c)
     }
+}
+
+/// TLS needs a certificate and its key; the files themselves are read by the start-up checks
+/// (`preflight`) and by each reload, not here, so that parsing a configuration stays free of IO.
+fn check_tls_files_given(c: &Config, doc: &Document<'_>) -> Result<(), ConfigError> {
+    if c.tls_listen.is_empty() {
+        return Ok(());
+    }
+    for (key, file, what) in [
+        (
+            "tls_cert_file",
+            &c.tls_cert_file,
+            "the certificate and its chain",
+        ),
+        (
+            "tls_key_file",
+            &c.tls_key_file,
+            "the certificate's private key",
+        ),
+    ] {
+        if file.is_none() {
+            let reason = format!(
+                "must be set while tls_listen is not empty: a PEM file with {what} (e.g. \
+                 /etc/letsencrypt/live/chat.example.org/{})",
+                if key == "tls_cert_file" {
+                    "fullchain.pem"
+                } else {
+                    "privkey.pem"
+                }
+            );
+            return doc.check(key, Err(reason));
+        }
+    }
+    Ok(())
 }
 
 /// `max_queue_bytes` ≥ 4 × `max_line_bytes`, so a client's queue always has room

@@ -35,6 +35,15 @@ pub const EX_CONFIG: i32 = 78;
 pub struct Config {
     /// TCP addresses to accept chat clients on; never empty, no duplicates.
     pub listen: Vec<SocketAddr>,
+    /// TCP addresses to accept TLS chat clients on; empty (the default) turns TLS off. No
+    /// duplicates, and none that `listen` also has (port 0 aside). Only changes on restart.
+    pub tls_listen: Vec<SocketAddr>,
+    /// PEM file with the server's certificate first and then its chain; an absolute path. Set
+    /// whenever `tls_listen` is not empty. Re-read on every reload.
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM file with the certificate's private key (PKCS #8, PKCS #1 or SEC 1); an absolute path.
+    /// Set whenever `tls_listen` is not empty. Re-read on every reload.
+    pub tls_key_file: Option<PathBuf>,
     /// Admin socket path; `None` lets the daemon pick one in its runtime directory.
     pub admin_socket: Option<PathBuf>,
     /// Permission bits for the admin socket, at most `0o777`.
@@ -155,6 +164,9 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             listen: vec![SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 7000)],
+            tls_listen: Vec::new(),
+            tls_cert_file: None,
+            tls_key_file: None,
             admin_socket: None,
             admin_socket_mode: 0o660,
             admin_group: None,
@@ -234,6 +246,9 @@ impl Config {
             .map(rules::log_level)
             .transpose()
             .map_err(|r| ConfigError::flag("--log-level", r))?;
+        if let Some(listen) = &listen {
+            rules::apart(listen, &self.tls_listen).map_err(|r| ConfigError::flag("--listen", r))?;
+        }
         if let Some(listen) = listen {
             self.listen = listen;
         }

@@ -46,11 +46,21 @@ pub(super) fn listen(items: &[String]) -> Rule<Vec<SocketAddr>> {
     if items.is_empty() {
         return Err("must list at least one address (e.g. [\"127.0.0.1:7000\"])".into());
     }
+    addresses(items, 7000)
+}
+
+/// `tls_listen`: socket addresses, none repeated; empty turns TLS off.
+pub(super) fn tls_listen(items: &[String]) -> Rule<Vec<SocketAddr>> {
+    addresses(items, 7443)
+}
+
+/// Socket addresses, none repeated; `port` is the one the examples in messages use.
+fn addresses(items: &[String], port: u16) -> Rule<Vec<SocketAddr>> {
     let mut seen = HashSet::new();
     let mut addrs = Vec::with_capacity(items.len());
     for item in items {
         let addr: SocketAddr = item.trim().parse().map_err(|_| {
-            format!("'{item}' is not a socket address (e.g. 127.0.0.1:7000 or [::]:7000)")
+            format!("'{item}' is not a socket address (e.g. 127.0.0.1:{port} or [::]:{port})")
         })?;
         if !seen.insert(addr) {
             return Err(format!("'{item}' is listed more than once"));
@@ -58,6 +68,33 @@ pub(super) fn listen(items: &[String]) -> Rule<Vec<SocketAddr>> {
         addrs.push(addr);
     }
     Ok(addrs)
+}
+
+/// `listen` and `tls_listen` share no address (both would fail to bind it). Port 0 is exempt:
+/// each listener on it gets a port of its own.
+pub(super) fn apart(listen: &[SocketAddr], tls_listen: &[SocketAddr]) -> Rule<()> {
+    match tls_listen
+        .iter()
+        .find(|a| a.port() != 0 && listen.contains(a))
+    {
+        Some(addr) => Err(format!(
+            "{addr} is in listen too; plain and TLS clients need ports of their own"
+        )),
+        None => Ok(()),
+    }
+}
+
+/// `tls_cert_file`, `tls_key_file`: an absolute path (the daemon's working directory is not
+/// something an operator should have to think about). The file is read at start and reload.
+pub(super) fn pem_file(path: &Path) -> Rule<PathBuf> {
+    if path.is_absolute() {
+        Ok(path.to_path_buf())
+    } else {
+        Err(format!(
+            "'{}' is not an absolute path (e.g. /etc/letsencrypt/live/chat.example.org/fullchain.pem)",
+            path.display()
+        ))
+    }
 }
 
 /// `admin_socket`: an absolute path, because the daemon's working directory is not

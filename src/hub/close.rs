@@ -152,6 +152,23 @@ impl Hub {
         Some((id, nick))
     }
 
+    /// Closes every client relayed by a front end in this process (TLS), with `farewell` as its
+    /// last line: an upgrade cannot hand such a connection to another process. Returns how many.
+    pub(crate) fn close_relayed(&self, farewell: Bytes) -> usize {
+        let relayed: Vec<ClientId> = {
+            let st = self.lock();
+            st.clients
+                .values()
+                .filter(|c| c.is_relayed())
+                .map(|c| c.id)
+                .collect()
+        };
+        for &id in &relayed {
+            self.close(id, LeaveReason::Upgrading, Some(farewell.clone()));
+        }
+        relayed.len()
+    }
+
     /// Stopping, phase one (after the listeners closed): every session is asked to read and relay
     /// what its client has already sent, so that lines written before the stop reach the room
     /// before `*** server shutting down`. Wait for it with [`drained`](Self::drained).

@@ -74,6 +74,7 @@ impl Counters {
             kicks: get(&self.kicks),
             slow_drops: get(&self.slow_drops),
             throttled: get(&self.throttled),
+            tls_handshake_failures: get(&self.tls_handshake_failures),
         }
     }
 
@@ -86,6 +87,7 @@ impl Counters {
         set(&self.kicks, t.kicks);
         set(&self.slow_drops, t.slow_drops);
         set(&self.throttled, t.throttled);
+        set(&self.tls_handshake_failures, t.tls_handshake_failures);
     }
 }
 
@@ -100,7 +102,15 @@ impl Hub {
     pub(crate) async fn freeze(&self, limit: Duration) -> Result<Frozen, String> {
         let drain = Drain::default();
         let states = Arc::new(Mutex::new(HashMap::new()));
-        let clients: Vec<Arc<Client>> = self.lock().clients.values().cloned().collect();
+        // Relayed clients (TLS) are not frozen: their relay lives in this process and ends with
+        // their session, so they are closed before an upgrade instead (`Front::part_for_upgrade`).
+        let clients: Vec<Arc<Client>> = self
+            .lock()
+            .clients
+            .values()
+            .filter(|c| !c.is_relayed())
+            .cloned()
+            .collect();
         for client in &clients {
             client.outbox.request_freeze(FreezeRequest {
                 _ticket: drain.ticket(),

@@ -69,6 +69,9 @@ pub struct Counters {
     pub throttled: AtomicU64,
     /// Upgrades that handed the service to a new process (`chatctl upgrade`).
     pub upgrades: AtomicU64,
+    /// TLS handshakes that failed or were not done in time (port scanners, clients that do not
+    /// trust the certificate, plaintext on the TLS port).
+    pub tls_handshake_failures: AtomicU64,
 }
 
 /// A joined member: the nickname and room live here, the connection in [`Client`].

@@ -643,6 +643,7 @@ async fn hand_over(
         },
         paused_at_ns: 0,
         listeners: 1,
+        tls_listeners: 0,
         admin: false,
         admin_owned: false,
         room,

@@ -6,9 +6,11 @@
 //! 1. The old process starts the new binary (by default the path it was started from, so after
 //!    `dpkg -i` that is the new version) with the same arguments and the link's end in
 //!    `GROUPCHATD_UPGRADE_FD`. The new process loads and checks its configuration and says hello.
-//! 2. The old process stops accepting (newcomers wait in the listen backlog), freezes every
-//!    session between two reads, stops all writing, and sends the chat listeners, the admin
-//!    socket, every client's socket and the [`snapshot`].
+//! 2. The old process stops accepting (newcomers wait in the listen backlog), tells each TLS
+//!    client `*** server upgrading; please reconnect` and closes it (a TLS session cannot move to
+//!    another process), freezes every other session between two reads, stops all writing, and
+//!    sends the chat and TLS listeners, the admin socket, every client's socket and the
+//!    [`snapshot`].
 //! 3. The new process checks the snapshot, rebuilds the room around the sockets without reading
 //!    or writing any of them, and says it is ready.
 //! 4. The old process passes the service to it (`MAINPID=` to systemd), commits, answers
@@ -18,7 +20,8 @@
 //! Any failure before the commit (the binary missing or not executable, the child crashing,
 //! refusing the configuration or the snapshot, or not ready within the timeout) rolls back: the
 //! child is told to go (and killed if it does not), writing and the sessions resume where they
-//! stopped, accepting resumes, and the caller gets the reason. Nothing is lost either way.
+//! stopped, accepting resumes, and the caller gets the reason. Nothing is lost either way, except
+//! that TLS clients told to reconnect have been disconnected.
 
 pub(crate) mod channel;
 pub(crate) mod snapshot;
@@ -55,6 +58,10 @@ struct Hello {
     version: String,
     /// Snapshot versions it reads.
     reads: Vec<u32>,
+    /// Whether it has a TLS certificate to serve TLS listeners with (false from a release
+    /// before TLS, which could not take them over either).
+    #[serde(default)]
+    tls: bool,
 }
 
 /// What an upgrade achieved.
@@ -142,6 +149,8 @@ pub struct Upgrader {
     exe: PathBuf,
     args: Vec<OsString>,
     listeners: Vec<RawFd>,
+    /// The TLS listeners, and the front end whose clients are told to reconnect.
+    tls: Option<(Vec<RawFd>, Arc<crate::tls::Front>)>,
     /// The admin socket, and whether this process made its file (the new one then owns it).
     admin: Option<(RawFd, bool)>,
     gate: AcceptGate,
@@ -194,10 +203,11 @@ impl Invocation {
 
 impl Upgrader {
     /// An upgrader for this process's room and sockets.
-    pub fn new(
+    pub(crate) fn new(
         hub: Arc<Hub>,
         invocation: Invocation,
         listeners: Vec<RawFd>,
+        tls: Option<(Vec<RawFd>, Arc<crate::tls::Front>)>,
         admin: Option<(RawFd, bool)>,
         gate: AcceptGate,
         tracker: TaskTracker,
@@ -207,6 +217,7 @@ impl Upgrader {
             exe: invocation.exe,
             args: invocation.args,
             listeners,
+            tls,
             admin,
             gate,
             tracker,
@@ -273,16 +284,28 @@ impl Upgrader {
                 snapshot::VERSION
             )));
         }
-        // From here on nothing is read or written until commit or rollback.
-        if !self
-            .gate
-            .close_and_settle(self.listeners.len(), FREEZE_LIMIT)
-            .await
-        {
+        let tls_listeners = self.tls.as_ref().map_or(&[][..], |(fds, _)| fds);
+        // Found out before TLS clients are told to reconnect, not when the snapshot is refused.
+        if !tls_listeners.is_empty() && !hello.tls {
+            let _ = channel.send(Tag::Abort, &[], &[]);
+            return Err(child.gone(format!(
+                "{} {} cannot take over the TLS listeners: its configuration names no \
+                 tls_cert_file and tls_key_file (or it predates TLS)",
+                binary.display(),
+                hello.version
+            )));
+        }
+        let accept_loops = self.listeners.len() + tls_listeners.len();
+        if !self.gate.close_and_settle(accept_loops, FREEZE_LIMIT).await {
             self.gate.set(true);
             let _ = channel.send(Tag::Abort, &[], &[]);
             return Err(child.gone("the accept loops did not pause".into()));
         }
+        // TLS clients cannot move: they are told to reconnect, and are gone before the freeze.
+        if let Some((_, front)) = &self.tls {
+            front.part_for_upgrade(&self.hub, FREEZE_LIMIT).await;
+        }
+        // From here on nothing is read or written until commit or rollback.
         let paused_at_ns = monotonic_ns();
         let paused = Instant::now();
         let mut frozen = match self.hub.freeze(FREEZE_LIMIT).await {
@@ -309,6 +332,7 @@ impl Upgrader {
         handover.frozen = Some(frozen);
         let clients = room.clients.len();
         let mut fds: Vec<RawFd> = self.listeners.clone();
+        fds.extend_from_slice(tls_listeners);
         fds.extend(self.admin.map(|(fd, _)| fd));
         fds.extend(client_fds);
         let snap = Snapshot {
@@ -319,6 +343,7 @@ impl Upgrader {
             },
             paused_at_ns,
             listeners: self.listeners.len(),
+            tls_listeners: tls_listeners.len(),
             admin: self.admin.is_some(),
             admin_owned: self.admin.is_some_and(|(_, owned)| owned),
             room,

@@ -10,8 +10,16 @@
 //! [`ClientState::room`]. Both default to empty, so version 1 (written before rooms existed)
 //! still parses, and restores everyone into the new process's default room.
 //!
+//! Within version 2, fields were added for TLS (`tls_listeners`, the `tls_handshake_failures`
+//! total). Both are optional and written only when not zero, so a daemon without TLS writes
+//! exactly what the first version 2 release wrote (and that release reads it: a downgrade works);
+//! a snapshot with them is refused by that release (it denies unknown fields), and the upgrade
+//! rolls back. TLS sessions themselves are never in a snapshot: their clients are told to
+//! reconnect before the hand-over (see `tls::Front::part_for_upgrade`).
+//!
 //! Descriptors travel in a fixed order the snapshot describes: the chat listeners (`listeners`
-//! of them), then the admin socket if `admin` is set, then one per client in `clients` order.
+//! of them), then the TLS listeners (`tls_listeners`), then the admin socket if `admin` is set,
+//! then one per client in `clients` order.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -42,6 +50,9 @@ pub struct Snapshot {
     pub paused_at_ns: u64,
     /// Chat listeners among the descriptors.
     pub listeners: usize,
+    /// TLS chat listeners among the descriptors, after the chat listeners.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub tls_listeners: usize,
     /// Whether the admin socket follows them.
     pub admin: bool,
     /// Whether the old process created the admin socket's file (else systemd did): the new one
@@ -152,6 +163,13 @@ pub struct Totals {
     pub kicks: u64,
     pub slow_drops: u64,
     pub throttled: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub tls_handshake_failures: u64,
+}
+
+/// For the optional counts: not written while zero.
+fn is_zero<T: Default + PartialEq>(n: &T) -> bool {
+    *n == T::default()
 }
 
 /// One connection.
@@ -223,7 +241,8 @@ impl Snapshot {
 
     fn check(&self, fds: usize) -> Result<(), SnapshotError> {
         let bad = |why: String| Err(SnapshotError::Inconsistent(why));
-        let expected = self.listeners + usize::from(self.admin) + self.room.clients.len();
+        let expected =
+            self.listeners + self.tls_listeners + usize::from(self.admin) + self.room.clients.len();
         if fds != expected {
             return bad(format!("{fds} descriptors for {expected} sockets"));
         }
@@ -301,6 +320,7 @@ mod tests {
             },
             paused_at_ns: 1,
             listeners: 1,
+            tls_listeners: 0,
             admin: true,
             admin_owned: true,
             room: Room {
@@ -396,6 +416,28 @@ mod tests {
         assert!(older.room.connect_rate.is_empty());
         assert!(matches!(
             Snapshot::decode(&s.encode(), 3),
+            Err(SnapshotError::Inconsistent(_))
+        ));
+    }
+
+    #[test]
+    fn tls_fields_are_written_only_when_used() {
+        // Without TLS the snapshot is what the first version 2 release wrote, and reads back.
+        let s = sample();
+        let text = String::from_utf8(s.encode()).unwrap();
+        assert!(!text.contains("tls_"), "{text}");
+        assert_eq!(Snapshot::decode(text.as_bytes(), 2).unwrap(), s);
+        // With TLS listeners, their descriptors come after the chat listeners and are counted.
+        let mut tls = sample();
+        tls.tls_listeners = 2;
+        tls.room.counters.tls_handshake_failures = 7;
+        let bytes = tls.encode();
+        let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(json["tls_listeners"], 2);
+        assert_eq!(json["room"]["counters"]["tls_handshake_failures"], 7);
+        assert_eq!(Snapshot::decode(&bytes, 4).unwrap(), tls);
+        assert!(matches!(
+            Snapshot::decode(&bytes, 2),
             Err(SnapshotError::Inconsistent(_))
         ));
     }

@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 use super::Hello;
 use super::channel::{Channel, Tag};
 use super::snapshot::{self, Snapshot};
+use crate::config::Config;
+use crate::tls::Identity;
 
 /// How long the new process waits for each step of the old one. The old process enforces the
 /// upgrade's own timeout; this only keeps a new process from waiting forever on a stuck one.
@@ -20,10 +22,15 @@ pub struct Takeover {
     pub(crate) snapshot: Snapshot,
     /// The chat listeners.
     pub(crate) listeners: Vec<std::net::TcpListener>,
+    /// The TLS chat listeners.
+    pub(crate) tls_listeners: Vec<std::net::TcpListener>,
     /// The admin socket, if one was passed.
     pub(crate) admin: Option<std::os::unix::net::UnixListener>,
     /// One socket per client, in the snapshot's order.
     pub(crate) streams: Vec<std::net::TcpStream>,
+    /// The TLS certificate this process's configuration names, loaded and checked before the
+    /// hello (so the predecessor knows whether its TLS listeners can be taken over).
+    pub(crate) tls: Option<Identity>,
 }
 
 /// Tells a predecessor, if there is one, that this process cannot take over (say, its
@@ -37,19 +44,29 @@ pub fn refuse_if_upgrading(why: &str) {
 impl Takeover {
     /// If this process was started by an upgrade: says hello, receives everything and checks it.
     /// None when not upgrading. On error the predecessor has been told why (it rolls back).
-    pub fn receive() -> Option<Result<Takeover, String>> {
+    /// `config` is this process's: a TLS certificate it names is loaded first, and one that
+    /// fails its checks refuses the upgrade before anything is handed over.
+    pub fn receive(config: &Config) -> Option<Result<Takeover, String>> {
         let channel = match Channel::from_env()? {
             Ok(c) => c,
             Err(e) => return Some(Err(format!("upgrade link: {e}"))),
         };
-        Some(Self::receive_on(channel))
+        Some(Self::receive_on(channel, config))
     }
 
-    fn receive_on(channel: Channel) -> Result<Takeover, String> {
+    fn receive_on(channel: Channel, config: &Config) -> Result<Takeover, String> {
+        let tls = match (&config.tls_cert_file, &config.tls_key_file) {
+            (Some(cert), Some(key)) => match Identity::load(cert, key) {
+                Ok(identity) => Some(identity),
+                Err(e) => return Err(Self::refuse(&channel, e.to_string())),
+            },
+            _ => None,
+        };
         let hello = Hello {
             pid: std::process::id(),
             version: env!("CARGO_PKG_VERSION").into(),
             reads: snapshot::READS.to_vec(),
+            tls: tls.is_some(),
         };
         let hello = serde_json::to_vec(&hello).expect("hello serializes");
         channel
@@ -84,6 +101,11 @@ impl Takeover {
             .take(snapshot.listeners)
             .map(std::net::TcpListener::from)
             .collect();
+        let tls_listeners = fds
+            .by_ref()
+            .take(snapshot.tls_listeners)
+            .map(std::net::TcpListener::from)
+            .collect();
         let admin = snapshot
             .admin
             .then(|| fds.next().map(std::os::unix::net::UnixListener::from))
@@ -93,8 +115,10 @@ impl Takeover {
             channel,
             snapshot,
             listeners,
+            tls_listeners,
             admin,
             streams,
+            tls,
         })
     }
 

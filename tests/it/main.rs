@@ -16,4 +16,5 @@ mod rooms;
 mod soak;
 mod support;
 mod systemd;
+mod tls;
 mod upgrade;

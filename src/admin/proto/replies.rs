@@ -83,6 +83,9 @@ pub struct StatsReply {
     pub upgrades: u64,
     /// Chat listen addresses.
     pub listen: Vec<String>,
+    /// TLS chat listen addresses; empty when TLS is off.
+    #[serde(default)]
+    pub tls_listen: Vec<String>,
     /// Connections now (joined or not).
     pub clients: u64,
     /// Joined members now.
@@ -109,6 +112,9 @@ pub struct StatsReply {
     /// Rooms now (the configuration's, and those users made that still have members).
     #[serde(default)]
     pub rooms: u64,
+    /// TLS handshakes that failed or were not done in time.
+    #[serde(default)]
+    pub tls_handshake_failures: u64,
 }
 
 /// `upgrade` result.
@@ -191,6 +197,7 @@ mod tests {
             process_started_at: "2026-11-22T00:00:10Z".into(),
             upgrades: 1,
             listen: vec!["127.0.0.1:7000".into()],
+            tls_listen: vec!["127.0.0.1:7443".into()],
             clients: 3,
             members: 2,
             peak_clients: 4,
@@ -203,6 +210,7 @@ mod tests {
             rejected_connections: 0,
             congested_clients: 0,
             rooms: 3,
+            tls_handshake_failures: 4,
         };
         let line = Response::ok(&stats).encode();
         assert!(line.ends_with('\n'));

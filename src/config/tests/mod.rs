@@ -77,10 +77,16 @@ fn shipped_example_gives_the_defaults() {
 fn uncommented_example_gives_the_defaults() {
     let (text, mut keys) = uncommented_example();
     let config = parse(&text).unwrap_or_else(|e| panic!("{e}"));
-    // These two have no default value; the example shows a typical setting.
+    // These have no default value; the example shows a typical setting.
     let expected = Config {
         admin_socket: Some(PathBuf::from("/run/groupchatd/admin.sock")),
         admin_group: Some("groupchatd".to_owned()),
+        tls_cert_file: Some(PathBuf::from(
+            "/etc/letsencrypt/live/chat.example.org/fullchain.pem",
+        )),
+        tls_key_file: Some(PathBuf::from(
+            "/etc/letsencrypt/live/chat.example.org/privkey.pem",
+        )),
         ..Config::default()
     };
     assert_eq!(config, expected);

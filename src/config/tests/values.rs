@@ -400,3 +400,71 @@ fn connect_rate_is_disabled_by_either_zero() {
         None
     );
 }
+
+#[test]
+fn tls_settings() {
+    let files =
+        "tls_cert_file = \"/etc/tls/fullchain.pem\"\ntls_key_file = \"/etc/tls/privkey.pem\"\n";
+    let c = parse(&format!(
+        "tls_listen = [\"0.0.0.0:7443\", \"[::]:7443\"]\n{files}"
+    ))
+    .unwrap();
+    assert_eq!(c.tls_listen, vec![addr("0.0.0.0:7443"), addr("[::]:7443")]);
+    assert_eq!(
+        c.tls_cert_file.as_deref(),
+        Some(Path::new("/etc/tls/fullchain.pem"))
+    );
+    assert_eq!(
+        c.tls_key_file.as_deref(),
+        Some(Path::new("/etc/tls/privkey.pem"))
+    );
+    // Off by default, and off with an empty list even with files named.
+    assert!(parse("").unwrap().tls_listen.is_empty());
+    assert!(
+        parse(&format!("tls_listen = []\n{files}"))
+            .unwrap()
+            .tls_listen
+            .is_empty()
+    );
+    // Port 0 may be in both lists: each listener gets its own port.
+    let both = parse(&format!(
+        "listen = [\"127.0.0.1:0\"]\ntls_listen = [\"127.0.0.1:0\"]\n{files}"
+    ));
+    assert!(both.is_ok(), "{both:?}");
+
+    // (file text, key named, line named (0: the key is missing), part of the reason)
+    #[rustfmt::skip]
+    let refused: &[(&str, &str, usize, &str)] = &[
+        ("tls_listen = [\"127.0.0.1:7443\"]", "tls_cert_file", 0,
+            "must be set while tls_listen is not empty: a PEM file with the certificate and its chain"),
+        ("tls_listen = [\"127.0.0.1:7443\"]\ntls_cert_file = \"/c.pem\"", "tls_key_file", 0,
+            "must be set while tls_listen is not empty: a PEM file with the certificate's private key"),
+        ("tls_listen = [\"7443\"]", "tls_listen", 1,
+            "'7443' is not a socket address (e.g. 127.0.0.1:7443 or [::]:7443)"),
+        ("tls_listen = [\"[::]:7443\", \"[::]:7443\"]", "tls_listen", 1, "listed more than once"),
+        ("listen = [\"127.0.0.1:7000\"]\ntls_listen = [\"127.0.0.1:7000\"]", "tls_listen", 2,
+            "127.0.0.1:7000 is in listen too; plain and TLS clients need ports of their own"),
+        ("tls_cert_file = \"fullchain.pem\"", "tls_cert_file", 1,
+            "'fullchain.pem' is not an absolute path"),
+        ("tls_key_file = \"\"", "tls_key_file", 1, "is not an absolute path"),
+        ("tls_key_file = 1", "tls_key_file", 1, "expected a path string, found an integer"),
+    ];
+    for &(text, key, line, needle) in refused {
+        let e = parse_err(text);
+        assert_eq!(e.key.as_deref(), Some(key), "{text}: {e}");
+        assert_eq!(e.line, (line > 0).then_some(line), "{text}: {e}");
+        assert!(e.reason.contains(needle), "{text}: {e}");
+    }
+
+    // `--listen` may not take a TLS address either.
+    let mut c = parse(&format!("tls_listen = [\"127.0.0.1:7443\"]\n{files}")).unwrap();
+    let o = crate::config::Overrides {
+        listen: vec!["127.0.0.1:7443".into()],
+        ..Default::default()
+    };
+    let e = c.apply_overrides(&o).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "command line: key '--listen': 127.0.0.1:7443 is in listen too; plain and TLS clients need ports of their own"
+    );
+}
