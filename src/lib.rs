@@ -11,6 +11,8 @@
 //! - `session`: one connection's task: reading and handling input, writing only what it was
 //!   handed (socket full, closing), deadlines.
 //! - `server`: the accept loop and admission limits.
+//! - `http`: the HTTP listener (`/healthz`, `/metrics`, `/`); `metrics`: what `/metrics` reports,
+//!   read from the hub at each scrape.
 //! - [`app`]: bind, run, graceful stop, and the reload protocol; the entry point for tests.
 //!   `drain` coordinates the first phase of a stop.
 //! - [`admin`]: the Unix control socket, its wire format ([`admin::proto`]) and `chatctl`'s client.
@@ -33,8 +35,10 @@ pub(crate) mod drain;
 #[doc(hidden)]
 pub mod fuzzing;
 pub(crate) mod hex;
+pub(crate) mod http;
 pub mod hub;
 pub(crate) mod logging;
+pub(crate) mod metrics;
 pub mod preflight;
 pub mod protocol;
 pub(crate) mod reload;

@@ -5,10 +5,11 @@
 //!
 //! Checked: the admin socket path fits in `sun_path` (108 bytes with the terminating NUL); its
 //! directory, or the nearest existing ancestor when it is yet to be created, passes the trust rule of
-//! [`admin::trust`] (and we may create the rest there); `admin_group` exists; and every `listen` port below
-//! `net.ipv4.ip_unprivileged_port_start` comes with `CAP_NET_BIND_SERVICE` in the effective set.
-//! Sockets systemd passes are not ours to check: an inherited admin socket skips the admin checks and
-//! inherited chat listeners skip the port check. `--check-config` cannot know what systemd will pass
+//! [`admin::trust`] (and we may create the rest there); `admin_group` exists; and every `listen` and
+//! `http_listen` port below `net.ipv4.ip_unprivileged_port_start` comes with `CAP_NET_BIND_SERVICE`
+//! in the effective set. Sockets systemd passes are not ours to check: an inherited admin socket
+//! skips the admin checks and inherited chat listeners skip the `listen` port check (HTTP
+//! listeners are always bound by the daemon itself). `--check-config` cannot know what systemd will pass
 //! (`ExecStartPre=` gets no descriptors), so it checks as if nothing were inherited.
 
 use std::net::SocketAddr;
@@ -86,6 +87,19 @@ pub enum PreflightError {
         /// The first unprivileged port.
         start: u16,
     },
+    /// A privileged HTTP port without the capability to bind it.
+    #[error(
+        "http_listen {addr}: port {} is below {start} (net.ipv4.ip_unprivileged_port_start) and \
+         this process lacks CAP_NET_BIND_SERVICE; use a port of at least {start} (a reverse proxy \
+         can serve port 80) or grant the capability (AmbientCapabilities=CAP_NET_BIND_SERVICE)",
+        addr.port()
+    )]
+    PrivilegedHttpPort {
+        /// The `http_listen` entry.
+        addr: SocketAddr,
+        /// The first unprivileged port.
+        start: u16,
+    },
 }
 
 /// Runs every check; the first failure is returned.
@@ -121,18 +135,15 @@ pub fn check(config: &Config, inherited: Inherited) -> Result<(), PreflightError
             return Err(PreflightError::NoSuchGroup(name));
         }
     }
-    if !inherited.chat {
-        let capable = can_bind_privileged();
-        if let Some(&addr) = privileged_without_capability(
-            &config.listen,
-            unprivileged_port_start(),
-            capable.unwrap_or(true),
-        ) {
-            return Err(PreflightError::PrivilegedPort {
-                addr,
-                start: unprivileged_port_start(),
-            });
-        }
+    let capable = can_bind_privileged().unwrap_or(true);
+    let start = unprivileged_port_start();
+    if !inherited.chat
+        && let Some(&addr) = privileged_without_capability(&config.listen, start, capable)
+    {
+        return Err(PreflightError::PrivilegedPort { addr, start });
+    }
+    if let Some(&addr) = privileged_without_capability(&config.http_listen, start, capable) {
+        return Err(PreflightError::PrivilegedHttpPort { addr, start });
     }
     Ok(())
 }

@@ -3,8 +3,8 @@
 //! applies a plan (settings, log filter, admin socket group) and owns the reload protocol around
 //! it (one at a time, `RELOADING=1` … `READY=1`).
 //!
-//! On error nothing changes and the exact error is returned. `listen` and the admin socket's
-//! path and mode only change on restart: a plan keeps the running values and names those keys as
+//! On error nothing changes and the exact error is returned. `listen`, `http_listen` and the
+//! admin socket's path and mode only change on restart: a plan keeps the running values and names those keys as
 //! ignored.
 
 use std::path::PathBuf;
@@ -63,6 +63,9 @@ impl Reloader {
         if new.listen != current.listen {
             ignored.push("listen");
         }
+        if new.http_listen != current.http_listen {
+            ignored.push("http_listen");
+        }
         if new.admin_socket != current.admin_socket {
             ignored.push("admin_socket");
         }
@@ -83,6 +86,7 @@ impl Reloader {
         Ok(ReloadPlan {
             config: Config {
                 listen: current.listen.clone(),
+                http_listen: current.http_listen.clone(),
                 admin_socket: current.admin_socket.clone(),
                 admin_socket_mode: current.admin_socket_mode,
                 worker_threads: current.worker_threads,

@@ -64,10 +64,19 @@ fn check_ranges(c: &Config, text: &str) {
     let secs =
         |d: Duration, lo: u64, hi: u64| d.subsec_nanos() == 0 && (lo..=hi).contains(&d.as_secs());
     let unique: HashSet<_> = c.listen.iter().collect();
+    let http_unique: HashSet<_> = c.http_listen.iter().collect();
     let rules = [
         (
             "listen",
             !c.listen.is_empty() && unique.len() == c.listen.len(),
+        ),
+        (
+            "http_listen",
+            http_unique.len() == c.http_listen.len()
+                && c
+                    .http_listen
+                    .iter()
+                    .all(|a| a.port() == 0 || !unique.contains(a)),
         ),
         (
             "admin_socket",

@@ -466,6 +466,7 @@ mod tests {
             hub.clone(),
             Invocation::current(),
             Vec::new(),
+            Vec::new(),
             None,
             AcceptGate::default(),
             TaskTracker::new(),

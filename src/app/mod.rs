@@ -3,7 +3,8 @@
 //! [`App::bind`] binds every listener before anything is served, so a caller (a test on port 0, the
 //! systemd notifier) can read [`App::local_addrs`] and know the daemon is reachable. [`App::run`] takes
 //! its shutdown trigger as a future, so tests and `main` choose what stops it, and the stop is bounded:
-//! after `shutdown_grace` the remaining sessions are dropped.
+//! after `shutdown_grace` the remaining sessions are dropped. The HTTP listeners stop last, so
+//! `/healthz` says 503 throughout the stop.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -17,6 +18,7 @@ use tracing::{info, warn};
 
 use crate::admin::{self, AdminCtx, AdminError, AdminLimits, AdminSocket};
 use crate::config::Config;
+use crate::http::{self, Http};
 use crate::hub::Hub;
 use crate::hub::handover::Resumed;
 use crate::logging::LogHandle;
@@ -52,6 +54,15 @@ pub enum StartError {
     /// A chat listener.
     #[error(transparent)]
     Bind(#[from] BindError),
+    /// An HTTP listener.
+    #[error("http_listen: cannot listen on {addr}")]
+    Http {
+        /// The address from the configuration.
+        addr: SocketAddr,
+        /// What the OS said.
+        #[source]
+        source: std::io::Error,
+    },
     /// The admin socket.
     #[error(transparent)]
     Admin(#[from] AdminError),
@@ -66,7 +77,7 @@ impl StartError {
         match self {
             StartError::Admin(e) => e.is_config(),
             StartError::Preflight(_) => true,
-            StartError::Bind(_) => false,
+            StartError::Bind(_) | StartError::Http { .. } => false,
         }
     }
 }
@@ -75,6 +86,8 @@ impl StartError {
 pub struct App {
     hub: Arc<Hub>,
     listeners: Vec<TcpListener>,
+    /// The HTTP listeners (`http_listen`).
+    http: Vec<TcpListener>,
     admin: AdminSocket,
     admin_limits: AdminLimits,
     reconfigure: Option<Arc<Reconfigure>>,
@@ -88,7 +101,7 @@ pub struct App {
 }
 
 impl App {
-    /// Binds every `listen` address of `config`, then the admin socket.
+    /// Binds every `listen` address of `config`, then every `http_listen` one, then the admin socket.
     pub fn bind(config: Config) -> Result<App, StartError> {
         Self::bind_with(config, Inherited::default())
     }
@@ -123,6 +136,7 @@ impl App {
                 .map(adopt)
                 .collect::<Result<Vec<_>, _>>()?
         };
+        let http = bind_http(&config)?;
         let admin = match inherited.admin {
             Some(l) => {
                 let path = admin::path::resolve(config.admin_socket.as_deref());
@@ -132,23 +146,31 @@ impl App {
             }
             None => bind_admin(&config)?,
         };
-        Ok(Self::with_listeners(config, listeners, admin))
+        Ok(Self::with_listeners(config, listeners, http, admin))
     }
 
-    /// Serves on sockets bound elsewhere (socket activation).
-    pub fn with_listeners(config: Config, listeners: Vec<TcpListener>, admin: AdminSocket) -> App {
-        Self::assemble(Hub::new(config), listeners, admin, Vec::new())
+    /// Serves on sockets bound elsewhere (socket activation): chat listeners, HTTP listeners and
+    /// the admin socket.
+    pub fn with_listeners(
+        config: Config,
+        listeners: Vec<TcpListener>,
+        http: Vec<TcpListener>,
+        admin: AdminSocket,
+    ) -> App {
+        Self::assemble(Hub::new(config), listeners, http, admin, Vec::new())
     }
 
     fn assemble(
         hub: Hub,
         listeners: Vec<TcpListener>,
+        http: Vec<TcpListener>,
         admin: AdminSocket,
         resumed: Vec<Resumed>,
     ) -> App {
         App {
             hub: Arc::new(hub),
             listeners,
+            http,
             admin,
             admin_limits: AdminLimits::default(),
             reconfigure: None,
@@ -162,16 +184,25 @@ impl App {
 
     /// Takes over what a predecessor handed over (an upgrade): its listeners, its admin socket,
     /// and its room with every connection, none of them read or written yet. `config` is this
-    /// process's own; its `listen` and `admin_socket` give way to the sockets handed over.
+    /// process's own; its `listen`, `http_listen` and `admin_socket` give way to the sockets
+    /// handed over. A predecessor from before HTTP listeners existed hands none over: then this
+    /// process binds its `http_listen`.
     pub fn adopt(config: Config, takeover: &mut Takeover) -> Result<App, String> {
-        let listeners = std::mem::take(&mut takeover.listeners)
-            .into_iter()
-            .map(|l| {
-                l.set_nonblocking(true)?;
-                TcpListener::from_std(l)
-            })
-            .collect::<std::io::Result<Vec<_>>>()
+        let adopt = |listeners: Vec<std::net::TcpListener>| {
+            listeners
+                .into_iter()
+                .map(|l| {
+                    l.set_nonblocking(true)?;
+                    TcpListener::from_std(l)
+                })
+                .collect::<std::io::Result<Vec<_>>>()
+        };
+        let listeners = adopt(std::mem::take(&mut takeover.listeners))
             .map_err(|e| format!("chat listener: {e}"))?;
+        let http = match takeover.http_listeners.take() {
+            Some(handed) => adopt(handed).map_err(|e| format!("HTTP listener: {e}"))?,
+            None => bind_http(&config).map_err(|e| format!("{:#}", anyhow::Error::new(e)))?,
+        };
         let admin = match takeover.admin.take() {
             Some(l) => {
                 l.set_nonblocking(true)
@@ -192,7 +223,7 @@ impl App {
             .map_err(|e| format!("client socket: {e}"))?;
         let mut hub = Hub::new(config);
         let resumed = hub.restore(takeover.snapshot.room.clone(), streams);
-        Ok(Self::assemble(hub, listeners, admin, resumed))
+        Ok(Self::assemble(hub, listeners, http, admin, resumed))
     }
 
     /// Enables `chatctl upgrade` (and returns the handle SIGUSR2 uses too): `invocation` is how
@@ -203,6 +234,7 @@ impl App {
             self.hub.clone(),
             invocation,
             self.listeners.iter().map(AsRawFd::as_raw_fd).collect(),
+            self.http.iter().map(AsRawFd::as_raw_fd).collect(),
             Some((self.admin.raw_fd(), self.admin.owns_file())),
             self.gate.clone(),
             self.tracker.clone(),
@@ -246,6 +278,14 @@ impl App {
             .collect()
     }
 
+    /// The HTTP listeners' addresses (with the real port when the config said port 0).
+    pub fn http_addrs(&self) -> Vec<SocketAddr> {
+        self.http
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect()
+    }
+
     /// The room, for the admin socket, the notifier and tests.
     pub fn hub(&self) -> &Arc<Hub> {
         &self.hub
@@ -274,6 +314,7 @@ impl App {
         }
         let admin_path = self.admin.path().display().to_string();
         let addrs = self.local_addrs();
+        let http_addrs = self.http_addrs();
         let admin = tokio::spawn(admin::serve(
             self.admin,
             ctx,
@@ -294,6 +335,12 @@ impl App {
                 self.stop.clone(),
             ));
         }
+        let site = http::Site {
+            metrics: crate::metrics::registry(self.hub.clone()),
+            chat: addrs.clone(),
+            stopping: self.stop.clone(),
+        };
+        let http = Http::start(std::mem::take(&mut self.http), site, self.gate.clone());
         let listen = addrs
             .iter()
             .map(ToString::to_string)
@@ -314,7 +361,15 @@ impl App {
                 self.stop.clone(),
             ));
         }
-        info!(admin_socket = %admin_path, listen = %listen, event = "ready", "ready");
+        let http_listen = http_addrs
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ");
+        info!(
+            admin_socket = %admin_path, listen = %listen, http_listen = %http_listen,
+            event = "ready", "ready"
+        );
         shutdown.await;
         systemd::notify_stopping();
         let (connections, _, _) = self.hub.counts();
@@ -339,6 +394,8 @@ impl App {
                 "grace period over; dropping connections still flushing"
             );
         }
+        // Last, so that /healthz said 503 all through the stop.
+        http.stop().await;
         info!(event = "stopped", "stopped");
     }
 }
@@ -356,6 +413,15 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
     }
     socket.bind(addr)?;
     socket.listen(BACKLOG)
+}
+
+/// Binds every `http_listen` address.
+fn bind_http(config: &Config) -> Result<Vec<TcpListener>, StartError> {
+    config
+        .http_listen
+        .iter()
+        .map(|&addr| listen(addr).map_err(|source| StartError::Http { addr, source }))
+        .collect()
 }
 
 /// Binds the admin socket where the configuration (or the default resolution) says.

@@ -22,6 +22,10 @@ pub(super) const KEYS: &[(&str, &str)] = &[
         "listen",
         "an array of socket addresses like [\"127.0.0.1:7000\"]",
     ),
+    (
+        "http_listen",
+        "an array of socket addresses like [\"127.0.0.1:7080\"], or [] for no HTTP",
+    ),
     ("admin_socket", "a path string"),
     (
         "admin_socket_mode",
@@ -65,6 +69,7 @@ pub(super) const KEYS: &[(&str, &str)] = &[
 #[serde(deny_unknown_fields)]
 pub(super) struct FileConfig {
     listen: Option<Vec<String>>,
+    http_listen: Option<Vec<String>>,
     admin_socket: Option<String>,
     admin_socket_mode: Option<RawMode>,
     admin_group: Option<String>,
@@ -103,6 +108,9 @@ impl FileConfig {
         let mut c = Config::default();
         if let Some(v) = self.listen {
             c.listen = doc.check("listen", rules::listen(&v))?;
+        }
+        if let Some(v) = self.http_listen {
+            c.http_listen = doc.check("http_listen", rules::http_listen(&v, &c.listen))?;
         }
         if let Some(v) = self.admin_socket {
             c.admin_socket = Some(doc.check("admin_socket", rules::admin_socket(v.as_ref()))?);

@@ -35,6 +35,9 @@ pub const EX_CONFIG: i32 = 78;
 pub struct Config {
     /// TCP addresses to accept chat clients on; never empty, no duplicates.
     pub listen: Vec<SocketAddr>,
+    /// TCP addresses to serve HTTP on (`/healthz`, `/metrics`); empty turns HTTP off. No
+    /// duplicates, none also in `listen`.
+    pub http_listen: Vec<SocketAddr>,
     /// Admin socket path; `None` lets the daemon pick one in its runtime directory.
     pub admin_socket: Option<PathBuf>,
     /// Permission bits for the admin socket, at most `0o777`.
@@ -155,6 +158,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             listen: vec![SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 7000)],
+            http_listen: vec![SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 7080)],
             admin_socket: None,
             admin_socket_mode: 0o660,
             admin_group: None,
@@ -234,6 +238,14 @@ impl Config {
             .map(rules::log_level)
             .transpose()
             .map_err(|r| ConfigError::flag("--log-level", r))?;
+        if let Some(listen) = &listen
+            && let Some(addr) = listen
+                .iter()
+                .find(|a| a.port() != 0 && self.http_listen.contains(a))
+        {
+            let reason = format!("{addr} is also in http_listen; one port cannot serve both");
+            return Err(ConfigError::flag("--listen", reason));
+        }
         if let Some(listen) = listen {
             self.listen = listen;
         }

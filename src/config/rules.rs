@@ -60,6 +60,22 @@ pub(super) fn listen(items: &[String]) -> Rule<Vec<SocketAddr>> {
     Ok(addrs)
 }
 
+/// `http_listen`: socket addresses, possibly none (no HTTP), none repeated and none that `listen`
+/// (already validated) has too: one socket cannot be both (port 0 is a fresh port each time, so it
+/// never clashes).
+pub(super) fn http_listen(items: &[String], listen: &[SocketAddr]) -> Rule<Vec<SocketAddr>> {
+    if items.is_empty() {
+        return Ok(Vec::new());
+    }
+    let addrs = self::listen(items)?;
+    if let Some(addr) = addrs.iter().find(|a| a.port() != 0 && listen.contains(a)) {
+        return Err(format!(
+            "{addr} is also in listen; one port cannot serve both chat and HTTP"
+        ));
+    }
+    Ok(addrs)
+}
+
 /// `admin_socket`: an absolute path, because the daemon's working directory is not
 /// something an operator should have to think about.
 pub(super) fn admin_socket(path: &Path) -> Rule<PathBuf> {

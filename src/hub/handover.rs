@@ -74,6 +74,7 @@ impl Counters {
             kicks: get(&self.kicks),
             slow_drops: get(&self.slow_drops),
             throttled: get(&self.throttled),
+            tls_handshake_failures: get(&self.tls_handshake_failures),
         }
     }
 
@@ -86,6 +87,7 @@ impl Counters {
         set(&self.kicks, t.kicks);
         set(&self.slow_drops, t.slow_drops);
         set(&self.throttled, t.throttled);
+        set(&self.tls_handshake_failures, t.tls_handshake_failures);
     }
 }
 

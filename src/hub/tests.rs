@@ -644,6 +644,7 @@ async fn hand_over(
         paused_at_ns: 0,
         listeners: 1,
         admin: false,
+        http_listeners: Some(0),
         admin_owned: false,
         room,
     };

@@ -8,7 +8,9 @@
 //!    `GROUPCHATD_UPGRADE_FD`. The new process loads and checks its configuration and says hello.
 //! 2. The old process stops accepting (newcomers wait in the listen backlog), freezes every
 //!    session between two reads, stops all writing, and sends the chat listeners, the admin
-//!    socket, every client's socket and the [`snapshot`].
+//!    socket, the HTTP listeners, every client's socket and the [`snapshot`]. HTTP requests in
+//!    progress at the commit are cut off (they are short; a client retries on a new connection,
+//!    which the new process accepts).
 //! 3. The new process checks the snapshot, rebuilds the room around the sockets without reading
 //!    or writing any of them, and says it is ready.
 //! 4. The old process passes the service to it (`MAINPID=` to systemd), commits, answers
@@ -142,6 +144,8 @@ pub struct Upgrader {
     exe: PathBuf,
     args: Vec<OsString>,
     listeners: Vec<RawFd>,
+    /// The HTTP listeners.
+    http: Vec<RawFd>,
     /// The admin socket, and whether this process made its file (the new one then owns it).
     admin: Option<(RawFd, bool)>,
     gate: AcceptGate,
@@ -198,6 +202,7 @@ impl Upgrader {
         hub: Arc<Hub>,
         invocation: Invocation,
         listeners: Vec<RawFd>,
+        http: Vec<RawFd>,
         admin: Option<(RawFd, bool)>,
         gate: AcceptGate,
         tracker: TaskTracker,
@@ -207,6 +212,7 @@ impl Upgrader {
             exe: invocation.exe,
             args: invocation.args,
             listeners,
+            http,
             admin,
             gate,
             tracker,
@@ -310,6 +316,7 @@ impl Upgrader {
         let clients = room.clients.len();
         let mut fds: Vec<RawFd> = self.listeners.clone();
         fds.extend(self.admin.map(|(fd, _)| fd));
+        fds.extend(&self.http);
         fds.extend(client_fds);
         let snap = Snapshot {
             version,
@@ -320,6 +327,7 @@ impl Upgrader {
             paused_at_ns,
             listeners: self.listeners.len(),
             admin: self.admin.is_some(),
+            http_listeners: Some(self.http.len()),
             admin_owned: self.admin.is_some_and(|(_, owned)| owned),
             room,
         };

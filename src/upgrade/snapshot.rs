@@ -10,8 +10,12 @@
 //! [`ClientState::room`]. Both default to empty, so version 1 (written before rooms existed)
 //! still parses, and restores everyone into the new process's default room.
 //!
+//! Also within version 2, later: [`Snapshot::http_listeners`] and
+//! [`Totals::tls_handshake_failures`], both read as absent (`None`, 0) from a writer before them.
+//!
 //! Descriptors travel in a fixed order the snapshot describes: the chat listeners (`listeners`
-//! of them), then the admin socket if `admin` is set, then one per client in `clients` order.
+//! of them), then the admin socket if `admin` is set, then the HTTP listeners (`http_listeners`
+//! of them), then one per client in `clients` order.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -44,6 +48,11 @@ pub struct Snapshot {
     pub listeners: usize,
     /// Whether the admin socket follows them.
     pub admin: bool,
+    /// HTTP listeners after the admin socket. None from a writer that had no HTTP listeners at
+    /// all (before `http_listen` existed): the new process binds its own `http_listen` then.
+    /// `Some(0)` means HTTP was off, and stays off.
+    #[serde(default)]
+    pub http_listeners: Option<usize>,
     /// Whether the old process created the admin socket's file (else systemd did): the new one
     /// then owns it, and removes it when it stops.
     pub admin_owned: bool,
@@ -152,6 +161,10 @@ pub struct Totals {
     pub kicks: u64,
     pub slow_drops: u64,
     pub throttled: u64,
+    /// Added in version 2 with the TLS listeners: 0 from a writer before them, and left out
+    /// while 0 (so a snapshot without any can still go back to such a release).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub tls_handshake_failures: u64,
 }
 
 /// One connection.
@@ -182,6 +195,10 @@ pub struct ClientState {
     /// The name of the chat room it sits in, once joined (version 2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub room: Option<String>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Why a snapshot was refused.
@@ -223,7 +240,10 @@ impl Snapshot {
 
     fn check(&self, fds: usize) -> Result<(), SnapshotError> {
         let bad = |why: String| Err(SnapshotError::Inconsistent(why));
-        let expected = self.listeners + usize::from(self.admin) + self.room.clients.len();
+        let expected = self.listeners
+            + usize::from(self.admin)
+            + self.http_listeners.unwrap_or(0)
+            + self.room.clients.len();
         if fds != expected {
             return bad(format!("{fds} descriptors for {expected} sockets"));
         }
@@ -302,6 +322,7 @@ mod tests {
             paused_at_ns: 1,
             listeners: 1,
             admin: true,
+            http_listeners: Some(0),
             admin_owned: true,
             room: Room {
                 service_started_at_ms: 1_700_000_000_000,
@@ -394,6 +415,20 @@ mod tests {
         json["room"].as_object_mut().unwrap().remove("connect_rate");
         let older = Snapshot::decode(json.to_string().as_bytes(), 2).unwrap();
         assert!(older.room.connect_rate.is_empty());
+        // Written before HTTP listeners were carried: None (the new process binds its own), and
+        // no descriptors for them.
+        let mut json: serde_json::Value = serde_json::from_slice(&s.encode()).unwrap();
+        json.as_object_mut().unwrap().remove("http_listeners");
+        let older = Snapshot::decode(json.to_string().as_bytes(), 2).unwrap();
+        assert_eq!(older.http_listeners, None);
+        // Each HTTP listener is one more descriptor.
+        let mut http = s.clone();
+        http.http_listeners = Some(2);
+        assert_eq!(Snapshot::decode(&http.encode(), 4).unwrap(), http);
+        assert!(matches!(
+            Snapshot::decode(&http.encode(), 2),
+            Err(SnapshotError::Inconsistent(_))
+        ));
         assert!(matches!(
             Snapshot::decode(&s.encode(), 3),
             Err(SnapshotError::Inconsistent(_))

@@ -22,6 +22,9 @@ pub struct Takeover {
     pub(crate) listeners: Vec<std::net::TcpListener>,
     /// The admin socket, if one was passed.
     pub(crate) admin: Option<std::os::unix::net::UnixListener>,
+    /// The HTTP listeners, if the predecessor said how many it had (see
+    /// [`Snapshot::http_listeners`]).
+    pub(crate) http_listeners: Option<Vec<std::net::TcpListener>>,
     /// One socket per client, in the snapshot's order.
     pub(crate) streams: Vec<std::net::TcpStream>,
 }
@@ -88,12 +91,19 @@ impl Takeover {
             .admin
             .then(|| fds.next().map(std::os::unix::net::UnixListener::from))
             .flatten();
+        let http_listeners = snapshot.http_listeners.map(|n| {
+            fds.by_ref()
+                .take(n)
+                .map(std::net::TcpListener::from)
+                .collect()
+        });
         let streams = fds.map(std::net::TcpStream::from).collect();
         Ok(Takeover {
             channel,
             snapshot,
             listeners,
             admin,
+            http_listeners,
             streams,
         })
     }
