@@ -88,7 +88,9 @@ echo "callgrind.sh: building release binaries" >&2
 timeout 900 cargo build --release --locked -p groupchatd -p chatbench >&2
 
 cat >"$TMP/groupchatd.toml" <<'EOF'
-# Limits lifted (the limiter still runs): the scenario's pace would trip the defaults.
+# Limits lifted (the limiter still runs): the scenario's pace would trip the defaults. No HTTP:
+# runs must not compete for its port (an idle HTTP listener costs no instructions per line).
+http_listen = []
 flood_rate = 1e6
 flood_burst = 100000
 max_clients_per_ip = 0

@@ -87,7 +87,9 @@ log "open file limit $(ulimit -n); results in $RUN_DIR"
 CONFIG="$RUN_DIR/groupchatd.toml"
 cat >"$CONFIG" <<'EOF'
 # Flood limits lifted (the limiter still runs), no per-address cap (every client is 127.0.0.1);
-# everything else at its default: history on, user rooms allowed, max_rooms 1000.
+# everything else at its default: history on, user rooms allowed, max_rooms 1000. No HTTP, so a
+# run never competes with anything else for its port.
+http_listen = []
 flood_rate = 1e6
 flood_burst = 100000
 max_clients_per_ip = 0

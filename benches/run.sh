@@ -96,7 +96,9 @@ CONFIG="$RUN_DIR/groupchatd.toml"
 cat >"$CONFIG" <<'EOF'
 # Benchmarks: flood limits lifted so senders go as fast as they can, but the limiter still runs
 # (its cost is part of the figure), and no per-address cap (every client comes from 127.0.0.1).
-# Everything else is the default, including max_clients = 10000.
+# Everything else is the default, including max_clients = 10000, except HTTP, which is off so
+# that a run never competes with anything else for its port.
+http_listen = []
 flood_rate = 1e6
 flood_burst = 100000
 max_clients_per_ip = 0
@@ -104,6 +106,7 @@ EOF
 # S1f: the limiter engaged: the rate lifted, the burst at its default of 10.
 CONFIG_FLOOD="$RUN_DIR/groupchatd-flood.toml"
 cat >"$CONFIG_FLOOD" <<'EOF'
+http_listen = []
 flood_rate = 1e6
 max_clients_per_ip = 0
 EOF

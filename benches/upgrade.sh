@@ -46,6 +46,7 @@ start_daemon() {
   PORT=$(python3 benches/harness.py port)
   cat >"$WORK/c.toml" <<EOF
 listen = ["127.0.0.1:$PORT"]
+http_listen = []
 admin_socket = "$WORK/admin.sock"
 max_clients_per_ip = 0
 connect_rate = 0

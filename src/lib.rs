@@ -13,6 +13,8 @@
 //! - `server`: the accept loop and admission limits.
 //! - [`tls`]: TLS for line clients: the certificate, and a front end that relays each TLS
 //!   client's plaintext to an ordinary session.
+//! - `http`: the HTTP listener (`/healthz`, `/metrics`, `/`); `metrics`: what `/metrics` reports,
+//!   read from the hub at each scrape.
 //! - [`app`]: bind, run, graceful stop, and the reload protocol; the entry point for tests.
 //!   `drain` coordinates the first phase of a stop.
 //! - [`admin`]: the Unix control socket, its wire format ([`admin::proto`]) and `chatctl`'s client.
@@ -35,8 +37,10 @@ pub(crate) mod drain;
 #[doc(hidden)]
 pub mod fuzzing;
 pub(crate) mod hex;
+pub(crate) mod http;
 pub mod hub;
 pub(crate) mod logging;
+pub(crate) mod metrics;
 pub mod preflight;
 pub mod protocol;
 pub(crate) mod reload;

@@ -5,15 +5,15 @@
 //!
 //! Checked: the admin socket path fits in `sun_path` (108 bytes with the terminating NUL); its
 //! directory, or the nearest existing ancestor when it is yet to be created, passes the trust rule of
-//! [`admin::trust`] (and we may create the rest there); `admin_group` exists; every `listen` and
-//! `tls_listen` port below `net.ipv4.ip_unprivileged_port_start` comes with `CAP_NET_BIND_SERVICE`
-//! in the effective set; and with `tls_listen` set, the certificate and key files load and pass
-//! every check of [`tls::Identity::load`] (a start-up that passes it serves exactly what was
-//! checked: the loaded identity is returned). Sockets systemd passes are not ours to check: an
-//! inherited admin socket skips the admin checks and inherited chat listeners skip the port
-//! check for `listen` (TLS listeners are always bound by the daemon). `--check-config` cannot know
-//! what systemd will pass (`ExecStartPre=` gets no descriptors), so it checks as if nothing were
-//! inherited.
+//! [`admin::trust`] (and we may create the rest there); `admin_group` exists; every `listen`,
+//! `tls_listen` and `http_listen` port below `net.ipv4.ip_unprivileged_port_start` comes with
+//! `CAP_NET_BIND_SERVICE` in the effective set; and with `tls_listen` set, the certificate and key
+//! files load and pass every check of [`tls::Identity::load`] (a start-up that passes it serves
+//! exactly what was checked: the loaded identity is returned). Sockets systemd passes are not ours
+//! to check: an inherited admin socket skips the admin checks and inherited chat listeners skip the
+//! port check for `listen` (TLS and HTTP listeners are always bound by the daemon).
+//! `--check-config` cannot know what systemd will pass (`ExecStartPre=` gets no descriptors), so it
+//! checks as if nothing were inherited.
 
 use std::net::SocketAddr;
 use std::os::unix::ffi::OsStrExt;
@@ -86,7 +86,7 @@ pub enum PreflightError {
         addr.port()
     )]
     PrivilegedPort {
-        /// `listen` or `tls_listen`.
+        /// `listen`, `tls_listen` or `http_listen`.
         key: &'static str,
         /// The entry.
         addr: SocketAddr,
@@ -142,10 +142,15 @@ pub fn check(config: &Config, inherited: Inherited) -> Result<Checked, Preflight
         }
     }
     let ours: &[SocketAddr] = if inherited.chat { &[] } else { &config.listen };
-    for (key, listen) in [("listen", ours), ("tls_listen", &config.tls_listen[..])] {
-        let capable = can_bind_privileged();
-        let start = unprivileged_port_start();
-        if let Some(&addr) = privileged_without_capability(listen, start, capable.unwrap_or(true)) {
+    let capable = can_bind_privileged().unwrap_or(true);
+    let start = unprivileged_port_start();
+    let keys = [
+        ("listen", ours),
+        ("tls_listen", &config.tls_listen[..]),
+        ("http_listen", &config.http_listen[..]),
+    ];
+    for (key, listen) in keys {
+        if let Some(&addr) = privileged_without_capability(listen, start, capable) {
             return Err(PreflightError::PrivilegedPort { key, addr, start });
         }
     }

@@ -8,6 +8,9 @@
 //! keys as ignored. While TLS is on (or the file turns it on), the certificate and key files are
 //! read and checked as at start; a file that fails fails the whole reload, naming its key, and
 //! the certificate in use stays.
+//! On error nothing changes and the exact error is returned. `listen`, `http_listen` and the
+//! admin socket's path and mode only change on restart: a plan keeps the running values and names those keys as
+//! ignored.
 
 use std::path::PathBuf;
 
@@ -92,6 +95,9 @@ impl Reloader {
         if new.tls_listen != current.tls_listen {
             ignored.push("tls_listen");
         }
+        if new.http_listen != current.http_listen {
+            ignored.push("http_listen");
+        }
         if new.admin_socket != current.admin_socket {
             ignored.push("admin_socket");
         }
@@ -123,6 +129,7 @@ impl Reloader {
                 tls_listen: current.tls_listen.clone(),
                 tls_cert_file,
                 tls_key_file,
+                http_listen: current.http_listen.clone(),
                 admin_socket: current.admin_socket.clone(),
                 admin_socket_mode: current.admin_socket_mode,
                 worker_threads: current.worker_threads,

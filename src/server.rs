@@ -220,7 +220,7 @@ pub(crate) fn socket_times(keepalive: Option<Duration>, write_timeout: Duration)
 }
 
 /// Errors that concern only the connection being accepted.
-fn is_per_connection(e: &io::Error) -> bool {
+pub(crate) fn is_per_connection(e: &io::Error) -> bool {
     matches!(
         e.kind(),
         io::ErrorKind::ConnectionAborted
@@ -233,7 +233,7 @@ fn is_per_connection(e: &io::Error) -> bool {
     )
 }
 
-fn is_resource_exhaustion(e: &io::Error) -> bool {
+pub(crate) fn is_resource_exhaustion(e: &io::Error) -> bool {
     matches!(
         e.raw_os_error(),
         Some(libc_errno::EMFILE | libc_errno::ENFILE | libc_errno::ENOBUFS | libc_errno::ENOMEM)

@@ -65,6 +65,7 @@ fn check_ranges(c: &Config, text: &str) {
         |d: Duration, lo: u64, hi: u64| d.subsec_nanos() == 0 && (lo..=hi).contains(&d.as_secs());
     let unique: HashSet<_> = c.listen.iter().collect();
     let tls_unique: HashSet<_> = c.tls_listen.iter().collect();
+    let http_unique: HashSet<_> = c.http_listen.iter().collect();
     let rules = [
         (
             "listen",
@@ -74,6 +75,13 @@ fn check_ranges(c: &Config, text: &str) {
             "tls_listen",
             tls_unique.len() == c.tls_listen.len()
                 && c.tls_listen
+                    .iter()
+                    .all(|a| a.port() == 0 || !unique.contains(a)),
+        ),
+        (
+            "http_listen",
+            http_unique.len() == c.http_listen.len()
+                && c.http_listen
                     .iter()
                     .all(|a| a.port() == 0 || !unique.contains(a)),
         ),

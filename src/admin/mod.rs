@@ -467,9 +467,12 @@ mod tests {
         let upgrader = Upgrader::new(
             hub.clone(),
             Invocation::current(),
-            Vec::new(),
-            None,
-            None,
+            crate::upgrade::Sockets {
+                listeners: Vec::new(),
+                tls: None,
+                http: Vec::new(),
+                admin: None,
+            },
             AcceptGate::default(),
             TaskTracker::new(),
         );

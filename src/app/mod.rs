@@ -3,7 +3,8 @@
 //! [`App::bind`] binds every listener before anything is served, so a caller (a test on port 0, the
 //! systemd notifier) can read [`App::local_addrs`] and know the daemon is reachable. [`App::run`] takes
 //! its shutdown trigger as a future, so tests and `main` choose what stops it, and the stop is bounded:
-//! after `shutdown_grace` the remaining sessions are dropped.
+//! after `shutdown_grace` the remaining sessions are dropped. The HTTP listeners stop last, so
+//! `/healthz` says 503 throughout the stop.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -17,6 +18,7 @@ use tracing::{info, warn};
 
 use crate::admin::{self, AdminCtx, AdminError, AdminLimits, AdminSocket};
 use crate::config::Config;
+use crate::http::{self, Http};
 use crate::hub::Hub;
 use crate::hub::handover::Resumed;
 use crate::logging::LogHandle;
@@ -53,6 +55,15 @@ pub enum StartError {
     /// A chat listener.
     #[error(transparent)]
     Bind(#[from] BindError),
+    /// An HTTP listener.
+    #[error("http_listen: cannot listen on {addr}")]
+    Http {
+        /// The address from the configuration.
+        addr: SocketAddr,
+        /// What the OS said.
+        #[source]
+        source: std::io::Error,
+    },
     /// The admin socket.
     #[error(transparent)]
     Admin(#[from] AdminError),
@@ -67,7 +78,7 @@ impl StartError {
         match self {
             StartError::Admin(e) => e.is_config(),
             StartError::Preflight(_) => true,
-            StartError::Bind(_) => false,
+            StartError::Bind(_) | StartError::Http { .. } => false,
         }
     }
 }
@@ -84,6 +95,8 @@ pub struct App {
     listeners: Vec<TcpListener>,
     /// None while `tls_listen` is empty.
     tls: Option<Tls>,
+    /// The HTTP listeners (`http_listen`).
+    http: Vec<TcpListener>,
     admin: AdminSocket,
     admin_limits: AdminLimits,
     reconfigure: Option<Arc<Reconfigure>>,
@@ -98,6 +111,7 @@ pub struct App {
 
 impl App {
     /// Binds every `listen` and `tls_listen` address of `config`, then the admin socket.
+    /// Binds every `listen` address of `config`, then every `http_listen` one, then the admin socket.
     pub fn bind(config: Config) -> Result<App, StartError> {
         Self::bind_with(config, Inherited::default())
     }
@@ -137,6 +151,7 @@ impl App {
             Some(identity) => Some(bind_tls(&config.tls_listen, &identity)?),
             None => None,
         };
+        let http = bind_http(&config)?;
         let admin = match inherited.admin {
             Some(l) => {
                 let path = admin::path::resolve(config.admin_socket.as_deref());
@@ -146,20 +161,27 @@ impl App {
             }
             None => bind_admin(&config)?,
         };
-        let mut app = Self::with_listeners(config, listeners, admin);
+        let mut app = Self::with_listeners(config, listeners, http, admin);
         app.tls = tls;
         Ok(app)
     }
 
-    /// Serves on sockets bound elsewhere (socket activation), without TLS.
-    pub fn with_listeners(config: Config, listeners: Vec<TcpListener>, admin: AdminSocket) -> App {
-        Self::assemble(Hub::new(config), listeners, None, admin, Vec::new())
+    /// Serves on sockets bound elsewhere (socket activation): chat listeners, HTTP listeners and
+    /// the admin socket, without TLS.
+    pub fn with_listeners(
+        config: Config,
+        listeners: Vec<TcpListener>,
+        http: Vec<TcpListener>,
+        admin: AdminSocket,
+    ) -> App {
+        Self::assemble(Hub::new(config), listeners, None, http, admin, Vec::new())
     }
 
     fn assemble(
         hub: Hub,
         listeners: Vec<TcpListener>,
         tls: Option<Tls>,
+        http: Vec<TcpListener>,
         admin: AdminSocket,
         resumed: Vec<Resumed>,
     ) -> App {
@@ -167,6 +189,7 @@ impl App {
             hub: Arc::new(hub),
             listeners,
             tls,
+            http,
             admin,
             admin_limits: AdminLimits::default(),
             reconfigure: None,
@@ -183,6 +206,9 @@ impl App {
     /// process's own; its `listen`, `tls_listen` and `admin_socket` give way to the sockets
     /// handed over (a predecessor without TLS hands over no TLS listener: then `tls_listen` is
     /// bound here, as at a start). The certificate is this configuration's.
+    /// process's own; its `listen`, `http_listen` and `admin_socket` give way to the sockets
+    /// handed over. A predecessor from before HTTP listeners existed hands none over: then this
+    /// process binds its `http_listen`.
     pub fn adopt(config: Config, takeover: &mut Takeover) -> Result<App, String> {
         let adopt = |listeners: Vec<std::net::TcpListener>| {
             listeners
@@ -198,6 +224,10 @@ impl App {
         let tls_listeners = adopt(std::mem::take(&mut takeover.tls_listeners))
             .map_err(|e| format!("TLS listener: {e}"))?;
         let tls = adopt_tls(&config, takeover.tls.take(), tls_listeners)?;
+        let http = match takeover.http_listeners.take() {
+            Some(handed) => adopt(handed).map_err(|e| format!("HTTP listener: {e}"))?,
+            None => bind_http(&config).map_err(|e| format!("{:#}", anyhow::Error::new(e)))?,
+        };
         let admin = match takeover.admin.take() {
             Some(l) => {
                 l.set_nonblocking(true)
@@ -218,7 +248,7 @@ impl App {
             .map_err(|e| format!("client socket: {e}"))?;
         let mut hub = Hub::new(config);
         let resumed = hub.restore(takeover.snapshot.room.clone(), streams);
-        Ok(Self::assemble(hub, listeners, tls, admin, resumed))
+        Ok(Self::assemble(hub, listeners, tls, http, admin, resumed))
     }
 
     /// Enables `chatctl upgrade` (and returns the handle SIGUSR2 uses too): `invocation` is how
@@ -232,9 +262,12 @@ impl App {
         let upgrader = Arc::new(Upgrader::new(
             self.hub.clone(),
             invocation,
-            self.listeners.iter().map(AsRawFd::as_raw_fd).collect(),
-            tls,
-            Some((self.admin.raw_fd(), self.admin.owns_file())),
+            crate::upgrade::Sockets {
+                listeners: self.listeners.iter().map(AsRawFd::as_raw_fd).collect(),
+                tls,
+                http: self.http.iter().map(AsRawFd::as_raw_fd).collect(),
+                admin: Some((self.admin.raw_fd(), self.admin.owns_file())),
+            },
             self.gate.clone(),
             self.tracker.clone(),
         ));
@@ -287,6 +320,14 @@ impl App {
             .collect()
     }
 
+    /// The HTTP listeners' addresses (with the real port when the config said port 0).
+    pub fn http_addrs(&self) -> Vec<SocketAddr> {
+        self.http
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect()
+    }
+
     /// The room, for the admin socket, the notifier and tests.
     pub fn hub(&self) -> &Arc<Hub> {
         &self.hub
@@ -317,6 +358,7 @@ impl App {
         }
         let admin_path = self.admin.path().display().to_string();
         let addrs = self.local_addrs();
+        let http_addrs = self.http_addrs();
         let admin = tokio::spawn(admin::serve(
             self.admin,
             ctx,
@@ -355,6 +397,12 @@ impl App {
                 self.stop.clone(),
             ));
         }
+        let site = http::Site {
+            metrics: crate::metrics::registry(self.hub.clone()),
+            chat: addrs.clone(),
+            stopping: self.stop.clone(),
+        };
+        let http = Http::start(std::mem::take(&mut self.http), site, self.gate.clone());
         let listen = addrs
             .iter()
             .map(ToString::to_string)
@@ -375,14 +423,17 @@ impl App {
                 self.stop.clone(),
             ));
         }
-        let tls_listen = tls_addrs
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join(", ");
+        let joined = |addrs: &[SocketAddr]| {
+            addrs
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let (tls_listen, http_listen) = (joined(&tls_addrs), joined(&http_addrs));
         info!(
-            admin_socket = %admin_path, listen = %listen, tls_listen = %tls_listen, event = "ready",
-            "ready"
+            admin_socket = %admin_path, listen = %listen, tls_listen = %tls_listen,
+            http_listen = %http_listen, event = "ready", "ready"
         );
         shutdown.await;
         systemd::notify_stopping();
@@ -408,6 +459,8 @@ impl App {
                 "grace period over; dropping connections still flushing"
             );
         }
+        // Last, so that /healthz said 503 all through the stop.
+        http.stop().await;
         info!(event = "stopped", "stopped");
     }
 }
@@ -469,6 +522,15 @@ fn adopt_tls(
         listeners: handed,
         front: Arc::new(tls::Front::new(&identity)),
     }))
+}
+
+/// Binds every `http_listen` address.
+fn bind_http(config: &Config) -> Result<Vec<TcpListener>, StartError> {
+    config
+        .http_listen
+        .iter()
+        .map(|&addr| listen(addr).map_err(|source| StartError::Http { addr, source }))
+        .collect()
 }
 
 /// Binds the admin socket where the configuration (or the default resolution) says.

@@ -32,12 +32,14 @@ Signals:
                    log level change without disconnecting anyone, and the TLS certificate and key are
                    read again (new handshakes get the new certificate); listen addresses and the admin
                    socket change only on restart. An invalid file changes nothing and is logged.
+                   log level change without disconnecting anyone; listen and http_listen addresses and
+                   the admin socket change only on restart. An invalid file changes nothing and is logged.
   SIGTERM, SIGINT  Stop gracefully: refuse new connections, tell every client the server is shutting
                    down, flush queues for at most shutdown_grace_secs (5), then exit 0.
 
 Exit status:
   0   Stopped by SIGTERM or SIGINT, or --check-config found the configuration valid.
-  1   The daemon could not run, e.g. a listen address could not be bound.
+  1   The daemon could not run, e.g. a listen or http_listen address could not be bound.
   78  Configuration error (EX_CONFIG): the file, line, key and reason are printed on stderr.
       Also when the configuration cannot work on this machine, which --check-config checks
       too: an admin socket path longer than 107 bytes, a directory on its path that someone
@@ -45,6 +47,7 @@ Exit status:
       tls_listen port below net.ipv4.ip_unprivileged_port_start without CAP_NET_BIND_SERVICE,
       a TLS certificate or key that cannot be read, do not belong together, or a certificate
       outside its validity period (the message names tls_cert_file or tls_key_file).
+      http_listen port below net.ipv4.ip_unprivileged_port_start without CAP_NET_BIND_SERVICE.
       The systemd unit sets RestartPreventExitStatus=78, so a bad file is not retried in a loop.
 
 Environment:
@@ -93,7 +96,8 @@ See also:
 #[command(name = "groupchatd", version, after_long_help = DAEMON_AFTER_HELP)]
 pub struct DaemonArgs {
     /// Configuration file. Without it, /etc/groupchatd/groupchatd.toml is read if it exists,
-    /// otherwise built-in defaults are used (listen on 127.0.0.1:7000).
+    /// otherwise built-in defaults are used (chat on 127.0.0.1:7000, HTTP health check and
+    /// metrics on 127.0.0.1:7080).
     #[arg(short, long, value_name = "FILE")]
     pub config: Option<PathBuf>,
 

@@ -23,6 +23,32 @@ pub(crate) use socket::socket_error_reason;
 /// A connection's id: unique for the daemon's lifetime, never reused, never a socket address.
 pub type ClientId = u64;
 
+/// How a client reaches the daemon: fixed when it connects, counted by `/metrics`. Past the
+/// front end (TLS, WebSocket) every client is the same, so nothing else looks at it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// Plain TCP on a `listen` port: `nc HOST 7000`.
+    Tcp,
+    /// TLS on a `tls_listen` port, relayed as a [`Stream::Pipe`].
+    Tls,
+    /// WebSocket (`GET /ws` on an HTTP port), relayed as a [`Stream::Pipe`].
+    WebSocket,
+}
+
+impl Transport {
+    /// Every transport, in the order `/metrics` lists them.
+    pub const ALL: [Transport; 3] = [Transport::Tcp, Transport::Tls, Transport::WebSocket];
+
+    /// Its `transport` label in `/metrics`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Transport::Tcp => "tcp",
+            Transport::Tls => "tls",
+            Transport::WebSocket => "websocket",
+        }
+    }
+}
+
 /// Per-client traffic counters, read by the admin socket without taking any lock.
 #[derive(Debug, Default)]
 pub struct ClientStats {
@@ -45,6 +71,8 @@ pub struct Client {
     pub id: ClientId,
     /// The remote address.
     pub peer: SocketAddr,
+    /// How it connected.
+    pub transport: Transport,
     /// Wall-clock connection time, for display.
     pub connected_at: SystemTime,
     /// Monotonic connection time, for durations.
@@ -58,11 +86,12 @@ pub struct Client {
 }
 
 impl Client {
-    /// A client that has just connected on `stream`.
-    pub fn new(id: ClientId, peer: SocketAddr, stream: Stream) -> Self {
+    /// A client that has just connected on `stream`, by `transport`.
+    pub fn new(id: ClientId, peer: SocketAddr, stream: Stream, transport: Transport) -> Self {
         Client {
             id,
             peer,
+            transport,
             connected_at: SystemTime::now(),
             connected: Instant::now(),
             stream,
@@ -71,7 +100,8 @@ impl Client {
         }
     }
 
-    /// A client taken over from another process (upgrade), connected since `connected`.
+    /// A client taken over from another process (upgrade), connected since `connected`. Only
+    /// TCP connections are handed over.
     pub(crate) fn restored(
         id: ClientId,
         peer: SocketAddr,
@@ -82,7 +112,7 @@ impl Client {
         Client {
             connected_at,
             connected,
-            ..Client::new(id, peer, stream)
+            ..Client::new(id, peer, stream, Transport::Tcp)
         }
     }
 

@@ -28,6 +28,10 @@ pub(super) const KEYS: &[(&str, &str)] = &[
     ),
     ("tls_cert_file", "a path string"),
     ("tls_key_file", "a path string"),
+    (
+        "http_listen",
+        "an array of socket addresses like [\"127.0.0.1:7080\"], or [] for no HTTP",
+    ),
     ("admin_socket", "a path string"),
     (
         "admin_socket_mode",
@@ -74,6 +78,7 @@ pub(super) struct FileConfig {
     tls_listen: Option<Vec<String>>,
     tls_cert_file: Option<String>,
     tls_key_file: Option<String>,
+    http_listen: Option<Vec<String>>,
     admin_socket: Option<String>,
     admin_socket_mode: Option<RawMode>,
     admin_group: Option<String>,
@@ -124,6 +129,10 @@ impl FileConfig {
             c.tls_key_file = Some(doc.check("tls_key_file", rules::pem_file(v.as_ref()))?);
         }
         check_tls_files_given(&c, doc)?;
+        if let Some(v) = self.http_listen {
+            let chat = [&c.listen[..], &c.tls_listen[..]].concat();
+            c.http_listen = doc.check("http_listen", rules::http_listen(&v, &chat))?;
+        }
         if let Some(v) = self.admin_socket {
             c.admin_socket = Some(doc.check("admin_socket", rules::admin_socket(v.as_ref()))?);
         }

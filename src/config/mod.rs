@@ -44,6 +44,9 @@ pub struct Config {
     /// PEM file with the certificate's private key (PKCS #8, PKCS #1 or SEC 1); an absolute path.
     /// Set whenever `tls_listen` is not empty. Re-read on every reload.
     pub tls_key_file: Option<PathBuf>,
+    /// TCP addresses to serve HTTP on (`/healthz`, `/metrics`); empty turns HTTP off. No
+    /// duplicates, none also in `listen`.
+    pub http_listen: Vec<SocketAddr>,
     /// Admin socket path; `None` lets the daemon pick one in its runtime directory.
     pub admin_socket: Option<PathBuf>,
     /// Permission bits for the admin socket, at most `0o777`.
@@ -167,6 +170,7 @@ impl Default for Config {
             tls_listen: Vec::new(),
             tls_cert_file: None,
             tls_key_file: None,
+            http_listen: vec![SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 7080)],
             admin_socket: None,
             admin_socket_mode: 0o660,
             admin_group: None,
@@ -248,6 +252,14 @@ impl Config {
             .map_err(|r| ConfigError::flag("--log-level", r))?;
         if let Some(listen) = &listen {
             rules::apart(listen, &self.tls_listen).map_err(|r| ConfigError::flag("--listen", r))?;
+        }
+        if let Some(listen) = &listen
+            && let Some(addr) = listen
+                .iter()
+                .find(|a| a.port() != 0 && self.http_listen.contains(a))
+        {
+            let reason = format!("{addr} is also in http_listen; one port cannot serve both");
+            return Err(ConfigError::flag("--listen", reason));
         }
         if let Some(listen) = listen {
             self.listen = listen;

@@ -97,6 +97,22 @@ pub(super) fn pem_file(path: &Path) -> Rule<PathBuf> {
     }
 }
 
+/// `http_listen`: socket addresses, possibly none (no HTTP), none repeated and none that `listen`
+/// or `tls_listen` (`chat`, already validated) has too: one socket cannot be both (port 0 is a fresh port each time, so it
+/// never clashes).
+pub(super) fn http_listen(items: &[String], chat: &[SocketAddr]) -> Rule<Vec<SocketAddr>> {
+    if items.is_empty() {
+        return Ok(Vec::new());
+    }
+    let addrs = self::listen(items)?;
+    if let Some(addr) = addrs.iter().find(|a| a.port() != 0 && chat.contains(a)) {
+        return Err(format!(
+            "{addr} is also in listen or tls_listen; one port cannot serve both chat and HTTP"
+        ));
+    }
+    Ok(addrs)
+}
+
 /// `admin_socket`: an absolute path, because the daemon's working directory is not
 /// something an operator should have to think about.
 pub(super) fn admin_socket(path: &Path) -> Rule<PathBuf> {

@@ -27,6 +27,12 @@
 //! no one publisher's own client waits long for it to read again. Every handover follows the
 //! same pair of flags: publishers store `more` then try to take `busy`; a flusher releases `busy`
 //! then loads `more` (all `SeqCst`), so no entry is left without a flusher.
+//!
+//! The fan-out histogram (`/metrics`) gets one observation per delivery round that carries a
+//! publish, never one per recipient: from the append (for deferred ones, the oldest append the
+//! round carries) to the end of the caller's rounds. A round that finds every shard busy is not
+//! observed: the flusher at work writes its entries, and that flusher's own observation, which
+//! started earlier, covers them. Rounds handed to a member's session are not observed.
 
 use std::cell::RefCell;
 use std::sync::Arc;
@@ -68,7 +74,7 @@ struct Deferred {
 
 impl Deferred {
     fn deliver(self) {
-        self.hub.deliver(&self.room);
+        self.hub.deliver_since(&self.room, self.since);
     }
 }
 
@@ -106,11 +112,11 @@ pub(crate) fn deliver_overdue() {
     }
 }
 
-/// After an append to `room`: true if delivery is deferred to the end of the worker's batch,
-/// false if the caller must deliver now.
-fn defer(hub: &Arc<Hub>, room: &Arc<Room>, bytes: u64, limit: usize) -> bool {
+/// After an append to `room`: None if delivery is deferred to the end of the worker's batch,
+/// else when the oldest append the caller must now deliver was made.
+fn defer(hub: &Arc<Hub>, room: &Arc<Room>, bytes: u64, limit: usize) -> Option<Instant> {
     if !DEFERRING.load(Ordering::Relaxed) {
-        return false;
+        return Some(Instant::now());
     }
     let now = Instant::now();
     let max_bytes = limit as u64 / DEFER_SHARE;
@@ -123,13 +129,12 @@ fn defer(hub: &Arc<Hub>, room: &Arc<Room>, bytes: u64, limit: usize) -> bool {
                 || d.bytes >= max_bytes
                 || now - d.since >= DEFER_AGE;
             if due {
-                list.remove(i);
+                return (Some(list.remove(i).since), None);
             }
-            return (due, None);
+            return (None, None);
         }
-        let due = bytes >= max_bytes;
-        if due {
-            return (true, None);
+        if bytes >= max_bytes {
+            return (Some(now), None);
         }
         let evicted = (list.len() >= DEFER_ROOMS).then(|| list.remove(0));
         list.push(Deferred {
@@ -139,12 +144,12 @@ fn defer(hub: &Arc<Hub>, room: &Arc<Room>, bytes: u64, limit: usize) -> bool {
             publishes: 1,
             bytes,
         });
-        (false, evicted)
+        (None, evicted)
     });
     if let Some(d) = evicted {
         d.deliver();
     }
-    !deliver_now
+    deliver_now
 }
 
 /// One shard's flags.
@@ -187,8 +192,8 @@ impl Hub {
     /// After an append of `bytes` to `room`: delivers now, or leaves it to the end of the
     /// worker's batch.
     pub(super) fn deliver_or_defer(self: &Arc<Self>, room: &Arc<Room>, bytes: u64, limit: usize) {
-        if !defer(self, room, bytes, limit) {
-            self.deliver(room);
+        if let Some(since) = defer(self, room, bytes, limit) {
+            self.deliver_since(room, since);
         }
     }
 
@@ -197,25 +202,43 @@ impl Hub {
         let slow = room.deliver_collect();
         self.drop_slow(slow);
     }
+
+    /// [`deliver`](Self::deliver) for appends made since `since`, observed in the fan-out
+    /// histogram if this caller wrote any of them.
+    fn deliver_since(&self, room: &Arc<Room>, since: Instant) {
+        let (slow, wrote) = room.deliver_rounds();
+        if wrote {
+            self.fanout.observe(since.elapsed());
+        }
+        self.drop_slow(slow);
+    }
 }
 
 impl Room {
     /// After an append: gets the new entries written to every member (by this caller, or by the
     /// flusher already at work), and returns the members found too slow (the caller closes them).
     pub(super) fn deliver_collect(self: &Arc<Self>) -> Vec<ClientId> {
+        self.deliver_rounds().0
+    }
+
+    /// [`deliver_collect`](Self::deliver_collect), and whether this caller flushed any shard
+    /// itself (else flushers already at work carry the new entries).
+    fn deliver_rounds(self: &Arc<Self>) -> (Vec<ClientId>, bool) {
         let shards = &self.shards;
         let n = shards.shards.len();
         let first = shards.next.fetch_add(1, Ordering::Relaxed) % n;
         let mut slow = Vec::new();
+        let mut wrote = false;
         for k in 0..n {
             let i = (first + k) % n;
             let shard = &shards.shards[i];
             shard.more.store(true, Ordering::SeqCst);
             if shard.try_enter() {
+                wrote = true;
                 self.combine(i, &mut slow);
             }
         }
-        slow
+        (slow, wrote)
     }
 
     /// Flushes shard `i` (whose `busy` flag we hold) until no more is owed, or hands over.

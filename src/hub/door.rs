@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use super::Hub;
-use crate::client::{Client, Stream};
+use crate::client::{Client, Stream, Transport};
 
 /// Why a connection was refused at the door.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,12 +42,23 @@ impl std::fmt::Display for Refusal {
 }
 
 impl Hub {
-    /// Admits a new connection on `stream` (still without a nickname), or says why not and hands
-    /// the stream back.
+    /// Admits a new plain TCP connection on `stream` (still without a nickname), or says why not
+    /// and hands the stream back.
     pub fn register(
         &self,
         peer: SocketAddr,
         stream: impl Into<Stream>,
+    ) -> Result<Arc<Client>, (Refusal, Stream)> {
+        self.register_via(peer, stream, Transport::Tcp)
+    }
+
+    /// Like [`register`](Self::register), for a client that came by `transport` (a front end
+    /// relaying TLS or WebSocket passes its end of the pipe, [`Stream::Pipe`]).
+    pub fn register_via(
+        &self,
+        peer: SocketAddr,
+        stream: impl Into<Stream>,
+        transport: Transport,
     ) -> Result<Arc<Client>, (Refusal, Stream)> {
         let stream = stream.into();
         let cfg = self.config();
@@ -70,7 +81,7 @@ impl Hub {
                     *st.per_ip.entry(net).or_insert(0) += 1;
                     st.counted_as.insert(id, net);
                 }
-                let client = Arc::new(Client::new(id, peer, stream));
+                let client = Arc::new(Client::new(id, peer, stream, transport));
                 client
                     .outbox
                     .push_private(0, cfg.greeting.clone(), 1 + cfg.motd.len() as u32);

@@ -43,9 +43,10 @@ use bytes::{Bytes, BytesMut};
 use tokio::sync::watch;
 use tracing::info;
 
-use crate::client::{Client, ClientId, Congestion, Lag, Limits};
+use crate::client::{Client, ClientId, Congestion, Lag, Limits, Transport};
 use crate::config::{Config, IpNet};
 use crate::drain::Drain;
+use crate::metrics::histogram::Latency;
 use crate::protocol::validate_nick;
 use crate::settings::{Settings, SettingsCell};
 use room::Rooms;
@@ -71,6 +72,8 @@ pub struct Counters {
     pub upgrades: AtomicU64,
     /// TLS handshakes that failed or were not done in time (port scanners, clients that do not
     /// trust the certificate, plaintext on the TLS port).
+    /// TLS handshakes that failed (bad client hello, no common version, timed out): the TLS
+    /// front end counts them; none while no TLS listener exists.
     pub tls_handshake_failures: AtomicU64,
 }
 
@@ -135,6 +138,8 @@ pub struct Hub {
     drain: Drain,
     /// Daemon-wide totals.
     pub counters: Counters,
+    /// How long publishes wait for their delivery round to end (see `deliver.rs`).
+    pub(crate) fanout: Latency,
     /// When the service started (this process, or the first of a line of upgrades), wall clock.
     pub started_at: SystemTime,
     /// When this process's hub was created, monotonic.
@@ -156,6 +161,7 @@ impl Hub {
             connect_rate: admission::ConnectRate::default(),
             drain: Drain::default(),
             counters: Counters::default(),
+            fanout: Latency::default(),
             started_at: SystemTime::now(),
             started: Instant::now(),
         }
@@ -462,6 +468,17 @@ impl Hub {
     pub fn counts(&self) -> (usize, usize, usize) {
         let st = self.lock();
         (st.clients.len(), st.members.len(), st.peak)
+    }
+
+    /// Connections now by how they came, in [`Transport::ALL`] order (joined or not).
+    pub fn clients_by_transport(&self) -> [(Transport, usize); 3] {
+        let mut counts = Transport::ALL.map(|t| (t, 0));
+        for client in self.lock().clients.values() {
+            if let Some(slot) = counts.iter_mut().find(|(t, _)| *t == client.transport) {
+                slot.1 += 1;
+            }
+        }
+        counts
     }
 
     /// How many clients are congested now, in all rooms (for `chatctl stats`).

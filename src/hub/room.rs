@@ -151,6 +151,8 @@ pub struct Room {
     log_end: AtomicU64,
     /// History is kept: a publisher reads the clock only then.
     history_on: AtomicBool,
+    /// Chat lines published here since it was made (in this process), for `/metrics`.
+    lines: AtomicU64,
     pub(super) shards: Shards,
     /// Back-pressure among its members.
     pub(crate) congestion: Arc<Congestion>,
@@ -178,6 +180,7 @@ impl Room {
             keys: name.keys().map(Arc::from).collect(),
             slot,
             history_on: AtomicBool::new(state.history.enabled()),
+            lines: AtomicU64::new(0),
             state: Mutex::new(state),
             log_end: AtomicU64::new(start),
             shards: Shards::new(s.worker_threads),
@@ -238,6 +241,7 @@ impl Room {
             st.history.record(&buf, now);
         }
         self.append(&mut st, from, buf, lines);
+        self.lines.fetch_add(u64::from(lines), Ordering::Relaxed);
         Some(st.queue_limit)
     }
 
@@ -270,6 +274,8 @@ pub struct RoomInfo {
     pub history: usize,
     /// True if it comes from the configuration (it stays when empty).
     pub predefined: bool,
+    /// Chat lines published in it since it was made (in this process).
+    pub lines: u64,
 }
 
 impl Room {
@@ -282,6 +288,7 @@ impl Room {
             topic: st.topic.clone(),
             history: st.history.len(),
             predefined: st.kind == Kind::Predefined,
+            lines: self.lines.load(Ordering::Relaxed),
         }
     }
 }

@@ -645,6 +645,7 @@ async fn hand_over(
         listeners: 1,
         tls_listeners: 0,
         admin: false,
+        http_listeners: Some(0),
         admin_owned: false,
         room,
     };

@@ -121,7 +121,7 @@ impl Front {
         };
         let handshake_timeout = hub.config().handshake_timeout;
         let deadline = handshake_timeout.map(|t| Instant::now() + t);
-        match hub.register(peer, Stream::Pipe(ours)) {
+        match hub.register_via(peer, Stream::Pipe(ours), crate::client::Transport::Tls) {
             Ok(client) => {
                 let id = client.id;
                 debug!(

@@ -11,6 +11,11 @@
 //!    another process), freezes every other session between two reads, stops all writing, and
 //!    sends the chat and TLS listeners, the admin socket, every client's socket and the
 //!    [`snapshot`].
+//! 2. The old process stops accepting (newcomers wait in the listen backlog), freezes every
+//!    session between two reads, stops all writing, and sends the chat listeners, the admin
+//!    socket, the HTTP listeners, every client's socket and the [`snapshot`]. HTTP requests in
+//!    progress at the commit are cut off (they are short; a client retries on a new connection,
+//!    which the new process accepts).
 //! 3. The new process checks the snapshot, rebuilds the room around the sockets without reading
 //!    or writing any of them, and says it is ready.
 //! 4. The old process passes the service to it (`MAINPID=` to systemd), commits, answers
@@ -151,6 +156,8 @@ pub struct Upgrader {
     listeners: Vec<RawFd>,
     /// The TLS listeners, and the front end whose clients are told to reconnect.
     tls: Option<(Vec<RawFd>, Arc<crate::tls::Front>)>,
+    /// The HTTP listeners.
+    http: Vec<RawFd>,
     /// The admin socket, and whether this process made its file (the new one then owns it).
     admin: Option<(RawFd, bool)>,
     gate: AcceptGate,
@@ -201,23 +208,40 @@ impl Invocation {
     }
 }
 
+/// The sockets an upgrade hands over besides the clients', in the snapshot's order.
+pub(crate) struct Sockets {
+    /// The chat listeners.
+    pub(crate) listeners: Vec<RawFd>,
+    /// The TLS listeners and the front end whose clients are told to reconnect.
+    pub(crate) tls: Option<(Vec<RawFd>, Arc<crate::tls::Front>)>,
+    /// The HTTP listeners.
+    pub(crate) http: Vec<RawFd>,
+    /// The admin socket, and whether this process created its file.
+    pub(crate) admin: Option<(RawFd, bool)>,
+}
+
 impl Upgrader {
     /// An upgrader for this process's room and sockets.
     pub(crate) fn new(
         hub: Arc<Hub>,
         invocation: Invocation,
-        listeners: Vec<RawFd>,
-        tls: Option<(Vec<RawFd>, Arc<crate::tls::Front>)>,
-        admin: Option<(RawFd, bool)>,
+        sockets: Sockets,
         gate: AcceptGate,
         tracker: TaskTracker,
     ) -> Upgrader {
+        let Sockets {
+            listeners,
+            tls,
+            http,
+            admin,
+        } = sockets;
         Upgrader {
             hub,
             exe: invocation.exe,
             args: invocation.args,
             listeners,
             tls,
+            http,
             admin,
             gate,
             tracker,
@@ -334,6 +358,7 @@ impl Upgrader {
         let mut fds: Vec<RawFd> = self.listeners.clone();
         fds.extend_from_slice(tls_listeners);
         fds.extend(self.admin.map(|(fd, _)| fd));
+        fds.extend(&self.http);
         fds.extend(client_fds);
         let snap = Snapshot {
             version,
@@ -345,6 +370,7 @@ impl Upgrader {
             listeners: self.listeners.len(),
             tls_listeners: tls_listeners.len(),
             admin: self.admin.is_some(),
+            http_listeners: Some(self.http.len()),
             admin_owned: self.admin.is_some_and(|(_, owned)| owned),
             room,
         };

@@ -17,9 +17,12 @@
 //! rolls back. TLS sessions themselves are never in a snapshot: their clients are told to
 //! reconnect before the hand-over (see `tls::Front::part_for_upgrade`).
 //!
+//! Also within version 2, later: [`Snapshot::http_listeners`], read as absent (`None`) from a
+//! writer before it.
+//!
 //! Descriptors travel in a fixed order the snapshot describes: the chat listeners (`listeners`
 //! of them), then the TLS listeners (`tls_listeners`), then the admin socket if `admin` is set,
-//! then one per client in `clients` order.
+//! then the HTTP listeners (`http_listeners` of them), then one per client in `clients` order.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -55,6 +58,11 @@ pub struct Snapshot {
     pub tls_listeners: usize,
     /// Whether the admin socket follows them.
     pub admin: bool,
+    /// HTTP listeners after the admin socket. None from a writer that had no HTTP listeners at
+    /// all (before `http_listen` existed): the new process binds its own `http_listen` then.
+    /// `Some(0)` means HTTP was off, and stays off.
+    #[serde(default)]
+    pub http_listeners: Option<usize>,
     /// Whether the old process created the admin socket's file (else systemd did): the new one
     /// then owns it, and removes it when it stops.
     pub admin_owned: bool,
@@ -241,8 +249,11 @@ impl Snapshot {
 
     fn check(&self, fds: usize) -> Result<(), SnapshotError> {
         let bad = |why: String| Err(SnapshotError::Inconsistent(why));
-        let expected =
-            self.listeners + self.tls_listeners + usize::from(self.admin) + self.room.clients.len();
+        let expected = self.listeners
+            + self.tls_listeners
+            + usize::from(self.admin)
+            + self.http_listeners.unwrap_or(0)
+            + self.room.clients.len();
         if fds != expected {
             return bad(format!("{fds} descriptors for {expected} sockets"));
         }
@@ -322,6 +333,7 @@ mod tests {
             listeners: 1,
             tls_listeners: 0,
             admin: true,
+            http_listeners: Some(0),
             admin_owned: true,
             room: Room {
                 service_started_at_ms: 1_700_000_000_000,
@@ -414,6 +426,20 @@ mod tests {
         json["room"].as_object_mut().unwrap().remove("connect_rate");
         let older = Snapshot::decode(json.to_string().as_bytes(), 2).unwrap();
         assert!(older.room.connect_rate.is_empty());
+        // Written before HTTP listeners were carried: None (the new process binds its own), and
+        // no descriptors for them.
+        let mut json: serde_json::Value = serde_json::from_slice(&s.encode()).unwrap();
+        json.as_object_mut().unwrap().remove("http_listeners");
+        let older = Snapshot::decode(json.to_string().as_bytes(), 2).unwrap();
+        assert_eq!(older.http_listeners, None);
+        // Each HTTP listener is one more descriptor.
+        let mut http = s.clone();
+        http.http_listeners = Some(2);
+        assert_eq!(Snapshot::decode(&http.encode(), 4).unwrap(), http);
+        assert!(matches!(
+            Snapshot::decode(&http.encode(), 2),
+            Err(SnapshotError::Inconsistent(_))
+        ));
         assert!(matches!(
             Snapshot::decode(&s.encode(), 3),
             Err(SnapshotError::Inconsistent(_))

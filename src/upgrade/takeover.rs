@@ -26,6 +26,9 @@ pub struct Takeover {
     pub(crate) tls_listeners: Vec<std::net::TcpListener>,
     /// The admin socket, if one was passed.
     pub(crate) admin: Option<std::os::unix::net::UnixListener>,
+    /// The HTTP listeners, if the predecessor said how many it had (see
+    /// [`Snapshot::http_listeners`]).
+    pub(crate) http_listeners: Option<Vec<std::net::TcpListener>>,
     /// One socket per client, in the snapshot's order.
     pub(crate) streams: Vec<std::net::TcpStream>,
     /// The TLS certificate this process's configuration names, loaded and checked before the
@@ -110,6 +113,12 @@ impl Takeover {
             .admin
             .then(|| fds.next().map(std::os::unix::net::UnixListener::from))
             .flatten();
+        let http_listeners = snapshot.http_listeners.map(|n| {
+            fds.by_ref()
+                .take(n)
+                .map(std::net::TcpListener::from)
+                .collect()
+        });
         let streams = fds.map(std::net::TcpStream::from).collect();
         Ok(Takeover {
             channel,
@@ -117,6 +126,7 @@ impl Takeover {
             listeners,
             tls_listeners,
             admin,
+            http_listeners,
             streams,
             tls,
         })

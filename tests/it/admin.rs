@@ -161,7 +161,7 @@ fn stale_socket_is_replaced_live_one_is_not_stolen_other_files_are_refused() {
     assert_eq!(chatctl(&d.socket, &["list"]).code, 0);
 
     // A second daemon on the same path must refuse to start and leave the first one serving.
-    let cfg = dir.file("second.toml", "");
+    let cfg = dir.file("second.toml", "http_listen = []\n");
     let second = Command::new(crate::process::DAEMON)
         .arg("--config")
         .arg(&cfg)

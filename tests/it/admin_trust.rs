@@ -17,7 +17,9 @@ use nix::unistd::{Gid, Group, Uid};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::oneshot;
 
-use crate::process::{CHATCTL, DAEMON, Daemon, Scratch, chatctl, chatctl_with};
+use crate::process::{
+    CHATCTL, DAEMON, Daemon, Scratch, chatctl, chatctl_with, without_default_http,
+};
 use crate::support::{TestClient, WAIT, test_config, unique_socket_path};
 
 /// `groupchatd --check-config` with `config` as the file and the extra flags; (exit code, stderr).
@@ -75,7 +77,7 @@ fn check_config_refuses_a_socket_path_longer_than_sun_path() {
     // The same configuration is refused at start with the same words, before anything is bound.
     let out = Command::new(DAEMON)
         .arg("--config")
-        .arg(dir.file("empty.toml", ""))
+        .arg(dir.file("empty.toml", "http_listen = []\n"))
         .args(["--listen", "127.0.0.1:0", "--admin-socket"])
         .arg(&long)
         .env_remove("LISTEN_FDS")
@@ -103,7 +105,7 @@ fn a_writable_ancestor_is_refused_at_check_and_at_start_even_for_root() {
     assert!(!open.join("sub").exists(), "the check creates nothing");
     let out = Command::new(DAEMON)
         .arg("--config")
-        .arg(dir.file("empty.toml", ""))
+        .arg(dir.file("empty.toml", "http_listen = []\n"))
         .args(["--listen", "127.0.0.1:0"])
         .args(flags)
         .env_remove("LISTEN_FDS")
@@ -227,8 +229,24 @@ fn a_privileged_port_needs_the_capability() {
             "{err}"
         );
     };
+    // The HTTP listener too, named by its own key (the chat port being a free one).
+    let http = "http_listen = [\"127.0.0.1:81\"]\n";
+    let http_flags = [
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-socket",
+        socket.to_str().unwrap(),
+    ];
+    let http_refused = |(code, err): (i32, String)| {
+        assert_eq!(code, 78, "{err}");
+        assert!(
+            err.contains("http_listen 127.0.0.1:81") && err.contains("CAP_NET_BIND_SERVICE"),
+            "{err}"
+        );
+    };
     if !has_net_bind_service() {
         refused(check_config(&dir, "", &flags));
+        http_refused(check_config(&dir, http, &http_flags));
         return;
     }
     // Root (CI): the capability is there, so port 80 passes...
@@ -248,6 +266,14 @@ fn a_privileged_port_needs_the_capability() {
         DAEMON,
     ]);
     refused(check_config_with(cmd, &dir, "", &flags));
+    let mut cmd = Command::new(setpriv);
+    cmd.args([
+        "--inh-caps=-all",
+        "--bounding-set=-net_bind_service",
+        "--",
+        DAEMON,
+    ]);
+    http_refused(check_config_with(cmd, &dir, http, &http_flags));
 }
 
 #[test]
@@ -267,7 +293,7 @@ fn socket_mode_and_group_are_set_and_created_directories_are_private() {
         socket.display(),
         group.name
     );
-    let cfg = dir.file("m.toml", &config);
+    let cfg = dir.file("m.toml", &without_default_http(&config));
     let d = Daemon::spawn_with(
         &[
             "--config".as_ref(),
@@ -306,7 +332,7 @@ async fn chatctl_sends_nothing_to_a_socket_served_by_an_unexpected_uid() {
     )
     .unwrap();
     let socket = theirs.join("a.sock");
-    let cfg = dir.file("n.toml", "");
+    let cfg = dir.file("n.toml", "http_listen = []\n");
     let mut d = Daemon::spawn_with(
         &[
             "--config".as_ref(),

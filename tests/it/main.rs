@@ -7,6 +7,7 @@ mod chat;
 mod e2e;
 mod forgery;
 mod hostile;
+mod http;
 mod identity;
 mod limits;
 mod load;

@@ -44,6 +44,16 @@ impl Drop for Scratch {
     }
 }
 
+/// `config` with `http_listen = []` first unless it sets `http_listen` (top-level keys come
+/// before any `[[rooms]]` table, so first is always a valid place).
+pub fn without_default_http(config: &str) -> String {
+    if config.contains("http_listen") {
+        config.to_owned()
+    } else {
+        format!("http_listen = []\n{config}")
+    }
+}
+
 /// A daemon process started by a test; killed (by its own PID) if the test did not stop it.
 pub struct Daemon {
     pub child: Child,
@@ -55,7 +65,9 @@ pub struct Daemon {
 
 impl Daemon {
     /// Starts `groupchatd --config DIR/NAME.toml --listen 127.0.0.1:0 --admin-socket DIR/NAME.sock`
-    /// with `config` as the file, and waits until it listens.
+    /// with `config` as the file, and waits until it listens. Unless `config` sets `http_listen`,
+    /// the file starts with `http_listen = []`: tests run side by side, and the default port
+    /// (7080) is one for all of them.
     pub fn start(dir: &Scratch, name: &str, config: &str) -> Daemon {
         Self::start_with(dir, name, config, |_| {})
     }
@@ -130,6 +142,18 @@ impl Daemon {
                 ),
             }
         }
+    }
+
+    /// The address of the first HTTP listener (from its log line).
+    pub fn http_addr(&self) -> SocketAddr {
+        let line = self.log_line("listening for HTTP connections");
+        let start = line.find("addr=").expect("addr field") + 5;
+        line[start..]
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
     }
 
     pub fn listening_addr(&self) -> SocketAddr {
@@ -283,7 +307,7 @@ impl Daemon {
         config: &str,
         adjust: impl FnOnce(&mut Command),
     ) -> Daemon {
-        let cfg = dir.file(&format!("{name}.toml"), config);
+        let cfg = dir.file(&format!("{name}.toml"), &without_default_http(config));
         let socket = dir.path(&format!("{name}.sock"));
         let args = [
             "--config".as_ref(),

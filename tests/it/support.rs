@@ -27,11 +27,12 @@ pub fn unique_socket_path() -> std::path::PathBuf {
     std::env::temp_dir().join(format!("gcd-it-{}-{n}.sock", std::process::id()))
 }
 
-/// A config for tests: loopback, port 0, its own admin socket, flood control off unless a test turns
-/// it on.
+/// A config for tests: loopback, port 0, no HTTP (tests that want it ask for port 0), its own admin
+/// socket, flood control off unless a test turns it on.
 pub fn test_config() -> Config {
     Config {
         listen: vec!["127.0.0.1:0".parse().unwrap()],
+        http_listen: vec![],
         admin_socket: Some(unique_socket_path()),
         flood: None,
         ..Config::default()
@@ -41,6 +42,8 @@ pub fn test_config() -> Config {
 /// A running in-process daemon.
 pub struct TestServer {
     pub addr: SocketAddr,
+    /// The first HTTP listener, if the config has one.
+    pub http: Option<SocketAddr>,
     pub hub: Arc<Hub>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
@@ -50,6 +53,7 @@ impl TestServer {
     pub fn start(config: Config) -> TestServer {
         let app = App::bind(config).expect("bind 127.0.0.1:0");
         let addr = app.local_addrs()[0];
+        let http = app.http_addrs().first().copied();
         let hub = app.hub().clone();
         let (tx, rx) = oneshot::channel();
         let task = tokio::spawn(app.run(async move {
@@ -57,15 +61,24 @@ impl TestServer {
         }));
         TestServer {
             addr,
+            http,
             hub,
             stop: Some(tx),
             task: Some(task),
         }
     }
 
-    /// Triggers the graceful stop and waits (bounded) for `run` to return.
+    /// Triggers the graceful stop without waiting for it.
+    pub fn begin_stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+
+    /// Triggers the graceful stop (unless [`begin_stop`](Self::begin_stop) did) and waits
+    /// (bounded) for `run` to return.
     pub async fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
+        self.begin_stop();
         tokio::time::timeout(WAIT, self.task.take().unwrap())
             .await
             .expect("server stopped within the bound")
@@ -217,3 +230,4 @@ pub fn raise_nofile_limit() {
 
 /// Well-behaved clients that chat through a hostile test and check what they got.
 pub mod audience;
+pub mod http;

@@ -58,7 +58,7 @@ fn field<'a>(datagram: &'a str, key: &str) -> Option<&'a str> {
 async fn notify_ready_status_reload_watchdog_stopping() {
     let dir = Scratch::new("sd-notify");
     let (notify, path) = Notify::bind(&dir);
-    let cfg = dir.file("n.toml", "motd = \"one\"\n");
+    let cfg = dir.file("n.toml", "http_listen = []\nmotd = \"one\"\n");
     let sock = dir.path("n.sock");
     let mut d = Daemon::spawn_with(
         &[
@@ -102,7 +102,7 @@ async fn notify_ready_status_reload_watchdog_stopping() {
         "{s}"
     );
 
-    dir.file("n.toml", "motd = \"two\"\n");
+    dir.file("n.toml", "http_listen = []\nmotd = \"two\"\n");
     d.signal(Signal::SIGHUP);
     let reloading = notify.expect("RELOADING=1");
     let usec: u64 = field(&reloading, "MONOTONIC_USEC")
@@ -138,7 +138,7 @@ async fn socket_activation_uses_inherited_descriptors() {
     let addr = chat.local_addr().unwrap();
     let admin_path = dir.path("act.sock");
     let admin = std::os::unix::net::UnixListener::bind(&admin_path).unwrap();
-    let cfg = dir.file("a.toml", "");
+    let cfg = dir.file("a.toml", "http_listen = []\n");
     // Copies above fd 10, so moving them onto 3 and 4 in the child cannot clobber one another.
     let high = |fd: &dyn AsFd| fcntl(fd, FcntlArg::F_DUPFD_CLOEXEC(10)).unwrap();
     let (chat_high, admin_high) = (high(&chat), high(&admin));

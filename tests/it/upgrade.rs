@@ -902,3 +902,30 @@ async fn a_predefined_room_moves_with_the_upgrade_and_outlives_its_configuration
     );
     assert_eq!(stop(&mut d, &serving), 0);
 }
+
+#[tokio::test]
+async fn the_http_port_moves_with_the_upgrade() {
+    use crate::support::http::{Format, get, parse_exposition};
+    let dir = Scratch::new("upg-http");
+    let mut d = Daemon::start(&dir, "d", "http_listen = [\"127.0.0.1:0\"]\n");
+    let old = Serving::of(&d.socket);
+    let http = d.http_addr();
+    assert_eq!(get(http, "/healthz").await.status, 200);
+
+    let serving = upgraded(&d.socket, old);
+
+    // The same port, bound all along (its own config says port 0, so a new bind would have
+    // got another), now answered by the new process: only it counts the upgrade.
+    let line = format!("listening for HTTP connections addr={http}");
+    d.log_count(&line, 2, WAIT);
+    let health = get(http, "/healthz").await;
+    assert_eq!((health.status, health.body.as_str()), (200, "ok\n"));
+    let metrics = get(http, "/metrics").await;
+    let m = parse_exposition(&metrics.body, Format::Prometheus).unwrap();
+    assert_eq!(m.expect("groupchatd_upgrades_total", &[]), 1.0);
+    assert_eq!(
+        admin_stats(&d.socket)["pid"].as_u64(),
+        Some(u64::from(serving.pid))
+    );
+    assert_eq!(stop(&mut d, &serving), 0);
+}

@@ -198,6 +198,19 @@ main_pid=$(in_ct systemctl show -P MainPID groupchatd)
 in_ct grep -q "^Uid:[[:space:]]*$(in_ct id -u groupchatd)[[:space:]]" "/proc/$main_pid/status" || fail "daemon does not run as user groupchatd"
 ok "systemctl start returned once ready; running as user groupchatd"
 
+# HTTP on its default address (the container has its own network, so 7080 is free): bound before
+# READY=1 like the chat port, and allowed by the unit's sandbox.
+healthz() {
+  in_ct python3 -c 'import urllib.request, sys
+r = urllib.request.urlopen("http://127.0.0.1:7080/healthz", timeout=2)
+sys.exit(0 if (r.status, r.read()) == (200, b"ok\n") else 1)'
+}
+healthz || fail "GET /healthz on 127.0.0.1:7080 right after start"
+in_ct python3 -c 'import urllib.request
+r = urllib.request.urlopen("http://127.0.0.1:7080/metrics", timeout=2)
+assert b"groupchatd_clients{transport=\"tcp\"}" in r.read()' || fail "GET /metrics"
+ok "HTTP: /healthz answers 200 and /metrics serves the daemon's metrics"
+
 client_bg alice
 wait_line alice "*** Type /help for commands."
 in_ct python3 /opt/gcd/chatclient.py 7000 bob /tmp/bob.out --send "hello from bob" --send "/quit done" --hold 10 \
@@ -347,6 +360,8 @@ if [ -n "$DEB" ]; then EXE=/usr/bin/groupchatd; else EXE=/opt/groupchatd/bin/gro
   in_ct grep -qxF "*** before the upgrade" /tmp/erin2.out || fail "the new process did not greet a new client"
   wait_line carl "*** erin left (quit)"
   ok "carl and dana stayed connected and chat both ways, with no notices; a newcomer is served"
+  healthz || fail "GET /healthz after the upgrade"
+  ok "the HTTP port is served by the new process"
 
   in_ct journalctl -u groupchatd EVENT=upgrade -o json --no-pager >"$WORK/upgrade.json"
   [ "$(wc -l <"$WORK/upgrade.json")" = 1 ] || { cat "$WORK/upgrade.json"; fail "expected exactly one EVENT=upgrade journal entry"; }

@@ -44,6 +44,8 @@ impl TestServer {
             std::env::temp_dir().join(format!("gcd-cb-{}-{n}.sock", std::process::id()));
         let config = Config {
             listen: vec!["127.0.0.1:0".parse().unwrap()],
+            // Tests run side by side; the default HTTP port is one for all of them.
+            http_listen: vec![],
             admin_socket: Some(admin),
             flood: None,
             ..Config::default()

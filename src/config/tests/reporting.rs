@@ -13,7 +13,7 @@ fn unknown_key_is_named_with_the_valid_ones() {
     let shown = e.to_string();
     assert!(
         shown.starts_with(
-            "groupchatd.toml:3: key 'frobnicate': unknown key (valid keys: listen, tls_listen, tls_cert_file, tls_key_file, admin_socket, "
+            "groupchatd.toml:3: key 'frobnicate': unknown key (valid keys: listen, tls_listen, tls_cert_file, tls_key_file, http_listen, admin_socket, "
         ),
         "{shown}"
     );
@@ -217,6 +217,13 @@ fn bad_overrides_name_the_flag_and_change_nothing() {
                 ..Overrides::default()
             },
             "command line: key '--listen': '[::]:1' is listed more than once",
+        ),
+        (
+            Overrides {
+                listen: vec!["127.0.0.1:7080".into()],
+                ..Overrides::default()
+            },
+            "command line: key '--listen': 127.0.0.1:7080 is also in http_listen; one port cannot serve both",
         ),
         (
             Overrides {

@@ -94,6 +94,12 @@ fn accepted_values() {
         ("tcp_keepalive_secs = 7200", |c| c.tcp_keepalive = Some(secs(7200))),
         ("worker_threads = 0", |c| c.worker_threads = 0),
         ("worker_threads = 64", |c| c.worker_threads = 64),
+        ("http_listen = []", |c| c.http_listen = vec![]),
+        (r#"http_listen = ["0.0.0.0:8080", "[::]:8080"]"#,
+            |c| c.http_listen = vec![addr("0.0.0.0:8080"), addr("[::]:8080")]),
+        // Port 0 is a fresh port for each socket: it never clashes with listen's.
+        ("listen = [\"127.0.0.1:0\"]\nhttp_listen = [\"127.0.0.1:0\"]",
+            |c| { c.listen = vec![addr("127.0.0.1:0")]; c.http_listen = vec![addr("127.0.0.1:0")]; }),
     ];
     for (text, expect) in cases {
         let mut expected = Config::default();
@@ -115,6 +121,11 @@ fn rejected_values_name_key_and_line() {
         (r#"listen = ["localhost:7000"]"#, "listen", 1, "not a socket address"),
         (r#"listen = ["127.0.0.1"]"#, "listen", 1, "not a socket address"),
         (r#"listen = ["[::]:7000", "[::]:7000"]"#, "listen", 1, "more than once"),
+        (r#"http_listen = ["nonsense"]"#, "http_listen", 1, "'nonsense' is not a socket address"),
+        (r#"http_listen = ["[::1]:80", "[::1]:80"]"#, "http_listen", 1, "more than once"),
+        (r#"http_listen = ["127.0.0.1:7000"]"#, "http_listen", 1,
+            "127.0.0.1:7000 is also in listen or tls_listen; one port cannot serve both chat and HTTP"),
+        ("http_listen = \"127.0.0.1:7080\"", "http_listen", 1, "found a string"),
         (r#"admin_socket = "admin.sock""#, "admin_socket", 1, "not an absolute path"),
         (r#"admin_socket = """#, "admin_socket", 1, "not an absolute path"),
         (r#"admin_group = """#, "admin_group", 1, "must be a group name"),

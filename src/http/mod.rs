@@ -1,0 +1,221 @@
+//! The HTTP listener (`http_listen`): `/healthz` for load balancers, `/metrics` for Prometheus, and
+//! `/`, a short page saying where to chat ([`routes`]).
+//!
+//! HTTP/1.1 only, served by hyper through our own accept loop, like the chat ports' (see
+//! `server.rs`): it owns the limits, pauses at the upgrade's accept gate (newcomers wait in the
+//! backlog while an upgrade hands the sockets over) and stops last. Limits: at most
+//! [`MAX_CONNECTIONS`] connections at once (a slot is taken before `accept`, so more wait in the
+//! kernel's backlog), a request's head must arrive within [`HEADER_READ_TIMEOUT`] (which also
+//! closes idle keep-alive connections), a larger head than [`MAX_BUF`] gets 431, and a peer that
+//! stops acknowledging what it is sent is dropped by the kernel after [`USER_TIMEOUT`]. Every
+//! answer is small and whole, and no request body is ever read.
+//!
+//! Stopping: once the daemon is stopping `/healthz` answers 503, and HTTP keeps being served while
+//! the chat clients are told and disconnected, so a load balancer sees the drain; then the
+//! listeners close and open connections finish the request they are in (bounded by
+//! [`CLOSE_LIMIT`]). Each request is logged at debug level, never above.
+//!
+//! `GET /ws` (WebSocket) is to be an axum route here too: it needs the connection served
+//! `.with_upgrades()`, and an upgraded connection should give back its slot (the hub's
+//! `max_clients` counts it from then on).
+
+mod routes;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ConnectInfo;
+use hyper::Request;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use nix::sys::socket::{setsockopt, sockopt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower_service::Service;
+use tracing::{debug, error, info, warn};
+
+pub(crate) use routes::Site;
+
+use crate::server::{is_per_connection, is_resource_exhaustion};
+use crate::upgrade::AcceptGate;
+
+/// Most HTTP connections served at once, over every HTTP listener.
+pub(crate) const MAX_CONNECTIONS: usize = 256;
+/// How long a request's head (request line and headers) may take to arrive, counted from when
+/// the connection is ready for it: idle keep-alive connections close after this too.
+pub(crate) const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most bytes buffered from one connection: the largest request head accepted. Browsers send
+/// every cookie set for the host, which on a developer's `localhost` can be a few KiB.
+pub(crate) const MAX_BUF: usize = 64 * 1024;
+/// `TCP_USER_TIMEOUT`: how long sent data may stay unacknowledged (or the peer's window closed)
+/// before the kernel drops the connection, so a client that stops reading cannot hold a slot.
+pub(crate) const USER_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a stop waits for open connections to finish their request.
+pub(crate) const CLOSE_LIMIT: Duration = Duration::from_secs(2);
+
+/// The HTTP listeners being served.
+pub(crate) struct Http {
+    accept_loops: Vec<JoinHandle<()>>,
+    connections: TaskTracker,
+    stop: CancellationToken,
+}
+
+impl Http {
+    /// Serves `site` on `listeners` until [`stop`](Self::stop).
+    pub(crate) fn start(listeners: Vec<TcpListener>, site: Site, gate: AcceptGate) -> Http {
+        let router = routes::router(Arc::new(site));
+        let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+        let connections = TaskTracker::new();
+        let stop = CancellationToken::new();
+        let accept_loops = listeners
+            .into_iter()
+            .map(|listener| {
+                if let Ok(addr) = listener.local_addr() {
+                    info!(addr = %addr, event = "listening", "listening for HTTP connections");
+                }
+                tokio::spawn(accept_loop(
+                    listener,
+                    router.clone(),
+                    slots.clone(),
+                    gate.clone(),
+                    connections.clone(),
+                    stop.clone(),
+                ))
+            })
+            .collect();
+        Http {
+            accept_loops,
+            connections,
+            stop,
+        }
+    }
+
+    /// Closes the listeners, then lets open connections finish their request, for at most
+    /// [`CLOSE_LIMIT`].
+    pub(crate) async fn stop(self) {
+        self.stop.cancel();
+        for accept_loop in self.accept_loops {
+            let _ = accept_loop.await;
+        }
+        self.connections.close();
+        if tokio::time::timeout(CLOSE_LIMIT, self.connections.wait())
+            .await
+            .is_err()
+        {
+            debug!(
+                remaining = self.connections.len(),
+                "HTTP connections still open at the stop; dropping them"
+            );
+        }
+    }
+}
+
+/// Accepts HTTP connections on `listener` until `stop` is cancelled.
+async fn accept_loop(
+    listener: TcpListener,
+    router: axum::Router,
+    slots: Arc<Semaphore>,
+    gate: AcceptGate,
+    connections: TaskTracker,
+    stop: CancellationToken,
+) {
+    let mut backoff = Duration::from_millis(10);
+    loop {
+        // Closed while an upgrade hands the listeners over: newcomers wait in the backlog. (Not
+        // counted as parked: the upgrade waits for the chat accept loops only.)
+        if !gate.is_open() {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = gate.opened() => {}
+            }
+        }
+        // A slot before accepting: at the limit, newcomers wait in the kernel's backlog.
+        let slot = tokio::select! {
+            () = stop.cancelled() => return,
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => return, // never closed
+            },
+        };
+        let accepted = tokio::select! {
+            () = stop.cancelled() => return,
+            () = gate.closed() => continue,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                backoff = Duration::from_millis(10);
+                connections.spawn(serve(stream, peer, router.clone(), slot, stop.clone()));
+            }
+            Err(e) if is_per_connection(&e) => {
+                debug!(error = %e, "HTTP accept: connection failed before it was accepted");
+            }
+            Err(e) => {
+                if is_resource_exhaustion(&e) {
+                    warn!(error = %e, retry_ms = backoff.as_millis() as u64, "HTTP accept: out of resources");
+                } else {
+                    error!(error = %e, retry_ms = backoff.as_millis() as u64, "HTTP accept failed");
+                }
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
+}
+
+/// Serves one connection until the peer closes it, a limit ends it, or the stop (which lets the
+/// request in progress finish).
+async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    router: axum::Router,
+    _slot: OwnedSemaphorePermit,
+    stop: CancellationToken,
+) {
+    let _ = stream.set_nodelay(true);
+    let user_timeout = USER_TIMEOUT.as_millis() as u32;
+    let _ = setsockopt(&stream, sockopt::TcpUserTimeout, &user_timeout);
+    let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
+        // Where handlers (the WebSocket one) find the peer, as axum's own server puts it.
+        request.extensions_mut().insert(ConnectInfo(peer));
+        let method = request.method().clone();
+        let path = request.uri().path().to_owned();
+        // A Router is always ready, so it is called without `poll_ready`.
+        let answer = router.clone().call(request);
+        async move {
+            let response = answer.await?;
+            debug!(
+                peer = %peer, method = %method, path = %path, status = response.status().as_u16(),
+                event = "http_request", "HTTP request"
+            );
+            Ok::<_, Infallible>(response)
+        }
+    });
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_header_size(MAX_BUF)
+        .max_buf_size(MAX_BUF);
+    let connection = builder.serve_connection(TokioIo::new(stream), service);
+    let mut connection = std::pin::pin!(connection);
+    let ended = tokio::select! {
+        ended = connection.as_mut() => ended,
+        () = stop.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(e) = ended {
+        debug!(peer = %peer, error = %e, "HTTP connection ended with an error");
+    }
+}
