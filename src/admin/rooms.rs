@@ -131,7 +131,7 @@ pub(super) fn topic(hub: &Hub, room: &str, text: &str, uid: u32, pid: i32) -> Ou
     let name = parse_room(room)?;
     let text = sanitise_str(text);
     let room = hub
-        .set_topic(Ok(name.as_str()), &text, None)
+        .set_topic(crate::hub::TopicOf::Room(name.as_str()), &text, None)
         .map_err(|why| match why {
             TopicRefused::NoSuchRoom => no_room(&name),
             TopicRefused::TooLong => bad(why.to_string()),

@@ -75,6 +75,15 @@ impl std::fmt::Display for TopicRefused {
     }
 }
 
+/// Whose room a topic is set for.
+#[derive(Debug, Clone, Copy)]
+pub enum TopicOf<'a> {
+    /// The room of that name (with or without `#`): the operator's `chatctl topic`.
+    Room(&'a str),
+    /// The room this member sits in: its `/topic TEXT`.
+    MemberOf(ClientId),
+}
+
 /// The room called `name` (with or without `#`), if there is one.
 pub(super) fn find<'a>(rooms: &'a Rooms, name: &str) -> Option<&'a Arc<Room>> {
     rooms.get(&validate_room(name).ok()?)
@@ -206,11 +215,11 @@ impl Hub {
         Some((room.name.clone(), topic))
     }
 
-    /// Sets the topic of the room called `room`, or of `id`'s room, as `by` (a nickname; None for
-    /// the operator), and tells the room. An empty text clears it. Returns the room's name.
+    /// Sets the topic of `room` as `by` (a nickname; None for the operator), and tells the room.
+    /// An empty text clears it. Returns the room's name.
     pub fn set_topic(
         &self,
-        room: Result<&str, ClientId>,
+        room: TopicOf<'_>,
         text: &str,
         by: Option<&str>,
     ) -> Result<Arc<str>, TopicRefused> {
@@ -219,8 +228,8 @@ impl Hub {
             return Err(TopicRefused::TooLong);
         }
         let room = match room {
-            Ok(name) => find(&self.lock().rooms, name).cloned(),
-            Err(id) => self.room_of(id),
+            TopicOf::Room(name) => find(&self.lock().rooms, name).cloned(),
+            TopicOf::MemberOf(id) => self.room_of(id),
         }
         .ok_or(TopicRefused::NoSuchRoom)?;
         let who = by.unwrap_or("the operator");

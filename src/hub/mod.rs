@@ -30,7 +30,7 @@ mod names;
 mod room;
 
 pub use door::Refusal;
-pub use enter::{EnterRefused, TopicRefused};
+pub use enter::{EnterRefused, TopicOf, TopicRefused};
 pub use names::NickRefused;
 use names::{NickKeys, Registry};
 pub use room::{Room, RoomInfo};

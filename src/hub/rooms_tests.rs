@@ -196,7 +196,12 @@ async fn a_reload_makes_closes_and_retopics_predefined_rooms() {
     let mut a = member(&h, "alice", 1);
     h.enter(a.id(), "help", None, false).unwrap();
     a.read_until("*** Now in #help (topic: Ask here). 1 online: alice\r\n");
-    h.set_topic(Err(a.id()), "mine now", Some("alice")).unwrap();
+    h.set_topic(
+        crate::hub::TopicOf::MemberOf(a.id()),
+        "mine now",
+        Some("alice"),
+    )
+    .unwrap();
     a.expect("*** alice set the topic: mine now\r\n");
     // Unchanged in the file: the users' topic stays.
     h.set_config(Config {

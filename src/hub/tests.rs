@@ -709,17 +709,26 @@ async fn rooms_topics_and_history_move_with_an_upgrade() {
         ["bob", "alice", "carol", "dave", "eve"].map(|nick| member(&h, nick, 1));
     say(&h, bob.id(), line("<bob> in lobby"), 1);
     h.enter(alice.id(), "#x", None, false).unwrap();
-    h.set_topic(Err(alice.id()), "x marks the spot", Some("alice"))
-        .unwrap();
+    h.set_topic(
+        crate::hub::TopicOf::MemberOf(alice.id()),
+        "x marks the spot",
+        Some("alice"),
+    )
+    .unwrap();
     say(&h, alice.id(), line("<alice> in x"), 1);
     h.enter(carol.id(), "#help", None, false).unwrap();
-    h.set_topic(Err(carol.id()), "helping", Some("carol"))
-        .unwrap();
+    h.set_topic(
+        crate::hub::TopicOf::MemberOf(carol.id()),
+        "helping",
+        Some("carol"),
+    )
+    .unwrap();
     say(&h, carol.id(), line("<carol> in help"), 1);
     h.enter(dave.id(), "#gone", None, false).unwrap();
     say(&h, dave.id(), line("<dave> in gone"), 1);
     h.enter(eve.id(), "#news", None, false).unwrap();
-    h.set_topic(Ok("#news"), "operator news", None).unwrap();
+    h.set_topic(crate::hub::TopicOf::Room("#news"), "operator news", None)
+        .unwrap();
 
     // The new configuration drops #gone (occupied) and #empty, and changes #news's topic.
     let new = with_rooms(&[("#help", "Ask here"), ("#news", "New news")]);

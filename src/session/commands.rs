@@ -288,7 +288,10 @@ impl LineCtx {
                 None => {}
             },
             ClientCmd::Topic(Some(text)) => {
-                if let Err(why) = self.hub.set_topic(Err(self.id()), text, Some(nick)) {
+                if let Err(why) =
+                    self.hub
+                        .set_topic(crate::hub::TopicOf::MemberOf(self.id()), text, Some(nick))
+                {
                     self.say(&format!("Cannot set the topic: {why}."));
                 }
             }

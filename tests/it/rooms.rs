@@ -450,7 +450,10 @@ async fn topic_is_shown_set_announced_to_the_room_and_cleared() {
         .await;
 
     // Cleared (by the operator: `chatctl topic #rust ""`), the room is told.
-    let name = srv.hub.set_topic(Ok("rust"), "", None).unwrap();
+    let name = srv
+        .hub
+        .set_topic(groupchatd::hub::TopicOf::Room("rust"), "", None)
+        .unwrap();
     assert_eq!(&*name, "#rust");
     alice.expect("*** the operator cleared the topic").await;
     bob.expect("*** the operator cleared the topic").await;
