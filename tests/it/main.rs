@@ -19,3 +19,4 @@ mod support;
 mod systemd;
 mod tls;
 mod upgrade;
+mod ws;
