@@ -40,6 +40,11 @@ const state = {
   retry: null,
   stay: true, // false after /quit or a kick: then only the button reconnects
   wantRoom: null, // the room to go back to after reconnecting
+  rejoining: false, // reconnected with a nickname: the greeting is not shown again
+  unseen: [], // ...unless the connection ends before the prompt (a refusal): then it is
+  returning: false, // on the way back to wantRoom: the default room's lines are not shown
+  home: null, // the default room, where a welcome puts us (learnt from the first room list)
+  homeUnknown: false,
   roomsSoon: null,
 };
 
@@ -59,12 +64,22 @@ function connect() {
   status("connecting…");
   ws.onopen = () => {
     status("connected");
-    if (state.nick) ws.send(state.nick);
+    if (state.nick) {
+      ws.send(state.nick);
+      state.rejoining = true;
+      state.unseen = [];
+    }
   };
   ws.onmessage = (ev) => onLine(String(ev.data));
   ws.onclose = () => {
     if (state.ws !== ws) return;
+    finish();
     state.ws = null;
+    // Closed before the prompt: what it said instead (a refusal, "server full") is shown.
+    for (const li of state.unseen) li.hidden = false;
+    state.unseen = [];
+    state.rejoining = false;
+    state.returning = false;
     if (state.joined) state.wantRoom = state.room;
     state.joined = false;
     document.body.classList.remove("joined");
@@ -113,16 +128,36 @@ function onLine(line) {
     return;
   }
   finish();
+  const skip = skipped(line);
   if (line.startsWith("*** ")) {
     const text = line.slice(4);
-    open = { li: show(text, { server: true, hidden: quietAt(text) }), text };
+    open = { li: show(text, { server: true, hidden: skip || quietAt(text) }), text };
+    if (skip && state.rejoining) state.unseen.push(open.li);
     holdOpen();
     return;
   }
   // Only history lines start with a time stamp: everyone's text comes after a nickname.
   const m = /^\[(\d\d:\d\d)\] (.*)$/.exec(line);
-  if (m) show(m[2], { time: m[1], history: true });
-  else show(line, {});
+  if (m) show(m[2], { time: m[1], history: true, hidden: skip });
+  else show(line, { hidden: skip });
+}
+
+/// Whether a line is one a reconnect brings again, not shown: the greeting (up to the nickname
+/// prompt, which the page answers by itself), and the default room's welcome and history on the
+/// way back to the room we were in.
+function skipped(line) {
+  if (state.rejoining) {
+    if (line === "*** Choose a nickname:") state.rejoining = false;
+    return true;
+  }
+  if (state.returning) {
+    if (/^\*\*\* (Now in |Cannot join)/.test(line)) {
+      state.returning = false;
+      return false;
+    }
+    return !line.startsWith("*** Welcome, ");
+  }
+  return false;
 }
 
 function holdOpen() {
@@ -156,6 +191,8 @@ function onNotice(text) {
       if (m[3]) {
         setRoom(m[1]);
         setTopic(m[4] || "");
+        if (state.homeUnknown) state.home = m[1];
+        state.homeUnknown = false;
       }
       listing.left -= 1;
       if (listing.left === 0) {
@@ -260,7 +297,8 @@ function welcomed(nick) {
   // Back to where we were before the connection dropped.
   const room = state.wantRoom;
   state.wantRoom = null;
-  if (room) send(`/join ${room}`);
+  if (room && room !== state.home && send(`/join ${room}`)) state.returning = true;
+  else state.homeUnknown = state.home === null;
 }
 
 function setNick(nick) {

@@ -247,16 +247,16 @@ try {
   await inRoom(anna, "#lobby");
   step("two pages joined; each lists all three members and the room");
 
-  await say(anna, "hello from anna");
-  await tess.expect("<anna> hello from anna");
-  await seeLine(ben, "<anna> hello from anna");
-  await seeLine(anna, "<anna> hello from anna");
-  await say(ben, "hi from ben");
-  await tess.expect("<ben> hi from ben");
-  await seeLine(anna, "<ben> hi from ben");
-  tess.send("hello from tess");
-  await seeLine(anna, "<tess> hello from tess");
-  await seeLine(ben, "<tess> hello from tess");
+  await say(anna, "hello from the browser");
+  await tess.expect("<anna> hello from the browser");
+  await seeLine(ben, "<anna> hello from the browser");
+  await seeLine(anna, "<anna> hello from the browser");
+  await say(ben, "hi anna, a browser here too");
+  await tess.expect("<ben> hi anna, a browser here too");
+  await seeLine(anna, "<ben> hi anna, a browser here too");
+  tess.send("and netcat here");
+  await seeLine(anna, "<tess> and netcat here");
+  await seeLine(ben, "<tess> and netcat here");
   tess.send("/me waves");
   await seeLine(ben, "* tess waves");
   step("pages and TCP client see each other's lines");
@@ -279,36 +279,36 @@ try {
   await inRoom(anna, "#dev");
   await members(anna, ["anna"]);
   await seeLine(ben, "*** anna left (moved to #dev)");
-  await say(anna, "/topic Browser testing");
-  await seeLine(anna, "*** anna set the topic: Browser testing");
-  await say(anna, "dev talk one");
-  await say(anna, "dev talk two");
+  await say(anna, "/topic Release planning");
+  await seeLine(anna, "*** anna set the topic: Release planning");
+  await say(anna, "shall we ship on Friday?");
+  await say(anna, "the WebSocket tests are green");
   const devButton = ben.locator('#rooms button[data-room="#dev"]');
   await devButton.waitFor({ timeout: WAIT });
   await devButton.click();
-  await seeLine(ben, "*** Now in #dev (topic: Browser testing). 2 online: anna, ben");
+  await seeLine(ben, "*** Now in #dev (topic: Release planning). 2 online: anna, ben");
   await seeLine(ben, /^\*\*\* History of #dev: the last 2 lines \(times UTC\)$/);
-  await seeLine(ben, /^\d\d:\d\d <anna> dev talk one$/);
-  await seeLine(ben, /^\d\d:\d\d <anna> dev talk two$/);
+  await seeLine(ben, /^\d\d:\d\d <anna> shall we ship on Friday\?$/);
+  await seeLine(ben, /^\d\d:\d\d <anna> the WebSocket tests are green$/);
   const history = await ben.$$eval("#lines li.history", (lis) => lis.length);
   if (history < 2) throw new Error(`history lines not marked as history (${history})`);
   await inRoom(ben, "#dev");
-  await ben.waitForFunction(() => document.getElementById("topic").textContent === "Browser testing");
+  await ben.waitForFunction(() => document.getElementById("topic").textContent === "Release planning");
   await members(ben, ["anna", "ben"]);
   await seeLine(anna, "*** ben joined");
   step("pages switched rooms (/join, a click in the room list) and saw the history and topic");
 
   tess.send("/join #dev");
-  await tess.expect(/^\*\*\* Now in #dev \(topic: Browser testing\)\. 3 online: anna, ben, tess$/);
-  await tess.expect(/^\[\d\d:\d\d\] <anna> dev talk one$/);
-  await tess.expect(/^\[\d\d:\d\d\] <anna> dev talk two$/);
+  await tess.expect(/^\*\*\* Now in #dev \(topic: Release planning\)\. 3 online: anna, ben, tess$/);
+  await tess.expect(/^\[\d\d:\d\d\] <anna> shall we ship on Friday\?$/);
+  await tess.expect(/^\[\d\d:\d\d\] <anna> the WebSocket tests are green$/);
   await seeLine(anna, "*** tess joined");
-  await say(ben, "ben in dev");
-  await tess.expect("<ben> ben in dev");
-  await seeLine(anna, "<ben> ben in dev");
-  tess.send("tess in dev");
-  await seeLine(ben, "<tess> tess in dev");
-  await seeLine(anna, "<tess> tess in dev");
+  await say(ben, "Friday works for me");
+  await tess.expect("<ben> Friday works for me");
+  await seeLine(anna, "<ben> Friday works for me");
+  tess.send("same here");
+  await seeLine(ben, "<tess> same here");
+  await seeLine(anna, "<tess> same here");
   step("all three chat in #dev");
 
   // A phone: no horizontal scroll, the input on screen, and it chats.
@@ -319,7 +319,7 @@ try {
   });
   await join(phone, "cleo");
   await say(phone, "/join #dev");
-  await seeLine(phone, /^\*\*\* Now in #dev \(topic: Browser testing\)\. 4 online: /);
+  await seeLine(phone, /^\*\*\* Now in #dev \(topic: Release planning\)\. 4 online: /);
   await tess.expect("*** cleo joined");
   await members(phone, ["anna", "ben", "cleo", "tess"]);
   const layout = await phone.evaluate(() => {
@@ -347,9 +347,9 @@ try {
   if (!(await phone.isVisible("#members-pane")) || !(await phone.isVisible("#rooms-pane"))) {
     throw new Error("the room and member strips are hidden at phone width");
   }
-  await say(phone, "hello from a phone");
-  await tess.expect("<cleo> hello from a phone");
-  await seeLine(anna, "<cleo> hello from a phone");
+  await say(phone, "+1 from my phone");
+  await tess.expect("<cleo> +1 from my phone");
+  await seeLine(anna, "<cleo> +1 from my phone");
   if (args["phone-screenshot"]) await phone.screenshot({ path: args["phone-screenshot"] });
   step(`phone width (390x844): no horizontal scroll, input at ${Math.round(top)}..${Math.round(bottom)} px; it chats`);
 
@@ -366,7 +366,7 @@ try {
     null,
     { timeout: WAIT },
   );
-  await seeLine(anna, /^\*\*\* Now in #dev \(topic: Browser testing\)\. /);
+  await seeLine(anna, /^\*\*\* Now in #dev \(topic: Release planning\)\. /);
   await inRoom(anna, "#dev");
   await ben.waitForFunction(
     () => [...document.querySelectorAll("#lines li")].filter((li) => /^\*\*\* Welcome, ben! /.test(li.textContent)).length >= 2,
@@ -382,8 +382,8 @@ try {
   await seeLine(anna, "<tess> still here");
   step("after chatctl upgrade the pages reconnected by themselves, back in #dev; TCP stayed");
 
-  await say(anna, "/help");
-  await seeLine(anna, "*** /join ROOM       go to ROOM (made if new)");
+  await say(ben, "/help");
+  await seeLine(ben, "*** /join ROOM       go to ROOM (made if new)");
   step("/commands work as in netcat");
 
   for (const [name, page] of [["anna", anna], ["ben", ben], ["cleo", phone]]) {

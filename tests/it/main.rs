@@ -3,6 +3,7 @@
 mod admin;
 mod admin_trust;
 mod binary;
+mod browser;
 mod chat;
 mod e2e;
 mod forgery;
