@@ -32,7 +32,7 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, close_code};
 use bytes::{Bytes, BytesMut};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::UnixStream;
 use tokio::net::unix::{ReadHalf, WriteHalf};
 use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
@@ -132,7 +132,7 @@ pub(super) async fn serve(mut c: Admitted, hub: Arc<Hub>, relay: TaskTrackerToke
     // Bounded: each round ends one of the one-off waits, or the loop.
     let outcome = loop {
         // Done once everything owed was delivered (ending with a close) and the client has
-        // answered it, or once the client has gone and the session with it.
+        // answered it; or once the client has closed and nothing more can reach it.
         if delivered.is_some() && received.is_some() {
             break Ok(());
         }
@@ -148,6 +148,8 @@ pub(super) async fn serve(mut c: Admitted, hub: Arc<Hub>, relay: TaskTrackerToke
                         cut_off_at = Instant::now() + LINGER;
                     }
                 }
+                // After the client's close the connection takes no more messages: not a failure.
+                Err(_) if received.is_some() => break Ok(()),
                 Err(e) => break Err(e),
             },
             done = &mut from_client, if received.is_none() => match done {
@@ -207,19 +209,24 @@ async fn to_client(
     asides: &mut mpsc::Receiver<Aside>,
     ping_every: Duration,
 ) -> io::Result<u64> {
-    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    // Allocated when there is something to read, and let go once all of it went out: an idle
+    // connection holds no buffer here.
+    let mut buf = BytesMut::new();
     let mut pings = tokio::time::interval_at(Instant::now() + ping_every, ping_every);
     pings.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut asides_open = true;
     let mut relayed = 0u64;
     loop {
-        buf.reserve(READ_CHUNK);
         tokio::select! {
-            read = pipe.read_buf(&mut buf) => {
-                let n = read?;
-                if n == 0 {
-                    break;
-                }
+            ready = pipe.readable() => {
+                ready?;
+                buf.reserve(READ_CHUNK);
+                let n = match pipe.try_read_buf(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                    Err(e) => return Err(e),
+                };
                 relayed += n as u64;
                 // Every complete line as a message of its own, then one flush for them all.
                 while let Some(end) = memchr::memmem::find(&buf, b"\r\n") {
@@ -231,6 +238,9 @@ async fn to_client(
                     sink.feed(Message::Text(text(buf.split().freeze()))).await.map_err(broken)?;
                 }
                 sink.flush().await.map_err(broken)?;
+                if buf.is_empty() {
+                    buf = BytesMut::new();
+                }
             }
             aside = asides.recv(), if asides_open => match aside {
                 Some(Aside::Notice(line)) => {
@@ -269,7 +279,6 @@ async fn from_client(
     live: &Liveness,
     limit: usize,
 ) -> io::Result<u64> {
-    let mut line = Vec::new();
     let mut handed = 0u64;
     // The session stops reading once it has ended; what comes after is read and dropped, so the
     // client's close still gets its answer.
@@ -304,7 +313,7 @@ async fn from_client(
         if session_gone {
             continue;
         }
-        line.clear();
+        let mut line = Vec::with_capacity(one.len() + 1);
         line.extend_from_slice(one.as_bytes());
         line.push(b'\n');
         live.held.store(true, Ordering::Relaxed);
