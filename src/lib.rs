@@ -13,8 +13,10 @@
 //! - `server`: the accept loop and admission limits.
 //! - [`tls`]: TLS for line clients: the certificate, and a front end that relays each TLS
 //!   client's plaintext to an ordinary session.
-//! - `http`: the HTTP listener (`/healthz`, `/metrics`, `/`); `metrics`: what `/metrics` reports,
-//!   read from the hub at each scrape.
+//! - `http`: the HTTP listener (`/` and its assets: the browser client, `/ws`, `/healthz`,
+//!   `/metrics`); `metrics`: what `/metrics` reports, read from the hub at each scrape.
+//! - `ws`: WebSocket clients (`GET /ws`): the origin check, admission, and a front end that
+//!   relays each one's lines to an ordinary session.
 //! - [`app`]: bind, run, graceful stop, and the reload protocol; the entry point for tests.
 //!   `drain` coordinates the first phase of a stop.
 //! - [`admin`]: the Unix control socket, its wire format ([`admin::proto`]) and `chatctl`'s client.
@@ -50,3 +52,4 @@ pub(crate) mod settings;
 pub(crate) mod systemd;
 pub mod tls;
 pub mod upgrade;
+pub(crate) mod ws;

@@ -2,7 +2,8 @@
 //!
 //! Properties: loading never panics and gives the same answer twice; an error names the file and
 //! a line inside it, if any, and displays as one line (no LF or CR); an accepted file yields a
-//! `Config` inside the documented ranges (see `config/groupchatd.toml`), and appending a comment
+//! `Config` inside the documented ranges (see `config/groupchatd.toml`; `allowed_origins` are
+//! normalised origins that print and parse back as themselves), and appending a comment
 //! line changes nothing; its rooms are valid, distinct (no two share a key) and fit `max_rooms`,
 //! with the default room first and once. For an accepted file, the daemon's arithmetic on its values (flood and
 //! connection-rate buckets, session deadlines, socket timers) runs at its extremes without
@@ -13,7 +14,7 @@ use std::net::IpAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use groupchatd::config::{Config, IpNet, MAX_BURST, MAX_RATE, MIN_RATE};
+use groupchatd::config::{Config, IpNet, MAX_BURST, MAX_RATE, MIN_RATE, WebOrigin};
 use groupchatd::fuzzing::limits_at_extremes;
 use groupchatd::protocol::{sanitise_str, validate_room};
 
@@ -85,6 +86,7 @@ fn check_ranges(c: &Config, text: &str) {
                     .iter()
                     .all(|a| a.port() == 0 || !unique.contains(a)),
         ),
+        ("allowed_origins", origins_ok(c)),
         (
             "tls_cert_file",
             c.tls_cert_file.as_ref().is_none_or(|p| p.is_absolute())
@@ -162,6 +164,26 @@ fn check_ranges(c: &Config, text: &str) {
     for (key, ok) in rules {
         assert!(ok, "{key} out of range in {c:?} from {text:?}");
     }
+}
+
+/// No two alike; each `scheme://host[:port]` with nothing after (no path, query, fragment or user),
+/// ASCII and lowercase, a port other than 0, and its text parsing back to the same origin.
+fn origins_ok(c: &Config) -> bool {
+    let unique: HashSet<_> = c.allowed_origins.iter().collect();
+    unique.len() == c.allowed_origins.len()
+        && c.allowed_origins.iter().all(|o| {
+            let shown = o.to_string();
+            let rest = shown
+                .strip_prefix("http://")
+                .or_else(|| shown.strip_prefix("https://"));
+            rest.is_some_and(|r| {
+                !r.is_empty()
+                    && !r.contains(['/', '?', '#', '@'])
+                    && r.is_ascii()
+                    && r == r.to_ascii_lowercase()
+            }) && o.port() > 0
+                && shown.parse::<WebOrigin>().as_ref() == Ok(o)
+        })
 }
 
 /// A room name in the display form `validate_room` gives it.

@@ -469,10 +469,11 @@ mod tests {
             Invocation::current(),
             crate::upgrade::Sockets {
                 listeners: Vec::new(),
-                tls: None,
+                tls: Vec::new(),
                 http: Vec::new(),
                 admin: None,
             },
+            Vec::new(),
             AcceptGate::default(),
             TaskTracker::new(),
         );

@@ -29,6 +29,7 @@ use crate::systemd::{self, Inherited};
 use crate::tls;
 pub use crate::upgrade::Upgraded;
 use crate::upgrade::{AcceptGate, Invocation, Takeover, Upgrader};
+use crate::ws;
 
 mod reconfigure;
 pub use reconfigure::Reconfigure;
@@ -104,6 +105,10 @@ pub struct App {
     upgrader: Option<Arc<Upgrader>>,
     /// Connections taken over from a predecessor, whose sessions start with [`run`](Self::run).
     resumed: Vec<Resumed>,
+    /// The WebSocket front end's relays (the front end itself starts with `run`).
+    ws_relays: TaskTracker,
+    /// How often WebSocket clients are pinged.
+    ws_ping: std::time::Duration,
     gate: AcceptGate,
     tracker: TaskTracker,
     stop: CancellationToken,
@@ -195,6 +200,8 @@ impl App {
             reconfigure: None,
             upgrader: None,
             resumed,
+            ws_relays: TaskTracker::new(),
+            ws_ping: ws::PING_EVERY,
             gate: AcceptGate::default(),
             tracker: TaskTracker::new(),
             stop: CancellationToken::new(),
@@ -255,19 +262,19 @@ impl App {
     /// this process was started.
     pub fn enable_upgrade(&mut self, invocation: Invocation) -> Arc<Upgrader> {
         use std::os::fd::AsRawFd;
-        let tls = self.tls.as_ref().map(|t| {
-            let fds = t.listeners.iter().map(AsRawFd::as_raw_fd).collect();
-            (fds, t.front.clone())
-        });
+        let tls = self.tls.iter().flat_map(|t| &t.listeners);
+        let mut relays = vec![self.ws_relays.clone()];
+        relays.extend(self.tls.as_ref().map(|t| t.front.relays().clone()));
         let upgrader = Arc::new(Upgrader::new(
             self.hub.clone(),
             invocation,
             crate::upgrade::Sockets {
                 listeners: self.listeners.iter().map(AsRawFd::as_raw_fd).collect(),
-                tls,
+                tls: tls.map(AsRawFd::as_raw_fd).collect(),
                 http: self.http.iter().map(AsRawFd::as_raw_fd).collect(),
                 admin: Some((self.admin.raw_fd(), self.admin.owns_file())),
             },
+            relays,
             self.gate.clone(),
             self.tracker.clone(),
         ));
@@ -296,6 +303,12 @@ impl App {
     /// Changes the admin socket's connection limits (tests shorten its timeouts).
     pub fn set_admin_limits(&mut self, limits: AdminLimits) {
         self.admin_limits = limits;
+    }
+
+    /// Changes how often idle WebSocket clients are pinged (30 s; one silent for two of these is
+    /// closed). Tests shorten it.
+    pub fn set_websocket_ping(&mut self, every: std::time::Duration) {
+        self.ws_ping = every;
     }
 
     /// Where the admin socket is.
@@ -399,8 +412,17 @@ impl App {
         }
         let site = http::Site {
             metrics: crate::metrics::registry(self.hub.clone()),
+            hub: self.hub.clone(),
             chat: addrs.clone(),
             stopping: self.stop.clone(),
+            ws: Arc::new(ws::Front::new(
+                self.hub.clone(),
+                self.tracker.clone(),
+                self.ws_relays.clone(),
+                self.stop.clone(),
+                self.gate.clone(),
+                self.ws_ping,
+            )),
         };
         let http = Http::start(std::mem::take(&mut self.http), site, self.gate.clone());
         let listen = addrs

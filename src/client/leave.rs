@@ -20,8 +20,10 @@ pub enum LeaveReason {
     HandshakeTimeout,
     /// The daemon is stopping.
     ShuttingDown,
-    /// The daemon is upgrading and cannot hand this connection over (a TLS client).
+    /// The daemon is upgrading and cannot hand this connection over (a TLS or WebSocket client).
     Upgrading,
+    /// A WebSocket client sent nothing, not even an answer to a ping, for two ping intervals.
+    PingTimeout,
 }
 
 impl LeaveReason {
@@ -36,6 +38,7 @@ impl LeaveReason {
             LeaveReason::HandshakeTimeout => "handshake_timeout",
             LeaveReason::ShuttingDown => "shutdown",
             LeaveReason::Upgrading => "upgrade",
+            LeaveReason::PingTimeout => "ping_timeout",
         }
     }
 }
@@ -54,6 +57,7 @@ impl std::fmt::Display for LeaveReason {
             LeaveReason::HandshakeTimeout => f.write_str("no nickname in time"),
             LeaveReason::ShuttingDown => f.write_str("server shutting down"),
             LeaveReason::Upgrading => f.write_str("server upgrading"),
+            LeaveReason::PingTimeout => f.write_str("no answer to pings"),
         }
     }
 }
@@ -68,10 +72,12 @@ pub enum Close {
 }
 
 impl Close {
-    /// The mode a reason implies: a client that is not reading is not waited for.
+    /// The mode a reason implies: a client that is not reading (or not there) is not waited for.
     pub fn for_reason(reason: LeaveReason) -> Close {
         match reason {
-            LeaveReason::QueueFull | LeaveReason::WriteTimeout => Close::Abort(reason),
+            LeaveReason::QueueFull | LeaveReason::WriteTimeout | LeaveReason::PingTimeout => {
+                Close::Abort(reason)
+            }
             other => Close::Flush(other),
         }
     }
@@ -93,6 +99,7 @@ mod tests {
             (LeaveReason::Idle, "idle timeout"),
             (LeaveReason::ShuttingDown, "server shutting down"),
             (LeaveReason::Upgrading, "server upgrading"),
+            (LeaveReason::PingTimeout, "no answer to pings"),
         ];
         for (r, text) in cases {
             assert_eq!(r.to_string(), text);

@@ -129,8 +129,8 @@ impl Client {
             .flush_own(self.id, &self.stream, &self.stats, limits)
     }
 
-    /// Whether a front end in this process relays the connection (TLS): it then cannot be handed
-    /// to another process.
+    /// Whether a front end in this process relays the connection (TLS, WebSocket): it then cannot
+    /// be handed to another process.
     pub fn is_relayed(&self) -> bool {
         self.stream.tcp().is_none()
     }

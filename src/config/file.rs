@@ -32,6 +32,10 @@ pub(super) const KEYS: &[(&str, &str)] = &[
         "http_listen",
         "an array of socket addresses like [\"127.0.0.1:7080\"], or [] for no HTTP",
     ),
+    (
+        "allowed_origins",
+        "an array of origins like [\"https://chat.example.org\"]",
+    ),
     ("admin_socket", "a path string"),
     (
         "admin_socket_mode",
@@ -79,6 +83,7 @@ pub(super) struct FileConfig {
     tls_cert_file: Option<String>,
     tls_key_file: Option<String>,
     http_listen: Option<Vec<String>>,
+    allowed_origins: Option<Vec<String>>,
     admin_socket: Option<String>,
     admin_socket_mode: Option<RawMode>,
     admin_group: Option<String>,
@@ -132,6 +137,9 @@ impl FileConfig {
         if let Some(v) = self.http_listen {
             let chat = [&c.listen[..], &c.tls_listen[..]].concat();
             c.http_listen = doc.check("http_listen", rules::http_listen(&v, &chat))?;
+        }
+        if let Some(v) = self.allowed_origins {
+            c.allowed_origins = doc.check("allowed_origins", rules::origins(&v))?;
         }
         if let Some(v) = self.admin_socket {
             c.admin_socket = Some(doc.check("admin_socket", rules::admin_socket(v.as_ref()))?);

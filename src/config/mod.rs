@@ -10,6 +10,7 @@ mod document;
 mod error;
 mod file;
 mod ipnet;
+mod origin;
 mod rooms;
 mod rules;
 #[cfg(test)]
@@ -22,6 +23,7 @@ use std::time::Duration;
 
 pub use error::ConfigError;
 pub use ipnet::{IpNet, ParseIpNetError};
+pub use origin::{ParseOriginError, Scheme, WebOrigin};
 
 /// Where the daemon looks for its config file when no path is given.
 pub const DEFAULT_PATH: &str = "/etc/groupchatd/groupchatd.toml";
@@ -47,6 +49,9 @@ pub struct Config {
     /// TCP addresses to serve HTTP on (`/healthz`, `/metrics`); empty turns HTTP off. No
     /// duplicates, none also in `listen`.
     pub http_listen: Vec<SocketAddr>,
+    /// Web origins whose pages may open `GET /ws`; empty (the default): only the page's own
+    /// origin (the request's `Host`). No duplicates. Applies to new connections from a reload on.
+    pub allowed_origins: Vec<WebOrigin>,
     /// Admin socket path; `None` lets the daemon pick one in its runtime directory.
     pub admin_socket: Option<PathBuf>,
     /// Permission bits for the admin socket, at most `0o777`.
@@ -171,6 +176,7 @@ impl Default for Config {
             tls_cert_file: None,
             tls_key_file: None,
             http_listen: vec![SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 7080)],
+            allowed_origins: Vec::new(),
             admin_socket: None,
             admin_socket_mode: 0o660,
             admin_group: None,

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use tracing_subscriber::EnvFilter;
 
-use super::{IpNet, MAX_BURST, MAX_RATE, MIN_RATE, ParseIpNetError};
+use super::{IpNet, MAX_BURST, MAX_RATE, MIN_RATE, ParseIpNetError, WebOrigin};
 use crate::protocol::{RoomName, sanitise_str, validate_room};
 
 /// Outcome of a rule: the typed value, or why the raw value is unacceptable.
@@ -111,6 +111,20 @@ pub(super) fn http_listen(items: &[String], chat: &[SocketAddr]) -> Rule<Vec<Soc
         ));
     }
     Ok(addrs)
+}
+
+/// `allowed_origins`: web origins (`https://chat.example.org`), none listed twice (after
+/// normalising: `HTTPS://Chat.example.org:443` is `https://chat.example.org`).
+pub(super) fn origins(items: &[String]) -> Rule<Vec<WebOrigin>> {
+    let mut origins: Vec<WebOrigin> = Vec::with_capacity(items.len());
+    for item in items {
+        let origin: WebOrigin = item.trim().parse().map_err(|e| format!("{e}"))?;
+        if let Some(same) = origins.iter().find(|o| **o == origin) {
+            return Err(format!("'{item}' is listed more than once (as {same})"));
+        }
+        origins.push(origin);
+    }
+    Ok(origins)
 }
 
 /// `admin_socket`: an absolute path, because the daemon's working directory is not

@@ -1,5 +1,6 @@
-//! The HTTP listener (`http_listen`): `/healthz` for load balancers, `/metrics` for Prometheus, and
-//! `/`, a short page saying where to chat ([`routes`]).
+//! The HTTP listener (`http_listen`): `/`, the browser client ([`page`]), `/ws`, the WebSocket
+//! it chats over (the `ws` front end), `/healthz` for load balancers and `/metrics` for
+//! Prometheus ([`routes`]).
 //!
 //! HTTP/1.1 only, served by hyper through our own accept loop, like the chat ports' (see
 //! `server.rs`): it owns the limits, pauses at the upgrade's accept gate (newcomers wait in the
@@ -10,15 +11,15 @@
 //! stops acknowledging what it is sent is dropped by the kernel after [`USER_TIMEOUT`]. Every
 //! answer is small and whole, and no request body is ever read.
 //!
+//! A connection upgraded to a WebSocket leaves this listener's care: its HTTP connection task
+//! ends, giving back its slot, and the hub's `max_clients` counts it from then on (see `ws`).
+//!
 //! Stopping: once the daemon is stopping `/healthz` answers 503, and HTTP keeps being served while
 //! the chat clients are told and disconnected, so a load balancer sees the drain; then the
 //! listeners close and open connections finish the request they are in (bounded by
 //! [`CLOSE_LIMIT`]). Each request is logged at debug level, never above.
-//!
-//! `GET /ws` (WebSocket) is to be an axum route here too: it needs the connection served
-//! `.with_upgrades()`, and an upgraded connection should give back its slot (the hub's
-//! `max_clients` counts it from then on).
 
+mod page;
 mod routes;
 
 use std::convert::Infallible;
@@ -206,7 +207,10 @@ async fn serve(
         .header_read_timeout(HEADER_READ_TIMEOUT)
         .max_header_size(MAX_BUF)
         .max_buf_size(MAX_BUF);
-    let connection = builder.serve_connection(TokioIo::new(stream), service);
+    // With upgrades: a WebSocket request's connection is handed to its handler after the 101.
+    let connection = builder
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
     let mut connection = std::pin::pin!(connection);
     let ended = tokio::select! {
         ended = connection.as_mut() => ended,

@@ -1,34 +1,46 @@
 //! What each HTTP path answers. Only `GET` (and `HEAD`, which axum derives from it); another
 //! method on a known path gets 405 with `Allow`, an unknown path 404, and neither reads a body.
+//! The browser client's files are [`super::page`]'s.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 use tracing::error;
 
+use super::page;
 use crate::metrics::{self, Format};
 
 /// What the handlers read.
 pub(crate) struct Site {
     /// The daemon's metrics (a collector reading the hub).
     pub(crate) metrics: Registry,
-    /// The chat listeners' addresses, for the front page.
+    /// The room, for the settings in force.
+    pub(crate) hub: Arc<crate::hub::Hub>,
+    /// The chat listeners' addresses, for the page's "from a terminal" line.
     pub(crate) chat: Vec<SocketAddr>,
     /// Cancelled once the daemon is stopping.
     pub(crate) stopping: CancellationToken,
+    /// Where `/ws` connections go.
+    pub(crate) ws: Arc<crate::ws::Front>,
 }
 
-/// Health, metrics and the front page.
+/// The browser client, its WebSocket, health and metrics.
 pub(super) fn router(site: Arc<Site>) -> Router {
     Router::new()
-        .route("/", get(front_page))
+        .route("/", get(page::index))
+        .route("/app.js", get(page::script))
+        .route("/app.css", get(page::style))
+        .route("/favicon.svg", get(page::icon))
+        .route("/ws", get(websocket))
         .route("/healthz", get(healthz))
         .route("/metrics", get(scrape))
         .with_state(site)
@@ -66,78 +78,28 @@ async fn scrape(State(site): State<Arc<Site>>, headers: HeaderMap) -> Response {
     }
 }
 
-/// Until the browser client exists: what this is and how to chat, for whoever opens the
-/// default address in a browser.
-async fn front_page(State(site): State<Arc<Site>>, headers: HeaderMap) -> Response {
-    let host = headers
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .and_then(host_name);
-    let commands: String = site
-        .chat
-        .iter()
-        .map(|addr| {
-            // A wildcard address is every address of this host: the one the browser used.
-            let ip = if addr.ip().is_unspecified() {
-                host.unwrap_or("HOST").to_owned()
-            } else {
-                addr.ip().to_string()
-            };
-            format!("nc {ip} {}\n", addr.port())
-        })
-        .collect();
-    let page = format!(
-        "<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
-         <title>groupchatd</title>\n</head>\n<body>\n<h1>groupchatd</h1>\n\
-         <p>A group-chat relay. To chat, connect a line client such as netcat to a chat port:</p>\n\
-         <pre>{commands}</pre>\n\
-         <p>Choose a nickname, then type; <code>/help</code> lists the commands.</p>\n\
-         <p>For operators: <a href=\"/metrics\">/metrics</a> (Prometheus) and \
-         <a href=\"/healthz\">/healthz</a> (health check).</p>\n</body>\n</html>\n"
-    );
-    let csp = HeaderValue::from_static("default-src 'none'; base-uri 'none'; form-action 'none'");
-    (
-        [
-            (
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/html; charset=utf-8"),
+/// `GET /ws`: a WebSocket for the browser client (or any other), relayed to a chat session.
+/// A request that is not a WebSocket upgrade gets 426 and a word on what this is.
+async fn websocket(
+    State(site): State<Arc<Site>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    match upgrade {
+        Ok(upgrade) => site.ws.open(upgrade, &headers, peer),
+        Err(rejection) => (
+            StatusCode::UPGRADE_REQUIRED,
+            [
+                (header::UPGRADE, "websocket"),
+                (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+            ],
+            format!(
+                "This is groupchatd's WebSocket endpoint ({}): one chat line per text message \
+                 each way. Open / for the chat page.\n",
+                rejection.body_text()
             ),
-            (header::CONTENT_SECURITY_POLICY, csp),
-            (
-                header::X_CONTENT_TYPE_OPTIONS,
-                HeaderValue::from_static("nosniff"),
-            ),
-        ],
-        page,
-    )
-        .into_response()
-}
-
-/// The host part of a `Host` header if it is a plain name or address (so it can go into the page
-/// as it is, with nothing to escape); else None.
-fn host_name(host: &str) -> Option<&str> {
-    let name = match host.strip_prefix('[') {
-        // [v6]:port
-        Some(rest) => &host[..rest.find(']')? + 2],
-        None => host.split(':').next()?,
-    };
-    let plain = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']');
-    (!name.is_empty() && name.len() <= 253 && name.chars().all(plain)).then_some(name)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::host_name;
-
-    #[test]
-    fn only_plain_host_names_reach_the_page() {
-        assert_eq!(host_name("chat.example.org:7080"), Some("chat.example.org"));
-        assert_eq!(host_name("chat.example.org"), Some("chat.example.org"));
-        assert_eq!(host_name("[2001:db8::1]:7080"), Some("[2001:db8::1]"));
-        assert_eq!(host_name("<script>:7080"), None);
-        assert_eq!(host_name("a\"b"), None);
-        assert_eq!(host_name("[::1"), None);
-        assert_eq!(host_name(""), None);
+        )
+            .into_response(),
     }
 }

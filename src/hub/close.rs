@@ -152,8 +152,9 @@ impl Hub {
         Some((id, nick))
     }
 
-    /// Closes every client relayed by a front end in this process (TLS), with `farewell` as its
-    /// last line: an upgrade cannot hand such a connection to another process. Returns how many.
+    /// Closes every client relayed by a front end in this process (TLS, WebSocket), with
+    /// `farewell` as its last line: an upgrade cannot hand such a connection to another process.
+    /// Returns how many.
     pub(crate) fn close_relayed(&self, farewell: Bytes) -> usize {
         let relayed: Vec<ClientId> = {
             let st = self.lock();

@@ -102,8 +102,9 @@ impl Hub {
     pub(crate) async fn freeze(&self, limit: Duration) -> Result<Frozen, String> {
         let drain = Drain::default();
         let states = Arc::new(Mutex::new(HashMap::new()));
-        // Relayed clients (TLS) are not frozen: their relay lives in this process and ends with
-        // their session, so they are closed before an upgrade instead (`Front::part_for_upgrade`).
+        // Relayed clients (TLS, WebSocket) are not frozen: their relay lives in this process and
+        // ends with their session, so they are closed before an upgrade instead
+        // (`upgrade::part_relayed`).
         let clients: Vec<Arc<Client>> = self
             .lock()
             .clients

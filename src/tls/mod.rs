@@ -182,33 +182,9 @@ impl Front {
         ));
     }
 
-    /// For an upgrade, which cannot hand TLS sessions to another process (rustls cannot export
-    /// them, and this kernel has no kTLS): tells every TLS client `*** server upgrading; please
-    /// reconnect` and closes it, then waits at most `limit` for their relays to deliver that and
-    /// close. Returns how many were told. Called with the accept loops parked, so nobody is
-    /// admitted meanwhile.
-    pub(crate) async fn part_for_upgrade(&self, hub: &Hub, limit: Duration) -> usize {
-        let told = hub.close_relayed(notice("server upgrading; please reconnect"));
-        self.relays.close();
-        let finished = tokio::time::timeout(limit, self.relays.wait())
-            .await
-            .is_ok();
-        self.relays.reopen();
-        if finished {
-            info!(
-                clients = told,
-                event = "upgrade_tls",
-                "upgrade: TLS clients told to reconnect"
-            );
-        } else {
-            warn!(
-                clients = told,
-                still_open = self.relays.len(),
-                event = "upgrade_tls",
-                "upgrade: TLS clients told to reconnect; some did not close in time and are cut off"
-            );
-        }
-        told
+    /// The relays of admitted clients: an upgrade closes these clients and waits for them.
+    pub(crate) fn relays(&self) -> &TaskTracker {
+        &self.relays
     }
 }
 

@@ -6,16 +6,14 @@
 //! 1. The old process starts the new binary (by default the path it was started from, so after
 //!    `dpkg -i` that is the new version) with the same arguments and the link's end in
 //!    `GROUPCHATD_UPGRADE_FD`. The new process loads and checks its configuration and says hello.
-//! 2. The old process stops accepting (newcomers wait in the listen backlog), tells each TLS
-//!    client `*** server upgrading; please reconnect` and closes it (a TLS session cannot move to
-//!    another process), freezes every other session between two reads, stops all writing, and
-//!    sends the chat and TLS listeners, the admin socket, every client's socket and the
-//!    [`snapshot`].
-//! 2. The old process stops accepting (newcomers wait in the listen backlog), freezes every
-//!    session between two reads, stops all writing, and sends the chat listeners, the admin
-//!    socket, the HTTP listeners, every client's socket and the [`snapshot`]. HTTP requests in
-//!    progress at the commit are cut off (they are short; a client retries on a new connection,
-//!    which the new process accepts).
+//! 2. The old process stops accepting (newcomers wait in the listen backlog), tells each client
+//!    relayed by a front end in this process (TLS and WebSocket clients: a TLS session cannot move
+//!    to another process, and a WebSocket's framing lives in its relay here) `*** server
+//!    upgrading; please reconnect` and closes it, freezes every other session between two reads,
+//!    stops all writing, and sends the chat and TLS listeners, the admin socket, the HTTP
+//!    listeners, every client's socket and the [`snapshot`]. HTTP requests in progress at the
+//!    commit are cut off (they are short; a client retries on a new connection, which the new
+//!    process accepts).
 //! 3. The new process checks the snapshot, rebuilds the room around the sockets without reading
 //!    or writing any of them, and says it is ready.
 //! 4. The old process passes the service to it (`MAINPID=` to systemd), commits, answers
@@ -26,7 +24,7 @@
 //! refusing the configuration or the snapshot, or not ready within the timeout) rolls back: the
 //! child is told to go (and killed if it does not), writing and the sessions resume where they
 //! stopped, accepting resumes, and the caller gets the reason. Nothing is lost either way, except
-//! that TLS clients told to reconnect have been disconnected.
+//! that TLS and WebSocket clients told to reconnect have been disconnected.
 
 pub(crate) mod channel;
 pub(crate) mod snapshot;
@@ -48,6 +46,9 @@ use crate::hub::Hub;
 use crate::hub::handover::Frozen;
 use channel::{Channel, Tag};
 use snapshot::{Origin, Snapshot};
+
+/// What a client that cannot be handed over (TLS, WebSocket) is told before it is closed.
+pub(crate) const RECONNECT: &str = "server upgrading; please reconnect";
 
 /// How long sessions get to stop between reads. They stop at their next turn, so this is only
 /// reached by a runtime that is not running tasks at all.
@@ -154,12 +155,14 @@ pub struct Upgrader {
     exe: PathBuf,
     args: Vec<OsString>,
     listeners: Vec<RawFd>,
-    /// The TLS listeners, and the front end whose clients are told to reconnect.
-    tls: Option<(Vec<RawFd>, Arc<crate::tls::Front>)>,
+    /// The TLS listeners.
+    tls: Vec<RawFd>,
     /// The HTTP listeners.
     http: Vec<RawFd>,
     /// The admin socket, and whether this process made its file (the new one then owns it).
     admin: Option<(RawFd, bool)>,
+    /// The relays of every front end (TLS, WebSocket), whose clients are told to reconnect.
+    relays: Vec<TaskTracker>,
     gate: AcceptGate,
     tracker: TaskTracker,
     busy: AtomicBool,
@@ -212,8 +215,8 @@ impl Invocation {
 pub(crate) struct Sockets {
     /// The chat listeners.
     pub(crate) listeners: Vec<RawFd>,
-    /// The TLS listeners and the front end whose clients are told to reconnect.
-    pub(crate) tls: Option<(Vec<RawFd>, Arc<crate::tls::Front>)>,
+    /// The TLS listeners.
+    pub(crate) tls: Vec<RawFd>,
     /// The HTTP listeners.
     pub(crate) http: Vec<RawFd>,
     /// The admin socket, and whether this process created its file.
@@ -221,11 +224,13 @@ pub(crate) struct Sockets {
 }
 
 impl Upgrader {
-    /// An upgrader for this process's room and sockets.
+    /// An upgrader for this process's room and sockets; `relays` are the front ends' relays
+    /// (TLS, WebSocket), whose clients cannot move.
     pub(crate) fn new(
         hub: Arc<Hub>,
         invocation: Invocation,
         sockets: Sockets,
+        relays: Vec<TaskTracker>,
         gate: AcceptGate,
         tracker: TaskTracker,
     ) -> Upgrader {
@@ -243,6 +248,7 @@ impl Upgrader {
             tls,
             http,
             admin,
+            relays,
             gate,
             tracker,
             busy: AtomicBool::new(false),
@@ -308,7 +314,7 @@ impl Upgrader {
                 snapshot::VERSION
             )));
         }
-        let tls_listeners = self.tls.as_ref().map_or(&[][..], |(fds, _)| fds);
+        let tls_listeners = &self.tls[..];
         // Found out before TLS clients are told to reconnect, not when the snapshot is refused.
         if !tls_listeners.is_empty() && !hello.tls {
             let _ = channel.send(Tag::Abort, &[], &[]);
@@ -325,10 +331,9 @@ impl Upgrader {
             let _ = channel.send(Tag::Abort, &[], &[]);
             return Err(child.gone("the accept loops did not pause".into()));
         }
-        // TLS clients cannot move: they are told to reconnect, and are gone before the freeze.
-        if let Some((_, front)) = &self.tls {
-            front.part_for_upgrade(&self.hub, FREEZE_LIMIT).await;
-        }
+        // TLS and WebSocket clients cannot move: they are told to reconnect, and are gone before
+        // the freeze.
+        part_relayed(&self.hub, &self.relays, FREEZE_LIMIT).await;
         // From here on nothing is read or written until commit or rollback.
         let paused_at_ns = monotonic_ns();
         let paused = Instant::now();
@@ -449,6 +454,44 @@ impl Upgrader {
         drop::<OwnedFd>(theirs);
         Ok((ours, child))
     }
+}
+
+/// For an upgrade, which cannot hand relayed connections to another process (rustls cannot export
+/// a TLS session and this kernel has no kTLS; a WebSocket's framing lives in its relay here):
+/// tells every relayed client `*** server upgrading; please reconnect` and closes it, then waits
+/// at most `limit` for the `relays` to deliver that and close. Returns how many were told. Called
+/// with the accept loops parked and the HTTP gate closed, so nobody is admitted meanwhile.
+async fn part_relayed(hub: &Hub, relays: &[TaskTracker], limit: Duration) -> usize {
+    let told = hub.close_relayed(crate::protocol::format::notice(RECONNECT));
+    for relays in relays {
+        relays.close();
+    }
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut finished = true;
+    for relays in relays {
+        finished &= tokio::time::timeout_at(deadline, relays.wait())
+            .await
+            .is_ok();
+    }
+    for relays in relays {
+        relays.reopen();
+    }
+    if finished {
+        info!(
+            clients = told,
+            event = "upgrade_relayed",
+            "upgrade: TLS and WebSocket clients told to reconnect"
+        );
+    } else {
+        let still_open: usize = relays.iter().map(TaskTracker::len).sum();
+        warn!(
+            clients = told,
+            still_open,
+            event = "upgrade_relayed",
+            "upgrade: TLS and WebSocket clients told to reconnect; some did not close in time and are cut off"
+        );
+    }
+    told
 }
 
 /// A hand-over under way, from the freeze to the commit.

@@ -1,5 +1,6 @@
 //! The HTTP listener against an in-process daemon: `/healthz` through a stop, `/metrics` parsed
-//! strictly in both text formats while traffic moves its counters, bad requests, the front page.
+//! strictly in both text formats while traffic moves its counters, bad requests, the browser
+//! client's files and their headers.
 //! (That the HTTP port moves with `chatctl upgrade` is in `upgrade.rs`.)
 
 use std::net::SocketAddr;
@@ -292,7 +293,8 @@ async fn bad_requests_are_answered_and_harm_nothing() {
     assert_eq!(request(http, "DELETE", "/healthz", &[]).await.status, 405);
     assert_eq!(get(http, "/nope").await.status, 404);
     assert_eq!(get(http, "/metrics/extra").await.status, 404);
-    assert_eq!(get(http, "/ws").await.status, 404);
+    // The WebSocket endpoint, asked without an upgrade.
+    assert_eq!(get(http, "/ws").await.status, 426);
     // Not HTTP at all, and a head too large to buffer: an error status, then the close.
     let garbage = exchange(http, b"HELLO THERE\r\n\r\n").await.unwrap();
     assert_eq!(parse_response(&garbage, false).status, 400);
@@ -327,26 +329,49 @@ async fn bad_requests_are_answered_and_harm_nothing() {
 }
 
 #[tokio::test]
-async fn the_front_page_says_where_to_chat() {
+async fn the_front_page_is_the_browser_client() {
     let srv = TestServer::start(with_http(test_config()));
     let http = srv.http.unwrap();
+    let csp = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; \
+               img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+    for (path, content_type) in [
+        ("/", "text/html; charset=utf-8"),
+        ("/app.js", "text/javascript; charset=utf-8"),
+        ("/app.css", "text/css; charset=utf-8"),
+        ("/favicon.svg", "image/svg+xml"),
+    ] {
+        let file = get(http, path).await;
+        assert_eq!(file.status, 200, "{path}");
+        assert_eq!(file.header("content-type"), Some(content_type), "{path}");
+        assert_eq!(file.header("content-security-policy"), Some(csp), "{path}");
+        assert_eq!(
+            file.header("x-content-type-options"),
+            Some("nosniff"),
+            "{path}"
+        );
+        assert_eq!(file.header("cache-control"), Some("no-cache"), "{path}");
+    }
     let page = get(http, "/").await;
-    assert_eq!(page.status, 200);
-    assert_eq!(
-        page.header("content-type"),
-        Some("text/html; charset=utf-8")
-    );
     assert!(
-        page.header("content-security-policy")
-            .unwrap()
-            .starts_with("default-src 'none'")
+        page.body
+            .contains(r#"<script src="/app.js" defer></script>"#),
+        "{}",
+        page.body
     );
+    // Filled in per request: where terminal users connect, and the line limit.
     assert!(
         page.body
             .contains(&format!("nc 127.0.0.1 {}", srv.addr.port())),
         "{}",
         page.body
     );
-    assert!(page.body.contains("<a href=\"/metrics\">"), "{}", page.body);
+    assert!(
+        page.body.contains(r#"data-max-line="4096""#),
+        "{}",
+        page.body
+    );
+    assert!(!page.body.contains("{{"), "{}", page.body);
+    let script = get(http, "/app.js").await;
+    assert!(script.body.contains("new WebSocket("), "{}", script.body);
     srv.stop().await;
 }

@@ -3,6 +3,7 @@
 mod admin;
 mod admin_trust;
 mod binary;
+mod browser;
 mod chat;
 mod e2e;
 mod forgery;
@@ -19,3 +20,4 @@ mod support;
 mod systemd;
 mod tls;
 mod upgrade;
+mod ws;

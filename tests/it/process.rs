@@ -371,3 +371,33 @@ pub fn admin_exchange(socket: &Path, payload: &[u8], replies: usize) -> Vec<serd
         })
         .collect()
 }
+
+/// The process serving a daemon's admin socket once an upgrade has handed the service on (a
+/// descendant of the daemon the test started, so not the test's to reap): stopped with SIGTERM
+/// by its PID, and killed if the test fails before that.
+pub struct Serving(Option<u32>);
+
+impl Serving {
+    /// Whoever serves `socket` now.
+    pub fn of(socket: &Path) -> Serving {
+        let pid = admin_stats(socket)["pid"]
+            .as_u64()
+            .expect("stats has the pid");
+        Serving(Some(pid as u32))
+    }
+
+    /// SIGTERM, then the exit code once the log pipe the line of processes shares has closed.
+    pub fn stop(&mut self, d: &mut Daemon) -> i32 {
+        let pid = self.0.take().expect("still serving");
+        kill(Pid::from_raw(pid as i32), Signal::SIGTERM).unwrap();
+        d.wait_exit(WAIT)
+    }
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0 {
+            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+        }
+    }
+}

@@ -51,7 +51,11 @@ pub struct TestServer {
 
 impl TestServer {
     pub fn start(config: Config) -> TestServer {
-        let app = App::bind(config).expect("bind 127.0.0.1:0");
+        Self::serve(App::bind(config).expect("bind 127.0.0.1:0"))
+    }
+
+    /// Serves an app bound (and adjusted) by the test.
+    pub fn serve(app: App) -> TestServer {
         let addr = app.local_addrs()[0];
         let http = app.http_addrs().first().copied();
         let hub = app.hub().clone();

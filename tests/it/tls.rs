@@ -838,7 +838,7 @@ async fn upgrade_tells_tls_clients_to_reconnect_and_keeps_the_tls_port() {
         .expect_clean_close(&["*** server upgrading; please reconnect"])
         .await;
     bob.expect("*** alice left (server upgrading)").await;
-    let told = d.log_line("upgrade: TLS clients told to reconnect");
+    let told = d.log_line("upgrade: TLS and WebSocket clients told to reconnect");
     assert!(
         told.contains("clients=1") && !told.contains("cut off"),
         "delivered before the hand-over: {told}"

@@ -4,7 +4,11 @@
 use std::path::Path;
 
 use super::{addr, net, parse, parse_err, secs};
-use crate::config::{Config, Flood, Rate};
+use crate::config::{Config, Flood, Rate, WebOrigin};
+
+fn origin(s: &str) -> WebOrigin {
+    s.parse().unwrap()
+}
 
 #[test]
 fn accepted_values() {
@@ -97,6 +101,9 @@ fn accepted_values() {
         ("http_listen = []", |c| c.http_listen = vec![]),
         (r#"http_listen = ["0.0.0.0:8080", "[::]:8080"]"#,
             |c| c.http_listen = vec![addr("0.0.0.0:8080"), addr("[::]:8080")]),
+        ("allowed_origins = []", |c| c.allowed_origins = vec![]),
+        (r#"allowed_origins = ["https://chat.example.org", "HTTP://127.0.0.1:7080"]"#,
+            |c| c.allowed_origins = vec![origin("https://chat.example.org"), origin("http://127.0.0.1:7080")]),
         // Port 0 is a fresh port for each socket: it never clashes with listen's.
         ("listen = [\"127.0.0.1:0\"]\nhttp_listen = [\"127.0.0.1:0\"]",
             |c| { c.listen = vec![addr("127.0.0.1:0")]; c.http_listen = vec![addr("127.0.0.1:0")]; }),
@@ -126,6 +133,13 @@ fn rejected_values_name_key_and_line() {
         (r#"http_listen = ["127.0.0.1:7000"]"#, "http_listen", 1,
             "127.0.0.1:7000 is also in listen or tls_listen; one port cannot serve both chat and HTTP"),
         ("http_listen = \"127.0.0.1:7080\"", "http_listen", 1, "found a string"),
+        (r#"allowed_origins = ["chat.example.org"]"#, "allowed_origins", 1,
+            "'chat.example.org' is not an origin: it must start with http:// or https://"),
+        (r#"allowed_origins = ["https://chat.example.org/"]"#, "allowed_origins", 1,
+            "not even a trailing / (write \"https://chat.example.org\")"),
+        (r#"allowed_origins = ["https://a.example", "https://A.example:443"]"#, "allowed_origins", 1,
+            "'https://A.example:443' is listed more than once (as https://a.example)"),
+        ("allowed_origins = \"https://a.example\"", "allowed_origins", 1, "found a string"),
         (r#"admin_socket = "admin.sock""#, "admin_socket", 1, "not an absolute path"),
         (r#"admin_socket = """#, "admin_socket", 1, "not an absolute path"),
         (r#"admin_group = """#, "admin_group", 1, "must be a group name"),

@@ -1,0 +1,306 @@
+//! WebSocket clients (`GET /ws` on an HTTP listener): a front end that relays each browser's chat
+//! over a socket pair to an ordinary session, as `tls` does for TLS clients, so a WebSocket
+//! client is a chat client like any other: same greeting, nickname rules, sanitising, flood
+//! control, rooms, queue limit and slow-consumer rule. One chat line travels per text message,
+//! each way ([`relay`]).
+//!
+//! Before the upgrade, the request is checked: its `Origin` ([`origin_allowed`]: another site's
+//! page must not chat in its visitors' names; 403), the daemon not stopping or handing over
+//! (503), and the network's `connect_rate` (429, with no WebSocket handshake: that is the flood
+//! the limit is for). After it, the client is admitted at the door like a TCP client, with the
+//! real peer address (`max_clients`, the per-network limit); a refused one is told why in a text
+//! message and closed with 1013 ("try again later"), a bounded number at a time.
+//!
+//! The HTTP connection gives back its HTTP slot once upgraded: from then on it is one of the
+//! hub's clients and counts against `max_clients`. Its socket keeps the HTTP listener's
+//! `TCP_USER_TIMEOUT`; idle peers that vanished are found by the relay's pings instead of TCP
+//! keepalive.
+
+mod relay;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{WebSocket, WebSocketUpgrade};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use tokio::net::UnixStream;
+use tokio::sync::{Semaphore, oneshot};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, warn};
+
+use crate::client::{LeaveReason, Stream, Transport};
+use crate::config::WebOrigin;
+use crate::hub::{Hub, Refusal};
+use crate::protocol::format::notice;
+use crate::session;
+use crate::upgrade::{AcceptGate, RECONNECT};
+
+/// How often an idle connection is pinged; one that has sent nothing (not even a pong) for two
+/// of these is taken for gone.
+pub(crate) const PING_EVERY: Duration = Duration::from_secs(30);
+/// Refused WebSocket clients being told why at once; beyond this they are closed without a word.
+const MAX_TOLD_REFUSALS: usize = 64;
+/// Longest a refused client's reason and close may take.
+const REFUSAL_LIMIT: Duration = Duration::from_secs(5);
+/// The read buffer tungstenite allocates up front for each connection: chat messages are short,
+/// and a larger one would cost every idle browser (its default is 128 KiB).
+const READ_BUFFER: usize = 4096;
+
+/// The largest message (and frame) a WebSocket client may send when lines may be `max_line_bytes`
+/// long. Messages up to this size reach the session whole, whose framer tells the sender
+/// `*** Line too long (limit N bytes); it was not sent.` for one over `max_line_bytes`, exactly as
+/// for a TCP client, and the connection goes on; a larger one is not read at all (the memory a
+/// connection can make the daemon hold is this much), and the client is told so and closed with
+/// 1009. Four times the line limit: as much as the smallest allowed output queue, and room for a
+/// paste well past the limit to get the ordinary answer.
+pub(crate) fn message_limit(max_line_bytes: usize) -> usize {
+    max_line_bytes.saturating_mul(4)
+}
+
+/// Whether a WebSocket request may go on, by its `Origin` header: any request without one (it is
+/// not from a browser, and `Origin` exists to protect browsers); else, while `allowed` is empty,
+/// a request from the page's own origin (the `Origin` names the `Host` the request was sent to);
+/// else one from an origin `allowed` lists. An `Origin` that is not a plain http(s) origin
+/// (`null`, from a sandboxed or local page) is refused.
+pub(crate) fn origin_allowed(
+    origin: Option<&HeaderValue>,
+    host: Option<&HeaderValue>,
+    allowed: &[WebOrigin],
+) -> bool {
+    let Some(origin) = origin else {
+        return true;
+    };
+    let Some(origin) = origin
+        .to_str()
+        .ok()
+        .and_then(|o| o.parse::<WebOrigin>().ok())
+    else {
+        return false;
+    };
+    if allowed.is_empty() {
+        host.and_then(|h| h.to_str().ok())
+            .is_some_and(|h| origin.is_host(h))
+    } else {
+        allowed.contains(&origin)
+    }
+}
+
+/// The WebSocket front end, shared by every HTTP listener of the process.
+pub(crate) struct Front {
+    hub: Arc<Hub>,
+    /// Where sessions and relays run: the daemon's own tracker, which a stop waits on.
+    tracker: TaskTracker,
+    /// Counts the relays of admitted clients, so that an upgrade can wait until they have
+    /// delivered its notice.
+    relays: TaskTracker,
+    stop: CancellationToken,
+    gate: AcceptGate,
+    ping_every: Duration,
+    /// Refused clients being told why.
+    refusals: Arc<Semaphore>,
+}
+
+impl Front {
+    /// A front end whose sessions and relays run on `tracker`, counted in `relays` too, pinging
+    /// idle clients every `ping_every`.
+    pub(crate) fn new(
+        hub: Arc<Hub>,
+        tracker: TaskTracker,
+        relays: TaskTracker,
+        stop: CancellationToken,
+        gate: AcceptGate,
+        ping_every: Duration,
+    ) -> Front {
+        Front {
+            hub,
+            tracker,
+            relays,
+            stop,
+            gate,
+            ping_every,
+            refusals: Arc::new(Semaphore::new(MAX_TOLD_REFUSALS)),
+        }
+    }
+
+    /// Answers `GET /ws`: refuses the request, or upgrades it and admits the client.
+    pub(crate) fn open(
+        self: &Arc<Self>,
+        upgrade: WebSocketUpgrade,
+        headers: &HeaderMap,
+        peer: SocketAddr,
+    ) -> Response {
+        let cfg = self.hub.config();
+        let origin = headers.get(header::ORIGIN);
+        if !origin_allowed(origin, headers.get(header::HOST), &cfg.allowed_origins) {
+            debug!(
+                peer = %peer, origin = ?origin, transport = "websocket", event = "refused",
+                reason = "origin", "WebSocket refused: origin not allowed"
+            );
+            return plain(StatusCode::FORBIDDEN, "origin not allowed\n");
+        }
+        if self.stop.is_cancelled() || !self.gate.is_open() {
+            // Stopping, or an upgrade is handing the service over: the page retries shortly.
+            let mut answer = plain(StatusCode::SERVICE_UNAVAILABLE, "not accepting now\n");
+            answer
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            return answer;
+        }
+        if let Err(why) = self.hub.check_connect_rate(peer.ip()) {
+            debug!(
+                peer = %peer, reason = %why, transport = "websocket", event = "refused",
+                "connection refused"
+            );
+            let mut answer = plain(StatusCode::TOO_MANY_REQUESTS, &format!("{why}\n"));
+            if let Refusal::ConnectRate { retry_secs } = why {
+                answer
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(retry_secs));
+            }
+            return answer;
+        }
+        let limit = message_limit(cfg.max_line_bytes);
+        let front = self.clone();
+        upgrade
+            .read_buffer_size(READ_BUFFER)
+            .max_message_size(limit)
+            .max_frame_size(limit)
+            .on_failed_upgrade(move |e| {
+                debug!(peer = %peer, error = %e, "WebSocket upgrade failed");
+            })
+            .on_upgrade(move |socket| async move { front.admit(socket, peer, limit) })
+    }
+
+    /// Takes an upgraded connection: admits it (or tells it why not), starts its session and
+    /// its relay.
+    fn admit(&self, socket: WebSocket, peer: SocketAddr, limit: usize) {
+        let (ours, theirs) = match UnixStream::pair() {
+            Ok(pair) => pair,
+            Err(e) => {
+                warn!(peer = %peer, error = %e, "cannot relay a WebSocket client: no socket pair");
+                return;
+            }
+        };
+        let client = match self
+            .hub
+            .register_via(peer, Stream::Pipe(ours), Transport::WebSocket)
+        {
+            Ok(client) => client,
+            Err((why, _)) => return self.refuse(socket, peer, why),
+        };
+        let id = client.id;
+        debug!(client = id, peer = %peer, transport = "websocket", event = "connect", "connected");
+        // The relay learns that the session ended from this sender being dropped.
+        let (ended, session_ended) = oneshot::channel::<()>();
+        let hub = self.hub.clone();
+        self.tracker.spawn(async move {
+            session::run(hub, client).await;
+            drop(ended);
+        });
+        // An upgrade that closed the gate after `open` looked may already have told the relayed
+        // clients to reconnect: this one would then be left behind in a process that is about to
+        // exit, so it is told the same. (Registered before this check, it was told already.)
+        if !self.gate.is_open() {
+            self.hub
+                .close(id, LeaveReason::Upgrading, Some(notice(RECONNECT)));
+        }
+        let admitted = relay::Admitted {
+            id,
+            peer,
+            socket,
+            pipe: theirs,
+            session_ended,
+            message_limit: limit,
+            ping_every: self.ping_every,
+        };
+        self.tracker.spawn(relay::serve(
+            admitted,
+            self.hub.clone(),
+            self.relays.token(),
+        ));
+    }
+
+    /// Tells a refused client why in a text message and closes it, if a slot is free; else
+    /// drops it at once.
+    fn refuse(&self, socket: WebSocket, peer: SocketAddr, why: Refusal) {
+        debug!(
+            peer = %peer, reason = %why, transport = "websocket", event = "refused",
+            "connection refused"
+        );
+        let Ok(permit) = self.refusals.clone().try_acquire_owned() else {
+            return;
+        };
+        self.tracker.spawn(relay::refuse(
+            socket,
+            format!("*** {why}"),
+            Instant::now() + REFUSAL_LIMIT,
+            permit,
+        ));
+    }
+}
+
+/// A short plain-text answer.
+fn plain(status: StatusCode, body: &str) -> Response {
+    (
+        status,
+        [
+            (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        body.to_owned(),
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn value(s: &str) -> HeaderValue {
+        HeaderValue::from_str(s).unwrap()
+    }
+
+    fn allowed(origin: Option<&str>, host: Option<&str>, list: &[&str]) -> bool {
+        let list: Vec<WebOrigin> = list.iter().map(|o| o.parse().unwrap()).collect();
+        origin_allowed(origin.map(value).as_ref(), host.map(value).as_ref(), &list)
+    }
+
+    #[test]
+    fn by_default_only_the_pages_own_origin_may_connect() {
+        let host = Some("127.0.0.1:7080");
+        assert!(allowed(Some("http://127.0.0.1:7080"), host, &[]));
+        assert!(allowed(
+            Some("https://chat.example.org"),
+            Some("chat.example.org"),
+            &[]
+        ));
+        assert!(!allowed(Some("http://evil.example"), host, &[]));
+        assert!(!allowed(Some("http://127.0.0.1:7081"), host, &[]));
+        assert!(!allowed(Some("null"), host, &[]));
+        assert!(!allowed(Some("http://127.0.0.1:7080"), None, &[]));
+        // Not from a browser.
+        assert!(allowed(None, host, &[]));
+        assert!(allowed(None, None, &[]));
+    }
+
+    #[test]
+    fn a_list_replaces_the_default() {
+        let list = ["https://chat.example.org"];
+        let host = Some("127.0.0.1:7080");
+        assert!(allowed(Some("https://chat.example.org"), host, &list));
+        assert!(allowed(Some("https://CHAT.example.org:443"), host, &list));
+        assert!(!allowed(Some("http://chat.example.org"), host, &list));
+        assert!(!allowed(Some("http://127.0.0.1:7080"), host, &list));
+        assert!(allowed(None, host, &list));
+    }
+
+    #[test]
+    fn the_message_limit_is_four_lines() {
+        assert_eq!(message_limit(4096), 16384);
+        assert_eq!(message_limit(usize::MAX), usize::MAX);
+    }
+}
