@@ -61,6 +61,7 @@ fn png_size(png: &[u8]) -> (u32, u32) {
 
 #[test]
 fn two_pages_and_a_tcp_client_chat_switch_rooms_and_survive_an_upgrade() {
+    let _heavy = crate::support::HEAVY.blocking_lock();
     if let Some(why) = missing() {
         let required = std::env::var_os("GROUPCHATD_REQUIRE_BROWSER").is_some_and(|v| v == "1");
         assert!(!required, "{why}, and GROUPCHATD_REQUIRE_BROWSER=1");

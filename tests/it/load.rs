@@ -34,6 +34,7 @@ async fn clients(d: &Daemon) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_under_load_delivers_every_accepted_line_and_exits_0() {
+    let _heavy = crate::support::HEAVY.lock().await;
     raise_nofile_limit();
     let dir = Scratch::new("l-term");
     let mut d = Daemon::start(&dir, "d", "flood_burst = 0\nshutdown_grace_secs = 5\n");
@@ -75,6 +76,7 @@ async fn sigterm_under_load_delivers_every_accepted_line_and_exits_0() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_under_load_relays_every_line_written_before_the_signal() {
+    let _heavy = crate::support::HEAVY.lock().await;
     raise_nofile_limit();
     // The sharpest case: one more line written just before the signal. Only a few stops in a
     // hundred lose it, so this stops 40 daemons (about 15 s), each with 110 clients at 1000
@@ -115,6 +117,7 @@ fn reload_config(step: usize) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_reloads_under_load_drop_nobody_and_apply_new_limits() {
+    let _heavy = crate::support::HEAVY.lock().await;
     raise_nofile_limit();
     let dir = Scratch::new("l-reload");
     let d = Daemon::start(&dir, "d", &reload_config(1));
@@ -250,6 +253,7 @@ fn summary(mut lat: Vec<Duration>) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_commands_in_a_loop_do_not_stall_the_relay() {
+    let _heavy = crate::support::HEAVY.lock().await;
     raise_nofile_limit();
     let dir = Scratch::new("l-admin");
     let d = Daemon::start(&dir, "d", "flood_burst = 0\n");
@@ -324,6 +328,7 @@ async fn admin_commands_in_a_loop_do_not_stall_the_relay() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_line_is_the_last_line_every_client_gets() {
+    let _heavy = crate::support::HEAVY.lock().await;
     raise_nofile_limit();
     // The window is narrow: about one stop in ten shows it with 110 clients at 1000 lines/s,
     // so this stops 40 daemons (about 15 s).

@@ -149,6 +149,7 @@ async fn stats(d: &Daemon) -> serde_json::Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn soak_500_clients_with_churn_all_message_kinds() {
+    let _heavy = crate::support::HEAVY.lock().await;
     raise_nofile_limit();
     let secs = soak_secs();
     let dir = Scratch::new("soak");

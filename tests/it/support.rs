@@ -219,6 +219,13 @@ pub async fn barrier(from: &mut TestClient, from_nick: &str, quiet: &mut TestCli
     quiet.expect(&format!("<{from_nick}> {marker}")).await;
 }
 
+/// Held by the tests that load the machine the most (many daemons under load, the soak, a real
+/// browser), so no two of them run at once. The stop tests assert that every line a client wrote
+/// before SIGTERM is relayed; with chromium or another load test beside them on 2 cores, the
+/// kernel sometimes had not yet moved a loopback write into the daemon's socket by the time the
+/// stop's drain read it, and a test failed for the machine's sake rather than the daemon's.
+pub static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Raises this process's soft limit on open files to the hard limit: tests with hundreds of
 /// clients hold one descriptor per connection (the daemon raises its own limit itself).
 pub fn raise_nofile_limit() {
