@@ -95,51 +95,6 @@ flood_burst = 100000
 max_clients_per_ip = 0
 EOF
 
-# Sets SRV_PID and SRV_ADDR for a fresh server $1 (groupchatd or ncat), run $2.
-start_server() {
-  local server=$1 tag=$2 i port
-  local log="$RUN_DIR/$tag.server.log"
-  SRV_ADDR=""
-  : >"$log"
-  case "$server" in
-    groupchatd)
-      "$BIN/groupchatd" --config "$CONFIG" --listen 127.0.0.1:0 \
-        --admin-socket "$SOCK_DIR/$tag.sock" </dev/null >/dev/null 2>"$log" &
-      SRV_PID=$!
-      LIVE[$SRV_PID]=1
-      for ((i = 0; i < 200; i++)); do
-        SRV_ADDR=$(grep -o 'listening for chat connections addr=[0-9.:]*' "$log" |
-          head -1 | cut -d= -f2) || true
-        [[ -n "$SRV_ADDR" ]] && break
-        kill -0 "$SRV_PID" 2>/dev/null || break
-        sleep 0.05
-      done
-      ;;
-    ncat)
-      port=$("${HARNESS[@]}" port)
-      ncat -l --chat --max-conns 20000 127.0.0.1 "$port" </dev/null >/dev/null 2>"$log" &
-      SRV_PID=$!
-      LIVE[$SRV_PID]=1
-      for ((i = 0; i < 200; i++)); do
-        if ss -Hltn "sport = :$port" | grep -q .; then
-          SRV_ADDR="127.0.0.1:$port"
-          break
-        fi
-        kill -0 "$SRV_PID" 2>/dev/null || break
-        sleep 0.05
-      done
-      # ncat's listen backlog of 10 makes most of a burst of connects hang (see harness.py).
-      if [[ -n "$SRV_ADDR" ]]; then
-        "${HARNESS[@]}" backlog "$SRV_PID" "$port" 4096 || log "could not raise ncat's backlog"
-      fi
-      ;;
-  esac
-  if [[ -z "$SRV_ADDR" ]]; then
-    log "$server did not start listening; see $log"
-    stop_pid "$SRV_PID"
-    return 1
-  fi
-}
 
 # run SCENARIO SERVER REP TIMEOUT CHATBENCH-ARGS...
 run() {
