@@ -322,6 +322,7 @@ fn save_room(room: &super::Room) -> ChatRoom {
                 line: l.line,
             })
             .collect(),
+        lines: room.lines(),
     }
 }
 
@@ -390,6 +391,7 @@ fn restore_rooms(
             line: l.line,
         });
         room.lock().history.import(lines.collect());
+        room.add_lines(r.lines);
         homes.insert(r.name, room);
     }
     (homes, retitled)

@@ -151,7 +151,7 @@ pub struct Room {
     log_end: AtomicU64,
     /// History is kept: a publisher reads the clock only then.
     history_on: AtomicBool,
-    /// Chat lines published here since it was made (in this process), for `/metrics`.
+    /// Chat lines published here since it was made (carried across upgrades), for `/metrics`.
     lines: AtomicU64,
     pub(super) shards: Shards,
     /// Back-pressure among its members.
@@ -205,6 +205,16 @@ impl Room {
             max_queue_bytes,
             congestion: &self.congestion,
         }
+    }
+
+    /// Chat lines published here so far.
+    pub(crate) fn lines(&self) -> u64 {
+        self.lines.load(Ordering::Relaxed)
+    }
+
+    /// Counts `n` lines published before this process had the room (an upgrade's).
+    pub(crate) fn add_lines(&self, n: u64) {
+        self.lines.fetch_add(n, Ordering::Relaxed);
     }
 
     /// Appends to the log under the lock `st` (which must be this room's).
@@ -288,7 +298,7 @@ impl Room {
             topic: st.topic.clone(),
             history: st.history.len(),
             predefined: st.kind == Kind::Predefined,
-            lines: self.lines.load(Ordering::Relaxed),
+            lines: self.lines(),
         }
     }
 }

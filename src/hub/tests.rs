@@ -738,6 +738,9 @@ async fn rooms_topics_and_history_move_with_an_upgrade() {
     let room = |c: &Conn| h.room_of(c.id()).unwrap().name.to_string();
     assert_eq!(room(&bob), "#lobby");
     assert_eq!(room(&alice), "#x");
+    // Each room's line count (`groupchatd_room_lines_total`) carries on, like every counter.
+    let lines = |c: &Conn| h.room_of(c.id()).unwrap().lines();
+    assert_eq!((lines(&bob), lines(&alice)), (1, 1));
     let s = |t: &str| t.to_owned();
     assert_eq!(
         rooms(&h),

@@ -124,6 +124,10 @@ pub struct ChatRoom {
     pub kind: RoomKind,
     /// Its history, oldest first.
     pub history: Vec<HistoryLine>,
+    /// Chat lines published in it so far (`groupchatd_room_lines_total`): a counter carried like
+    /// the daemon-wide totals, so an upgrade does not reset it. 0 from a writer before it.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub lines: u64,
 }
 
 /// How a chat room came to be.
@@ -369,6 +373,7 @@ mod tests {
 
     fn chat_room(name: &str, kind: RoomKind, said: &[&str]) -> ChatRoom {
         ChatRoom {
+            lines: said.len() as u64,
             name: name.into(),
             topic: format!("about {name}"),
             config_topic: String::new(),
