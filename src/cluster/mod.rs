@@ -39,8 +39,8 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, mpsc, oneshot};
 
-use crate::config::ClusterConfig;
 use crate::client::ClientId;
+use crate::config::ClusterConfig;
 use crate::hub::relay::{Membership, Relay, Remote, Waiting};
 use crate::hub::{Hub, Room};
 use wire::Names;
@@ -220,7 +220,11 @@ impl Cluster {
         let deadline = tokio::time::Instant::now() + limit;
         // Bounded by the deadline; a few milliseconds per round.
         loop {
-            let pending = !self.rung.lock().unwrap_or_else(|e| e.into_inner()).is_empty();
+            let pending = !self
+                .rung
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_empty();
             if !pending && self.in_flight.load(Ordering::Acquire) == 0 {
                 return true;
             }
@@ -243,6 +247,19 @@ impl Cluster {
         {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
+    }
+
+    /// Waits (up to `limit`) for the link to be up.
+    pub(crate) async fn wait_up(&self, limit: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        // Bounded by the deadline.
+        while !self.is_up() {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        true
     }
 
     /// Takes up applying the stream again (an upgrade rolled back).
