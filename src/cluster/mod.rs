@@ -41,7 +41,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::client::ClientId;
 use crate::config::ClusterConfig;
-use crate::hub::relay::{Membership, Relay, Remote, Waiting};
+use crate::hub::relay::{Membership, Relay, RelayTotals, Remote, Waiting};
 use crate::hub::{Hub, Room};
 use wire::Names;
 
@@ -414,6 +414,18 @@ impl Relay for Cluster {
                 .await
                 .map_err(|e| e.to_string())
         })
+    }
+
+    fn totals(&self) -> RelayTotals {
+        let n = &self.counters;
+        RelayTotals {
+            up: self.is_up(),
+            published: n.published.load(Ordering::Relaxed),
+            acked: n.acked.load(Ordering::Relaxed),
+            errors: n.errors.load(Ordering::Relaxed),
+            applied: n.applied.load(Ordering::Relaxed),
+            rtt_secs: n.rtt_us.load(Ordering::Relaxed) as f64 / 1e6,
+        }
     }
 
     fn prepare_room(self: Arc<Self>, name: String) -> Waiting<()> {

@@ -121,6 +121,25 @@ pub trait Relay: Send + Sync + std::fmt::Debug {
     ) -> Waiting<Result<(), String>>;
     /// Makes sure the room called `name` is here with its history before a member enters it.
     fn prepare_room(self: Arc<Self>, name: String) -> Waiting<()>;
+    /// The link's totals, for `/metrics`.
+    fn totals(&self) -> RelayTotals;
+}
+
+/// The cluster link's totals.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct RelayTotals {
+    /// Connected, with the stream and buckets made.
+    pub up: bool,
+    /// Events published.
+    pub published: u64,
+    /// Of those, acknowledged.
+    pub acked: u64,
+    /// Failed broker operations.
+    pub errors: u64,
+    /// Events applied from the stream.
+    pub applied: u64,
+    /// The last broker round trip in seconds (0 before the first).
+    pub rtt_secs: f64,
 }
 
 /// An answer from the cluster, awaited by a session (which reads nothing more meanwhile).
