@@ -354,6 +354,10 @@ mod tests {
                 connect_rate: vec![],
                 rooms: vec![],
             },
+            cluster: Some(crate::cluster::Resume {
+                inc: 7,
+                last_seq: 1234,
+            }),
         }
     }
 
