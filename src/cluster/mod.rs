@@ -47,6 +47,11 @@ use wire::Names;
 
 pub(crate) use claims::ClaimRefused;
 
+/// A room to seed from the stream, and who to tell when it is done.
+type SeedRequest = (String, oneshot::Sender<()>);
+/// A private line for another node: (node, nickname, line).
+type PrivateLine = (String, String, Bytes);
+
 /// Longest a member waits for a room's history from the stream before entering without it.
 const PREPARE_LIMIT: Duration = Duration::from_secs(3);
 
@@ -121,11 +126,11 @@ pub struct Cluster {
     claims_tx: mpsc::UnboundedSender<claims::Cmd>,
     claims_rx: Mutex<Option<mpsc::UnboundedReceiver<claims::Cmd>>>,
     /// Private lines for other nodes.
-    private_tx: mpsc::UnboundedSender<(String, String, Bytes)>,
-    private_rx: Mutex<Option<mpsc::UnboundedReceiver<(String, String, Bytes)>>>,
+    private_tx: mpsc::UnboundedSender<PrivateLine>,
+    private_rx: Mutex<Option<mpsc::UnboundedReceiver<PrivateLine>>>,
     /// Rooms to seed from the stream, for the consumer (it alone knows where it is).
-    seed_tx: mpsc::UnboundedSender<(String, oneshot::Sender<()>)>,
-    seed_rx: Mutex<Option<mpsc::UnboundedReceiver<(String, oneshot::Sender<()>)>>>,
+    seed_tx: mpsc::UnboundedSender<SeedRequest>,
+    seed_rx: Mutex<Option<mpsc::UnboundedReceiver<SeedRequest>>>,
     directory: Mutex<claims::Directory>,
     nodes: Mutex<HashMap<String, Seen>>,
     /// The last stream sequence applied to the rooms here.
