@@ -9,7 +9,7 @@ use std::time::SystemTime;
 use super::*;
 use crate::config::ClusterConfig;
 use crate::hub::Room;
-use crate::hub::relay::{Incoming, Membership, Relay, RelayTotals, Remote, Said, Waiting};
+use crate::hub::relay::{Incoming, Membership, Relay, RelayTotals, Remote, Waiting};
 
 #[derive(Debug, Default)]
 struct Loop {
@@ -142,7 +142,7 @@ async fn with_the_link_down_a_line_is_refused_to_its_sender() {
 #[tokio::test]
 async fn who_and_the_welcome_list_members_on_other_nodes() {
     let (hub, _relay) = clustered();
-    let mut alice = member(&hub, "alice", 1);
+    let alice = member(&hub, "alice", 1);
     let mut c = connect(&hub, 2);
     hub.join(c.client.id, "bob").unwrap();
     let got = c.read_until_contains("Type /help for commands.\r\n");
