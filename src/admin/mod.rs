@@ -471,6 +471,7 @@ mod tests {
                 listeners: Vec::new(),
                 tls: Vec::new(),
                 http: Vec::new(),
+                https: Vec::new(),
                 admin: None,
             },
             Vec::new(),

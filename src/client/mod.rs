@@ -31,13 +31,21 @@ pub enum Transport {
     Tcp,
     /// TLS on a `tls_listen` port, relayed as a [`Stream::Pipe`].
     Tls,
-    /// WebSocket (`GET /ws` on an HTTP port), relayed as a [`Stream::Pipe`].
+    /// WebSocket (`GET /ws` on an `http_listen` port), relayed as a [`Stream::Pipe`].
     WebSocket,
+    /// WebSocket over TLS (`GET /ws` on an `https_listen` port: `wss://`), relayed as a
+    /// [`Stream::Pipe`].
+    SecureWebSocket,
 }
 
 impl Transport {
     /// Every transport, in the order `/metrics` lists them.
-    pub const ALL: [Transport; 3] = [Transport::Tcp, Transport::Tls, Transport::WebSocket];
+    pub const ALL: [Transport; 4] = [
+        Transport::Tcp,
+        Transport::Tls,
+        Transport::WebSocket,
+        Transport::SecureWebSocket,
+    ];
 
     /// Its `transport` label in `/metrics`.
     pub fn label(self) -> &'static str {
@@ -45,6 +53,7 @@ impl Transport {
             Transport::Tcp => "tcp",
             Transport::Tls => "tls",
             Transport::WebSocket => "websocket",
+            Transport::SecureWebSocket => "wss",
         }
     }
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::{ConnectInfo, State};
+use axum::extract::{ConnectInfo, Extension, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -83,11 +83,12 @@ async fn scrape(State(site): State<Arc<Site>>, headers: HeaderMap) -> Response {
 async fn websocket(
     State(site): State<Arc<Site>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(scheme): Extension<super::Scheme>,
     headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     match upgrade {
-        Ok(upgrade) => site.ws.open(upgrade, &headers, peer),
+        Ok(upgrade) => site.ws.open(upgrade, &headers, peer, scheme),
         Err(rejection) => (
             StatusCode::UPGRADE_REQUIRED,
             [

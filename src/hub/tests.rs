@@ -646,6 +646,7 @@ async fn hand_over(
         tls_listeners: 0,
         admin: false,
         http_listeners: Some(0),
+        https_listeners: 0,
         admin_owned: false,
         room,
     };

@@ -10,8 +10,8 @@
 //!    relayed by a front end in this process (TLS and WebSocket clients: a TLS session cannot move
 //!    to another process, and a WebSocket's framing lives in its relay here) `*** server
 //!    upgrading; please reconnect` and closes it, freezes every other session between two reads,
-//!    stops all writing, and sends the chat and TLS listeners, the admin socket, the HTTP
-//!    listeners, every client's socket and the [`snapshot`]. HTTP requests in progress at the
+//!    stops all writing, and sends the chat and TLS listeners, the admin socket, the HTTP and
+//!    HTTPS listeners, every client's socket and the [`snapshot`]. HTTP requests in progress at the
 //!    commit are cut off (they are short; a client retries on a new connection, which the new
 //!    process accepts).
 //! 3. The new process checks the snapshot, rebuilds the room around the sockets without reading
@@ -64,8 +64,8 @@ struct Hello {
     version: String,
     /// Snapshot versions it reads.
     reads: Vec<u32>,
-    /// Whether it has a TLS certificate to serve TLS listeners with (false from a release
-    /// before TLS, which could not take them over either).
+    /// Whether it has a TLS certificate to serve TLS and HTTPS listeners with (false from a
+    /// release before TLS, which could not take them over either).
     #[serde(default)]
     tls: bool,
 }
@@ -159,6 +159,8 @@ pub struct Upgrader {
     tls: Vec<RawFd>,
     /// The HTTP listeners.
     http: Vec<RawFd>,
+    /// The HTTPS listeners.
+    https: Vec<RawFd>,
     /// The admin socket, and whether this process made its file (the new one then owns it).
     admin: Option<(RawFd, bool)>,
     /// The relays of every front end (TLS, WebSocket), whose clients are told to reconnect.
@@ -219,6 +221,8 @@ pub(crate) struct Sockets {
     pub(crate) tls: Vec<RawFd>,
     /// The HTTP listeners.
     pub(crate) http: Vec<RawFd>,
+    /// The HTTPS listeners.
+    pub(crate) https: Vec<RawFd>,
     /// The admin socket, and whether this process created its file.
     pub(crate) admin: Option<(RawFd, bool)>,
 }
@@ -238,6 +242,7 @@ impl Upgrader {
             listeners,
             tls,
             http,
+            https,
             admin,
         } = sockets;
         Upgrader {
@@ -247,6 +252,7 @@ impl Upgrader {
             listeners,
             tls,
             http,
+            https,
             admin,
             relays,
             gate,
@@ -316,10 +322,16 @@ impl Upgrader {
         }
         let tls_listeners = &self.tls[..];
         // Found out before TLS clients are told to reconnect, not when the snapshot is refused.
-        if !tls_listeners.is_empty() && !hello.tls {
+        let needs_tls = match (tls_listeners.is_empty(), self.https.is_empty()) {
+            (true, true) => None,
+            (false, true) => Some("TLS"),
+            (true, false) => Some("HTTPS"),
+            (false, false) => Some("TLS and HTTPS"),
+        };
+        if let Some(which) = needs_tls.filter(|_| !hello.tls) {
             let _ = channel.send(Tag::Abort, &[], &[]);
             return Err(child.gone(format!(
-                "{} {} cannot take over the TLS listeners: its configuration names no \
+                "{} {} cannot take over the {which} listeners: its configuration names no \
                  tls_cert_file and tls_key_file (or it predates TLS)",
                 binary.display(),
                 hello.version
@@ -364,6 +376,7 @@ impl Upgrader {
         fds.extend_from_slice(tls_listeners);
         fds.extend(self.admin.map(|(fd, _)| fd));
         fds.extend(&self.http);
+        fds.extend(&self.https);
         fds.extend(client_fds);
         let snap = Snapshot {
             version,
@@ -376,6 +389,7 @@ impl Upgrader {
             tls_listeners: tls_listeners.len(),
             admin: self.admin.is_some(),
             http_listeners: Some(self.http.len()),
+            https_listeners: self.https.len(),
             admin_owned: self.admin.is_some_and(|(_, owned)| owned),
             room,
         };

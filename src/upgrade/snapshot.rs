@@ -18,11 +18,14 @@
 //! reconnect before the hand-over (see `upgrade::part_relayed`).
 //!
 //! Also within version 2, later: [`Snapshot::http_listeners`], read as absent (`None`) from a
-//! writer before it.
+//! writer before it; and [`Snapshot::https_listeners`], optional and written only when not zero,
+//! like `tls_listeners` (so without HTTPS a downgrade works, and with it the older release refuses
+//! the snapshot and the upgrade rolls back).
 //!
 //! Descriptors travel in a fixed order the snapshot describes: the chat listeners (`listeners`
 //! of them), then the TLS listeners (`tls_listeners`), then the admin socket if `admin` is set,
-//! then the HTTP listeners (`http_listeners` of them), then one per client in `clients` order.
+//! then the HTTP listeners (`http_listeners` of them), then the HTTPS listeners
+//! (`https_listeners`), then one per client in `clients` order.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -63,6 +66,9 @@ pub struct Snapshot {
     /// `Some(0)` means HTTP was off, and stays off.
     #[serde(default)]
     pub http_listeners: Option<usize>,
+    /// HTTPS listeners after the HTTP listeners (0 from a writer before `https_listen`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub https_listeners: usize,
     /// Whether the old process created the admin socket's file (else systemd did): the new one
     /// then owns it, and removes it when it stops.
     pub admin_owned: bool,
@@ -257,6 +263,7 @@ impl Snapshot {
             + self.tls_listeners
             + usize::from(self.admin)
             + self.http_listeners.unwrap_or(0)
+            + self.https_listeners
             + self.room.clients.len();
         if fds != expected {
             return bad(format!("{fds} descriptors for {expected} sockets"));
@@ -338,6 +345,7 @@ mod tests {
             tls_listeners: 0,
             admin: true,
             http_listeners: Some(0),
+            https_listeners: 0,
             admin_owned: true,
             room: Room {
                 service_started_at_ms: 1_700_000_000_000,

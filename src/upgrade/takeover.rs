@@ -29,6 +29,8 @@ pub struct Takeover {
     /// The HTTP listeners, if the predecessor said how many it had (see
     /// [`Snapshot::http_listeners`]).
     pub(crate) http_listeners: Option<Vec<std::net::TcpListener>>,
+    /// The HTTPS listeners.
+    pub(crate) https_listeners: Vec<std::net::TcpListener>,
     /// One socket per client, in the snapshot's order.
     pub(crate) streams: Vec<std::net::TcpStream>,
     /// The TLS certificate this process's configuration names, loaded and checked before the
@@ -119,6 +121,11 @@ impl Takeover {
                 .map(std::net::TcpListener::from)
                 .collect()
         });
+        let https_listeners = fds
+            .by_ref()
+            .take(snapshot.https_listeners)
+            .map(std::net::TcpListener::from)
+            .collect();
         let streams = fds.map(std::net::TcpStream::from).collect();
         Ok(Takeover {
             channel,
@@ -127,6 +134,7 @@ impl Takeover {
             tls_listeners,
             admin,
             http_listeners,
+            https_listeners,
             streams,
             tls,
         })

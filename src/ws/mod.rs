@@ -33,7 +33,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
 use crate::client::{LeaveReason, Stream, Transport};
-use crate::config::WebOrigin;
+use crate::config::{Scheme, WebOrigin};
 use crate::hub::{Hub, Refusal};
 use crate::protocol::format::notice;
 use crate::session;
@@ -132,6 +132,7 @@ impl Front {
         upgrade: WebSocketUpgrade,
         headers: &HeaderMap,
         peer: SocketAddr,
+        scheme: Scheme,
     ) -> Response {
         let cfg = self.hub.config();
         let origin = headers.get(header::ORIGIN);
@@ -164,6 +165,10 @@ impl Front {
             return answer;
         }
         let limit = message_limit(cfg.max_line_bytes);
+        let transport = match scheme {
+            Scheme::Http => Transport::WebSocket,
+            Scheme::Https => Transport::SecureWebSocket,
+        };
         let front = self.clone();
         upgrade
             .read_buffer_size(READ_BUFFER)
@@ -172,12 +177,12 @@ impl Front {
             .on_failed_upgrade(move |e| {
                 debug!(peer = %peer, error = %e, "WebSocket upgrade failed");
             })
-            .on_upgrade(move |socket| async move { front.admit(socket, peer, limit) })
+            .on_upgrade(move |socket| async move { front.admit(socket, peer, limit, transport) })
     }
 
     /// Takes an upgraded connection: admits it (or tells it why not), starts its session and
     /// its relay.
-    fn admit(&self, socket: WebSocket, peer: SocketAddr, limit: usize) {
+    fn admit(&self, socket: WebSocket, peer: SocketAddr, limit: usize, transport: Transport) {
         let (ours, theirs) = match UnixStream::pair() {
             Ok(pair) => pair,
             Err(e) => {
@@ -185,15 +190,12 @@ impl Front {
                 return;
             }
         };
-        let client = match self
-            .hub
-            .register_via(peer, Stream::Pipe(ours), Transport::WebSocket)
-        {
+        let client = match self.hub.register_via(peer, Stream::Pipe(ours), transport) {
             Ok(client) => client,
             Err((why, _)) => return self.refuse(socket, peer, why),
         };
         let id = client.id;
-        debug!(client = id, peer = %peer, transport = "websocket", event = "connect", "connected");
+        debug!(client = id, peer = %peer, transport = transport.label(), event = "connect", "connected");
         // The relay learns that the session ended from this sender being dropped.
         let (ended, session_ended) = oneshot::channel::<()>();
         let hub = self.hub.clone();
