@@ -474,7 +474,7 @@ mod tests {
                 https: Vec::new(),
                 admin: None,
             },
-            Vec::new(),
+            (Vec::new(), Default::default()),
             AcceptGate::default(),
             TaskTracker::new(),
         );

@@ -17,6 +17,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::admin::{self, AdminCtx, AdminError, AdminLimits, AdminSocket};
+use crate::client::Stream;
 use crate::config::Config;
 use crate::http::{self, Http};
 use crate::hub::Hub;
@@ -28,6 +29,7 @@ use crate::server::{self, Transport};
 use crate::systemd::{self, Inherited};
 use crate::tls;
 pub use crate::upgrade::Upgraded;
+use crate::upgrade::takeover::Handed;
 use crate::upgrade::{AcceptGate, Invocation, Takeover, Upgrader};
 use crate::ws;
 
@@ -112,8 +114,13 @@ pub struct App {
     upgrader: Option<Arc<Upgrader>>,
     /// Connections taken over from a predecessor, whose sessions start with [`run`](Self::run).
     resumed: Vec<Resumed>,
-    /// The WebSocket front end's relays (the front end itself starts with `run`).
+    /// The WebSocket front end's relays that an upgrade waits for (the front end itself starts
+    /// with `run`).
     ws_relays: TaskTracker,
+    /// Every WebSocket relay, for the ones an upgrade moves.
+    ws_registry: Arc<ws::Relays>,
+    /// WebSocket relays taken over from a predecessor, started with [`run`](Self::run).
+    moved: Vec<ws::Moved>,
     /// How often WebSocket clients are pinged.
     ws_ping: std::time::Duration,
     gate: AcceptGate,
@@ -211,6 +218,8 @@ impl App {
             upgrader: None,
             resumed,
             ws_relays: TaskTracker::new(),
+            ws_registry: Arc::default(),
+            moved: Vec::new(),
             ws_ping: ws::PING_EVERY,
             gate: AcceptGate::default(),
             tracker: TaskTracker::new(),
@@ -266,18 +275,34 @@ impl App {
             }
             None => bind_admin(&config).map_err(|e| e.to_string())?,
         };
-        let streams = std::mem::take(&mut takeover.streams)
-            .into_iter()
-            .map(|s| {
-                s.set_nonblocking(true)?;
-                tokio::net::TcpStream::from_std(s)
-            })
-            .collect::<std::io::Result<Vec<_>>>()
-            .map_err(|e| format!("client socket: {e}"))?;
+        let mut streams = Vec::with_capacity(takeover.streams.len());
+        let mut moved = Vec::new();
+        let handed = std::mem::take(&mut takeover.streams);
+        for (handed, c) in handed.into_iter().zip(&takeover.snapshot.room.clients) {
+            let stream = match handed {
+                Handed::Tcp(s) => Stream::Tcp(tcp(s)?),
+                Handed::WebSocket {
+                    session,
+                    relay,
+                    tcp: ws_tcp,
+                } => {
+                    moved.push(ws::Moved {
+                        id: c.id,
+                        peer: c.peer,
+                        tcp: tcp(ws_tcp)?,
+                        pipe: unix(relay)?,
+                        state: c.websocket.clone().unwrap_or_default(),
+                    });
+                    Stream::Pipe(unix(session)?)
+                }
+            };
+            streams.push(stream);
+        }
         let mut hub = Hub::new(config);
         let resumed = hub.restore(takeover.snapshot.room.clone(), streams);
         let mut app = Self::assemble(hub, listeners, tls, http, admin, resumed);
         app.https = https;
+        app.moved = moved;
         Ok(app)
     }
 
@@ -288,6 +313,7 @@ impl App {
         let tls = self.tls.iter().flat_map(|t| &t.listeners);
         let mut relays = vec![self.ws_relays.clone()];
         relays.extend(self.tls.as_ref().map(|t| t.front.relays().clone()));
+        let relays = (relays, self.ws_registry.clone());
         let upgrader = Arc::new(Upgrader::new(
             self.hub.clone(),
             invocation,
@@ -392,13 +418,25 @@ impl App {
             }),
             upgrade: self.upgrader.clone(),
         });
-        // Connections taken over from a predecessor carry on first.
+        let ws = Arc::new(ws::Front::new(
+            self.hub.clone(),
+            self.tracker.clone(),
+            self.ws_relays.clone(),
+            self.ws_registry.clone(),
+            self.stop.clone(),
+            self.gate.clone(),
+            self.ws_ping,
+        ));
+        // Connections taken over from a predecessor carry on first: the WebSocket relays before
+        // the sessions, so that each relay hears of its session's end.
+        for moved in std::mem::take(&mut self.moved) {
+            ws.resume(moved);
+        }
         for r in std::mem::take(&mut self.resumed) {
-            self.tracker.spawn(crate::session::resume(
+            self.tracker.spawn(ws::resume_session(
                 self.hub.clone(),
-                r.client,
-                r.nick,
-                Box::new(r.input),
+                r,
+                self.ws_registry.clone(),
             ));
         }
         let admin_path = self.admin.path().display().to_string();
@@ -453,14 +491,7 @@ impl App {
             hub: self.hub.clone(),
             chat: addrs.clone(),
             stopping: self.stop.clone(),
-            ws: Arc::new(ws::Front::new(
-                self.hub.clone(),
-                self.tracker.clone(),
-                self.ws_relays.clone(),
-                self.stop.clone(),
-                self.gate.clone(),
-                self.ws_ping,
-            )),
+            ws,
         };
         let mut web: Vec<_> = std::mem::take(&mut self.http)
             .into_iter()
@@ -603,6 +634,20 @@ fn bind_http(key: &'static str, addrs: &[SocketAddr]) -> Result<Vec<TcpListener>
         .iter()
         .map(|&addr| listen(addr).map_err(|source| StartError::Http { key, addr, source }))
         .collect()
+}
+
+/// A client's TCP socket handed over, ready for tokio.
+fn tcp(s: std::net::TcpStream) -> Result<tokio::net::TcpStream, String> {
+    s.set_nonblocking(true)
+        .and_then(|()| tokio::net::TcpStream::from_std(s))
+        .map_err(|e| format!("client socket: {e}"))
+}
+
+/// A WebSocket client's socket-pair end handed over, ready for tokio.
+fn unix(s: std::os::unix::net::UnixStream) -> Result<tokio::net::UnixStream, String> {
+    s.set_nonblocking(true)
+        .and_then(|()| tokio::net::UnixStream::from_std(s))
+        .map_err(|e| format!("WebSocket socket pair: {e}"))
 }
 
 /// Binds the admin socket where the configuration (or the default resolution) says.

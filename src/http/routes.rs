@@ -6,9 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::{ConnectInfo, Extension, State};
+use axum::extract::{ConnectInfo, Extension, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -84,23 +82,7 @@ async fn websocket(
     State(site): State<Arc<Site>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Extension(scheme): Extension<super::Scheme>,
-    headers: HeaderMap,
-    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    request: Request,
 ) -> Response {
-    match upgrade {
-        Ok(upgrade) => site.ws.open(upgrade, &headers, peer, scheme),
-        Err(rejection) => (
-            StatusCode::UPGRADE_REQUIRED,
-            [
-                (header::UPGRADE, "websocket"),
-                (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
-            ],
-            format!(
-                "This is groupchatd's WebSocket endpoint ({}): one chat line per text message \
-                 each way. Open / for the chat page.\n",
-                rejection.body_text()
-            ),
-        )
-            .into_response(),
-    }
+    site.ws.open(request, peer, scheme)
 }

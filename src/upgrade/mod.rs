@@ -163,8 +163,11 @@ pub struct Upgrader {
     https: Vec<RawFd>,
     /// The admin socket, and whether this process made its file (the new one then owns it).
     admin: Option<(RawFd, bool)>,
-    /// The relays of every front end (TLS, WebSocket), whose clients are told to reconnect.
+    /// The relays of every front end (TLS, WebSocket), for the wait until the clients that
+    /// cannot move have been told to reconnect.
     relays: Vec<TaskTracker>,
+    /// The WebSocket relays that can move with their clients.
+    ws: Arc<crate::ws::Relays>,
     gate: AcceptGate,
     tracker: TaskTracker,
     busy: AtomicBool,
@@ -229,15 +232,17 @@ pub(crate) struct Sockets {
 
 impl Upgrader {
     /// An upgrader for this process's room and sockets; `relays` are the front ends' relays
-    /// (TLS, WebSocket), whose clients cannot move.
+    /// (TLS, WebSocket) that an upgrade waits for when their clients cannot move, `ws` the
+    /// WebSocket relays that move.
     pub(crate) fn new(
         hub: Arc<Hub>,
         invocation: Invocation,
         sockets: Sockets,
-        relays: Vec<TaskTracker>,
+        relays: (Vec<TaskTracker>, Arc<crate::ws::Relays>),
         gate: AcceptGate,
         tracker: TaskTracker,
     ) -> Upgrader {
+        let (relays, ws) = relays;
         let Sockets {
             listeners,
             tls,
@@ -255,6 +260,7 @@ impl Upgrader {
             https,
             admin,
             relays,
+            ws,
             gate,
             tracker,
             busy: AtomicBool::new(false),
@@ -343,9 +349,19 @@ impl Upgrader {
             let _ = channel.send(Tag::Abort, &[], &[]);
             return Err(child.gone("the accept loops did not pause".into()));
         }
-        // TLS and WebSocket clients cannot move: they are told to reconnect, and are gone before
-        // the freeze.
-        part_relayed(&self.hub, &self.relays, FREEZE_LIMIT).await;
+        // WebSocket relays over plain HTTP stop where they are and give up their state; one
+        // that cannot (a fragmented message in progress) is told to reconnect, as are TLS and
+        // wss:// clients, which cannot move at all. All of those are gone before the freeze.
+        // Until the commit, dropping `relays` lets the frozen ones go on.
+        let relays = self.ws.freeze(FREEZE_LIMIT).await;
+        for &id in &relays.cannot {
+            self.hub.close(
+                id,
+                crate::client::LeaveReason::Upgrading,
+                Some(crate::protocol::format::notice(RECONNECT)),
+            );
+        }
+        part_relayed(&self.hub, &self.relays, relays.cannot.len(), FREEZE_LIMIT).await;
         // From here on nothing is read or written until commit or rollback.
         let paused_at_ns = monotonic_ns();
         let paused = Instant::now();
@@ -363,9 +379,15 @@ impl Upgrader {
             upgrader: self,
             child,
             frozen: None,
+            relays: Some(relays),
         };
         let upgrades = self.hub.counters.upgrades.load(Ordering::Relaxed);
-        let (mut room, client_fds) = self.hub.export(&mut frozen, upgrades + 1);
+        let given = handover.relays.as_ref().map(|r| &r.given);
+        let (mut room, client_fds) = self.hub.export(
+            &mut frozen,
+            upgrades + 1,
+            given.unwrap_or(&Default::default()),
+        );
         let version = test_version().unwrap_or(snapshot::VERSION);
         if version == 1 {
             room = room.without_chat_rooms();
@@ -406,6 +428,9 @@ impl Upgrader {
                     warn!(error = %e, "upgrade: could not send the commit");
                 }
                 handover.frozen = None;
+                if let Some(relays) = handover.relays.take() {
+                    relays.commit();
+                }
                 handover.child.release();
                 info!(
                     new_pid = hello.pid,
@@ -432,11 +457,10 @@ impl Upgrader {
     /// Lets every frozen session run again and reopens the gate (a rollback).
     fn resume(&self, frozen: Frozen) {
         for r in self.hub.thaw(frozen) {
-            self.tracker.spawn(crate::session::resume(
+            self.tracker.spawn(crate::ws::resume_session(
                 self.hub.clone(),
-                r.client,
-                r.nick,
-                Box::new(r.input),
+                r,
+                self.ws.clone(),
             ));
         }
         self.gate.set(true);
@@ -470,13 +494,14 @@ impl Upgrader {
     }
 }
 
-/// For an upgrade, which cannot hand relayed connections to another process (rustls cannot export
-/// a TLS session and this kernel has no kTLS; a WebSocket's framing lives in its relay here):
-/// tells every relayed client `*** server upgrading; please reconnect` and closes it, then waits
-/// at most `limit` for the `relays` to deliver that and close. Returns how many were told. Called
-/// with the accept loops parked and the HTTP gate closed, so nobody is admitted meanwhile.
-async fn part_relayed(hub: &Hub, relays: &[TaskTracker], limit: Duration) -> usize {
-    let told = hub.close_relayed(crate::protocol::format::notice(RECONNECT));
+/// For an upgrade, which cannot hand a TLS session to another process (rustls cannot export one
+/// and this kernel has no kTLS): tells every TLS client (line and `wss://`)
+/// `*** server upgrading; please reconnect` and closes it, then waits at most `limit` for the
+/// `relays` to deliver that and close, and for those of the `told` WebSocket clients whose relay
+/// could not move (told already). Returns how many were told in all. Called with the accept loops
+/// parked and the HTTP gate closed, so nobody is admitted meanwhile.
+async fn part_relayed(hub: &Hub, relays: &[TaskTracker], told: usize, limit: Duration) -> usize {
+    let told = told + hub.close_unmovable(crate::protocol::format::notice(RECONNECT));
     for relays in relays {
         relays.close();
     }
@@ -514,6 +539,8 @@ struct Handover<'a> {
     child: Started,
     /// Taken at the commit; otherwise the sessions resume when this is dropped.
     frozen: Option<Frozen>,
+    /// The frozen WebSocket relays: committed with the rest, or thawed when dropped.
+    relays: Option<crate::ws::handover::Frozen>,
 }
 
 impl Drop for Handover<'_> {
@@ -685,4 +712,4 @@ fn test_ready_delay() -> Option<Duration> {
 }
 
 pub use takeover::{Takeover, refuse_if_upgrading};
-mod takeover;
+pub(crate) mod takeover;

@@ -22,10 +22,19 @@
 //! like `tls_listeners` (so without HTTPS a downgrade works, and with it the older release refuses
 //! the snapshot and the upgrade rolls back).
 //!
+//! Also within version 2, later: [`ClientState::websocket`], a WebSocket client's relay, written
+//! only for WebSocket clients (over plain HTTP; those over HTTPS never move). Without any, the
+//! snapshot is what the previous release wrote; with one, that release refuses the snapshot (it
+//! denies unknown fields), and the upgrade rolls back with every client still connected. No new
+//! version: both releases read everything the other writes when there is nothing new to say, and
+//! neither misreads what it cannot take.
+//!
 //! Descriptors travel in a fixed order the snapshot describes: the chat listeners (`listeners`
 //! of them), then the TLS listeners (`tls_listeners`), then the admin socket if `admin` is set,
 //! then the HTTP listeners (`http_listeners` of them), then the HTTPS listeners
-//! (`https_listeners`), then one per client in `clients` order.
+//! (`https_listeners`), then each client's in `clients` order: its socket (for a WebSocket
+//! client, the session's end of its socket pair), and for a WebSocket client then the relay's
+//! end of the pair and the WebSocket's TCP connection.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -33,6 +42,7 @@ use std::net::SocketAddr;
 use serde::{Deserialize, Serialize};
 
 use crate::session::InputState;
+pub(crate) use crate::ws::WsState;
 
 /// The version this release writes.
 pub const VERSION: u32 = 2;
@@ -218,6 +228,10 @@ pub struct ClientState {
     /// The name of the chat room it sits in, once joined (version 2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub room: Option<String>,
+    /// A WebSocket client over plain HTTP: its relay's state (its descriptors follow its
+    /// socket). None, and not written, for a TCP client.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub websocket: Option<WsState>,
 }
 
 /// Why a snapshot was refused.
@@ -264,7 +278,13 @@ impl Snapshot {
             + usize::from(self.admin)
             + self.http_listeners.unwrap_or(0)
             + self.https_listeners
-            + self.room.clients.len();
+            + self.room.clients.len()
+            + 2 * self
+                .room
+                .clients
+                .iter()
+                .filter(|c| c.websocket.is_some())
+                .count();
         if fds != expected {
             return bad(format!("{fds} descriptors for {expected} sockets"));
         }
@@ -376,6 +396,7 @@ mod tests {
             input: InputState::default(),
             unsent: b"owed\r\n".to_vec(),
             room: room.map(Into::into),
+            websocket: None,
         }
     }
 
