@@ -46,13 +46,13 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower_service::Service;
-use tracing::{debug, error, info, warn};
+use tracing::{debug, info};
 
 pub(crate) use routes::Site;
 
 pub(crate) use crate::config::Scheme;
 use crate::hub::Hub;
-use crate::server::{is_per_connection, is_resource_exhaustion};
+use crate::server::{AcceptBackoff, Accepted};
 use crate::upgrade::AcceptGate;
 
 /// Most HTTP connections served at once, over every HTTP listener.
@@ -174,7 +174,7 @@ async fn accept_loop(listener: TcpListener, a: Accepting) {
         connections,
         stop,
     } = a;
-    let mut backoff = Duration::from_millis(10);
+    let mut backoff = AcceptBackoff::default();
     loop {
         // Closed while an upgrade hands the listeners over: newcomers wait in the backlog. (Not
         // counted as parked: the upgrade waits for the chat accept loops only.)
@@ -197,9 +197,8 @@ async fn accept_loop(listener: TcpListener, a: Accepting) {
             () = gate.closed() => continue,
             accepted = listener.accept() => accepted,
         };
-        match accepted {
-            Ok((stream, peer)) => {
-                backoff = Duration::from_millis(10);
+        match backoff.accepted(accepted, "http") {
+            Accepted::Connection((stream, peer)) => {
                 let connection = Connection {
                     peer,
                     router: router.clone(),
@@ -208,20 +207,12 @@ async fn accept_loop(listener: TcpListener, a: Accepting) {
                 };
                 connections.spawn(serve(stream, listening.clone(), hub.clone(), connection));
             }
-            Err(e) if is_per_connection(&e) => {
-                debug!(error = %e, "HTTP accept: connection failed before it was accepted");
-            }
-            Err(e) => {
-                if is_resource_exhaustion(&e) {
-                    warn!(error = %e, retry_ms = backoff.as_millis() as u64, "HTTP accept: out of resources");
-                } else {
-                    error!(error = %e, retry_ms = backoff.as_millis() as u64, "HTTP accept failed");
-                }
+            Accepted::Skip => {}
+            Accepted::Retry(wait) => {
                 tokio::select! {
                     () = stop.cancelled() => return,
-                    () = tokio::time::sleep(backoff) => {}
+                    () = tokio::time::sleep(wait) => {}
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(1));
             }
         }
     }
