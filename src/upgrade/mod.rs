@@ -6,14 +6,16 @@
 //! 1. The old process starts the new binary (by default the path it was started from, so after
 //!    `dpkg -i` that is the new version) with the same arguments and the link's end in
 //!    `GROUPCHATD_UPGRADE_FD`. The new process loads and checks its configuration and says hello.
-//! 2. The old process stops accepting (newcomers wait in the listen backlog), tells each client
-//!    relayed by a front end in this process (TLS and WebSocket clients: a TLS session cannot move
-//!    to another process, and a WebSocket's framing lives in its relay here) `*** server
-//!    upgrading; please reconnect` and closes it, freezes every other session between two reads,
-//!    stops all writing, and sends the chat and TLS listeners, the admin socket, the HTTP and
-//!    HTTPS listeners, every client's socket and the [`snapshot`]. HTTP requests in progress at the
-//!    commit are cut off (they are short; a client retries on a new connection, which the new
-//!    process accepts).
+//! 2. The old process stops accepting (newcomers wait in the listen backlog), stops every
+//!    WebSocket relay over plain HTTP between two of its steps (`ws::handover`), tells each
+//!    client whose TLS session cannot leave this process (TLS line clients and `wss://` pages,
+//!    and the rare WebSocket caught in a fragmented message) `*** server upgrading; please
+//!    reconnect` and closes it, freezes every other session between two reads, stops all
+//!    writing, and sends the chat and TLS listeners, the admin socket, the HTTP and HTTPS
+//!    listeners, every client's socket (a WebSocket's with its relay's end of the socket pair
+//!    and its TCP connection) and the [`snapshot`]. HTTP requests in progress at the commit are
+//!    cut off (they are short; a client retries on a new connection, which the new process
+//!    accepts).
 //! 3. The new process checks the snapshot, rebuilds the room around the sockets without reading
 //!    or writing any of them, and says it is ready.
 //! 4. The old process passes the service to it (`MAINPID=` to systemd), commits, answers
@@ -23,8 +25,9 @@
 //! Any failure before the commit (the binary missing or not executable, the child crashing,
 //! refusing the configuration or the snapshot, or not ready within the timeout) rolls back: the
 //! child is told to go (and killed if it does not), writing and the sessions resume where they
-//! stopped, accepting resumes, and the caller gets the reason. Nothing is lost either way, except
-//! that TLS and WebSocket clients told to reconnect have been disconnected.
+//! stopped (the WebSocket relays too), accepting resumes, and the caller gets the reason. Nothing
+//! is lost either way, except that TLS and `wss://` clients told to reconnect have been
+//! disconnected.
 
 pub(crate) mod channel;
 pub(crate) mod snapshot;
@@ -47,7 +50,7 @@ use crate::hub::handover::Frozen;
 use channel::{Channel, Tag};
 use snapshot::{Origin, Snapshot};
 
-/// What a client that cannot be handed over (TLS, WebSocket) is told before it is closed.
+/// What a client that cannot be handed over (TLS, `wss://`) is told before it is closed.
 pub(crate) const RECONNECT: &str = "server upgrading; please reconnect";
 
 /// How long sessions get to stop between reads. They stop at their next turn, so this is only

@@ -487,19 +487,52 @@ mod tests {
         let text = String::from_utf8(s.encode()).unwrap();
         assert!(!text.contains("tls_"), "{text}");
         assert_eq!(Snapshot::decode(text.as_bytes(), 2).unwrap(), s);
+        assert!(!text.contains("https_listeners"), "{text}");
         // With TLS listeners, their descriptors come after the chat listeners and are counted.
         let mut tls = sample();
         tls.tls_listeners = 2;
+        tls.https_listeners = 1;
         tls.room.counters.tls_handshake_failures = 7;
         let bytes = tls.encode();
         let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(json["tls_listeners"], 2);
+        assert_eq!(json["https_listeners"], 1);
         assert_eq!(json["room"]["counters"]["tls_handshake_failures"], 7);
-        assert_eq!(Snapshot::decode(&bytes, 4).unwrap(), tls);
+        assert_eq!(Snapshot::decode(&bytes, 5).unwrap(), tls);
         assert!(matches!(
-            Snapshot::decode(&bytes, 2),
+            Snapshot::decode(&bytes, 4),
             Err(SnapshotError::Inconsistent(_))
         ));
+    }
+
+    #[test]
+    fn a_websocket_client_brings_its_relay_and_two_more_descriptors() {
+        let mut s = with_rooms();
+        // Without one the snapshot says nothing of WebSockets at all.
+        assert!(!String::from_utf8(s.encode()).unwrap().contains("websocket"));
+        s.room.clients[1].websocket = Some(WsState {
+            inbound: vec![0x81, 0x85],
+            to_client: b"\x81\x02hi".to_vec(),
+            to_session: b"half\n".to_vec(),
+            row: b"<bob> par".to_vec(),
+        });
+        let bytes = s.encode();
+        assert_eq!(Snapshot::decode(&bytes, FDS + 2).unwrap(), s);
+        let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(json["room"]["clients"][1]["websocket"]["inbound"], "8185");
+        assert_eq!(
+            json["room"]["clients"][1]["websocket"]["to_session"],
+            "68616c660a"
+        );
+        for fds in [FDS, FDS + 1, FDS + 3] {
+            assert!(
+                matches!(
+                    Snapshot::decode(&bytes, fds),
+                    Err(SnapshotError::Inconsistent(_))
+                ),
+                "{fds} descriptors"
+            );
+        }
     }
 
     #[test]
