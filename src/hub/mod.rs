@@ -532,7 +532,7 @@ impl Hub {
     }
 
     /// Connections now by how they came, in [`Transport::ALL`] order (joined or not).
-    pub fn clients_by_transport(&self) -> [(Transport, usize); 3] {
+    pub fn clients_by_transport(&self) -> [(Transport, usize); 4] {
         let mut counts = Transport::ALL.map(|t| (t, 0));
         for client in self.lock().clients.values() {
             if let Some(slot) = counts.iter_mut().find(|(t, _)| *t == client.transport) {
