@@ -113,6 +113,9 @@ if ! command -v nats-server >/dev/null; then
 fi
 
 mkdir -p "$RUN_DIR"
+# Other work on the machine moves the figures (CPU per delivery falls when the cores are
+# saturated, as more lines share each write): the report states the load around the runs.
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 log "building release binaries"
 timeout 900 cargo build --release --locked -p groupchatd -p chatbench >&2
 
@@ -281,7 +284,8 @@ git diff --quiet HEAD -- src benches Cargo.toml Cargo.lock 2>/dev/null || commit
 "${HARNESS[@]}" cluster-table "$RESULTS" --date "$(date -u '+%Y-%m-%d %H:%M UTC')" \
   --nproc "$(nproc)" --cpu "$cpu_model" --kernel "$(uname -r)" --commit "$commit" \
   --rustc "$(rustc --version)" --nats "$NATS_VERSION" --reps "$REPS" --secs "$SECS" \
-  --baseline "${BASELINE:-none}" >"$RUN_DIR/report.md"
+  --baseline "${BASELINE:-none}" --load-start "$LOAD_START" \
+  --load-end "$(cut -d' ' -f1-3 /proc/loadavg)" >"$RUN_DIR/report.md"
 cp "$RUN_DIR/report.md" "$OUT_BASE/cluster.md"
 cat "$RUN_DIR/report.md"
 log "done in $SECONDS s; report: $RUN_DIR/report.md (also $OUT_BASE/cluster.md)"

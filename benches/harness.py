@@ -741,6 +741,7 @@ class ClusterSummary(Summary):
             if len(node_cpu) == len(by_node) > 1:
                 per_node.append([per_million(c, d) for c, d in zip(node_cpu, by_node)])
         self.nodes_per_m = med(nodes)
+        self.nodes_range = (min(nodes), max(nodes)) if len(nodes) > 1 else None
         self.nats_per_m = med([per_million(c, self.delivered) for c in nats]) \
             if nats and self.delivered else None
         self.total_per_m = (None if self.nodes_per_m is None else
@@ -765,6 +766,8 @@ def cmd_cluster_table(args):
     out.append(f"- {args.reps} repetition(s) per scenario, interleaved; fresh daemons (and a "
                "fresh cluster name) for every run, one nats-server (JetStream, file store) for "
                "all; medians quoted")
+    out.append(f"- load average (1/5/15 min) before the build: {args.load_start}; at the end: "
+               f"{args.load_end}")
     out.append(f"- load: one room, 600 clients, 30 senders x 20 lines/s for {args.secs} s "
                "(staggered), 64-byte lines, every line its own write(); client i on node i % N")
     out.append("")
@@ -785,6 +788,8 @@ def cmd_cluster_table(args):
         each = " / ".join(fmt(x, ".3f") for x in m.per_node) or fmt(m.nodes_per_m, ".3f")
         nats = "-" if m.nats_per_m is None or not s.startswith("K") else \
             fmt(m.nats_per_m, ".3f")
+        if m.nodes_range:
+            each += f" (runs: {m.nodes_range[0]:.3f}-{m.nodes_range[1]:.3f} all nodes)"
         shares = (f"{fmt(m.nodes_per_m, '.3f')} (no nats-server)" if nats == "-" else
                   f"{fmt(m.nodes_per_m, '.3f')} + {nats} = {fmt(m.total_per_m, '.3f')}")
         out.append(
@@ -909,7 +914,7 @@ def main():
     ct = sub.add_parser("cluster-table")
     ct.add_argument("results")
     for key in ("date", "nproc", "cpu", "kernel", "commit", "rustc", "nats", "reps", "secs",
-                "baseline"):
+                "baseline", "load-start", "load-end"):
         ct.add_argument(f"--{key}", default="?")
     args = p.parse_args()
     handler = {"port": cmd_port, "backlog": cmd_backlog, "cpu": cmd_cpu, "ready": cmd_ready,
