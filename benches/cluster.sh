@@ -182,13 +182,15 @@ fi
 
 # ---- one run -------------------------------------------------------------------------------
 
-# wait_link ADMIN-SOCKET: until the node reports its cluster link up (bounded: 20 s).
+# wait_link ADMIN-SOCKET LOG: until the node reports its cluster link up, in `chatctl stats` or
+# in its log (`cluster link up`, event="cluster_link"); bounded: 20 s.
 wait_link() {
   local i reply
-  for ((i = 0; i < 200; i++)); do
+  for ((i = 0; i < 100; i++)); do
+    grep -q 'cluster link up' "$2" && return 0
     reply=$("$BIN/chatctl" --socket "$1" --timeout 5 --json stats 2>/dev/null) || reply=""
     [[ $reply =~ \"link\":\ *\"up\" ]] && return 0
-    sleep 0.1
+    sleep 0.2
   done
   return 1
 }
@@ -217,7 +219,7 @@ run() {
     pids+=("$SRV_PID")
     addrs+=("$SRV_ADDR")
     roles+=("\"$node\"")
-    if $cluster && ! wait_link "$SRV_ADMIN"; then
+    if $cluster && ! wait_link "$SRV_ADMIN" "$RUN_DIR/$tag.$node.server.log"; then
       error="node $node: cluster link not up within 20 s"
       break
     fi

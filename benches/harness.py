@@ -786,8 +786,7 @@ def cmd_cluster_table(args):
         errors = ("" if m.n_ok == 0 else
                   f"{w['lost']} / {w['duplicated']} / {w['reordered']}")
         each = " / ".join(fmt(x, ".3f") for x in m.per_node) or fmt(m.nodes_per_m, ".3f")
-        nats = "-" if m.nats_per_m is None or not s.startswith("K") else \
-            fmt(m.nats_per_m, ".3f")
+        nats = fmt(m.nats_per_m, ".3f") if s.startswith("K") else "-"
         if m.nodes_range:
             each += f" (runs: {m.nodes_range[0]:.3f}-{m.nodes_range[1]:.3f} all nodes)"
         shares = (f"{fmt(m.nodes_per_m, '.3f')} (no nats-server)" if nats == "-" else
