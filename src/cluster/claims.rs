@@ -26,6 +26,7 @@ use tracing::{debug, info, warn};
 use super::Cluster;
 use super::link::Conn;
 use super::wire::{self, Claim};
+use crate::client::ClientId;
 use crate::hub::relay::{Membership, Remote};
 use crate::protocol::validate_room;
 use std::sync::atomic::Ordering;
@@ -55,6 +56,7 @@ impl std::fmt::Display for ClaimRefused {
 pub(super) enum Cmd {
     /// Claim `keys` (all or none).
     Claim {
+        owner: ClientId,
         keys: Vec<Arc<str>>,
         nick: Arc<str>,
         room: Arc<str>,
@@ -69,6 +71,8 @@ pub(super) enum Cmd {
 struct Held {
     claim: Claim,
     revision: u64,
+    /// The client here that holds it (0: taken over after an upgrade, owner unknown).
+    owner: ClientId,
 }
 
 /// Claims of other nodes, by key.
@@ -122,7 +126,13 @@ impl Directory {
         let mut out: Vec<(String, String, String)> = self
             .by_key
             .values()
-            .map(|e| (e.claim.node.clone(), e.claim.nick.clone(), e.claim.room.clone()))
+            .map(|e| {
+                (
+                    e.claim.node.clone(),
+                    e.claim.nick.clone(),
+                    e.claim.room.clone(),
+                )
+            })
             .collect();
         out.sort();
         out.dedup();
@@ -164,9 +174,9 @@ pub(super) async fn run(cluster: Arc<Cluster>, conn: Conn) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            cmd = rx.recv() => match cmd {
-                Some(Cmd::Claim { keys, nick, room, reply }) => {
-                    let r = claim(&cluster, &conn, &mut held, &keys, &nick, &room).await;
+            cmd = rx.recv() => match cmd.inspect(|_| done(&cluster)) {
+                Some(Cmd::Claim { owner, keys, nick, room, reply }) => {
+                    let r = claim(&cluster, &conn, &mut held, owner, &keys, &nick, &room).await;
                     let _ = reply.send(r);
                 }
                 Some(Cmd::Change(change)) => change_one(&cluster, &conn, &mut held, change).await,
@@ -175,6 +185,11 @@ pub(super) async fn run(cluster: Arc<Cluster>, conn: Conn) {
             _ = tick.tick() => refresh(&cluster, &conn, &mut held).await,
         }
     }
+}
+
+/// One command taken (counted when it was sent, so a stop can wait for the rest).
+fn done(cluster: &Cluster) {
+    cluster.claims_pending.fetch_sub(1, Ordering::AcqRel);
 }
 
 fn value(claim: &Claim) -> Bytes {
@@ -199,6 +214,7 @@ async fn adopt(cluster: &Cluster, conn: &Conn, held: &mut HashMap<String, Held>)
                     Held {
                         claim,
                         revision: entry.revision,
+                        owner: 0,
                     },
                 );
             }
@@ -210,6 +226,7 @@ async fn claim(
     cluster: &Cluster,
     conn: &Conn,
     held: &mut HashMap<String, Held>,
+    owner: ClientId,
     keys: &[Arc<str>],
     nick: &str,
     room: &str,
@@ -224,8 +241,12 @@ async fn claim(
     let mut refused = None;
     for k in keys {
         let key = wire::nick_key(k);
-        if held.contains_key(&key) {
-            continue; // ours already (a rename that keeps a key: a change of case)
+        if let Some(h) = held.get(&key) {
+            if h.owner == owner {
+                continue; // its own already (a rename that keeps a key: a change of case)
+            }
+            refused = Some(ClaimRefused::Taken);
+            break;
         }
         match conn.nicks.create(&key, value(&claim)).await {
             Ok(revision) => {
@@ -234,6 +255,7 @@ async fn claim(
                     Held {
                         claim: claim.clone(),
                         revision,
+                        owner,
                     },
                 );
                 made.push(key);
@@ -262,7 +284,10 @@ async fn claim(
 
 async fn release(cluster: &Cluster, conn: &Conn, held: &mut HashMap<String, Held>, key: &str) {
     if let Some(h) = held.remove(key)
-        && let Err(e) = conn.nicks.delete_expect_revision(key, Some(h.revision)).await
+        && let Err(e) = conn
+            .nicks
+            .delete_expect_revision(key, Some(h.revision))
+            .await
     {
         // It lapsed (someone else may hold it now): not ours to delete any more.
         debug!(event = "cluster_release", error = %e, "a released claim had changed");
@@ -312,7 +337,9 @@ async fn refresh(cluster: &Cluster, conn: &Conn, held: &mut HashMap<String, Held
     }
     let keys: Vec<String> = held.keys().cloned().collect();
     for key in keys {
-        let Some(h) = held.get_mut(&key) else { continue };
+        let Some(h) = held.get_mut(&key) else {
+            continue;
+        };
         match conn.nicks.update(&key, value(&h.claim), h.revision).await {
             Ok(rev) => h.revision = rev,
             Err(_) => {
@@ -336,7 +363,10 @@ async fn refresh(cluster: &Cluster, conn: &Conn, held: &mut HashMap<String, Held
 
 /// Someone elsewhere holds a nickname a member here had: the member goes.
 fn lost_claim(cluster: &Cluster, nick: &str) {
-    info!(event = "cluster_claim_lost", nick, "nickname claimed elsewhere while this node was cut off");
+    info!(
+        event = "cluster_claim_lost",
+        nick, "nickname claimed elsewhere while this node was cut off"
+    );
     if let Some(hub) = cluster.hub() {
         hub.kick(
             nick,
