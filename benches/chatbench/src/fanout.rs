@@ -30,6 +30,7 @@
 //! starts j/S of a period after sender 0), so the server sees a steady stream as from people
 //! typing independently; `--synchronized` starts them all at once, in aligned bursts.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -448,9 +449,49 @@ pub async fn run(args: &FanoutArgs, addrs: Vec<SocketAddr>) -> anyhow::Result<bo
         run.server_cpu_ns_by_pid = used.iter().map(|u| u.1).collect();
         run.server_cpu_ns_s = run.server_cpu_ns_by_pid.iter().copied().sum();
     }
+    let sent: Vec<u32> = outcomes.iter().map(|s| s.lines).collect();
+    if let Some(note) = lost_lines(&tallies, &sent) {
+        notes.push(note);
+    }
     verdict(&mut notes, args, &run);
     print(args, &run, notes);
     Ok(completed)
+}
+
+/// Most lost lines a note names.
+const LOST_SHOWN: usize = 8;
+
+/// A note naming the lines that did not reach every receiver (sender#sequence, and how many
+/// receivers missed each), the first few of them: whether the losses are whole lines, a few
+/// receivers, or one sender's tail tells a relay's bugs apart. None when nothing was lost.
+fn lost_lines(tallies: &[Tally], sent: &[u32]) -> Option<String> {
+    let mut missed: BTreeMap<(u32, u32), u64> = BTreeMap::new();
+    for t in tallies {
+        for line in t.missing(sent) {
+            *missed.entry(line).or_default() += 1;
+        }
+    }
+    if missed.is_empty() {
+        return None;
+    }
+    let senders: BTreeSet<u32> = missed.keys().map(|&(s, _)| s).collect();
+    let shown: Vec<String> = missed
+        .iter()
+        .take(LOST_SHOWN)
+        .map(|(&(s, seq), n)| format!("{s}#{seq} ({n})"))
+        .collect();
+    let more = if missed.len() > LOST_SHOWN {
+        ", ..."
+    } else {
+        ""
+    };
+    Some(format!(
+        "note: {} lines from {} senders did not reach every receiver; sender#line (receivers \
+         that missed it): {}{more}",
+        missed.len(),
+        senders.len(),
+        shown.join(", ")
+    ))
 }
 
 /// One process's CPU time: in clock ticks, and to the nanosecond per thread (where the kernel

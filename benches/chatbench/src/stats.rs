@@ -227,6 +227,21 @@ impl Tally {
     pub fn complete(&self) -> bool {
         self.unfinished == 0
     }
+
+    /// The lines this receiver expected and never got, as (sender, sequence number), given how
+    /// many lines each sender sent (`sent[sender]`).
+    pub fn missing<'a>(&'a self, sent: &'a [u32]) -> impl Iterator<Item = (u32, u32)> + 'a {
+        self.tracks
+            .iter()
+            .zip(sent)
+            .enumerate()
+            .filter_map(|(s, (t, &n))| Some((s as u32, t.as_ref()?, n.min(self.messages))))
+            .flat_map(|(s, t, n)| {
+                (0..n)
+                    .filter(|&seq| t.seen[seq as usize / 64] & (1u64 << (seq % 64)) == 0)
+                    .map(move |seq| (s, seq))
+            })
+    }
 }
 
 /// What one receiver got, or (added up) all of them.
@@ -438,6 +453,19 @@ mod tests {
         sum.add(&one.counts);
         assert_eq!(sum.cross_node_latency.count(), 2);
         assert_eq!(sum.latency.count(), 4);
+    }
+
+    #[test]
+    fn missing_lines_are_the_sent_ones_never_seen() {
+        // Receiver 2 of senders 0 and 1; sender 1 sent only 3 of its 4 lines.
+        let mut t = Tally::new(2, 4, 2, false);
+        t.on_data(0, 0, 0, 1);
+        t.on_data(0, 3, 0, 1);
+        t.on_data(1, 1, 0, 1);
+        let missing: Vec<_> = t.missing(&[4, 3]).collect();
+        assert_eq!(missing, [(0, 1), (0, 2), (1, 0), (1, 2)]);
+        // A sender does not miss its own lines.
+        assert_eq!(Tally::new(1, 4, 0, false).missing(&[4]).count(), 0);
     }
 
     #[test]
