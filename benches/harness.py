@@ -864,6 +864,16 @@ def cmd_cluster_table(args):
         out.append("")
         out.extend(warnings)
         out.append("")
+    # Which lines were lost, and by how many receivers each (all of them: never relayed; a node's
+    # worth: that node missed it).
+    losses = [f"- {r['scenario']} {r['server']} rep {r['rep']}: {note[len('note:'):].strip()}"
+              for r in rows for note in rget(r, "notes") or []
+              if note.startswith("note:") and "did not reach every receiver" in note]
+    if losses:
+        out.append("## Lost lines")
+        out.append("")
+        out.extend(losses)
+        out.append("")
     failures = [f"- {s} {srv}: {f}" for (s, srv), m in sums.items() for f in m.failures]
     if failures:
         out.append("## Runs that did not complete")
