@@ -142,9 +142,10 @@ pub(super) async fn run(cluster: Arc<Cluster>, conn: Conn) {
             loop {
                 if cluster.held.load(Ordering::Acquire) {
                     // An upgrade is handing the rooms over at the sequence applied so far: what
-                    // this pull brings is left to the next process (it starts after that).
+                    // this pull brings waits (the next process starts after that sequence; a
+                    // rollback reads on from here).
                     tokio::time::sleep(Duration::from_millis(10)).await;
-                    break 'pulls;
+                    continue;
                 }
                 tokio::select! {
                     m = batch.next() => match m {
