@@ -41,6 +41,18 @@ impl Settings {
     }
 }
 
+impl Config {
+    /// The most history lines any room keeps (`history_lines`, or a `[[rooms]]` table's).
+    pub fn history_lines_most(&self) -> usize {
+        self.rooms
+            .iter()
+            .filter_map(|r| r.history_lines)
+            .chain([self.history_lines])
+            .max()
+            .unwrap_or(0)
+    }
+}
+
 /// A `Settings` reads as its configuration: `settings.max_line_bytes`.
 impl Deref for Settings {
     type Target = Config;

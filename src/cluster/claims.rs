@@ -342,22 +342,59 @@ async fn refresh(cluster: &Cluster, conn: &Conn, held: &mut HashMap<String, Held
         };
         match conn.nicks.update(&key, value(&h.claim), h.revision).await {
             Ok(rev) => h.revision = rev,
-            Err(_) => {
-                // Lapsed while the link was down: take it again if nobody else did.
-                match conn.nicks.create(&key, value(&h.claim)).await {
-                    Ok(rev) => h.revision = rev,
-                    Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
+            Err(e) => {
+                debug!(event = "cluster_claim_refresh", error = %e, "claim refresh failed; looking at the claim");
+                match whose(cluster, conn, &key).await {
+                    // Still ours (the update failed for another reason: a broker failing over,
+                    // a revision the bucket renumbered): carry on from what is there.
+                    Holder::Us(rev) => h.revision = rev,
+                    // Lapsed while the link was down: take it again if nobody else did.
+                    Holder::Nobody => match conn.nicks.create(&key, value(&h.claim)).await {
+                        Ok(rev) => h.revision = rev,
+                        Err(e) => {
+                            cluster.counters.errors.fetch_add(1, Ordering::Relaxed);
+                            debug!(event = "cluster_claim_refresh", error = %e, "retaking a lapsed claim failed");
+                        }
+                    },
+                    Holder::Other => {
                         let nick = h.claim.nick.clone();
                         held.remove(&key);
                         lost_claim(cluster, &nick);
                     }
-                    Err(e) => {
+                    // Cannot tell now: the next refresh asks again.
+                    Holder::Unknown => {
                         cluster.counters.errors.fetch_add(1, Ordering::Relaxed);
-                        debug!(event = "cluster_claim_refresh", error = %e, "claim refresh failed");
                     }
                 }
             }
         }
+    }
+}
+
+/// Who holds a claim now.
+enum Holder {
+    /// This node's incarnation, at this revision.
+    Us(u64),
+    /// Someone else.
+    Other,
+    /// Nobody (it lapsed, or was deleted).
+    Nobody,
+    /// The bucket did not answer.
+    Unknown,
+}
+
+async fn whose(cluster: &Cluster, conn: &Conn, key: &str) -> Holder {
+    match conn.nicks.entry(key.to_owned()).await {
+        Ok(Some(entry)) if entry.operation == Operation::Put => {
+            match serde_json::from_slice::<Claim>(&entry.value) {
+                Ok(c) if c.node == cluster.cfg.node_name && c.inc == cluster.inc => {
+                    Holder::Us(entry.revision)
+                }
+                _ => Holder::Other,
+            }
+        }
+        Ok(_) => Holder::Nobody,
+        Err(_) => Holder::Unknown,
     }
 }
 

@@ -20,6 +20,10 @@ pub(crate) const LOST: &str = "cluster link lost; messages are not being deliver
 /// ...and when it is back.
 pub(crate) const RESTORED: &str = "cluster link restored";
 
+/// Events the stream keeps per room and kind, at least: how far a node may fall behind and still
+/// apply everything (with 64-byte lines, about 2 MB of store per busy room).
+const RETAIN_PER_SUBJECT: usize = 10_000;
+
 /// Longest wait between attempts to make the stream and buckets.
 const SETUP_BACKOFF_MAX: Duration = Duration::from_secs(5);
 
@@ -112,8 +116,8 @@ async fn connect(cluster: &Arc<Cluster>) -> Result<async_nats::Client, String> {
     if let Some(ca) = &cfg.ca_file {
         opts = opts.add_root_certificates(ca.clone()).require_tls(true);
     }
-    let urls = cfg.nats_urls.join(",");
-    opts.connect(urls.as_str())
+    let urls = cfg.nats_urls.join(", ");
+    opts.connect(cfg.nats_urls.as_slice())
         .await
         .map_err(|e| format!("cannot connect to NATS at {urls}: {e}"))
 }
@@ -124,16 +128,10 @@ async fn setup(cluster: &Cluster, client: &async_nats::Client) -> Result<Conn, S
     let names = &cluster.names;
     let hub = cluster.hub().ok_or("the daemon is stopping")?;
     let s = hub.config();
-    // The stream keeps a room's history: as many chat lines per room as the most any room keeps
-    // (rooms that keep fewer trim their own copy). At least one, so topics are kept too.
-    let per_subject = s
-        .rooms
-        .iter()
-        .filter_map(|r| r.history_lines)
-        .chain([s.history_lines])
-        .max()
-        .unwrap_or(0)
-        .max(1);
+    // The stream is each node's delivery log as well as the rooms' history: it keeps far more per
+    // room than history needs, so a node that falls behind (a slow moment, a reconnection) still
+    // finds every event it has not applied. History reads the last `history_lines` of it.
+    let per_subject = s.history_lines_most().max(RETAIN_PER_SUBJECT);
     let config = stream::Config {
         name: names.stream(),
         subjects: vec![names.stream_subjects()],

@@ -52,6 +52,9 @@ type SeedRequest = (String, oneshot::Sender<()>);
 /// A private line for another node: (node, nickname, line).
 type PrivateLine = (String, String, Bytes);
 
+/// Longest a newcomer's nickname waits for the link to come up before it is refused.
+const CLAIM_WAIT: Duration = Duration::from_secs(5);
+
 /// Longest a member waits for a room's history from the stream before entering without it.
 const PREPARE_LIMIT: Duration = Duration::from_secs(3);
 
@@ -286,7 +289,9 @@ impl Cluster {
         nick: Arc<str>,
         room: Arc<str>,
     ) -> Result<(), ClaimRefused> {
-        if !self.is_up() {
+        // A node just starting (or a link just dropped) may be up in a moment: the newcomer waits
+        // a little rather than being sent away.
+        if !self.wait_up(CLAIM_WAIT).await {
             return Err(ClaimRefused::LinkDown);
         }
         let (tx, rx) = oneshot::channel();

@@ -270,6 +270,82 @@ fn apply(cluster: &Cluster, msg: async_nats::jetstream::Message) {
     cluster.counters.applied.fetch_add(1, Ordering::Relaxed);
 }
 
+/// The last `want` messages of `subject` at or before sequence `upto`, oldest first, with their
+/// times. The stream keeps many more per subject than history needs (it is the delivery log
+/// too), so this reads backwards in growing steps: the last `8 × want` sequences first (enough in
+/// a busy room), then eight times as many, and so on; bounded by what the stream keeps.
+async fn last_lines(
+    conn: &Conn,
+    subject: &str,
+    upto: u64,
+    want: usize,
+) -> Vec<(SystemTime, Bytes)> {
+    if want == 0 {
+        return Vec::new();
+    }
+    let Ok(last) = conn.stream.get_last_raw_message_by_subject(subject).await else {
+        return Vec::new();
+    };
+    let target = last.sequence.min(upto);
+    let mut back = 8 * want as u64;
+    // Bounded: `back` grows eightfold each round until it covers the whole stream.
+    loop {
+        let start = target.saturating_sub(back - 1).max(1);
+        let mut got = read_range(conn, subject, start, target).await;
+        if got.len() >= want || start == 1 {
+            let skip = got.len().saturating_sub(want);
+            got.drain(..skip);
+            return got;
+        }
+        back = back.saturating_mul(8);
+    }
+}
+
+/// The messages of `subject` from sequence `start` to `end`.
+async fn read_range(conn: &Conn, subject: &str, start: u64, end: u64) -> Vec<(SystemTime, Bytes)> {
+    let mut out = Vec::new();
+    let Ok(consumer) = conn
+        .stream
+        .create_consumer(reader(start, Some(subject.to_owned())))
+        .await
+    else {
+        return out;
+    };
+    // Bounded by the range (what the stream keeps of it) and by the wait for each pull.
+    'pulls: for _ in 0..=(end.saturating_sub(start) / PULL_MESSAGES as u64) + 1 {
+        let Ok(mut messages) = consumer
+            .batch()
+            .max_messages(PULL_MESSAGES)
+            .expires(HISTORY_WAIT)
+            .messages()
+            .await
+        else {
+            break;
+        };
+        let mut any = false;
+        while let Ok(Some(Ok(msg))) = tokio::time::timeout(HISTORY_WAIT, messages.next()).await {
+            any = true;
+            let Ok(info) = msg.info() else { break 'pulls };
+            let seq = info.stream_sequence;
+            if seq > end {
+                break 'pulls;
+            }
+            out.push((to_system(info), msg.message.payload.clone()));
+            if seq == end {
+                break 'pulls;
+            }
+        }
+        if !any {
+            break;
+        }
+    }
+    let _ = conn
+        .stream
+        .delete_consumer(&consumer.cached_info().name)
+        .await;
+    out
+}
+
 /// Gives the room `name` (made here if it may be) the history and topic the stream holds up to
 /// sequence `upto`: a room made now, or any room when `fresh` (the node is starting). A room that
 /// was already here has them already.
@@ -282,40 +358,8 @@ async fn seed(cluster: &Cluster, conn: &Conn, name: &str, upto: u64, fresh: bool
         return;
     }
     let chat = cluster.names.room_subject(&key, Kind::Chat);
-    let mut lines = Vec::new();
-    if let Ok(last) = conn.stream.get_last_raw_message_by_subject(&chat).await {
-        let target = last.sequence.min(upto);
-        if let Ok(consumer) = conn
-            .stream
-            .create_consumer(reader(1, Some(chat.clone())))
-            .await
-            && let Ok(mut messages) = consumer
-                .batch()
-                .max_messages(PULL_MESSAGES)
-                .expires(HISTORY_WAIT)
-                .messages()
-                .await
-        {
-            // Bounded by the subject's message limit (the history kept) and by the wait.
-            while let Ok(Some(Ok(msg))) = tokio::time::timeout(HISTORY_WAIT, messages.next()).await
-            {
-                let Ok(info) = msg.info() else { break };
-                let seq = info.stream_sequence;
-                if seq > target {
-                    break;
-                }
-                lines.push((to_system(info), msg.message.payload.clone()));
-                if seq == target {
-                    break;
-                }
-            }
-            drop(messages);
-            let _ = conn
-                .stream
-                .delete_consumer(&consumer.cached_info().name)
-                .await;
-        }
-    }
+    let want = hub.config().history_lines_most();
+    let lines = last_lines(conn, &chat, upto, want).await;
     let topic_subject = cluster.names.room_subject(&key, Kind::Topic);
     let topic = match conn
         .stream
