@@ -12,6 +12,7 @@ mod http;
 mod identity;
 mod limits;
 mod load;
+mod nats;
 mod packaging;
 mod process;
 mod rooms;
