@@ -5,6 +5,7 @@ mod admin_trust;
 mod binary;
 mod browser;
 mod chat;
+mod cluster;
 mod e2e;
 mod forgery;
 mod hostile;
