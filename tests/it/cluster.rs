@@ -275,10 +275,13 @@ async fn ctl(socket: &Path, args: &[&str]) -> crate::process::Ctl {
 
 // ---- one order everywhere ----------------------------------------------------------------------
 
-/// `<cN> cN-K`: a numbered chat line of the order test.
+/// `<cN> cN-K` (or, said with `/me`, `* cN cN-K`): a numbered line of the order test, as
+/// (N, K).
 fn numbered(line: &str) -> Option<(usize, usize)> {
-    let rest = line.strip_prefix("<c")?;
-    let (who, text) = rest.split_once("> ")?;
+    let (who, text) = match line.strip_prefix("<c") {
+        Some(rest) => rest.split_once("> ")?,
+        None => line.strip_prefix("* c")?.split_once(' ')?,
+    };
     let (who2, k) = text.strip_prefix('c')?.split_once('-')?;
     (who == who2).then_some(())?;
     Some((who.parse().ok()?, k.parse().ok()?))
@@ -317,7 +320,8 @@ async fn three_nodes_deliver_every_line_once_in_one_order_everywhere() {
             tokio::spawn(async move {
                 start.wait().await;
                 for k in 0..LINES {
-                    c.send(&format!("c{i}-{k}")).await;
+                    let me = if k % 10 == 9 { "/me " } else { "" };
+                    c.send(&format!("{me}c{i}-{k}")).await;
                 }
                 let mut heard = Vec::new();
                 while heard.len() < (CHATTERS - 1) * LINES {
@@ -330,6 +334,19 @@ async fn three_nodes_deliver_every_line_once_in_one_order_everywhere() {
             })
         })
         .collect();
+    // Meanwhile notices: one joins on b, is renamed and quits; one on c is kicked from a; an
+    // announcement from c. They take their places in the one order like the chat.
+    let mut passer = Peer::join(addrs[1], "passer").await;
+    let mut victim = Peer::join(addrs[2], "victim").await;
+    passer.send("/nick passer2").await;
+    passer.until("*** passer is now known as passer2").await;
+    drop(passer);
+    let out = ctl(&nodes[0].socket, &["kick", "victim", "--reason", "test"]).await;
+    assert_eq!(out.code, 0, "{} {}", out.stdout, out.stderr);
+    victim.closed().await;
+    let out = ctl(&nodes[2].socket, &["announce", "half", "time"]).await;
+    assert_eq!(out.code, 0, "{} {}", out.stdout, out.stderr);
+
     let mut chatters = Vec::new();
     for t in tasks {
         chatters.push(t.await.expect("a chatter heard everyone"));
@@ -359,11 +376,27 @@ async fn three_nodes_deliver_every_line_once_in_one_order_everywhere() {
     }
 
     // Every observer: the chatters' joins, then their 300 lines, each once, each chatter's in the
-    // order said; nothing else.
+    // order said, and the notices of the passer, the victim and the announcement; nothing else.
     let reference = &transcripts[0];
-    let joins: Vec<String> = (0..CHATTERS).map(|i| format!("*** c{i} joined")).collect();
-    let seen_joins: Vec<&String> = reference.iter().filter(|l| l.starts_with("***")).collect();
-    assert_eq!(seen_joins, joins.iter().collect::<Vec<_>>(), "notices");
+    let mut notices: Vec<String> = (0..CHATTERS).map(|i| format!("*** c{i} joined")).collect();
+    notices.extend(
+        [
+            "*** passer joined",
+            "*** victim joined",
+            "*** passer is now known as passer2",
+            "*** passer2 left (quit)",
+            "*** victim left (kicked: test)",
+            "*** half time",
+        ]
+        .map(String::from),
+    );
+    let mut seen: Vec<&String> = reference.iter().filter(|l| l.starts_with("***")).collect();
+    // The first nine were caused one after another; the quit, the kick and the announcement
+    // may land in any order (the quit and the kick are told to the daemons at about once).
+    assert_eq!(seen.len(), notices.len(), "notices: {seen:?}");
+    seen[9..].sort();
+    notices[9..].sort();
+    assert_eq!(seen, notices.iter().collect::<Vec<_>>(), "notices");
     let mut next_k = [0usize; CHATTERS];
     for l in reference.iter().filter(|l| !l.starts_with("***")) {
         let (who, k) = numbered(l).unwrap_or_else(|| panic!("unexpected line {l:?}"));
@@ -389,7 +422,7 @@ async fn three_nodes_deliver_every_line_once_in_one_order_everywhere() {
     for (nick, heard) in &heard_by {
         let want: Vec<&String> = reference
             .iter()
-            .filter(|l| numbered(l).is_some() && !l.starts_with(&format!("<{nick}>")))
+            .filter(|l| numbered(l).is_some_and(|(who, _)| format!("c{who}") != *nick))
             .collect();
         assert_eq!(
             heard.iter().collect::<Vec<_>>(),
