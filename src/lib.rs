@@ -30,6 +30,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod cluster;
 pub mod cli;
 pub(crate) mod client;
 pub mod config;

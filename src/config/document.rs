@@ -15,6 +15,7 @@ use toml::Spanned;
 
 use super::ConfigError;
 use super::file::KEYS;
+use super::cluster::CLUSTER_KEYS;
 use super::rooms::ROOM_KEYS;
 use super::rules::Rule;
 
@@ -108,6 +109,14 @@ impl<'a> Document<'a> {
         if let Some(name) = unknown_field(&message) {
             if in_room_table(&message) {
                 return self.error(line, Some(format!("rooms.{name}")), unknown_room_key(name));
+            }
+            if lists_keys(&message, CLUSTER_KEYS) {
+                let valid: Vec<&str> = CLUSTER_KEYS.iter().map(|(k, _)| *k).collect();
+                let reason = format!(
+                    "unknown key in the [cluster] table (valid keys: {})",
+                    valid.join(", ")
+                );
+                return self.error(line, Some(format!("cluster.{name}")), reason);
             }
             let valid: Vec<&str> = KEYS.iter().map(|(k, _)| *k).collect();
             let reason = format!("unknown key (valid keys: {})", valid.join(", "));
@@ -203,7 +212,12 @@ fn unknown_field(message: &str) -> Option<&str> {
 /// the table's keys. (Telling by position would not do: a table runs until the next header, and
 /// an unknown top-level `[table]` after the rooms is not one of them.)
 fn in_room_table(message: &str) -> bool {
-    let keys: Vec<String> = ROOM_KEYS.iter().map(|(k, _)| format!("`{k}`")).collect();
+    lists_keys(message, ROOM_KEYS)
+}
+
+/// Whether serde's "unknown field" message lists exactly the keys of one table.
+fn lists_keys(message: &str, table: &[(&str, &str)]) -> bool {
+    let keys: Vec<String> = table.iter().map(|(k, _)| format!("`{k}`")).collect();
     message.ends_with(&format!("expected one of {}", keys.join(", ")))
 }
 

@@ -11,6 +11,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::document::Document;
+use super::cluster::{self, FileCluster};
 use super::rooms::{self, FileRoom};
 use super::rules::{self, RawMode};
 use super::{Config, ConfigError, Flood, Rate};
@@ -69,6 +70,7 @@ pub(super) const KEYS: &[(&str, &str)] = &[
     ("history_lines", "an integer"),
     ("history_bytes", "an integer"),
     ("rooms", "[[rooms]] tables (note the double brackets)"),
+    ("cluster", "a [cluster] table"),
     ("shutdown_grace_secs", "an integer"),
     ("tcp_keepalive_secs", "an integer"),
     ("worker_threads", "an integer"),
@@ -111,6 +113,7 @@ pub(super) struct FileConfig {
     history_lines: Option<i64>,
     history_bytes: Option<i64>,
     rooms: Option<Vec<Spanned<FileRoom>>>,
+    cluster: Option<Spanned<FileCluster>>,
     shutdown_grace_secs: Option<i64>,
     tcp_keepalive_secs: Option<i64>,
     worker_threads: Option<i64>,
@@ -235,6 +238,9 @@ impl FileConfig {
         }
         if let Some(tables) = self.rooms {
             rooms::rooms(tables, &mut c, doc)?;
+        }
+        if let Some(table) = self.cluster {
+            c.cluster = Some(cluster::cluster(table, doc)?);
         }
         rooms::check_room_count(&c, doc)?;
         rooms::fit_history_to_queue(&mut c, doc)?;

@@ -6,6 +6,7 @@
 //! [`ConfigError`] naming file, line and key; the daemon exits with [`EX_CONFIG`]
 //! so systemd (`RestartPreventExitStatus=78`) does not restart-loop on a typo.
 
+mod cluster;
 mod document;
 mod error;
 mod file;
@@ -115,6 +116,52 @@ pub struct Config {
     pub tcp_keepalive: Option<Duration>,
     /// Runtime worker threads (0: one per CPU core). Only changes on restart.
     pub worker_threads: usize,
+    /// `[cluster]`: share rooms with other nodes through NATS JetStream; `None` (the default)
+    /// runs alone. Only changes on restart.
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// The `[cluster]` table, checked (see `cluster.rs` for the rules).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// NATS servers to connect to (any one will do; the client fails over between them).
+    pub nats_urls: Vec<String>,
+    /// This node's name in the cluster; default: the host name.
+    pub node_name: String,
+    /// Prefix of every subject, stream and bucket, so several clusters can share one NATS.
+    pub name: String,
+    /// How long a silent node (or an unrefreshed nickname) lives; heartbeats every third of it.
+    pub presence_ttl: Duration,
+    /// JetStream replicas of the stream and buckets.
+    pub replicas: usize,
+    /// A NATS credentials file (JWT and NKey seed).
+    pub creds_file: Option<PathBuf>,
+    /// User and password for NATS.
+    pub user: Option<String>,
+    /// Password for `user`.
+    pub password: Option<String>,
+    /// A NATS token.
+    pub token: Option<String>,
+    /// A CA bundle to verify NATS servers' TLS certificates with.
+    pub ca_file: Option<PathBuf>,
+}
+
+impl ClusterConfig {
+    /// The defaults, for a node called `node_name`, with no server yet.
+    pub fn new(node_name: String) -> ClusterConfig {
+        ClusterConfig {
+            nats_urls: Vec::new(),
+            node_name,
+            name: "groupchat".to_owned(),
+            presence_ttl: Duration::from_secs(15),
+            replicas: 1,
+            creds_file: None,
+            user: None,
+            password: None,
+            token: None,
+            ca_file: None,
+        }
+    }
 }
 
 /// Token-bucket flood control: a client may send `burst` lines at once, then
@@ -217,6 +264,7 @@ impl Default for Config {
             shutdown_grace: Duration::from_secs(5),
             tcp_keepalive: Some(Duration::from_secs(60)),
             worker_threads: 1,
+            cluster: None,
         }
     }
 }

@@ -14,6 +14,7 @@ use bytes::Bytes;
 use tracing::{debug, info, warn};
 
 use super::Hub;
+use super::relay::Membership;
 use crate::client::{ClientId, Close, LeaveReason};
 use crate::protocol::format::{self, REASON_MAX_CHARS, notice, wrapped_notice};
 
@@ -89,7 +90,9 @@ impl Hub {
                         client.outbox.push_private(end, line, 1);
                     }
                     client.outbox.close(end, how);
-                    if !st.stopping && rs.announce_presence(rs.seats.len() + 1) {
+                    // A node that stops still tells the rest of its cluster who went.
+                    let stopping = st.stopping && !room.relayed;
+                    if !stopping && rs.announce_presence(rs.seats.len() + 1) {
                         room.notice(&mut rs, &format!("{} left ({reason})", m.nick));
                         notified = true;
                     }
@@ -101,6 +104,11 @@ impl Hub {
             (client, member, notified, end)
         };
         self.changed();
+        if let (Some(m), Some(relay)) = (&member, self.relay()) {
+            relay.membership(Membership::Released {
+                keys: m.keys.to_vec(),
+            });
+        }
         let nick = member.as_ref().map(|m| m.nick.clone());
         let room = member.as_ref().map_or("", |m| &*m.room.name);
         if matches!(reason, LeaveReason::QueueFull | LeaveReason::WriteTimeout) {
@@ -122,7 +130,10 @@ impl Hub {
             ),
         }
         let slow = match &member {
-            Some(m) if notified => m.room.deliver_collect(),
+            Some(m) if notified => {
+                self.forward(&m.room);
+                m.room.deliver_collect()
+            }
             _ => Vec::new(),
         };
         Some((nick, slow))

@@ -192,6 +192,7 @@ impl Hub {
     /// After an append of `bytes` to `room`: delivers now, or leaves it to the end of the
     /// worker's batch.
     pub(super) fn deliver_or_defer(self: &Arc<Self>, room: &Arc<Room>, bytes: u64, limit: usize) {
+        self.forward(room);
         if let Some(since) = defer(self, room, bytes, limit) {
             self.deliver_since(room, since);
         }
@@ -199,6 +200,7 @@ impl Hub {
 
     /// [`Room::deliver_collect`], closing the too slow.
     pub(crate) fn deliver(&self, room: &Arc<Room>) {
+        self.forward(room);
         let slow = room.deliver_collect();
         self.drop_slow(slow);
     }

@@ -14,6 +14,8 @@ use std::time::SystemTime;
 use bytes::{Bytes, BytesMut};
 use tracing::info;
 
+use super::log::NOBODY;
+use super::relay::Said;
 use super::room::{Kind, Room, RoomInfo, Rooms};
 use super::{Hub, State, names};
 use crate::client::ClientId;
@@ -119,6 +121,9 @@ pub(super) struct Moved {
     /// Someone was told in each room (so it needs a delivery).
     told_old: bool,
     told_new: bool,
+    /// Its nickname and keys, for the cluster's claims.
+    keys: super::names::NickKeys,
+    nick: Arc<str>,
 }
 
 impl Hub {
@@ -155,7 +160,8 @@ impl Hub {
                 }
             };
             let note = note.map(|n| format::wrapped_notice(cfg.wrap, n));
-            relocate(&mut st, id, &new, note).ok_or(EnterRefused::Gone)?
+            self.relocate(&mut st, id, &new, note)
+                .ok_or(EnterRefused::Gone)?
         };
         Ok(self.after_move(moved))
     }
@@ -197,6 +203,7 @@ impl Hub {
             "changed rooms"
         );
         self.changed();
+        self.claims_follow(&m.keys, &m.nick, &m.new);
         if m.told_old {
             self.deliver(&m.old);
         }
@@ -236,7 +243,8 @@ impl Hub {
         {
             let mut rs = room.lock();
             rs.topic = Arc::from(text);
-            room.notice(&mut rs, &topic_notice(who, text));
+            let line = topic_notice(who, text);
+            room.notice_from(&mut rs, NOBODY, Said::Topic, &line);
         }
         info!(room = %room.name, by = who, topic = text, event = "topic", "topic set");
         self.deliver(&room);
@@ -310,7 +318,8 @@ impl Hub {
                     rs.config_topic = Arc::from(rc.topic.as_str());
                     if *rs.topic != *rc.topic {
                         rs.topic = rs.config_topic.clone();
-                        room.notice(&mut rs, &topic_notice("the operator", &rc.topic));
+                        let line = topic_notice("the operator", &rc.topic);
+                        room.notice_from(&mut rs, NOBODY, Said::Topic, &line);
                         topics.push(room.clone());
                     }
                 }
@@ -337,7 +346,7 @@ impl Hub {
                     ),
                 );
                 for id in ids {
-                    if let Some(m) = relocate(&mut st, id, &default, Some(note.clone())) {
+                    if let Some(m) = self.relocate(&mut st, id, &default, Some(note.clone())) {
                         moves.push(m);
                     }
                 }
@@ -362,8 +371,10 @@ impl Hub {
 
 /// Moves member `id` to `new` under the hub's lock `st` (see the module header); None if it is
 /// not a member. The caller finishes with [`Hub::after_move`] once it has released the lock.
-fn relocate(st: &mut State, id: ClientId, new: &Arc<Room>, note: Option<Bytes>) -> Option<Moved> {
+impl Hub {
+fn relocate(&self, st: &mut State, id: ClientId, new: &Arc<Room>, note: Option<Bytes>) -> Option<Moved> {
     let member = st.members.get_mut(&id)?;
+    let keys = member.keys.clone();
     let old = member.room.clone();
     if Arc::ptr_eq(&old, new) {
         return None;
@@ -377,9 +388,11 @@ fn relocate(st: &mut State, id: ClientId, new: &Arc<Room>, note: Option<Bytes>) 
         let stop_at = from.log.end();
         to.seat(id, nick.clone(), client.clone());
         let n = to.seats.len();
-        let listed = to.announce_presence(n).then(|| to.sorted_names());
+        let listed = to
+            .announce_presence(n)
+            .then(|| self.with_remote(new, to.sorted_names()));
         if listed.is_some() {
-            new.notice(&mut to, &format!("{nick} joined"));
+            new.notice_from(&mut to, id, super::relay::Said::Note, &format!("{nick} joined"));
         }
         let start = to.log.tail().clone();
         let at = start.end;
@@ -406,7 +419,10 @@ fn relocate(st: &mut State, id: ClientId, new: &Arc<Room>, note: Option<Bytes>) 
         client,
         told_old,
         told_new,
+        keys,
+        nick,
     })
+}
 }
 
 /// What a room is told when `who` sets its topic to `text` (empty: clears it).

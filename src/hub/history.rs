@@ -157,6 +157,24 @@ impl History {
         out
     }
 
+    /// Puts lines said before any recorded here (the broker's copy of a room's history) in
+    /// front of them, oldest first, within the bounds: the newest lines are the ones kept.
+    pub(crate) fn seed(&mut self, older: Vec<(SystemTime, Bytes)>) {
+        if !self.enabled() {
+            return;
+        }
+        let newer: Vec<Said> = self.lines.drain(..).collect();
+        self.bytes = 0;
+        for (at, batch) in older {
+            self.record(&batch, at);
+        }
+        for said in newer {
+            self.bytes += said.line.len();
+            self.lines.push_back(said);
+            self.trim();
+        }
+    }
+
     /// The lines, oldest first, as plain data.
     pub(crate) fn export(&self) -> Vec<SavedLine> {
         self.lines

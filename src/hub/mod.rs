@@ -27,6 +27,7 @@ pub(crate) mod history;
 pub(crate) use deliver::{deliver_deferred, deliver_overdue, enable_deferred_delivery};
 pub(crate) mod log;
 mod names;
+pub mod relay;
 mod room;
 
 pub use door::Refusal;
@@ -144,6 +145,8 @@ pub struct Hub {
     pub started_at: SystemTime,
     /// When this process's hub was created, monotonic.
     pub started: Instant,
+    /// The cluster link, when rooms are shared with other nodes (see `relay`).
+    relay: std::sync::OnceLock<Arc<dyn relay::Relay>>,
 }
 
 impl Hub {
@@ -164,6 +167,7 @@ impl Hub {
             fanout: Latency::default(),
             started_at: SystemTime::now(),
             started: Instant::now(),
+            relay: std::sync::OnceLock::new(),
         }
     }
 
@@ -235,7 +239,7 @@ impl Hub {
             let room = st.rooms.default_room().clone();
             let member = Member {
                 nick: nick.clone(),
-                keys,
+                keys: keys.clone(),
                 client: client.clone(),
                 room: room.clone(),
             };
@@ -244,9 +248,12 @@ impl Hub {
             rs.seat(id, nick.clone(), client.clone());
             let n = rs.seats.len();
             // In a big room the welcome gives only the count, and nobody is told of the join.
-            let listed = rs.announce_presence(n).then(|| rs.sorted_names());
+            let listed = rs
+                .announce_presence(n)
+                .then(|| self.with_remote(&room, rs.sorted_names()));
             if listed.is_some() {
-                room.notice(&mut rs, &format!("{nick} joined"));
+                let text = format!("{nick} joined");
+                room.notice_from(&mut rs, id, relay::Said::Note, &text);
             }
             // The newcomer's output starts after the notice, with the welcome.
             let start = rs.log.tail().clone();
@@ -263,6 +270,7 @@ impl Hub {
             client = id, peer = %client.peer, nick = %nick, room = %room.name, event = "join",
             "joined"
         );
+        self.claims_follow(&keys, &nick, &room);
         self.changed();
         // A join storm's notices are delivered like chat: at the end of the worker's batch, so
         // many joins cost one write per member, not one each.
@@ -280,7 +288,7 @@ impl Hub {
         let valid = validate_nick(new).map_err(NickRefused::Invalid)?;
         let keys = NickKeys::of(&valid);
         let new: Arc<str> = Arc::from(valid.as_str());
-        let (old, room) = {
+        let (old, room, old_keys) = {
             let mut st = self.lock();
             let Some(member) = st.members.get(&id) else {
                 return Err(NickRefused::Gone);
@@ -300,7 +308,7 @@ impl Hub {
                 return Err(NickRefused::Gone);
             };
             m.nick = new.clone();
-            m.keys = keys;
+            m.keys = keys.clone();
             let room = m.room.clone();
             let mut rs = room.lock();
             if let Some(seat) = rs.seats.get_mut(&id) {
@@ -310,13 +318,25 @@ impl Hub {
             // one is how someone would take over a name that just left.
             room.notice(&mut rs, &format!("{old} is now known as {new}"));
             drop(rs);
-            (old, room)
+            (old, room, old_keys)
         };
         info!(
             client = id, old = %old, nick = %new, room = %room.name, event = "rename",
             "changed nickname"
         );
         self.changed();
+        self.claims_follow(&keys, &new, &room);
+        if let Some(relay) = self.relay() {
+            let kept = keys.to_vec();
+            let released: Vec<Arc<str>> = old_keys
+                .to_vec()
+                .into_iter()
+                .filter(|k| !kept.contains(k))
+                .collect();
+            if !released.is_empty() {
+                relay.membership(relay::Membership::Released { keys: released });
+            }
+        }
         self.deliver(&room);
         Ok((old, new))
     }
@@ -333,6 +353,9 @@ impl Hub {
         buf: Bytes,
         lines: u32,
     ) -> Option<bool> {
+        if room.relayed {
+            return self.publish_relayed(room, from, buf, lines);
+        }
         let len = buf.len() as u64;
         let limit = room.publish(from, buf, lines)?;
         let relayed = &self.counters;
@@ -375,9 +398,22 @@ impl Hub {
         client.outbox.judge(len, limits)
     }
 
-    /// Delivers a private line to the member called `to` (in any room); returns that member's
-    /// nickname as spelt.
+    /// Delivers a private line to the member called `to` (in any room, on any node of the
+    /// cluster); returns that member's nickname as spelt.
     pub fn send_private(&self, to: &str, line: Bytes) -> Option<Arc<str>> {
+        if let Some(nick) = self.send_private_here(to, line.clone()) {
+            return Some(nick);
+        }
+        // Perhaps on another node of the cluster.
+        let to = validate_nick(to).ok()?;
+        let relay = self.relay()?;
+        let remote = relay.remote_member(&NickKeys::of(&to).to_vec())?;
+        relay.send_private(&remote.node, &remote.nick, line);
+        Some(remote.nick)
+    }
+
+    /// [`send_private`](Self::send_private) to a member of this node only.
+    pub fn send_private_here(&self, to: &str, line: Bytes) -> Option<Arc<str>> {
         // No member has an invalid name, so an invalid one needs no lookup.
         let to = validate_nick(to).ok()?;
         let (nick, client, room) = {
@@ -419,7 +455,32 @@ impl Hub {
     pub fn who(&self, id: ClientId) -> Option<(Arc<str>, Vec<Arc<str>>)> {
         let room = self.room_of(id)?;
         let names = room.lock().sorted_names();
-        Some((room.name.clone(), names))
+        Some((room.name.clone(), self.with_remote(&room, names)))
+    }
+
+    /// `names` (of members here, sorted) with the members of `room` on the cluster's other
+    /// nodes, sorted the same way.
+    pub(super) fn with_remote(&self, room: &Room, mut names: Vec<Arc<str>>) -> Vec<Arc<str>> {
+        if let Some(relay) = self.relay() {
+            let remote = relay.remote_names(&room.key);
+            if !remote.is_empty() {
+                names.extend(remote);
+                names.sort_by_cached_key(|n| crate::protocol::fold_case(n).collect::<String>());
+                names.dedup();
+            }
+        }
+        names
+    }
+
+    /// Tells the cluster (if any) where a member now sits under which nickname.
+    fn claims_follow(&self, keys: &NickKeys, nick: &Arc<str>, room: &Room) {
+        if let Some(relay) = self.relay() {
+            relay.membership(relay::Membership::In {
+                keys: keys.to_vec(),
+                nick: nick.clone(),
+                room: room.name.clone(),
+            });
+        }
     }
 
     /// `/who` output for a client: how many are in its room and every name, wrapped into

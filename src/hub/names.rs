@@ -44,7 +44,7 @@ pub(super) type Registry = HashMap<Arc<str>, ClientId>;
 /// skeletons), computed once when the nickname is validated and kept beside the member's display
 /// form, so hashing and comparing in the registry is plain string work.
 #[derive(Debug, Clone)]
-pub(super) struct NickKeys(Box<[Arc<str>]>);
+pub(crate) struct NickKeys(Box<[Arc<str>]>);
 
 impl NickKeys {
     pub(super) fn of(nick: &Nick) -> NickKeys {
@@ -65,6 +65,11 @@ impl NickKeys {
     }
 
     /// Removes the keys `id` holds (never another member's).
+    /// The keys, for the cluster's claims.
+    pub(super) fn to_vec(&self) -> Vec<Arc<str>> {
+        self.0.to_vec()
+    }
+
     pub(super) fn remove(&self, nicks: &mut Registry, id: ClientId) {
         for k in &self.0 {
             if nicks.get(k) == Some(&id) {

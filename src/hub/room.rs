@@ -19,6 +19,7 @@ use bytes::Bytes;
 use super::deliver::Shards;
 use super::history::History;
 use super::log::{Entry, Log, MAX_SLOT, NOBODY, slot_start};
+use super::relay::{Outgoing, Said};
 use crate::client::{Client, ClientId, Congestion, Limits};
 use crate::protocol::RoomName;
 use crate::protocol::fold_case;
@@ -86,6 +87,8 @@ pub(super) struct RoomState {
     pub(super) presence_max: usize,
     pub(super) queue_limit: usize,
     pub(super) wrap: Wrap,
+    /// Events waiting for the cluster link (rooms shared with a cluster only; see `relay`).
+    pub(super) outgoing: Vec<Outgoing>,
 }
 
 impl RoomState {
@@ -156,6 +159,11 @@ pub struct Room {
     pub(super) shards: Shards,
     /// Back-pressure among its members.
     pub(crate) congestion: Arc<Congestion>,
+    /// Shared with a cluster: what is said here goes to the broker, and the log is appended to
+    /// from what comes back (see `relay`). Fixed when the room is made.
+    pub(super) relayed: bool,
+    /// Something waits in `outgoing`: the link needs ringing.
+    pub(super) queued: AtomicBool,
 }
 
 impl Room {
@@ -172,6 +180,7 @@ impl Room {
             presence_max: 0,
             queue_limit: 0,
             wrap: Wrap::OFF,
+            outgoing: Vec::new(),
         };
         state.follow(s);
         Room {
@@ -185,6 +194,8 @@ impl Room {
             log_end: AtomicU64::new(start),
             shards: Shards::new(s.worker_threads),
             congestion: Arc::default(),
+            relayed: s.cluster.is_some(),
+            queued: AtomicBool::new(false),
         }
     }
 
@@ -217,6 +228,11 @@ impl Room {
         self.lines.fetch_add(n, Ordering::Relaxed);
     }
 
+    /// Counts `n` chat lines said here (a cluster's, as they come back from the broker).
+    pub(super) fn count_lines(&self, n: u32) {
+        self.lines.fetch_add(u64::from(n), Ordering::Relaxed);
+    }
+
     /// Appends to the log under the lock `st` (which must be this room's).
     pub(super) fn append(
         &self,
@@ -230,10 +246,29 @@ impl Room {
         entry
     }
 
-    /// Appends a server notice that carries someone's text, wrapped.
-    pub(super) fn notice(&self, st: &mut RoomState, text: &str) -> Arc<Entry> {
+    /// Appends a server notice that carries someone's text, wrapped (or, in a room shared with
+    /// a cluster, queues it for the broker).
+    pub(super) fn notice(&self, st: &mut RoomState, text: &str) {
+        self.notice_from(st, NOBODY, Said::Note, text);
+    }
+
+    /// [`notice`](Self::notice) about member `from`, who does not get it (its own join), of
+    /// kind `said` (a topic change carries the topic).
+    pub(super) fn notice_from(&self, st: &mut RoomState, from: ClientId, said: Said, text: &str) {
         let line = wrapped_notice(st.wrap, text);
-        self.append(st, NOBODY, line, 1)
+        if self.relayed {
+            let topic = (said == Said::Topic).then(|| st.topic.clone());
+            let out = Outgoing {
+                said,
+                from,
+                bytes: line,
+                lines: 1,
+                topic,
+            };
+            self.queue(st, out);
+        } else {
+            self.append(st, NOBODY, line, 1);
+        }
     }
 
     /// Appends chat said by `from`, kept as history too; returns the queue limit to judge by,

@@ -1,0 +1,393 @@
+//! Nicknames unique across the cluster, and who is where.
+//!
+//! A member's nickname keys (case and look-alikes folded, as on one node) are claimed in the
+//! nicknames bucket with `create`, which succeeds only for an absent key, so of two nodes
+//! claiming one name at once exactly one wins. One task owns this node's claims and does every
+//! operation on them in order (claim, follow a member between rooms, release): each claim is
+//! updated with the revision it last wrote, so a claim that lapsed and was taken by someone else
+//! is never overwritten. Claims are refreshed every third of `presence_ttl`; the bucket's age
+//! limit frees the claims of a node that died. A claim found taken by someone else on refresh
+//! (this node was cut off longer than the limit) costs its holder here the connection, with a
+//! line saying why: two people must never answer to one name.
+//!
+//! The directory is every other node's claims, followed through a watch of the bucket: what
+//! `/who`, `/msg`, the welcome's member list and `chatctl kick` read for members elsewhere.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::kv::{self, Operation};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use tokio::sync::oneshot;
+use tracing::{debug, info, warn};
+
+use super::Cluster;
+use super::link::Conn;
+use super::wire::{self, Claim};
+use crate::hub::relay::{Membership, Remote};
+use crate::protocol::validate_room;
+use std::sync::atomic::Ordering;
+
+/// Why a nickname could not be claimed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ClaimRefused {
+    /// Someone on some node holds it.
+    Taken,
+    /// The broker cannot be asked now.
+    LinkDown,
+}
+
+impl std::fmt::Display for ClaimRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ClaimRefused::Taken => f.write_str("that nickname is taken"),
+            ClaimRefused::LinkDown => f.write_str(
+                "cannot check nicknames across the cluster now (link lost); try again shortly",
+            ),
+        }
+    }
+}
+
+/// Work for the claims task.
+#[derive(Debug)]
+pub(super) enum Cmd {
+    /// Claim `keys` (all or none).
+    Claim {
+        keys: Vec<Arc<str>>,
+        nick: Arc<str>,
+        room: Arc<str>,
+        reply: oneshot::Sender<Result<(), ClaimRefused>>,
+    },
+    /// A member moved, renamed or left.
+    Change(Membership),
+}
+
+/// One claim this node holds.
+#[derive(Debug, Clone)]
+struct Held {
+    claim: Claim,
+    revision: u64,
+}
+
+/// Claims of other nodes, by key.
+#[derive(Debug, Default)]
+pub(super) struct Directory {
+    by_key: HashMap<String, Entry>,
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    claim: Claim,
+    /// The registry key of the claim's room.
+    room_key: Option<String>,
+}
+
+impl Directory {
+    fn put(&mut self, key: String, claim: Claim) {
+        let room_key = validate_room(&claim.room).ok().map(|r| r.key().to_owned());
+        self.by_key.insert(key, Entry { claim, room_key });
+    }
+
+    fn remove(&mut self, key: &str) {
+        self.by_key.remove(key);
+    }
+
+    /// Nicknames in the room with registry key `room_key`, each once.
+    pub(super) fn names_in(&self, room_key: &str) -> Vec<Arc<str>> {
+        let mut names: Vec<Arc<str>> = self
+            .by_key
+            .values()
+            .filter(|e| e.room_key.as_deref() == Some(room_key))
+            .map(|e| Arc::from(e.claim.nick.as_str()))
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+
+    /// Who holds any of `keys`.
+    pub(super) fn find(&self, keys: &[Arc<str>]) -> Option<Remote> {
+        keys.iter()
+            .find_map(|k| self.by_key.get(&wire::nick_key(k)))
+            .map(|e| Remote {
+                node: e.claim.node.clone(),
+                nick: Arc::from(e.claim.nick.as_str()),
+            })
+    }
+
+    /// (node, nickname, room) of every member elsewhere, each once.
+    pub(super) fn members(&self) -> Vec<(String, String, String)> {
+        let mut out: Vec<(String, String, String)> = self
+            .by_key
+            .values()
+            .map(|e| (e.claim.node.clone(), e.claim.nick.clone(), e.claim.room.clone()))
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// Forgets the claims of `node`'s incarnation `inc` (it was lost) and returns the members
+    /// they were, each once: (first key, nickname, room).
+    pub(super) fn drop_node(&mut self, node: &str, inc: u64) -> Vec<(String, String, String)> {
+        let mut gone: Vec<(String, String, String)> = Vec::new();
+        self.by_key.retain(|key, e| {
+            if e.claim.node == node && e.claim.inc == inc {
+                if !gone.iter().any(|(_, n, _)| *n == e.claim.nick) {
+                    gone.push((key.clone(), e.claim.nick.clone(), e.claim.room.clone()));
+                }
+                false
+            } else {
+                true
+            }
+        });
+        gone
+    }
+}
+
+/// The claims task: every change to this node's claims, in order, and their refreshing.
+pub(super) async fn run(cluster: Arc<Cluster>, conn: Conn) {
+    let Some(mut rx) = cluster
+        .claims_rx
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take()
+    else {
+        return;
+    };
+    let mut held: HashMap<String, Held> = HashMap::new();
+    adopt(&cluster, &conn, &mut held).await;
+    let every = (cluster.cfg.presence_ttl / 3).max(Duration::from_millis(500));
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            cmd = rx.recv() => match cmd {
+                Some(Cmd::Claim { keys, nick, room, reply }) => {
+                    let r = claim(&cluster, &conn, &mut held, &keys, &nick, &room).await;
+                    let _ = reply.send(r);
+                }
+                Some(Cmd::Change(change)) => change_one(&cluster, &conn, &mut held, change).await,
+                None => return,
+            },
+            _ = tick.tick() => refresh(&cluster, &conn, &mut held).await,
+        }
+    }
+}
+
+fn value(claim: &Claim) -> Bytes {
+    Bytes::from(serde_json::to_vec(claim).unwrap_or_default())
+}
+
+/// After an upgrade the claims exist already, written by this node's incarnation: take them
+/// over with their revisions.
+async fn adopt(cluster: &Cluster, conn: &Conn, held: &mut HashMap<String, Held>) {
+    let Some(hub) = cluster.hub() else { return };
+    for (keys, _) in hub.member_keys() {
+        for k in keys {
+            let key = wire::nick_key(&k);
+            if let Ok(Some(entry)) = conn.nicks.entry(key.clone()).await
+                && entry.operation == Operation::Put
+                && let Ok(claim) = serde_json::from_slice::<Claim>(&entry.value)
+                && claim.node == cluster.cfg.node_name
+                && claim.inc == cluster.inc
+            {
+                held.insert(
+                    key,
+                    Held {
+                        claim,
+                        revision: entry.revision,
+                    },
+                );
+            }
+        }
+    }
+}
+
+async fn claim(
+    cluster: &Cluster,
+    conn: &Conn,
+    held: &mut HashMap<String, Held>,
+    keys: &[Arc<str>],
+    nick: &str,
+    room: &str,
+) -> Result<(), ClaimRefused> {
+    let claim = Claim {
+        node: cluster.cfg.node_name.clone(),
+        inc: cluster.inc,
+        nick: nick.to_owned(),
+        room: room.to_owned(),
+    };
+    let mut made: Vec<String> = Vec::new();
+    let mut refused = None;
+    for k in keys {
+        let key = wire::nick_key(k);
+        if held.contains_key(&key) {
+            continue; // ours already (a rename that keeps a key: a change of case)
+        }
+        match conn.nicks.create(&key, value(&claim)).await {
+            Ok(revision) => {
+                held.insert(
+                    key.clone(),
+                    Held {
+                        claim: claim.clone(),
+                        revision,
+                    },
+                );
+                made.push(key);
+            }
+            Err(e) => {
+                refused = Some(match e.kind() {
+                    kv::CreateErrorKind::AlreadyExists => ClaimRefused::Taken,
+                    _ => {
+                        cluster.counters.errors.fetch_add(1, Ordering::Relaxed);
+                        warn!(event = "cluster_claim_failed", error = %e, "cannot claim a nickname");
+                        ClaimRefused::LinkDown
+                    }
+                });
+                break;
+            }
+        }
+    }
+    let Some(refused) = refused else {
+        return Ok(());
+    };
+    for key in made {
+        release(cluster, conn, held, &key).await;
+    }
+    Err(refused)
+}
+
+async fn release(cluster: &Cluster, conn: &Conn, held: &mut HashMap<String, Held>, key: &str) {
+    if let Some(h) = held.remove(key)
+        && let Err(e) = conn.nicks.delete_expect_revision(key, Some(h.revision)).await
+    {
+        // It lapsed (someone else may hold it now): not ours to delete any more.
+        debug!(event = "cluster_release", error = %e, "a released claim had changed");
+        cluster.counters.errors.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+async fn change_one(
+    cluster: &Cluster,
+    conn: &Conn,
+    held: &mut HashMap<String, Held>,
+    change: Membership,
+) {
+    match change {
+        Membership::In { keys, nick, room } => {
+            for k in keys {
+                let key = wire::nick_key(&k);
+                let Some(h) = held.get_mut(&key) else {
+                    continue;
+                };
+                if h.claim.nick == *nick && h.claim.room == *room {
+                    continue;
+                }
+                h.claim.nick = nick.to_string();
+                h.claim.room = room.to_string();
+                match conn.nicks.update(&key, value(&h.claim), h.revision).await {
+                    Ok(rev) => h.revision = rev,
+                    Err(e) => {
+                        cluster.counters.errors.fetch_add(1, Ordering::Relaxed);
+                        debug!(event = "cluster_claim_update", error = %e, "claim update failed; the refresh will retry");
+                    }
+                }
+            }
+        }
+        Membership::Released { keys } => {
+            for k in keys {
+                release(cluster, conn, held, &wire::nick_key(&k)).await;
+            }
+        }
+    }
+}
+
+/// Writes every claim again (the bucket's age limit frees what is not refreshed).
+async fn refresh(cluster: &Cluster, conn: &Conn, held: &mut HashMap<String, Held>) {
+    if !cluster.is_up() {
+        return;
+    }
+    let keys: Vec<String> = held.keys().cloned().collect();
+    for key in keys {
+        let Some(h) = held.get_mut(&key) else { continue };
+        match conn.nicks.update(&key, value(&h.claim), h.revision).await {
+            Ok(rev) => h.revision = rev,
+            Err(_) => {
+                // Lapsed while the link was down: take it again if nobody else did.
+                match conn.nicks.create(&key, value(&h.claim)).await {
+                    Ok(rev) => h.revision = rev,
+                    Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
+                        let nick = h.claim.nick.clone();
+                        held.remove(&key);
+                        lost_claim(cluster, &nick);
+                    }
+                    Err(e) => {
+                        cluster.counters.errors.fetch_add(1, Ordering::Relaxed);
+                        debug!(event = "cluster_claim_refresh", error = %e, "claim refresh failed");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Someone elsewhere holds a nickname a member here had: the member goes.
+fn lost_claim(cluster: &Cluster, nick: &str) {
+    info!(event = "cluster_claim_lost", nick, "nickname claimed elsewhere while this node was cut off");
+    if let Some(hub) = cluster.hub() {
+        hub.kick(
+            nick,
+            Some("your nickname was claimed on another node while this one was cut off from the cluster; please reconnect"),
+        );
+    }
+}
+
+/// Follows every other node's claims into the directory.
+pub(super) async fn watch(cluster: Arc<Cluster>, conn: Conn) {
+    // Runs for the life of the process: a watch that ends (the link dropped) is started again.
+    loop {
+        match conn.nicks.watch_all().await {
+            Ok(mut entries) => {
+                while let Some(Ok(entry)) = entries.next().await {
+                    on_entry(&cluster, &conn, entry).await;
+                }
+            }
+            Err(e) => debug!(event = "cluster_watch", error = %e, "cannot watch claims yet"),
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+async fn on_entry(cluster: &Cluster, conn: &Conn, entry: kv::Entry) {
+    let dir = || cluster.directory.lock().unwrap_or_else(|e| e.into_inner());
+    if entry.operation != Operation::Put {
+        dir().remove(&entry.key);
+        return;
+    }
+    let Ok(claim) = serde_json::from_slice::<Claim>(&entry.value) else {
+        return;
+    };
+    if claim.node == cluster.cfg.node_name {
+        dir().remove(&entry.key);
+        if claim.inc != cluster.inc {
+            // A claim of this node's previous run (it was restarted): nobody holds it now.
+            let _ = conn
+                .nicks
+                .delete_expect_revision(&entry.key, Some(entry.revision))
+                .await;
+        }
+        return;
+    }
+    let lost = cluster
+        .nodes
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&claim.node)
+        .is_some_and(|s| s.lost && s.inc == claim.inc);
+    if !lost {
+        dir().put(entry.key, claim);
+    }
+}

@@ -1,0 +1,366 @@
+//! The cluster link (`[cluster]`): rooms shared by several nodes through NATS JetStream.
+//!
+//! One order everywhere: every room event (chat, `/me`, joins, leaves, renames, kicks,
+//! announcements, topics) is published to one stream and delivered on every node, this one
+//! included, only as it comes back through this node's single ordered consumer ([`order`]), so
+//! the stream's sequence is the order every member on every node sees. The hub queues what its
+//! members say instead of appending it (`hub::relay`); [`publish`] takes it from there.
+//!
+//! The pieces, each owning one protocol:
+//! - [`link`]: the connection, the link's up/down state and what members are told about it, and
+//!   the stream and buckets.
+//! - [`publish`]: rooms' queued events to the stream, each acknowledged (a line whose
+//!   acknowledgement fails is reported to its sender).
+//! - [`order`]: the ordered consumer, the last sequence applied (where a reconnection or an
+//!   upgrade resumes), and seeding a room's history and topic from the stream.
+//! - [`claims`]: nicknames claimed with the key-value `create` (which fails for a present key),
+//!   refreshed while held, released on leave; and the directory of members on other nodes that
+//!   `/who`, `/msg` and `chatctl kick` read.
+//! - [`presence`]: heartbeats, and announcing the members of a node that stopped beating as
+//!   left (`node lost`), once, whichever node sees it first (a message id the stream dedupes).
+//! - [`inbox`]: private messages and operator requests addressed to this node.
+//!
+//! Nothing here runs without `[cluster]`: the hub then never sees a [`Cluster`].
+
+mod claims;
+mod inbox;
+mod link;
+mod order;
+mod presence;
+mod publish;
+pub(crate) mod wire;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Notify, mpsc, oneshot};
+
+use crate::config::ClusterConfig;
+use crate::hub::relay::{Membership, Relay, Remote};
+use crate::hub::{Hub, Room};
+use wire::Names;
+
+pub(crate) use claims::ClaimRefused;
+
+/// What a node carries across `chatctl upgrade`: who it is in the cluster and how far it has
+/// read the stream, so the new process keeps its claims and neither repeats nor skips an event.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Resume {
+    pub(crate) inc: u64,
+    pub(crate) last_seq: u64,
+}
+
+/// Totals for `chatctl stats` and `/metrics`.
+#[derive(Debug, Default)]
+pub struct LinkCounters {
+    /// Events published to the stream.
+    pub published: AtomicU64,
+    /// Of those, acknowledged by JetStream.
+    pub acked: AtomicU64,
+    /// Publishes, acknowledgements and key-value operations that failed.
+    pub errors: AtomicU64,
+    /// Events applied from the stream.
+    pub applied: AtomicU64,
+    /// The last broker round trip, in microseconds (0: none measured yet).
+    pub rtt_us: AtomicU64,
+}
+
+/// Another node, as its heartbeats show it.
+#[derive(Debug, Clone)]
+pub(crate) struct Seen {
+    pub(crate) inc: u64,
+    pub(crate) clients: usize,
+    pub(crate) at: Instant,
+    /// Announced as lost (no heartbeat for `presence_ttl`).
+    pub(crate) lost: bool,
+}
+
+/// One node for `chatctl nodes`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    /// Its name.
+    pub node: String,
+    /// Its connections, as of its last heartbeat.
+    pub clients: usize,
+    /// Milliseconds since its last heartbeat arrived here.
+    pub heartbeat_age_ms: u64,
+    /// `up`, or `lost` for a node that stopped beating (for this node: its own link).
+    pub link: String,
+    /// This node.
+    #[serde(rename = "self")]
+    pub this: bool,
+}
+
+/// The cluster link's shared state: the hub's [`Relay`], and what the link's tasks share.
+#[derive(Debug)]
+pub struct Cluster {
+    cfg: ClusterConfig,
+    names: Names,
+    /// This process's incarnation: a restarted node is a new one (an upgraded one is not).
+    inc: u64,
+    started: SystemTime,
+    hub: OnceLock<std::sync::Weak<Hub>>,
+    up: AtomicBool,
+    /// Members were told the link was lost (and so are owed "restored").
+    lost_told: AtomicBool,
+    /// Rooms that queued events, for the publisher.
+    rung: Mutex<Vec<Arc<Room>>>,
+    ring: Notify,
+    /// Changes for the claims task (in order).
+    claims_tx: mpsc::UnboundedSender<claims::Cmd>,
+    claims_rx: Mutex<Option<mpsc::UnboundedReceiver<claims::Cmd>>>,
+    /// Private lines for other nodes.
+    private_tx: mpsc::UnboundedSender<(String, String, Bytes)>,
+    private_rx: Mutex<Option<mpsc::UnboundedReceiver<(String, String, Bytes)>>>,
+    /// Rooms to seed from the stream, for the consumer (it alone knows where it is).
+    seed_tx: mpsc::UnboundedSender<(String, oneshot::Sender<()>)>,
+    seed_rx: Mutex<Option<mpsc::UnboundedReceiver<(String, oneshot::Sender<()>)>>>,
+    directory: Mutex<claims::Directory>,
+    nodes: Mutex<HashMap<String, Seen>>,
+    /// The last stream sequence applied to the rooms here.
+    last_seq: AtomicU64,
+    /// The consumer stops applying (an upgrade is handing the rooms over).
+    held: AtomicBool,
+    conn: OnceLock<link::Conn>,
+    /// Publishes sent and not yet acknowledged (or failed).
+    in_flight: AtomicU64,
+    /// Totals.
+    pub counters: LinkCounters,
+}
+
+impl Cluster {
+    /// The link's state for `cfg`, continuing `resume` (an upgrade's) if given.
+    pub(crate) fn new(cfg: ClusterConfig, resume: Option<Resume>) -> Arc<Cluster> {
+        let (claims_tx, claims_rx) = mpsc::unbounded_channel();
+        let (private_tx, private_rx) = mpsc::unbounded_channel();
+        let (seed_tx, seed_rx) = mpsc::unbounded_channel();
+        let resume = resume.unwrap_or_default();
+        let inc = if resume.inc != 0 {
+            resume.inc
+        } else {
+            fresh_incarnation()
+        };
+        Arc::new(Cluster {
+            names: Names::new(&cfg.name),
+            cfg,
+            inc,
+            started: SystemTime::now(),
+            hub: OnceLock::new(),
+            up: AtomicBool::new(false),
+            lost_told: AtomicBool::new(false),
+            rung: Mutex::new(Vec::new()),
+            ring: Notify::new(),
+            claims_tx,
+            claims_rx: Mutex::new(Some(claims_rx)),
+            private_tx,
+            private_rx: Mutex::new(Some(private_rx)),
+            seed_tx,
+            seed_rx: Mutex::new(Some(seed_rx)),
+            directory: Mutex::new(claims::Directory::default()),
+            nodes: Mutex::new(HashMap::new()),
+            last_seq: AtomicU64::new(resume.last_seq),
+            held: AtomicBool::new(false),
+            conn: OnceLock::new(),
+            in_flight: AtomicU64::new(0),
+            counters: LinkCounters::default(),
+        })
+    }
+
+    /// Connects `hub` to the cluster and starts the link's tasks (they run until the process
+    /// ends). Returns at once: the link comes up in the background, and members are told when it
+    /// is lost or restored.
+    pub(crate) fn start(self: &Arc<Self>, hub: &Arc<Hub>) {
+        let _ = self.hub.set(Arc::downgrade(hub));
+        hub.set_relay(self.clone());
+        tokio::spawn(link::run(self.clone()));
+    }
+
+    /// This node's name.
+    pub fn node(&self) -> &str {
+        &self.cfg.node_name
+    }
+
+    /// True while connected to NATS.
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Acquire)
+    }
+
+    fn hub(&self) -> Option<Arc<Hub>> {
+        self.hub.get().and_then(std::sync::Weak::upgrade)
+    }
+
+    /// What an upgrade carries over (see [`Resume`]).
+    pub(crate) fn resume_state(&self) -> Resume {
+        Resume {
+            inc: self.inc,
+            last_seq: self.last_seq.load(Ordering::Acquire),
+        }
+    }
+
+    /// Stops applying the stream and waits (up to `limit`) until every event the rooms queued
+    /// has been published and acknowledged: an upgrade then hands over rooms that are exactly
+    /// at [`resume_state`](Self::resume_state)'s sequence.
+    pub(crate) async fn quiesce(&self, limit: Duration) -> bool {
+        self.held.store(true, Ordering::Release);
+        let deadline = tokio::time::Instant::now() + limit;
+        // Bounded by the deadline; a few milliseconds per round.
+        loop {
+            let pending = !self.rung.lock().unwrap_or_else(|e| e.into_inner()).is_empty();
+            if !pending && self.in_flight.load(Ordering::Acquire) == 0 {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            self.ring.notify_one();
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Takes up applying the stream again (an upgrade rolled back).
+    pub(crate) fn resume_applying(&self) {
+        self.held.store(false, Ordering::Release);
+    }
+
+    /// Claims `keys` for `nick` in `room` across the cluster (see [`claims`]).
+    pub(crate) async fn claim(
+        &self,
+        keys: Vec<Arc<str>>,
+        nick: Arc<str>,
+        room: Arc<str>,
+    ) -> Result<(), ClaimRefused> {
+        if !self.is_up() {
+            return Err(ClaimRefused::LinkDown);
+        }
+        let (tx, rx) = oneshot::channel();
+        let cmd = claims::Cmd::Claim {
+            keys,
+            nick,
+            room,
+            reply: tx,
+        };
+        if self.claims_tx.send(cmd).is_err() {
+            return Err(ClaimRefused::LinkDown);
+        }
+        rx.await.unwrap_or(Err(ClaimRefused::LinkDown))
+    }
+
+    /// Makes sure the room called `name` exists here with its history and topic read from the
+    /// stream, before a member enters it (the first member here of a room that lives on other
+    /// nodes). Bounded by `limit`; on timeout the member enters a room without that history.
+    pub(crate) async fn prepare_room(&self, name: &str, limit: Duration) {
+        let (tx, rx) = oneshot::channel();
+        if self.seed_tx.send((name.to_owned(), tx)).is_ok() {
+            let _ = tokio::time::timeout(limit, rx).await;
+        }
+    }
+
+    /// Every node this one has heard of, itself first.
+    pub fn nodes(&self) -> Vec<NodeInfo> {
+        let now = Instant::now();
+        let clients = self.hub().map_or(0, |h| h.counts().0);
+        let mut out = vec![NodeInfo {
+            node: self.cfg.node_name.clone(),
+            clients,
+            heartbeat_age_ms: 0,
+            link: if self.is_up() { "up" } else { "down" }.to_owned(),
+            this: true,
+        }];
+        let nodes = self.nodes.lock().unwrap_or_else(|e| e.into_inner());
+        let mut others: Vec<NodeInfo> = nodes
+            .iter()
+            .filter(|(n, _)| **n != self.cfg.node_name)
+            .map(|(n, s)| NodeInfo {
+                node: n.clone(),
+                clients: s.clients,
+                heartbeat_age_ms: now.saturating_duration_since(s.at).as_millis() as u64,
+                link: if s.lost { "lost" } else { "up" }.to_owned(),
+                this: false,
+            })
+            .collect();
+        others.sort_by(|a, b| a.node.cmp(&b.node));
+        out.extend(others);
+        out
+    }
+
+    /// Members on other nodes: (node, nickname, room).
+    pub fn remote_members(&self) -> Vec<(String, String, String)> {
+        self.directory
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .members()
+    }
+
+    /// Nicknames of members elsewhere in the room with registry key `room_key`.
+    pub(crate) fn remote_names_in(&self, room_key: &str) -> Vec<Arc<str>> {
+        self.directory
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .names_in(room_key)
+    }
+
+    /// Every other node's members (`chatctl list --cluster`).
+    pub(crate) async fn list_remote(&self) -> Vec<(String, wire::Listed)> {
+        inbox::list_remote(self).await
+    }
+
+    /// Asks the node holding `nick` to kick it; returns the nickname as spelt there.
+    pub async fn kick_remote(&self, nick: &str, reason: Option<&str>) -> Option<String> {
+        inbox::kick_remote(self, nick, reason).await
+    }
+}
+
+impl Relay for Cluster {
+    fn up(&self) -> bool {
+        self.is_up()
+    }
+
+    fn ring(&self, room: &Arc<Room>) {
+        {
+            let mut rung = self.rung.lock().unwrap_or_else(|e| e.into_inner());
+            if !rung.iter().any(|r| Arc::ptr_eq(r, room)) {
+                rung.push(room.clone());
+            }
+        }
+        self.ring.notify_one();
+    }
+
+    fn membership(&self, change: Membership) {
+        let _ = self.claims_tx.send(claims::Cmd::Change(change));
+    }
+
+    fn remote_names(&self, room_key: &str) -> Vec<Arc<str>> {
+        self.remote_names_in(room_key)
+    }
+
+    fn remote_member(&self, keys: &[Arc<str>]) -> Option<Remote> {
+        self.directory
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .find(keys)
+    }
+
+    fn send_private(&self, node: &str, nick: &str, line: Bytes) {
+        let _ = self
+            .private_tx
+            .send((node.to_owned(), nick.to_owned(), line));
+    }
+}
+
+/// A number no earlier run of this node used (time and process id mixed).
+fn fresh_incarnation() -> u64 {
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    (nanos ^ (u64::from(std::process::id()) << 48)).max(1)
+}
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}

@@ -1,0 +1,171 @@
+//! Which nodes are alive. Each node writes a heartbeat to the nodes bucket every third of
+//! `presence_ttl` (measuring the broker's round trip on the way) and follows everyone's through a
+//! watch, timing them by its own clock. A node not heard from for `presence_ttl`, or heard from
+//! as a new incarnation (it restarted), is lost: its members are announced as left
+//! (`*** bob left (node lost)`) in their rooms, through the stream so everyone sees it at the
+//! same place in the order. Every surviving node publishes the same announcement with the same
+//! message id, and JetStream's duplicate window keeps exactly one.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant, SystemTime};
+
+use async_nats::jetstream::message::PublishMessage;
+use async_nats::jetstream::kv::Operation;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use tracing::{debug, info};
+
+use super::link::Conn;
+use super::wire::{Heartbeat, Kind};
+use super::{Cluster, Seen, publish, unix_ms};
+use crate::protocol::format::wrapped_notice;
+use crate::protocol::validate_room;
+
+/// How often lost nodes are looked for.
+const CHECK_EVERY: Duration = Duration::from_millis(500);
+
+pub(super) async fn run(cluster: Arc<Cluster>, conn: Conn) {
+    let every = (cluster.cfg.presence_ttl / 3).max(Duration::from_millis(500));
+    let mut beat = tokio::time::interval(every);
+    beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut check = tokio::time::interval(CHECK_EVERY);
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = beat.tick() => heartbeat(&cluster, &conn).await,
+            _ = check.tick() => find_lost(&cluster, &conn).await,
+        }
+    }
+}
+
+async fn heartbeat(cluster: &Cluster, conn: &Conn) {
+    let Some(hub) = cluster.hub() else { return };
+    let (clients, members, _) = hub.counts();
+    let hb = Heartbeat {
+        inc: cluster.inc,
+        clients,
+        members,
+        started_ms: unix_ms(cluster.started),
+        at_ms: unix_ms(SystemTime::now()),
+    };
+    let value = Bytes::from(serde_json::to_vec(&hb).unwrap_or_default());
+    let t = Instant::now();
+    match conn.nodes.put(&cluster.cfg.node_name, value).await {
+        Ok(_) => {
+            let rtt = t.elapsed().as_micros() as u64;
+            cluster.counters.rtt_us.store(rtt.max(1), Ordering::Relaxed);
+        }
+        Err(e) => {
+            cluster.counters.errors.fetch_add(1, Ordering::Relaxed);
+            debug!(event = "cluster_heartbeat", error = %e, "heartbeat failed");
+        }
+    }
+}
+
+/// Follows every node's heartbeats.
+pub(super) async fn watch(cluster: Arc<Cluster>, conn: Conn) {
+    // Runs for the life of the process: a watch that ends is started again.
+    loop {
+        if let Ok(mut entries) = conn.nodes.watch_all().await {
+            while let Some(Ok(entry)) = entries.next().await {
+                if entry.operation != Operation::Put || entry.key == cluster.cfg.node_name {
+                    continue;
+                }
+                let Ok(hb) = serde_json::from_slice::<Heartbeat>(&entry.value) else {
+                    continue;
+                };
+                // An entry older than the limit (a watch started just now sees the last beat of
+                // a node that may be long gone) is not a sign of life.
+                let age = SystemTime::now()
+                    .duration_since(SystemTime::UNIX_EPOCH + Duration::from_millis(hb.at_ms))
+                    .unwrap_or_default();
+                if age > cluster.cfg.presence_ttl {
+                    continue;
+                }
+                beat_from(&cluster, &conn, &entry.key, &hb).await;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+async fn beat_from(cluster: &Cluster, conn: &Conn, node: &str, hb: &Heartbeat) {
+    let previous = {
+        let mut nodes = cluster.nodes.lock().unwrap_or_else(|e| e.into_inner());
+        let seen = Seen {
+            inc: hb.inc,
+            clients: hb.clients,
+            at: Instant::now(),
+            lost: false,
+        };
+        nodes.insert(node.to_owned(), seen)
+    };
+    if let Some(p) = previous
+        && p.inc != hb.inc
+        && !p.lost
+    {
+        // Restarted: its earlier run's members are gone.
+        announce_lost(cluster, conn, node, p.inc).await;
+    }
+}
+
+async fn find_lost(cluster: &Cluster, conn: &Conn) {
+    let ttl = cluster.cfg.presence_ttl;
+    let lost: Vec<(String, u64)> = {
+        let mut nodes = cluster.nodes.lock().unwrap_or_else(|e| e.into_inner());
+        nodes
+            .iter_mut()
+            .filter(|(_, s)| !s.lost && s.at.elapsed() > ttl)
+            .map(|(n, s)| {
+                s.lost = true;
+                (n.clone(), s.inc)
+            })
+            .collect()
+    };
+    for (node, inc) in lost {
+        announce_lost(cluster, conn, &node, inc).await;
+    }
+    if let Some(hub) = cluster.hub() {
+        hub.sweep_empty_rooms(|key| !cluster.remote_names_in(key).is_empty());
+    }
+}
+
+async fn announce_lost(cluster: &Cluster, conn: &Conn, node: &str, inc: u64) {
+    let gone = cluster
+        .directory
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .drop_node(node, inc);
+    info!(event = "cluster_node_lost", node, members = gone.len(), "node lost");
+    let Some(hub) = cluster.hub() else { return };
+    let wrap = hub.config().wrap;
+    for (key, nick, room) in gone {
+        let Ok(valid) = validate_room(&room) else {
+            continue;
+        };
+        let subject = cluster.names.room_subject(valid.key(), Kind::Note);
+        let line = wrapped_notice(wrap, &format!("{nick} left (node lost)"));
+        let headers = publish::headers(cluster, &room, crate::hub::log::NOBODY, 1);
+        let msg = PublishMessage::build()
+            .payload(line)
+            .headers(headers)
+            .message_id(format!("lost-{node}-{inc}-{key}"));
+        cluster.counters.published.fetch_add(1, Ordering::Relaxed);
+        match conn.js.send_publish(subject, msg).await {
+            Ok(ack) => match ack.await {
+                Ok(_) => {
+                    cluster.counters.acked.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    cluster.counters.errors.fetch_add(1, Ordering::Relaxed);
+                    debug!(event = "cluster_lost_notice", error = %e, "announcing a lost member failed");
+                }
+            },
+            Err(e) => {
+                cluster.counters.errors.fetch_add(1, Ordering::Relaxed);
+                debug!(event = "cluster_lost_notice", error = %e, "announcing a lost member failed");
+            }
+        }
+    }
+}
