@@ -10,7 +10,7 @@ use crate::admin::client::{self, ClientError};
 use crate::admin::path;
 use crate::admin::proto::{
     AnnounceReply, ClientEntry, Command, ErrorCode, KickReply, ListReply, MoveReply, ReloadReply,
-    Response, RoomEntry, RoomsReply, StatsReply, TopicReply, UpgradeReply,
+    NodesReply, Response, RoomEntry, RoomsReply, StatsReply, TopicReply, UpgradeReply,
 };
 use crate::cli::{CtlArgs, CtlCommand};
 
@@ -28,7 +28,12 @@ const DAEMON_USER: &str = "groupchatd";
 /// Runs one chatctl invocation and returns its exit status.
 pub fn run(args: &CtlArgs) -> u8 {
     let cmd = match &args.command {
-        CtlCommand::List { room } => Command::List { room: room.clone() },
+        CtlCommand::List {
+            room: _,
+            cluster: true,
+        } => Command::ListCluster,
+        CtlCommand::List { room, .. } => Command::List { room: room.clone() },
+        CtlCommand::Nodes => Command::Nodes,
         CtlCommand::Kick { target, reason } => Command::Kick {
             target: target.clone(),
             reason: reason.clone(),
@@ -119,7 +124,8 @@ fn status(reply: &Response) -> u8 {
 fn render(cmd: &Command, reply: Response) -> Result<String, String> {
     let fail = |e: crate::admin::proto::ErrorBody| e.message;
     Ok(match cmd {
-        Command::List { .. } => {
+        Command::Nodes => nodes_table(&reply.into_result::<NodesReply>().map_err(fail)?.nodes),
+        Command::List { .. } | Command::ListCluster => {
             let r: ListReply = reply.into_result().map_err(fail)?;
             match (r.clients.is_empty(), r.room) {
                 (true, Some(room)) => format!("nobody in {room}\n"),
@@ -188,7 +194,62 @@ fn render(cmd: &Command, reply: Response) -> Result<String, String> {
     })
 }
 
+fn nodes_table(nodes: &[crate::cluster::NodeInfo]) -> String {
+    let mut rows = vec![[
+        "NODE".to_owned(),
+        "CLIENTS".to_owned(),
+        "LAST-HEARTBEAT".to_owned(),
+        "LINK".to_owned(),
+    ]];
+    for n in nodes {
+        let name = if n.this {
+            format!("{} (this node)", n.node)
+        } else {
+            n.node.clone()
+        };
+        let beat = if n.this {
+            "-".to_owned()
+        } else {
+            format!("{:.1}s ago", n.heartbeat_age_ms as f64 / 1000.0)
+        };
+        rows.push([name, n.clients.to_string(), beat, n.link.clone()]);
+    }
+    let mut widths = [0; 4];
+    for r in &rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for r in rows {
+        let cells: Vec<String> = r
+            .iter()
+            .zip(widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
 fn list_table(clients: &[ClientEntry]) -> String {
+    if clients.iter().any(|c| c.node.is_some()) {
+        // The cluster-wide list: other nodes report who and where, not their counters.
+        let rows: Vec<Vec<String>> = clients
+            .iter()
+            .map(|c| {
+                vec![
+                    c.node.clone().unwrap_or_else(|| "-".into()),
+                    c.id.to_string(),
+                    c.nick.clone().unwrap_or_else(|| "-".into()),
+                    c.room.clone().unwrap_or_else(|| "-".into()),
+                    c.peer.clone(),
+                ]
+            })
+            .collect();
+        return table(&["NODE", "ID", "NICK", "ROOM", "PEER"], &rows);
+    }
     let header = [
         "ID",
         "NICK",
@@ -297,7 +358,31 @@ fn stats_table(s: &StatsReply) -> String {
     } else {
         &tls[..]
     };
-    let rows: Vec<(&str, String)> = rows.into_iter().chain(tls.iter().cloned()).collect();
+    let cluster: Vec<(&str, String)> = s
+        .cluster
+        .iter()
+        .flat_map(|c| {
+            [
+                ("cluster link", format!("{} (node {}, {} nodes known)", c.link, c.node, c.nodes)),
+                (
+                    "broker rtt",
+                    c.rtt_ms.map_or_else(|| "-".to_owned(), |ms| format!("{ms:.2} ms")),
+                ),
+                (
+                    "cluster events",
+                    format!(
+                        "{} published, {} acknowledged, {} applied, {} errors",
+                        c.published, c.acked, c.applied, c.errors
+                    ),
+                ),
+            ]
+        })
+        .collect();
+    let rows: Vec<(&str, String)> = rows
+        .into_iter()
+        .chain(tls.iter().cloned())
+        .chain(cluster)
+        .collect();
     let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
     rows.iter()
         .map(|(k, v)| format!("{k:<width$}  {v}\n"))

@@ -44,8 +44,8 @@ pub use socket::{AdminError, AdminSocket, SocketFile, group_id};
 /// How the admin socket asks for a reload (blocking; provided by the app, which owns reloading).
 pub type ReloadFn = Arc<dyn Fn() -> Result<ReloadOutcome, String> + Send + Sync>;
 use proto::{
-    Command, ErrorCode, KickReply, ListReply, MAX_REQUEST_BYTES, ReloadReply, Response,
-    UpgradeReply,
+    Command, ErrorCode, KickReply, ListReply, MAX_REQUEST_BYTES, NodesReply, ReloadReply,
+    Response, UpgradeReply,
 };
 use report::{list, stats};
 
@@ -61,6 +61,8 @@ pub struct AdminCtx {
     pub reload: Option<ReloadFn>,
     /// For `upgrade`; None where the daemon cannot start a successor (in-process tests).
     pub upgrade: Option<Arc<Upgrader>>,
+    /// The cluster link, when rooms are shared with other nodes.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 /// The admin socket's limits. Tests shorten the timeouts; the daemon uses [`AdminLimits::default`].
@@ -326,6 +328,13 @@ fn in_group(uid: u32, gid: u32, name: &str) -> bool {
     user.gid == group.gid || group.mem.contains(&user.name)
 }
 
+fn not_clustered() -> Response {
+    Response::error(
+        ErrorCode::BadRequest,
+        "this daemon is not in a cluster (no [cluster] in its configuration)",
+    )
+}
+
 async fn execute(ctx: &AdminCtx, cmd: &Command, uid: u32, pid: i32) -> Response {
     let hub = &ctx.hub;
     match cmd {
@@ -335,6 +344,17 @@ async fn execute(ctx: &AdminCtx, cmd: &Command, uid: u32, pid: i32) -> Response 
         }),
         Command::List { room: Some(room) } => reply(rooms::list_room(hub, list(hub), room)),
         Command::Stats => Response::ok(&stats(ctx)),
+        Command::Nodes => match &ctx.cluster {
+            Some(c) => Response::ok(&NodesReply { nodes: c.nodes() }),
+            None => not_clustered(),
+        },
+        Command::ListCluster => match &ctx.cluster {
+            Some(c) => Response::ok(&ListReply {
+                clients: report::list_cluster(hub, c).await,
+                room: None,
+            }),
+            None => not_clustered(),
+        },
         Command::Rooms => rooms::rooms(hub),
         Command::Announce { text, room } => {
             reply(rooms::announce(hub, text, room.as_deref(), uid, pid))
@@ -368,10 +388,30 @@ async fn execute(ctx: &AdminCtx, cmd: &Command, uid: u32, pid: i32) -> Response 
                         nick: nick.map(|n| n.to_string()),
                     })
                 }
-                None => Response::error(
-                    ErrorCode::NotFound,
-                    format!("no client with id or nickname '{target}'"),
-                ),
+                None => match &ctx.cluster {
+                    // Perhaps a member of another node.
+                    Some(c) => match c.kick_remote(target.trim(), reason.as_deref()).await {
+                        Some(nick) => {
+                            info!(
+                                event = "kick", uid, pid, nick = %nick,
+                                reason = reason.as_deref().unwrap_or(""),
+                                "admin kicked a member of another node"
+                            );
+                            Response::ok(&KickReply {
+                                id: 0,
+                                nick: Some(nick),
+                            })
+                        }
+                        None => Response::error(
+                            ErrorCode::NotFound,
+                            format!("no client with id or nickname '{target}' on any node"),
+                        ),
+                    },
+                    None => Response::error(
+                        ErrorCode::NotFound,
+                        format!("no client with id or nickname '{target}'"),
+                    ),
+                },
             }
         }
         Command::Upgrade {
@@ -483,6 +523,7 @@ mod tests {
             tls_listen: Vec::new(),
             reload: None,
             upgrade: Some(Arc::new(upgrader)),
+            cluster: None,
         };
         let cmd = |binary: &str| Command::Upgrade {
             binary: Some(binary.into()),

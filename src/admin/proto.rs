@@ -13,8 +13,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 pub use replies::{
-    AnnounceReply, ClientEntry, KickReply, ListReply, MoveReply, ReloadReply, RoomEntry,
-    RoomsReply, StatsReply, TopicReply, UpgradeReply,
+    AnnounceReply, ClientEntry, ClusterStats, KickReply, ListReply, MoveReply, NodesReply,
+    ReloadReply, RoomEntry, RoomsReply, StatsReply, TopicReply, UpgradeReply,
 };
 
 /// The protocol version this build speaks.
@@ -67,6 +67,10 @@ pub enum Command {
     },
     /// Daemon-wide numbers.
     Stats,
+    /// Every member on every node of the cluster, with its node.
+    ListCluster,
+    /// The cluster's nodes: clients, last heartbeat, link.
+    Nodes,
     /// Re-read the configuration file.
     Reload,
     /// Hand every connection to a new process running `binary` (default: the daemon's own path).
@@ -91,6 +95,8 @@ impl Command {
             Command::Topic { .. } => "topic",
             Command::Move { .. } => "move",
             Command::Stats => "stats",
+            Command::ListCluster => "list_cluster",
+            Command::Nodes => "nodes",
             Command::Reload => "reload",
             Command::Upgrade { .. } => "upgrade",
         }

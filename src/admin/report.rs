@@ -7,6 +7,9 @@ use super::AdminCtx;
 use super::proto::{ClientEntry, StatsReply};
 use crate::hub::Hub;
 
+use super::proto::ClusterStats;
+use crate::cluster::Cluster;
+
 /// `2026-11-22T00:05:55Z`.
 fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_seconds(t).to_string()
@@ -32,6 +35,7 @@ pub(super) fn list(hub: &Hub) -> Vec<ClientEntry> {
                 lines_out: c.stats.lines_out.load(Relaxed),
                 bytes_out: c.stats.bytes_out.load(Relaxed),
                 queued_bytes: info.unsent,
+                node: None,
             }
         })
         .collect()
@@ -71,5 +75,51 @@ pub(super) fn stats(ctx: &AdminCtx) -> StatsReply {
         congested_clients: hub.congested_count() as u64,
         rooms: hub.rooms().len() as u64,
         tls_handshake_failures: n.tls_handshake_failures.load(Relaxed),
+        cluster: ctx.cluster.as_ref().map(|c| cluster_stats(c)),
     }
+}
+
+fn cluster_stats(c: &Cluster) -> ClusterStats {
+    use std::sync::atomic::Ordering::Relaxed;
+    let n = &c.counters;
+    let rtt = n.rtt_us.load(Relaxed);
+    ClusterStats {
+        node: c.node().to_owned(),
+        link: if c.is_up() { "up" } else { "down" }.to_owned(),
+        rtt_ms: (rtt > 0).then(|| rtt as f64 / 1000.0),
+        published: n.published.load(Relaxed),
+        acked: n.acked.load(Relaxed),
+        errors: n.errors.load(Relaxed),
+        applied: n.applied.load(Relaxed),
+        nodes: c.nodes().len() as u64,
+    }
+}
+
+/// Every member on every node: this node's clients, then each other node's, with their node.
+pub(super) async fn list_cluster(hub: &Hub, cluster: &Cluster) -> Vec<ClientEntry> {
+    let mut out: Vec<ClientEntry> = list(hub)
+        .into_iter()
+        .map(|mut e| {
+            e.node = Some(cluster.node().to_owned());
+            e
+        })
+        .collect();
+    for (node, m) in cluster.list_remote().await {
+        out.push(ClientEntry {
+            id: m.id,
+            nick: m.nick,
+            room: m.room,
+            peer: m.peer,
+            connected_at: String::new(),
+            connected_secs: 0.0,
+            idle_secs: 0.0,
+            lines_in: 0,
+            bytes_in: 0,
+            lines_out: 0,
+            bytes_out: 0,
+            queued_bytes: 0,
+            node: Some(node),
+        });
+    }
+    out
 }

@@ -17,6 +17,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::admin::{self, AdminCtx, AdminError, AdminLimits, AdminSocket};
+use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::http::{self, Http};
 use crate::hub::Hub;
@@ -38,6 +39,9 @@ pub use reconfigure::Reconfigure;
 const DRAIN_LIMIT: std::time::Duration = std::time::Duration::from_millis(500);
 /// Listen backlog: deep enough that a join storm waits in the kernel rather than being refused.
 const BACKLOG: u32 = 4096;
+/// Longest a stopping node waits for its cluster link to publish the leaves and release the
+/// nicknames of its members.
+const CLUSTER_FINISH: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// A listener could not be bound.
 #[derive(Debug, thiserror::Error)]
@@ -103,6 +107,8 @@ pub struct App {
     reconfigure: Option<Arc<Reconfigure>>,
     /// Set by [`enable_upgrade`](Self::enable_upgrade).
     upgrader: Option<Arc<Upgrader>>,
+    /// Where a predecessor left the cluster link (an upgrade's).
+    cluster_resume: Option<crate::cluster::Resume>,
     /// Connections taken over from a predecessor, whose sessions start with [`run`](Self::run).
     resumed: Vec<Resumed>,
     /// The WebSocket front end's relays (the front end itself starts with `run`).
@@ -199,6 +205,7 @@ impl App {
             admin_limits: AdminLimits::default(),
             reconfigure: None,
             upgrader: None,
+            cluster_resume: None,
             resumed,
             ws_relays: TaskTracker::new(),
             ws_ping: ws::PING_EVERY,
@@ -349,6 +356,13 @@ impl App {
     /// Serves until `shutdown` resolves, then stops gracefully: no new connections, every client is
     /// told `*** server shutting down`, queues are flushed for at most `shutdown_grace`.
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
+        // Rooms shared with a cluster: the link comes up in the background (members are told if
+        // it is lost); a node with its broker down still serves, refusing lines it cannot order.
+        let cluster = self.hub.config().cluster.clone().map(|c| {
+            let cluster = Cluster::new(c, self.cluster_resume.take());
+            cluster.start(&self.hub);
+            cluster
+        });
         let tls_addrs = self.tls_addrs();
         let ctx = Arc::new(AdminCtx {
             hub: self.hub.clone(),
@@ -359,6 +373,7 @@ impl App {
                 reload
             }),
             upgrade: self.upgrader.clone(),
+            cluster: cluster.clone(),
         });
         // Connections taken over from a predecessor carry on first.
         for r in std::mem::take(&mut self.resumed) {
@@ -469,6 +484,10 @@ impl App {
         self.hub.begin_drain();
         let _ = tokio::time::timeout(DRAIN_LIMIT, self.hub.drained()).await;
         self.hub.shutdown();
+        if let Some(cluster) = &cluster {
+            // The other nodes hear who left, and the nicknames are free at once.
+            cluster.finish(CLUSTER_FINISH).await;
+        }
         self.tracker.close();
         let grace = self.hub.config().shutdown_grace;
         if tokio::time::timeout(grace, self.tracker.wait())

@@ -183,9 +183,17 @@ pub enum CtlCommand {
     /// time, lines and bytes in and out, bytes queued.
     List {
         /// Only the members of this room. Exits 1 if there is no such room.
-        #[arg(long, value_name = "NAME")]
+        #[arg(long, value_name = "NAME", conflicts_with = "cluster")]
         room: Option<String>,
+        /// Every member on every node of the cluster, with a NODE column (id, nickname, room and
+        /// address for members of other nodes). Exits 1 if the daemon is not in a cluster.
+        #[arg(long)]
+        cluster: bool,
     },
+    /// The cluster's nodes: name, clients, time since the last heartbeat, and link state (`up`,
+    /// `down` for this node's own link, `lost` for a node that stopped beating). Exits 1 if the
+    /// daemon is not in a cluster.
+    Nodes,
     /// Disconnect a client. It receives `*** you were kicked: REASON`; everyone else sees it leave
     /// with the reason.
     Kick {

@@ -26,6 +26,7 @@ use tracing::{debug, info, warn};
 use super::Cluster;
 use super::link::Conn;
 use super::wire::{self, Claim};
+use crate::client::ClientId;
 use crate::hub::relay::{Membership, Remote};
 use crate::protocol::validate_room;
 use std::sync::atomic::Ordering;
@@ -55,6 +56,7 @@ impl std::fmt::Display for ClaimRefused {
 pub(super) enum Cmd {
     /// Claim `keys` (all or none).
     Claim {
+        owner: ClientId,
         keys: Vec<Arc<str>>,
         nick: Arc<str>,
         room: Arc<str>,
@@ -69,6 +71,8 @@ pub(super) enum Cmd {
 struct Held {
     claim: Claim,
     revision: u64,
+    /// The client here that holds it (0: taken over after an upgrade, owner unknown).
+    owner: ClientId,
 }
 
 /// Claims of other nodes, by key.
@@ -164,9 +168,9 @@ pub(super) async fn run(cluster: Arc<Cluster>, conn: Conn) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            cmd = rx.recv() => match cmd {
-                Some(Cmd::Claim { keys, nick, room, reply }) => {
-                    let r = claim(&cluster, &conn, &mut held, &keys, &nick, &room).await;
+            cmd = rx.recv() => match cmd.inspect(|_| done(&cluster)) {
+                Some(Cmd::Claim { owner, keys, nick, room, reply }) => {
+                    let r = claim(&cluster, &conn, &mut held, owner, &keys, &nick, &room).await;
                     let _ = reply.send(r);
                 }
                 Some(Cmd::Change(change)) => change_one(&cluster, &conn, &mut held, change).await,
@@ -175,6 +179,11 @@ pub(super) async fn run(cluster: Arc<Cluster>, conn: Conn) {
             _ = tick.tick() => refresh(&cluster, &conn, &mut held).await,
         }
     }
+}
+
+/// One command taken (counted when it was sent, so a stop can wait for the rest).
+fn done(cluster: &Cluster) {
+    cluster.claims_pending.fetch_sub(1, Ordering::AcqRel);
 }
 
 fn value(claim: &Claim) -> Bytes {
@@ -199,6 +208,7 @@ async fn adopt(cluster: &Cluster, conn: &Conn, held: &mut HashMap<String, Held>)
                     Held {
                         claim,
                         revision: entry.revision,
+                        owner: 0,
                     },
                 );
             }
@@ -210,6 +220,7 @@ async fn claim(
     cluster: &Cluster,
     conn: &Conn,
     held: &mut HashMap<String, Held>,
+    owner: ClientId,
     keys: &[Arc<str>],
     nick: &str,
     room: &str,
@@ -224,8 +235,12 @@ async fn claim(
     let mut refused = None;
     for k in keys {
         let key = wire::nick_key(k);
-        if held.contains_key(&key) {
-            continue; // ours already (a rename that keeps a key: a change of case)
+        if let Some(h) = held.get(&key) {
+            if h.owner == owner {
+                continue; // its own already (a rename that keeps a key: a change of case)
+            }
+            refused = Some(ClaimRefused::Taken);
+            break;
         }
         match conn.nicks.create(&key, value(&claim)).await {
             Ok(revision) => {
@@ -234,6 +249,7 @@ async fn claim(
                     Held {
                         claim: claim.clone(),
                         revision,
+                        owner,
                     },
                 );
                 made.push(key);

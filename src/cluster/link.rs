@@ -49,6 +49,7 @@ impl Cluster {
         if let Some(hub) = self.hub() {
             // The first time the link comes up there is nothing to restore.
             if now && self.lost_told.swap(false, Ordering::AcqRel) {
+                self.restart.notify_one();
                 hub.tell_everyone_here(RESTORED);
             } else if !now {
                 self.lost_told.store(true, Ordering::Release);
@@ -145,16 +146,8 @@ async fn setup(cluster: &Cluster, client: &async_nats::Client) -> Result<Conn, S
             .map_err(|e| format!("cannot create stream {}: {e}", names.stream()))?,
     };
     let ttl = cluster.cfg.presence_ttl;
-    let bucket = |name: String| kv::Config {
-        bucket: name,
-        history: 1,
-        max_age: ttl,
-        num_replicas: cluster.cfg.replicas,
-        storage: stream::StorageType::File,
-        ..Default::default()
-    };
-    let nicks = open_bucket(&js, bucket(names.nicks_bucket())).await?;
-    let nodes = open_bucket(&js, bucket(names.nodes_bucket())).await?;
+    let nicks = open_bucket(&js, &names.nicks_bucket(), ttl, cluster.cfg.replicas).await?;
+    let nodes = open_bucket(&js, &names.nodes_bucket(), ttl, cluster.cfg.replicas).await?;
     Ok(Conn {
         client: client.clone(),
         js,
@@ -164,15 +157,37 @@ async fn setup(cluster: &Cluster, client: &async_nats::Client) -> Result<Conn, S
     })
 }
 
-async fn open_bucket(js: &jetstream::Context, config: kv::Config) -> Result<kv::Store, String> {
-    let name = config.bucket.clone();
-    match js.get_key_value(&name).await {
-        Ok(store) => Ok(store),
-        Err(_) => js
-            .create_key_value(config)
-            .await
-            .map_err(|e| format!("cannot create key-value bucket {name}: {e}")),
+/// Opens a key-value bucket, making it if needed. Made here as the stream a bucket is (the
+/// client's own `create_key_value` first asks for the account's limits in a form nats-server 2.9,
+/// Debian bookworm's, does not answer in): one value per key, entries expiring after `ttl`.
+async fn open_bucket(
+    js: &jetstream::Context,
+    name: &str,
+    ttl: Duration,
+    replicas: usize,
+) -> Result<kv::Store, String> {
+    if let Ok(store) = js.get_key_value(name).await {
+        return Ok(store);
     }
+    let config = stream::Config {
+        name: format!("KV_{name}"),
+        subjects: vec![format!("$KV.{name}.>")],
+        max_messages_per_subject: 1,
+        max_age: ttl,
+        storage: stream::StorageType::File,
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: true,
+        num_replicas: replicas,
+        discard: stream::DiscardPolicy::New,
+        ..Default::default()
+    };
+    js.create_stream(config)
+        .await
+        .map_err(|e| format!("cannot create key-value bucket {name}: {e}"))?;
+    js.get_key_value(name)
+        .await
+        .map_err(|e| format!("cannot open key-value bucket {name}: {e}"))
 }
 
 /// The link's life: connect, make the stream and buckets (retrying until NATS has JetStream),

@@ -40,11 +40,15 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::config::ClusterConfig;
-use crate::hub::relay::{Membership, Relay, Remote};
+use crate::client::ClientId;
+use crate::hub::relay::{Membership, Relay, Remote, Waiting};
 use crate::hub::{Hub, Room};
 use wire::Names;
 
 pub(crate) use claims::ClaimRefused;
+
+/// Longest a member waits for a room's history from the stream before entering without it.
+const PREPARE_LIMIT: Duration = Duration::from_secs(3);
 
 /// What a node carries across `chatctl upgrade`: who it is in the cluster and how far it has
 /// read the stream, so the new process keeps its claims and neither repeats nor skips an event.
@@ -110,6 +114,9 @@ pub struct Cluster {
     /// Rooms that queued events, for the publisher.
     rung: Mutex<Vec<Arc<Room>>>,
     ring: Notify,
+    /// The link came back: the consumer starts again right after the last sequence applied,
+    /// rather than waiting to notice that its old one went quiet.
+    pub(crate) restart: Notify,
     /// Changes for the claims task (in order).
     claims_tx: mpsc::UnboundedSender<claims::Cmd>,
     claims_rx: Mutex<Option<mpsc::UnboundedReceiver<claims::Cmd>>>,
@@ -126,6 +133,8 @@ pub struct Cluster {
     /// The consumer stops applying (an upgrade is handing the rooms over).
     held: AtomicBool,
     conn: OnceLock<link::Conn>,
+    /// Claim commands sent and not yet done.
+    claims_pending: AtomicU64,
     /// Publishes sent and not yet acknowledged (or failed).
     in_flight: AtomicU64,
     /// Totals.
@@ -154,6 +163,7 @@ impl Cluster {
             lost_told: AtomicBool::new(false),
             rung: Mutex::new(Vec::new()),
             ring: Notify::new(),
+            restart: Notify::new(),
             claims_tx,
             claims_rx: Mutex::new(Some(claims_rx)),
             private_tx,
@@ -166,6 +176,7 @@ impl Cluster {
             held: AtomicBool::new(false),
             conn: OnceLock::new(),
             in_flight: AtomicU64::new(0),
+            claims_pending: AtomicU64::new(0),
             counters: LinkCounters::default(),
         })
     }
@@ -221,6 +232,19 @@ impl Cluster {
         }
     }
 
+    /// A stopping node: waits (up to `limit`) until its members' leaves are published and their
+    /// claims released.
+    pub(crate) async fn finish(&self, limit: Duration) {
+        let deadline = tokio::time::Instant::now() + limit;
+        let _ = self.quiesce(limit).await;
+        // Bounded by the deadline.
+        while self.claims_pending.load(Ordering::Acquire) > 0
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     /// Takes up applying the stream again (an upgrade rolled back).
     pub(crate) fn resume_applying(&self) {
         self.held.store(false, Ordering::Release);
@@ -229,6 +253,7 @@ impl Cluster {
     /// Claims `keys` for `nick` in `room` across the cluster (see [`claims`]).
     pub(crate) async fn claim(
         &self,
+        owner: ClientId,
         keys: Vec<Arc<str>>,
         nick: Arc<str>,
         room: Arc<str>,
@@ -238,12 +263,13 @@ impl Cluster {
         }
         let (tx, rx) = oneshot::channel();
         let cmd = claims::Cmd::Claim {
+            owner,
             keys,
             nick,
             room,
             reply: tx,
         };
-        if self.claims_tx.send(cmd).is_err() {
+        if !self.send_claims(cmd) {
             return Err(ClaimRefused::LinkDown);
         }
         rx.await.unwrap_or(Err(ClaimRefused::LinkDown))
@@ -257,6 +283,15 @@ impl Cluster {
         if self.seed_tx.send((name.to_owned(), tx)).is_ok() {
             let _ = tokio::time::timeout(limit, rx).await;
         }
+    }
+
+    fn send_claims(&self, cmd: claims::Cmd) -> bool {
+        self.claims_pending.fetch_add(1, Ordering::AcqRel);
+        let sent = self.claims_tx.send(cmd).is_ok();
+        if !sent {
+            self.claims_pending.fetch_sub(1, Ordering::AcqRel);
+        }
+        sent
     }
 
     /// Every node this one has heard of, itself first.
@@ -330,7 +365,7 @@ impl Relay for Cluster {
     }
 
     fn membership(&self, change: Membership) {
-        let _ = self.claims_tx.send(claims::Cmd::Change(change));
+        self.send_claims(claims::Cmd::Change(change));
     }
 
     fn remote_names(&self, room_key: &str) -> Vec<Arc<str>> {
@@ -348,6 +383,24 @@ impl Relay for Cluster {
         let _ = self
             .private_tx
             .send((node.to_owned(), nick.to_owned(), line));
+    }
+
+    fn claim(
+        self: Arc<Self>,
+        owner: ClientId,
+        keys: Vec<Arc<str>>,
+        nick: Arc<str>,
+        room: Arc<str>,
+    ) -> Waiting<Result<(), String>> {
+        Box::pin(async move {
+            Cluster::claim(&self, owner, keys, nick, room)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    fn prepare_room(self: Arc<Self>, name: String) -> Waiting<()> {
+        Box::pin(async move { Cluster::prepare_room(&self, &name, PREPARE_LIMIT).await })
     }
 }
 

@@ -149,6 +149,10 @@ pub(super) async fn run(cluster: Arc<Cluster>, conn: Conn) {
                     }
                     None => break,
                 },
+                () = cluster.restart.notified() => {
+                    debug!(event = "cluster_consumer", "link restored; starting a new consumer");
+                    break;
+                }
                 req = seeds.recv() => {
                     let Some((name, done)) = req else { return };
                     let upto = cluster.last_seq.load(Ordering::Acquire);

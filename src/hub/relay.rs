@@ -110,7 +110,21 @@ pub trait Relay: Send + Sync + std::fmt::Debug {
     fn remote_member(&self, keys: &[Arc<str>]) -> Option<Remote>;
     /// Sends a formatted private line to `nick` on `node`.
     fn send_private(&self, node: &str, nick: &str, line: Bytes);
+    /// Claims `keys` for client `owner`, called `nick`, sitting in `room`, across the cluster;
+    /// the reason as the member is told it if not.
+    fn claim(
+        self: Arc<Self>,
+        owner: ClientId,
+        keys: Vec<Arc<str>>,
+        nick: Arc<str>,
+        room: Arc<str>,
+    ) -> Waiting<Result<(), String>>;
+    /// Makes sure the room called `name` is here with its history before a member enters it.
+    fn prepare_room(self: Arc<Self>, name: String) -> Waiting<()>;
 }
+
+/// An answer from the cluster, awaited by a session (which reads nothing more meanwhile).
+pub type Waiting<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
 
 impl Room {
     /// Queues an event for the cluster under the lock `st` (this room's).
@@ -146,6 +160,26 @@ impl Hub {
 
     pub(super) fn relay(&self) -> Option<&Arc<dyn Relay>> {
         self.relay.get()
+    }
+
+    /// The cluster link, if rooms are shared with one.
+    pub(crate) fn relay_handle(&self) -> Option<Arc<dyn Relay>> {
+        self.relay.get().cloned()
+    }
+
+    /// A nickname as it would be taken, and its registry keys; or why it cannot be.
+    pub(crate) fn nick_keys(
+        &self,
+        nick: &str,
+    ) -> Result<(Arc<str>, Vec<Arc<str>>), super::NickRefused> {
+        let valid = crate::protocol::validate_nick(nick).map_err(super::NickRefused::Invalid)?;
+        let keys = super::names::NickKeys::of(&valid).to_vec();
+        Ok((Arc::from(valid.as_str()), keys))
+    }
+
+    /// The name of the room newcomers enter.
+    pub(crate) fn default_room_name(&self) -> Arc<str> {
+        self.lock().rooms.default_room().name.clone()
     }
 
     /// Rings the link if `room` queued anything.

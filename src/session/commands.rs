@@ -12,6 +12,7 @@ use tracing::info;
 use super::flood::TokenBucket;
 use super::lines::{LINE_BUF, Leaving};
 use crate::client::{Client, ClientId, Lag, LeaveReason};
+use crate::hub::relay::{Membership, Waiting};
 use crate::hub::{Hub, NickRefused, Room};
 use crate::protocol::format::{self, REASON_MAX_CHARS, notice, notices};
 use crate::protocol::{ClientCmd, Frame, HELP, NICK_PROMPT, parse_line, sanitise_into};
@@ -47,7 +48,16 @@ pub(super) struct LineCtx {
     pub(super) published: u32,
     /// Set when a publish found the room congested: pause before consuming more input.
     pub(super) congested: bool,
+    /// An answer the cluster owes (a nickname claim, a room's history) before the line that
+    /// asked can be finished; nothing more is read meanwhile. Boxed twice: an idle session pays
+    /// one pointer for it.
+    pub(super) pending: Option<Box<Pending>>,
 }
+
+/// What finishes a line once the cluster has answered.
+pub(super) type Resume = Box<dyn FnOnce(&mut LineCtx) + Send>;
+/// The cluster's answer on its way.
+pub(super) type Pending = Waiting<Resume>;
 
 impl LineCtx {
     pub(super) fn id(&self) -> ClientId {
@@ -203,7 +213,7 @@ impl LineCtx {
     }
 
     pub(super) fn next_step(&self) -> ControlFlow<()> {
-        if self.leave.is_some() || self.throttle || self.congested {
+        if self.leave.is_some() || self.throttle || self.congested || self.pending.is_some() {
             ControlFlow::Break(())
         } else {
             ControlFlow::Continue(())
@@ -224,13 +234,81 @@ impl LineCtx {
             self.set_leave(LeaveReason::Quit(None), Some("Goodbye."));
             return;
         }
+        if let Some(relay) = self.hub.relay_handle() {
+            // In a cluster the name must be free on every node first.
+            match self.hub.nick_keys(nick) {
+                Ok((nick, keys)) => {
+                    let room = self.hub.default_room_name();
+                    let claim = relay.claim(self.id(), keys.clone(), nick.clone(), room);
+                    self.wait_for(async move {
+                        let claimed = claim.await;
+                        Box::new(move |ctx: &mut LineCtx| ctx.join_claimed(&nick, keys, claimed))
+                            as Resume
+                    });
+                }
+                Err(why) => self.refuse_nick(&why.to_string()),
+            }
+            return;
+        }
+        self.join(nick);
+    }
+
+    fn join(&mut self, nick: &str) -> bool {
         match self.hub.join(self.id(), nick) {
             Ok((nick, room)) => {
                 self.phase = Some(nick);
                 self.room = Some(room);
+                return true;
             }
             Err(NickRefused::Gone) => self.set_leave(LeaveReason::ShuttingDown, None),
-            Err(why) => self.reply(notices([why.to_string().as_str(), NICK_PROMPT]), 2),
+            Err(why) => self.refuse_nick(&why.to_string()),
+        }
+        false
+    }
+
+    fn refuse_nick(&mut self, why: &str) {
+        self.reply(notices([why, NICK_PROMPT]), 2);
+    }
+
+    /// Reads nothing more until `answer` is in, then runs what it returns.
+    fn wait_for(&mut self, answer: impl std::future::Future<Output = Resume> + Send + 'static) {
+        self.pending = Some(Box::new(Box::pin(answer)));
+    }
+
+    /// The cluster answered a nickname claim made at the prompt.
+    fn join_claimed(&mut self, nick: &str, keys: Vec<std::sync::Arc<str>>, claimed: Result<(), String>) {
+        match claimed {
+            Ok(()) => {
+                if !self.join(nick) {
+                    self.release(keys);
+                }
+            }
+            Err(why) => self.refuse_nick(&why),
+        }
+    }
+
+    /// Gives back cluster claims this client made and did not use.
+    fn release(&self, keys: Vec<std::sync::Arc<str>>) {
+        if let Some(relay) = self.hub.relay_handle()
+            && !keys.is_empty()
+        {
+            relay.membership(Membership::Released { keys });
+        }
+    }
+
+    /// `/nick`, once the cluster has the new name claimed (or at once, alone).
+    fn rename(&mut self, new: &str, fresh: Vec<std::sync::Arc<str>>) {
+        match self.hub.rename(self.id(), new) {
+            Ok((_, new)) => {
+                self.phase = Some(new);
+            }
+            Err(why) => {
+                self.release(fresh);
+                match why {
+                    NickRefused::Gone => self.set_leave(LeaveReason::ShuttingDown, None),
+                    why => self.say(&format!("Cannot change nickname: {why}")),
+                }
+            }
         }
     }
 
@@ -257,21 +335,52 @@ impl LineCtx {
         self.room = self.hub.room_of(self.id());
         match cmd {
             ClientCmd::Say(_) | ClientCmd::Me(_) => unreachable!("chat lines are batched"),
-            ClientCmd::Nick(new) => match self.hub.rename(self.id(), new) {
-                Ok((_, new)) => {
-                    self.phase = Some(new);
-                }
-                Err(NickRefused::Gone) => self.set_leave(LeaveReason::ShuttingDown, None),
-                Err(why) => self.say(&format!("Cannot change nickname: {why}")),
+            ClientCmd::Nick(new) => match self.hub.relay_handle() {
+                None => self.rename(new, Vec::new()),
+                Some(relay) => match (self.hub.nick_keys(new), self.hub.nick_keys(nick)) {
+                    (Ok((new, keys)), Ok((_, old))) => {
+                        let room = self.room.as_ref().map_or_else(
+                            || self.hub.default_room_name(),
+                            |r| r.name.clone(),
+                        );
+                        let claim = relay.claim(self.id(), keys.clone(), new.clone(), room);
+                        // Keys this member holds already (a change of case) stay its own.
+                        let fresh: Vec<_> = keys.into_iter().filter(|k| !old.contains(k)).collect();
+                        self.wait_for(async move {
+                            let claimed = claim.await;
+                            Box::new(move |ctx: &mut LineCtx| match claimed {
+                                Ok(()) => ctx.rename(&new, fresh),
+                                Err(why) => ctx.say(&format!("Cannot change nickname: {why}")),
+                            }) as Resume
+                        });
+                    }
+                    (Err(why), _) | (_, Err(why)) => {
+                        self.say(&format!("Cannot change nickname: {why}"))
+                    }
+                },
             },
             ClientCmd::Who => {
                 let lines = self.hub.who_lines(self.id());
                 self.reply(lines, 1);
             }
-            ClientCmd::Join(name) => {
-                let entered = self.hub.enter(self.id(), name, None, false);
-                self.entered(entered);
-            }
+            ClientCmd::Join(name) => match self.hub.relay_handle() {
+                None => {
+                    let entered = self.hub.enter(self.id(), name, None, false);
+                    self.entered(entered);
+                }
+                Some(relay) => {
+                    // A room that lives on other nodes gets its history from the stream first.
+                    let ready = relay.prepare_room(name.to_owned());
+                    let name = name.to_owned();
+                    self.wait_for(async move {
+                        ready.await;
+                        Box::new(move |ctx: &mut LineCtx| {
+                            let entered = ctx.hub.enter(ctx.id(), &name, None, false);
+                            ctx.entered(entered);
+                        }) as Resume
+                    });
+                }
+            },
             ClientCmd::Part => {
                 let entered = self.hub.part(self.id());
                 self.entered(entered);

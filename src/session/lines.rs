@@ -120,6 +120,7 @@ impl Input {
                 throttle: false,
                 published: 0,
                 congested: false,
+                pending: None,
             },
             backlog: Vec::new(),
             paused_until: None,

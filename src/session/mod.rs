@@ -83,7 +83,9 @@ enum End {
     Frozen,
 }
 
-type Pause = Pin<Box<dyn Future<Output = ()> + Send>>;
+/// A wait that holds input back: for congestion to end (nothing to do after), or for the
+/// cluster's answer to a line (what finishes that line).
+type Pause = Pin<Box<dyn Future<Output = Option<commands::Resume>> + Send>>;
 
 struct Session {
     /// The same client as the input side's, held here too so the socket can be borrowed while
@@ -195,7 +197,13 @@ impl Session {
                         self.after_input();
                     }
                 }
-                Wake::Relieved => {
+                Wake::Relieved(Some(resume)) => {
+                    // The cluster answered: finish the line that asked, then read on.
+                    self.pause = None;
+                    resume(&mut self.input.ctx);
+                    self.after_input();
+                }
+                Wake::Relieved(None) => {
                     // Whatever ended the pause, the next read goes ahead (a stalled reader
                     // cannot hold the room); if the room is still congested it pauses again.
                     self.pause = None;
@@ -219,13 +227,19 @@ impl Session {
     fn start_pause(&mut self) {
         if let Some(room) = &self.input.ctx.room {
             let congestion = room.congestion.clone();
-            self.pause = Some(Box::pin(congestion.until_relieved()));
+            self.pause = Some(Box::pin(async move {
+                congestion.until_relieved().await;
+                None
+            }));
         }
     }
 
     /// After input was handled: a publish into a congested room pauses reading; a decision to
     /// leave closes the client now (the room hears of it) and starts the final flush.
     fn after_input(&mut self) {
+        if let Some(pending) = self.input.ctx.pending.take() {
+            self.pause = Some(Box::pin(async move { Some(pending.await) }));
+        }
         if self.input.take_congested() && self.pause.is_none() {
             self.start_pause();
         }
@@ -334,8 +348,8 @@ impl Session {
 enum Wake {
     /// The socket has input (or EOF) to read.
     Readable,
-    /// The congestion pause ended.
-    Relieved,
+    /// The pause ended (with what finishes a line, if it was the cluster's answer).
+    Relieved(Option<commands::Resume>),
     /// Something else: the socket writable, the doorbell, or a deadline.
     Other,
     /// The socket failed.
@@ -378,9 +392,9 @@ impl Future for Wait<'_> {
             return Poll::Ready(Wake::Other);
         }
         if let Some(pause) = this.pause.as_mut()
-            && pause.as_mut().poll(cx).is_ready()
+            && let Poll::Ready(resume) = pause.as_mut().poll(cx)
         {
-            return Poll::Ready(Wake::Relieved);
+            return Poll::Ready(Wake::Relieved(resume));
         }
         if let Some(timer) = this.timer.as_mut()
             && timer.as_mut().poll(cx).is_ready()

@@ -32,6 +32,9 @@ pub struct ClientEntry {
     pub bytes_out: u64,
     /// Bytes waiting to be written to the client.
     pub queued_bytes: u64,
+    /// The cluster node it is connected to (`list_cluster` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 /// `list` result.
@@ -115,6 +118,37 @@ pub struct StatsReply {
     /// TLS handshakes that failed or were not done in time.
     #[serde(default)]
     pub tls_handshake_failures: u64,
+    /// The cluster link, when the daemon is in a cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterStats>,
+}
+
+/// The cluster link in `stats`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClusterStats {
+    /// This node's name.
+    pub node: String,
+    /// `up` or `down`.
+    pub link: String,
+    /// The last broker round trip, in milliseconds (null before the first).
+    pub rtt_ms: Option<f64>,
+    /// Events published to the stream.
+    pub published: u64,
+    /// Of those, acknowledged.
+    pub acked: u64,
+    /// Publishes, acknowledgements and key-value operations that failed.
+    pub errors: u64,
+    /// Events applied from the stream.
+    pub applied: u64,
+    /// Nodes known, this one included.
+    pub nodes: u64,
+}
+
+/// `nodes` result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodesReply {
+    /// This node first, then the others by name.
+    pub nodes: Vec<crate::cluster::NodeInfo>,
 }
 
 /// `upgrade` result.
