@@ -927,7 +927,15 @@ async fn r3_loses_nothing_when_a_nats_server_dies_mid_chat() {
 
     let mut results = Vec::new();
     for d in drivers {
-        results.push(d.await.expect("a driver finished"));
+        match d.await {
+            Ok(r) => results.push(r),
+            Err(e) => {
+                for n in &nodes {
+                    eprintln!("log of node at {}: {:#?}", n.addr(), n.take_log());
+                }
+                panic!("a driver failed: {e}");
+            }
+        }
     }
     // Each observer reads on until it has every sender's end marker.
     let ends: Vec<String> = (0..3).map(|i| format!("<s{i}> s{i}-end")).collect();
