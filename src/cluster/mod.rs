@@ -39,8 +39,8 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, mpsc, oneshot};
 
-use crate::client::ClientId;
 use crate::config::ClusterConfig;
+use crate::client::ClientId;
 use crate::hub::relay::{Membership, Relay, Remote, Waiting};
 use crate::hub::{Hub, Room};
 use wire::Names;
@@ -220,11 +220,7 @@ impl Cluster {
         let deadline = tokio::time::Instant::now() + limit;
         // Bounded by the deadline; a few milliseconds per round.
         loop {
-            let pending = !self
-                .rung
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .is_empty();
+            let pending = !self.rung.lock().unwrap_or_else(|e| e.into_inner()).is_empty();
             if !pending && self.in_flight.load(Ordering::Acquire) == 0 {
                 return true;
             }

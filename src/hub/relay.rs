@@ -282,12 +282,7 @@ impl Hub {
     /// Seeds a room's history and topic from the broker (a node starting, or the first member
     /// here entering a room that lives on other nodes). `lines` are (time, formatted chat), oldest
     /// first; they go before anything the room has recorded since.
-    pub fn seed_room(
-        &self,
-        room_name: &str,
-        lines: Vec<(SystemTime, Bytes)>,
-        topic: Option<String>,
-    ) {
+    pub fn seed_room(&self, room_name: &str, lines: Vec<(SystemTime, Bytes)>, topic: Option<String>) {
         let Some(room) = enter::find(&self.lock().rooms, room_name).cloned() else {
             return;
         };
@@ -324,11 +319,7 @@ impl Hub {
 
     /// Every room's name.
     pub fn room_names(&self) -> Vec<String> {
-        self.lock()
-            .rooms
-            .iter()
-            .map(|r| r.name.to_string())
-            .collect()
+        self.lock().rooms.iter().map(|r| r.name.to_string()).collect()
     }
 
     /// The registry key of the room called `name`, made here (as users' rooms are) if it does
