@@ -9,8 +9,8 @@ use unicode_width::UnicodeWidthStr;
 use crate::admin::client::{self, ClientError};
 use crate::admin::path;
 use crate::admin::proto::{
-    AnnounceReply, ClientEntry, Command, ErrorCode, KickReply, ListReply, MoveReply, ReloadReply,
-    NodesReply, Response, RoomEntry, RoomsReply, StatsReply, TopicReply, UpgradeReply,
+    AnnounceReply, ClientEntry, Command, ErrorCode, KickReply, ListReply, MoveReply, NodesReply,
+    ReloadReply, Response, RoomEntry, RoomsReply, StatsReply, TopicReply, UpgradeReply,
 };
 use crate::cli::{CtlArgs, CtlCommand};
 
@@ -363,10 +363,14 @@ fn stats_table(s: &StatsReply) -> String {
         .iter()
         .flat_map(|c| {
             [
-                ("cluster link", format!("{} (node {}, {} nodes known)", c.link, c.node, c.nodes)),
+                (
+                    "cluster link",
+                    format!("{} (node {}, {} nodes known)", c.link, c.node, c.nodes),
+                ),
                 (
                     "broker rtt",
-                    c.rtt_ms.map_or_else(|| "-".to_owned(), |ms| format!("{ms:.2} ms")),
+                    c.rtt_ms
+                        .map_or_else(|| "-".to_owned(), |ms| format!("{ms:.2} ms")),
                 ),
                 (
                     "cluster events",

@@ -30,9 +30,9 @@
 
 pub mod admin;
 pub mod app;
-pub mod cluster;
 pub mod cli;
 pub(crate) mod client;
+pub mod cluster;
 pub mod config;
 pub mod ctl;
 pub mod daemon;

@@ -107,6 +107,9 @@ impl Reloader {
         if new.worker_threads != current.worker_threads {
             ignored.push("worker_threads");
         }
+        if new.cluster != current.cluster {
+            ignored.push("cluster");
+        }
         for key in &ignored {
             warn!(
                 event = "reload",
@@ -133,6 +136,7 @@ impl Reloader {
                 admin_socket: current.admin_socket.clone(),
                 admin_socket_mode: current.admin_socket_mode,
                 worker_threads: current.worker_threads,
+                cluster: current.cluster.clone(),
                 ..new
             },
             log_level,

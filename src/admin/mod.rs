@@ -44,8 +44,8 @@ pub use socket::{AdminError, AdminSocket, SocketFile, group_id};
 /// How the admin socket asks for a reload (blocking; provided by the app, which owns reloading).
 pub type ReloadFn = Arc<dyn Fn() -> Result<ReloadOutcome, String> + Send + Sync>;
 use proto::{
-    Command, ErrorCode, KickReply, ListReply, MAX_REQUEST_BYTES, NodesReply, ReloadReply,
-    Response, UpgradeReply,
+    Command, ErrorCode, KickReply, ListReply, MAX_REQUEST_BYTES, NodesReply, ReloadReply, Response,
+    UpgradeReply,
 };
 use report::{list, stats};
 

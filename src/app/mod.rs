@@ -39,6 +39,8 @@ pub use reconfigure::Reconfigure;
 const DRAIN_LIMIT: std::time::Duration = std::time::Duration::from_millis(500);
 /// Listen backlog: deep enough that a join storm waits in the kernel rather than being refused.
 const BACKLOG: u32 = 4096;
+/// Longest the sessions taken over in an upgrade wait for the cluster link to come up.
+const CLUSTER_TAKEOVER: std::time::Duration = std::time::Duration::from_secs(3);
 /// Longest a stopping node waits for its cluster link to publish the leaves and release the
 /// nicknames of its members.
 const CLUSTER_FINISH: std::time::Duration = std::time::Duration::from_secs(2);
@@ -262,7 +264,9 @@ impl App {
             .map_err(|e| format!("client socket: {e}"))?;
         let mut hub = Hub::new(config);
         let resumed = hub.restore(takeover.snapshot.room.clone(), streams);
-        Ok(Self::assemble(hub, listeners, tls, http, admin, resumed))
+        let mut app = Self::assemble(hub, listeners, tls, http, admin, resumed);
+        app.cluster_resume = takeover.snapshot.cluster.clone();
+        Ok(app)
     }
 
     /// Enables `chatctl upgrade` (and returns the handle SIGUSR2 uses too): `invocation` is how
@@ -358,9 +362,13 @@ impl App {
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
         // Rooms shared with a cluster: the link comes up in the background (members are told if
         // it is lost); a node with its broker down still serves, refusing lines it cannot order.
+        let taking_over = self.cluster_resume.is_some();
         let cluster = self.hub.config().cluster.clone().map(|c| {
             let cluster = Cluster::new(c, self.cluster_resume.take());
             cluster.start(&self.hub);
+            if let Some(upgrader) = &self.upgrader {
+                upgrader.set_cluster(cluster.clone());
+            }
             cluster
         });
         let tls_addrs = self.tls_addrs();
@@ -375,6 +383,11 @@ impl App {
             upgrade: self.upgrader.clone(),
             cluster: cluster.clone(),
         });
+        if let Some(cluster) = cluster.as_ref().filter(|_| taking_over) {
+            // Members taken over from a predecessor in a cluster carry on once the link is up
+            // (a few milliseconds): their next line would otherwise be refused as undeliverable.
+            cluster.wait_up(CLUSTER_TAKEOVER).await;
+        }
         // Connections taken over from a predecessor carry on first.
         for r in std::mem::take(&mut self.resumed) {
             self.tracker.spawn(crate::session::resume(

@@ -126,7 +126,13 @@ impl Directory {
         let mut out: Vec<(String, String, String)> = self
             .by_key
             .values()
-            .map(|e| (e.claim.node.clone(), e.claim.nick.clone(), e.claim.room.clone()))
+            .map(|e| {
+                (
+                    e.claim.node.clone(),
+                    e.claim.nick.clone(),
+                    e.claim.room.clone(),
+                )
+            })
             .collect();
         out.sort();
         out.dedup();
@@ -278,7 +284,10 @@ async fn claim(
 
 async fn release(cluster: &Cluster, conn: &Conn, held: &mut HashMap<String, Held>, key: &str) {
     if let Some(h) = held.remove(key)
-        && let Err(e) = conn.nicks.delete_expect_revision(key, Some(h.revision)).await
+        && let Err(e) = conn
+            .nicks
+            .delete_expect_revision(key, Some(h.revision))
+            .await
     {
         // It lapsed (someone else may hold it now): not ours to delete any more.
         debug!(event = "cluster_release", error = %e, "a released claim had changed");
@@ -328,7 +337,9 @@ async fn refresh(cluster: &Cluster, conn: &Conn, held: &mut HashMap<String, Held
     }
     let keys: Vec<String> = held.keys().cloned().collect();
     for key in keys {
-        let Some(h) = held.get_mut(&key) else { continue };
+        let Some(h) = held.get_mut(&key) else {
+            continue;
+        };
         match conn.nicks.update(&key, value(&h.claim), h.revision).await {
             Ok(rev) => h.revision = rev,
             Err(_) => {
@@ -352,7 +363,10 @@ async fn refresh(cluster: &Cluster, conn: &Conn, held: &mut HashMap<String, Held
 
 /// Someone elsewhere holds a nickname a member here had: the member goes.
 fn lost_claim(cluster: &Cluster, nick: &str) {
-    info!(event = "cluster_claim_lost", nick, "nickname claimed elsewhere while this node was cut off");
+    info!(
+        event = "cluster_claim_lost",
+        nick, "nickname claimed elsewhere while this node was cut off"
+    );
     if let Some(hub) = cluster.hub() {
         hub.kick(
             nick,

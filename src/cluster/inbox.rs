@@ -104,13 +104,20 @@ pub(super) async fn send_private(cluster: Arc<Cluster>, _conn: Conn) {
             line: String::from_utf8_lossy(&line).into_owned(),
         };
         if ask(&cluster, &node, &req).await.is_none() {
-            debug!(event = "cluster_private", node, "a private message went unanswered");
+            debug!(
+                event = "cluster_private",
+                node, "a private message went unanswered"
+            );
         }
     }
 }
 
 /// Kicks `nick` wherever it is; the nickname as spelt there.
-pub(super) async fn kick_remote(cluster: &Cluster, nick: &str, reason: Option<&str>) -> Option<String> {
+pub(super) async fn kick_remote(
+    cluster: &Cluster,
+    nick: &str,
+    reason: Option<&str>,
+) -> Option<String> {
     let valid = crate::protocol::validate_nick(nick).ok()?;
     let keys: Vec<Arc<str>> = valid.keys().map(Arc::from).collect();
     let remote = cluster

@@ -36,7 +36,9 @@ pub(crate) struct Conn {
 impl Cluster {
     /// The link came up or went down (the client's connection events).
     fn set_connected(&self, connected: bool) {
-        let was = self.up.swap(connected && self.conn.get().is_some(), Ordering::AcqRel);
+        let was = self
+            .up
+            .swap(connected && self.conn.get().is_some(), Ordering::AcqRel);
         let now = self.is_up();
         if was == now {
             return;
@@ -130,7 +132,12 @@ async fn setup(cluster: &Cluster, client: &async_nats::Client) -> Result<Conn, S
     };
     let stream = match js.get_stream(names.stream()).await {
         Ok(mut existing) => {
-            let current = existing.info().await.map_err(|e| e.to_string())?.config.clone();
+            let current = existing
+                .info()
+                .await
+                .map_err(|e| e.to_string())?
+                .config
+                .clone();
             if current.max_messages_per_subject != config.max_messages_per_subject
                 || current.subjects != config.subjects
             {

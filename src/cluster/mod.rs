@@ -39,13 +39,18 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, mpsc, oneshot};
 
-use crate::config::ClusterConfig;
 use crate::client::ClientId;
-use crate::hub::relay::{Membership, Relay, Remote, Waiting};
+use crate::config::ClusterConfig;
+use crate::hub::relay::{Membership, Relay, RelayTotals, Remote, Waiting};
 use crate::hub::{Hub, Room};
 use wire::Names;
 
 pub(crate) use claims::ClaimRefused;
+
+/// A room to seed from the stream, and who to tell when it is done.
+type SeedRequest = (String, oneshot::Sender<()>);
+/// A private line for another node: (node, nickname, line).
+type PrivateLine = (String, String, Bytes);
 
 /// Longest a member waits for a room's history from the stream before entering without it.
 const PREPARE_LIMIT: Duration = Duration::from_secs(3);
@@ -121,11 +126,11 @@ pub struct Cluster {
     claims_tx: mpsc::UnboundedSender<claims::Cmd>,
     claims_rx: Mutex<Option<mpsc::UnboundedReceiver<claims::Cmd>>>,
     /// Private lines for other nodes.
-    private_tx: mpsc::UnboundedSender<(String, String, Bytes)>,
-    private_rx: Mutex<Option<mpsc::UnboundedReceiver<(String, String, Bytes)>>>,
+    private_tx: mpsc::UnboundedSender<PrivateLine>,
+    private_rx: Mutex<Option<mpsc::UnboundedReceiver<PrivateLine>>>,
     /// Rooms to seed from the stream, for the consumer (it alone knows where it is).
-    seed_tx: mpsc::UnboundedSender<(String, oneshot::Sender<()>)>,
-    seed_rx: Mutex<Option<mpsc::UnboundedReceiver<(String, oneshot::Sender<()>)>>>,
+    seed_tx: mpsc::UnboundedSender<SeedRequest>,
+    seed_rx: Mutex<Option<mpsc::UnboundedReceiver<SeedRequest>>>,
     directory: Mutex<claims::Directory>,
     nodes: Mutex<HashMap<String, Seen>>,
     /// The last stream sequence applied to the rooms here.
@@ -220,7 +225,11 @@ impl Cluster {
         let deadline = tokio::time::Instant::now() + limit;
         // Bounded by the deadline; a few milliseconds per round.
         loop {
-            let pending = !self.rung.lock().unwrap_or_else(|e| e.into_inner()).is_empty();
+            let pending = !self
+                .rung
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_empty();
             if !pending && self.in_flight.load(Ordering::Acquire) == 0 {
                 return true;
             }
@@ -243,6 +252,19 @@ impl Cluster {
         {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
+    }
+
+    /// Waits (up to `limit`) for the link to be up.
+    pub(crate) async fn wait_up(&self, limit: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        // Bounded by the deadline.
+        while !self.is_up() {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        true
     }
 
     /// Takes up applying the stream again (an upgrade rolled back).
@@ -397,6 +419,18 @@ impl Relay for Cluster {
                 .await
                 .map_err(|e| e.to_string())
         })
+    }
+
+    fn totals(&self) -> RelayTotals {
+        let n = &self.counters;
+        RelayTotals {
+            up: self.is_up(),
+            published: n.published.load(Ordering::Relaxed),
+            acked: n.acked.load(Ordering::Relaxed),
+            errors: n.errors.load(Ordering::Relaxed),
+            applied: n.applied.load(Ordering::Relaxed),
+            rtt_secs: n.rtt_us.load(Ordering::Relaxed) as f64 / 1e6,
+        }
     }
 
     fn prepare_room(self: Arc<Self>, name: String) -> Waiting<()> {

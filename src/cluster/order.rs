@@ -186,7 +186,10 @@ fn apply(cluster: &Cluster, msg: async_nats::jetstream::Message) {
                 hub.apply(&room, ev);
             }
         }
-        None => warn!(event = "cluster_bad_event", seq, "skipped a stream message that is not a room event"),
+        None => warn!(
+            event = "cluster_bad_event",
+            seq, "skipped a stream message that is not a room event"
+        ),
     }
     cluster.last_seq.store(seq, Ordering::Release);
     cluster.counters.applied.fetch_add(1, Ordering::Relaxed);
@@ -231,8 +234,14 @@ async fn seed(cluster: &Cluster, conn: &Conn, name: &str, upto: u64, fresh: bool
         }
     }
     let topic_subject = cluster.names.room_subject(&key, Kind::Topic);
-    let topic = match conn.stream.get_last_raw_message_by_subject(&topic_subject).await {
-        Ok(m) if m.sequence <= upto => header(Some(&m.headers), H_TOPIC).and_then(wire::from_header),
+    let topic = match conn
+        .stream
+        .get_last_raw_message_by_subject(&topic_subject)
+        .await
+    {
+        Ok(m) if m.sequence <= upto => {
+            header(Some(&m.headers), H_TOPIC).and_then(wire::from_header)
+        }
         _ => None,
     };
     hub.seed_room(name, lines, topic);

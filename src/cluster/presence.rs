@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 
-use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::kv::Operation;
+use async_nats::jetstream::message::PublishMessage;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use tracing::{debug, info};
@@ -137,7 +137,12 @@ async fn announce_lost(cluster: &Cluster, conn: &Conn, node: &str, inc: u64) {
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .drop_node(node, inc);
-    info!(event = "cluster_node_lost", node, members = gone.len(), "node lost");
+    info!(
+        event = "cluster_node_lost",
+        node,
+        members = gone.len(),
+        "node lost"
+    );
     let Some(hub) = cluster.hub() else { return };
     let wrap = hub.config().wrap;
     for (key, nick, room) in gone {

@@ -60,11 +60,19 @@ pub(super) async fn run(cluster: Arc<Cluster>, conn: Conn) {
     loop {
         cluster.ring.notified().await;
         // Bounded: each round takes the rooms rung so far; more rings wake the next round.
-        let rooms: Vec<_> = std::mem::take(&mut *cluster.rung.lock().unwrap_or_else(|e| e.into_inner()));
+        let rooms: Vec<_> =
+            std::mem::take(&mut *cluster.rung.lock().unwrap_or_else(|e| e.into_inner()));
         for room in rooms {
             for out in room.take_outgoing() {
-                publish_one(&cluster, &conn, &tx, room.cluster_key(), room.display_name(), out)
-                    .await;
+                publish_one(
+                    &cluster,
+                    &conn,
+                    &tx,
+                    room.cluster_key(),
+                    room.display_name(),
+                    out,
+                )
+                .await;
             }
         }
     }
@@ -118,7 +126,12 @@ async fn acks(cluster: Arc<Cluster>, mut rx: mpsc::Receiver<Pending>) {
 
 fn failed(cluster: &Cluster, from: ClientId, said: Said, error: &str) {
     cluster.counters.errors.fetch_add(1, Ordering::Relaxed);
-    warn!(event = "cluster_publish_failed", client = from, error, "publish to the cluster failed");
+    warn!(
+        event = "cluster_publish_failed",
+        client = from,
+        error,
+        "publish to the cluster failed"
+    );
     if said == Said::Chat
         && let Some(hub) = cluster.hub()
     {

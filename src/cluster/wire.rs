@@ -250,6 +250,9 @@ mod tests {
             assert_eq!(serde_json::from_slice::<Request>(&j).unwrap(), r);
         }
         let j = serde_json::to_vec(&Reply::NotFound).unwrap();
-        assert_eq!(serde_json::from_slice::<Reply>(&j).unwrap(), Reply::NotFound);
+        assert_eq!(
+            serde_json::from_slice::<Reply>(&j).unwrap(),
+            Reply::NotFound
+        );
     }
 }

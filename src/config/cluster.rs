@@ -129,7 +129,11 @@ pub(super) fn cluster(
             "[cluster] needs nats_urls (e.g. nats_urls = [\"nats://127.0.0.1:4222\"])".to_owned();
         return doc.check_at("cluster.nats_urls", header, Err(reason));
     };
-    c.nats_urls = doc.check_at("cluster.nats_urls", urls.span().start, url_rule(urls.get_ref()))?;
+    c.nats_urls = doc.check_at(
+        "cluster.nats_urls",
+        urls.span().start,
+        url_rule(urls.get_ref()),
+    )?;
     if let Some(v) = t.node_name {
         c.node_name = doc.check_at("cluster.node_name", v.span().start, name_rule(v.get_ref()))?;
     }
@@ -220,7 +224,10 @@ mod tests {
         for (text, key) in [
             ("[cluster]\n", "cluster.nats_urls"),
             ("[cluster]\nnats_urls = []\n", "cluster.nats_urls"),
-            ("[cluster]\nnats_urls = [\"http://x:1\"]\n", "cluster.nats_urls"),
+            (
+                "[cluster]\nnats_urls = [\"http://x:1\"]\n",
+                "cluster.nats_urls",
+            ),
             (
                 "[cluster]\nnats_urls = [\"nats://x:1\"]\nnode_name = \"a.b\"\n",
                 "cluster.node_name",

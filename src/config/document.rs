@@ -14,8 +14,8 @@ use serde::de::DeserializeOwned;
 use toml::Spanned;
 
 use super::ConfigError;
-use super::file::KEYS;
 use super::cluster::CLUSTER_KEYS;
+use super::file::KEYS;
 use super::rooms::ROOM_KEYS;
 use super::rules::Rule;
 

@@ -10,8 +10,8 @@
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::document::Document;
 use super::cluster::{self, FileCluster};
+use super::document::Document;
 use super::rooms::{self, FileRoom};
 use super::rules::{self, RawMode};
 use super::{Config, ConfigError, Flood, Rate};

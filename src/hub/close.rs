@@ -205,10 +205,21 @@ impl Hub {
         let mut guard = self.lock();
         let st = &mut *guard;
         st.stopping = true;
+        // In a cluster the other nodes hear who went, and the nicknames are given back.
+        let mut released = Vec::new();
+        for m in st.members.values() {
+            if m.room.relayed {
+                let mut rs = m.room.lock();
+                let text = format!("{} left ({})", m.nick, LeaveReason::ShuttingDown);
+                m.room.notice(&mut rs, &text);
+                released.extend(m.keys.to_vec());
+            }
+        }
         // Everyone loses their seat first, so no publish can slip a line in after the notice.
         for room in st.rooms.iter() {
             room.lock().clear();
         }
+        let rooms: Vec<_> = st.rooms.iter().cloned().collect();
         for (id, client) in st.clients.drain() {
             let end = st.members.get(&id).map_or(0, |m| m.room.log_end());
             client.outbox.push_private(end, line.clone(), 1);
@@ -222,6 +233,14 @@ impl Hub {
         st.counted_as.clear();
         drop(guard);
         self.changed();
+        for room in &rooms {
+            self.forward(room);
+        }
+        if let Some(relay) = self.relay()
+            && !released.is_empty()
+        {
+            relay.membership(Membership::Released { keys: released });
+        }
     }
 
     /// True once [`shutdown`](Self::shutdown) has begun.

@@ -372,57 +372,68 @@ impl Hub {
 /// Moves member `id` to `new` under the hub's lock `st` (see the module header); None if it is
 /// not a member. The caller finishes with [`Hub::after_move`] once it has released the lock.
 impl Hub {
-fn relocate(&self, st: &mut State, id: ClientId, new: &Arc<Room>, note: Option<Bytes>) -> Option<Moved> {
-    let member = st.members.get_mut(&id)?;
-    let keys = member.keys.clone();
-    let old = member.room.clone();
-    if Arc::ptr_eq(&old, new) {
-        return None;
+    fn relocate(
+        &self,
+        st: &mut State,
+        id: ClientId,
+        new: &Arc<Room>,
+        note: Option<Bytes>,
+    ) -> Option<Moved> {
+        let member = st.members.get_mut(&id)?;
+        let keys = member.keys.clone();
+        let old = member.room.clone();
+        if Arc::ptr_eq(&old, new) {
+            return None;
+        }
+        let client = member.client.clone();
+        let nick = member.nick.clone();
+        let (told_old, told_new) = {
+            let mut from = old.lock();
+            let mut to = new.lock();
+            from.unseat(id);
+            let stop_at = from.log.end();
+            to.seat(id, nick.clone(), client.clone());
+            let n = to.seats.len();
+            let listed = to
+                .announce_presence(n)
+                .then(|| self.with_remote(new, to.sorted_names()));
+            if listed.is_some() {
+                new.notice_from(
+                    &mut to,
+                    id,
+                    super::relay::Said::Note,
+                    &format!("{nick} joined"),
+                );
+            }
+            let start = to.log.tail().clone();
+            let at = start.end;
+            // Neither log can grow while both locks are held, so the switch point is exact.
+            client.outbox.switch(id, &client.stats, stop_at, start);
+            let told_old = from.announce_presence(from.seats.len() + 1);
+            if told_old {
+                old.notice(&mut from, &format!("{nick} left (moved to {})", new.name));
+            }
+            if let Some(note) = note {
+                client.outbox.push_private(at, note, 1);
+            }
+            let entered = entered(to.wrap, &new.name, &to.topic, n, listed.as_deref());
+            client.outbox.push_private(at, entered, 1);
+            let history = to.history.replay(&new.name, SystemTime::now());
+            client.outbox.push_private_all(at, history);
+            (told_old, listed.is_some())
+        };
+        member.room = new.clone();
+        st.rooms.remove_if_abandoned(&old);
+        Some(Moved {
+            old,
+            new: new.clone(),
+            client,
+            told_old,
+            told_new,
+            keys,
+            nick,
+        })
     }
-    let client = member.client.clone();
-    let nick = member.nick.clone();
-    let (told_old, told_new) = {
-        let mut from = old.lock();
-        let mut to = new.lock();
-        from.unseat(id);
-        let stop_at = from.log.end();
-        to.seat(id, nick.clone(), client.clone());
-        let n = to.seats.len();
-        let listed = to
-            .announce_presence(n)
-            .then(|| self.with_remote(new, to.sorted_names()));
-        if listed.is_some() {
-            new.notice_from(&mut to, id, super::relay::Said::Note, &format!("{nick} joined"));
-        }
-        let start = to.log.tail().clone();
-        let at = start.end;
-        // Neither log can grow while both locks are held, so the switch point is exact.
-        client.outbox.switch(id, &client.stats, stop_at, start);
-        let told_old = from.announce_presence(from.seats.len() + 1);
-        if told_old {
-            old.notice(&mut from, &format!("{nick} left (moved to {})", new.name));
-        }
-        if let Some(note) = note {
-            client.outbox.push_private(at, note, 1);
-        }
-        let entered = entered(to.wrap, &new.name, &to.topic, n, listed.as_deref());
-        client.outbox.push_private(at, entered, 1);
-        let history = to.history.replay(&new.name, SystemTime::now());
-        client.outbox.push_private_all(at, history);
-        (told_old, listed.is_some())
-    };
-    member.room = new.clone();
-    st.rooms.remove_if_abandoned(&old);
-    Some(Moved {
-        old,
-        new: new.clone(),
-        client,
-        told_old,
-        told_new,
-        keys,
-        nick,
-    })
-}
 }
 
 /// What a room is told when `who` sets its topic to `text` (empty: clears it).

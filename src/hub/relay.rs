@@ -121,6 +121,25 @@ pub trait Relay: Send + Sync + std::fmt::Debug {
     ) -> Waiting<Result<(), String>>;
     /// Makes sure the room called `name` is here with its history before a member enters it.
     fn prepare_room(self: Arc<Self>, name: String) -> Waiting<()>;
+    /// The link's totals, for `/metrics`.
+    fn totals(&self) -> RelayTotals;
+}
+
+/// The cluster link's totals.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct RelayTotals {
+    /// Connected, with the stream and buckets made.
+    pub up: bool,
+    /// Events published.
+    pub published: u64,
+    /// Of those, acknowledged.
+    pub acked: u64,
+    /// Failed broker operations.
+    pub errors: u64,
+    /// Events applied from the stream.
+    pub applied: u64,
+    /// The last broker round trip in seconds (0 before the first).
+    pub rtt_secs: f64,
 }
 
 /// An answer from the cluster, awaited by a session (which reads nothing more meanwhile).
@@ -282,7 +301,12 @@ impl Hub {
     /// Seeds a room's history and topic from the broker (a node starting, or the first member
     /// here entering a room that lives on other nodes). `lines` are (time, formatted chat), oldest
     /// first; they go before anything the room has recorded since.
-    pub fn seed_room(&self, room_name: &str, lines: Vec<(SystemTime, Bytes)>, topic: Option<String>) {
+    pub fn seed_room(
+        &self,
+        room_name: &str,
+        lines: Vec<(SystemTime, Bytes)>,
+        topic: Option<String>,
+    ) {
         let Some(room) = enter::find(&self.lock().rooms, room_name).cloned() else {
             return;
         };
@@ -319,7 +343,11 @@ impl Hub {
 
     /// Every room's name.
     pub fn room_names(&self) -> Vec<String> {
-        self.lock().rooms.iter().map(|r| r.name.to_string()).collect()
+        self.lock()
+            .rooms
+            .iter()
+            .map(|r| r.name.to_string())
+            .collect()
     }
 
     /// The registry key of the room called `name`, made here (as users' rooms are) if it does

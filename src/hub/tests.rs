@@ -648,6 +648,7 @@ async fn hand_over(
         http_listeners: Some(0),
         admin_owned: false,
         room,
+        cluster: None,
     };
     let snap = Snapshot::decode(&snap.encode(), 1 + fds.len()).expect("a consistent snapshot");
     let (streams, fars): (Vec<_>, Vec<_>) =

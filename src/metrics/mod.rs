@@ -184,6 +184,49 @@ impl Collector for HubCollector {
             ConstCounter::new(value).encode(m)?;
         }
 
+        if let Some(relay) = hub.relay_handle() {
+            let t = relay.totals();
+            gauge(
+                e,
+                "cluster_link_up",
+                "1 while the cluster link to NATS is up (connected, stream and buckets made)",
+                u64::from(t.up),
+            )?;
+            let link = [
+                (
+                    "cluster_published",
+                    "Room events published to the cluster's stream",
+                    t.published,
+                ),
+                (
+                    "cluster_acknowledged",
+                    "Of those, acknowledged by JetStream",
+                    t.acked,
+                ),
+                (
+                    "cluster_errors",
+                    "Publishes, acknowledgements and key-value operations that failed",
+                    t.errors,
+                ),
+                (
+                    "cluster_applied",
+                    "Room events applied from the cluster's stream",
+                    t.applied,
+                ),
+            ];
+            for (name, help, value) in link {
+                let m = e.encode_descriptor(name, help, None, MetricType::Counter)?;
+                ConstCounter::new(value).encode(m)?;
+            }
+            let m = e.encode_descriptor(
+                "cluster_rtt",
+                "The last round trip to the NATS server (a heartbeat's write)",
+                Some(&Unit::Seconds),
+                MetricType::Gauge,
+            )?;
+            ConstGauge::new(t.rtt_secs).encode(m)?;
+        }
+
         let reading = hub.fanout.read();
         let mut m = e.encode_descriptor(
             "fanout_latency",

@@ -276,7 +276,12 @@ impl LineCtx {
     }
 
     /// The cluster answered a nickname claim made at the prompt.
-    fn join_claimed(&mut self, nick: &str, keys: Vec<std::sync::Arc<str>>, claimed: Result<(), String>) {
+    fn join_claimed(
+        &mut self,
+        nick: &str,
+        keys: Vec<std::sync::Arc<str>>,
+        claimed: Result<(), String>,
+    ) {
         match claimed {
             Ok(()) => {
                 if !self.join(nick) {
@@ -339,10 +344,10 @@ impl LineCtx {
                 None => self.rename(new, Vec::new()),
                 Some(relay) => match (self.hub.nick_keys(new), self.hub.nick_keys(nick)) {
                     (Ok((new, keys)), Ok((_, old))) => {
-                        let room = self.room.as_ref().map_or_else(
-                            || self.hub.default_room_name(),
-                            |r| r.name.clone(),
-                        );
+                        let room = self
+                            .room
+                            .as_ref()
+                            .map_or_else(|| self.hub.default_room_name(), |r| r.name.clone());
                         let claim = relay.claim(self.id(), keys.clone(), new.clone(), room);
                         // Keys this member holds already (a change of case) stay its own.
                         let fresh: Vec<_> = keys.into_iter().filter(|k| !old.contains(k)).collect();

@@ -166,6 +166,8 @@ pub struct Upgrader {
     gate: AcceptGate,
     tracker: TaskTracker,
     busy: AtomicBool,
+    /// The cluster link, when rooms are shared with other nodes (set once it exists).
+    cluster: std::sync::OnceLock<Arc<crate::cluster::Cluster>>,
 }
 
 /// Clears the busy flag however the upgrade ends.
@@ -252,7 +254,13 @@ impl Upgrader {
             gate,
             tracker,
             busy: AtomicBool::new(false),
+            cluster: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Hands the cluster link over too: the stream position and the claims.
+    pub(crate) fn set_cluster(&self, cluster: Arc<crate::cluster::Cluster>) {
+        let _ = self.cluster.set(cluster);
     }
 
     /// Hands everything to `binary` (default: the one this process was started from). On
@@ -352,6 +360,23 @@ impl Upgrader {
             child,
             frozen: None,
         };
+        // The rooms stop where the stream stops being applied, with everything they queued
+        // published: the new process continues right after.
+        let cluster = match self.cluster.get() {
+            Some(c) => {
+                if !c.quiesce(FREEZE_LIMIT).await {
+                    let _ = channel.send(Tag::Abort, &[], &[]);
+                    let why = handover.child.gone(
+                        "the cluster link did not publish what the rooms queued in time".into(),
+                    );
+                    // Dropping the hand-over thaws every session (and the link).
+                    handover.frozen = Some(frozen);
+                    return Err(why);
+                }
+                Some(c.resume_state())
+            }
+            None => None,
+        };
         let upgrades = self.hub.counters.upgrades.load(Ordering::Relaxed);
         let (mut room, client_fds) = self.hub.export(&mut frozen, upgrades + 1);
         let version = test_version().unwrap_or(snapshot::VERSION);
@@ -378,6 +403,7 @@ impl Upgrader {
             http_listeners: Some(self.http.len()),
             admin_owned: self.admin.is_some_and(|(_, owned)| owned),
             room,
+            cluster,
         };
         let outcome = {
             let channel = channel.clone();
@@ -417,6 +443,9 @@ impl Upgrader {
 
     /// Lets every frozen session run again and reopens the gate (a rollback).
     fn resume(&self, frozen: Frozen) {
+        if let Some(c) = self.cluster.get() {
+            c.resume_applying();
+        }
         for r in self.hub.thaw(frozen) {
             self.tracker.spawn(crate::session::resume(
                 self.hub.clone(),

@@ -68,6 +68,11 @@ pub struct Snapshot {
     pub admin_owned: bool,
     /// The room.
     pub room: Room,
+    /// Where the cluster link was (a node in a cluster only): its incarnation and the last
+    /// stream sequence applied, so the new process neither repeats nor skips an event and keeps
+    /// its nickname claims.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<crate::cluster::Resume>,
 }
 
 /// Who wrote a snapshot.
@@ -349,6 +354,10 @@ mod tests {
                 connect_rate: vec![],
                 rooms: vec![],
             },
+            cluster: Some(crate::cluster::Resume {
+                inc: 7,
+                last_seq: 1234,
+            }),
         }
     }
 

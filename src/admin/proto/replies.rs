@@ -245,6 +245,16 @@ mod tests {
             congested_clients: 0,
             rooms: 3,
             tls_handshake_failures: 4,
+            cluster: Some(ClusterStats {
+                node: "a".into(),
+                link: "up".into(),
+                rtt_ms: Some(0.4),
+                published: 5,
+                acked: 5,
+                errors: 0,
+                applied: 7,
+                nodes: 3,
+            }),
         };
         let line = Response::ok(&stats).encode();
         assert!(line.ends_with('\n'));
@@ -265,6 +275,7 @@ mod tests {
                 lines_out: 3,
                 bytes_out: 4,
                 queued_bytes: 5,
+                node: Some("b".into()),
             }],
             room: None,
         };

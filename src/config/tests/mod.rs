@@ -49,6 +49,9 @@ fn uncommented_example() -> (String, Vec<String>) {
     if SHIPPED.lines().any(|line| line == "#   [[rooms]]") {
         keys.push("rooms".to_owned());
     }
+    if SHIPPED.lines().any(|line| line == "#   [cluster]") {
+        keys.push("cluster".to_owned());
+    }
     let text = SHIPPED
         .lines()
         .map(|line| {
@@ -125,6 +128,11 @@ fn rooms_example_gives_the_rooms_it_shows() {
         c.rooms,
         "the default room is listed first"
     );
+    // The [cluster] example comes after the rooms, as the file says it must.
+    let cluster = c.cluster.expect("the [cluster] example");
+    assert_eq!(cluster.nats_urls.len(), 2);
+    assert_eq!(cluster.node_name, "chat-1");
+    assert_eq!(cluster.replicas, 3);
 }
 
 #[test]
