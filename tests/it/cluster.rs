@@ -25,7 +25,7 @@ use tokio::task::JoinHandle;
 use tokio::time::{Instant, timeout};
 
 use crate::nats::{self, NatsCluster, NatsServer};
-use crate::process::{DAEMON, Daemon, Scratch, chatctl};
+use crate::process::{DAEMON, Daemon, Scratch, Serving, chatctl};
 use crate::rooms::{is_date_line, unstamp, utc_minutes_now};
 use crate::support::{HEAVY, WAIT};
 
@@ -994,6 +994,61 @@ async fn r3_loses_nothing_when_a_nats_server_dies_mid_chat() {
         "R3 with nats-server {leader} killed: {} lines delivered once on every node, {refused} refused",
         reference.len()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chatctl_upgrade_keeps_a_node_s_clients_claims_and_place_in_the_stream() {
+    if !nats::available("cluster upgrade test") {
+        return;
+    }
+    let dir = Scratch::new("cl-upg");
+    let nats = NatsServer::start(&dir);
+    let mut nodes = start_nodes(&dir, "upg", &nats, 2, "");
+    let old = Serving::of(&nodes[0].socket);
+    let mut alice = Peer::join(nodes[0].addr(), "alice").await;
+    let mut carol = Peer::join(nodes[0].addr(), "carol").await;
+    let mut bob = Peer::join(nodes[1].addr(), "bob").await;
+    alice.expect("*** carol joined").await;
+    alice.expect("*** bob joined").await;
+    carol.expect("*** bob joined").await;
+
+    // Bob talks on node b while node a hands its clients to a new process: a's members get
+    // every line once, in order, and no leave or join.
+    const LINES: usize = 40;
+    for k in 0..LINES / 2 {
+        bob.send(&format!("l{k}")).await;
+    }
+    let talk = tokio::spawn(async move {
+        for k in LINES / 2..LINES {
+            bob.send(&format!("l{k}")).await;
+        }
+        bob
+    });
+    let out = ctl(&nodes[0].socket, &["upgrade"]).await;
+    assert_eq!(out.code, 0, "{} {}", out.stdout, out.stderr);
+    std::mem::forget(old); // handed over: the process that served is gone
+    let mut serving = Serving::of(&nodes[0].socket);
+    let mut bob = talk.await.unwrap();
+    for p in [&mut alice, &mut carol] {
+        for k in 0..LINES {
+            p.expect(&format!("<bob> l{k}")).await;
+        }
+    }
+    // The new process keeps the claims and the heartbeat: for longer than the presence TTL
+    // nobody on b is told of a loss, and alice's name stays hers.
+    let quiet = Instant::now() + Duration::from_secs(TTL + 2);
+    let mut x = Peer::connect(nodes[1].addr(), "alice").await;
+    x.until(PROMPT).await;
+    x.send("alice").await;
+    x.expect("*** that nickname is taken").await;
+    x.expect(PROMPT).await;
+    bob.silent_until(quiet).await;
+    alice.send("after the upgrade").await;
+    bob.expect("<alice> after the upgrade").await;
+    carol.expect("<alice> after the upgrade").await;
+    bob.send("/who").await;
+    bob.expect("*** 3 online: alice, bob, carol").await;
+    assert_eq!(serving.stop(&mut nodes[0]), 0);
 }
 
 // ---- the operator's view -------------------------------------------------------------------------
