@@ -701,6 +701,41 @@ async fn a_killed_node_s_members_leave_once_and_their_nicknames_free_up() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_node_s_members_leave_once_at_once_and_free_their_nicknames() {
+    if !nats::available("cluster graceful stop test") {
+        return;
+    }
+    let dir = Scratch::new("cl-stop");
+    let nats = NatsServer::start(&dir);
+    let mut nodes = start_nodes(&dir, "stop", &nats, 2, "");
+    let mut alice = Peer::join(nodes[0].addr(), "alice").await;
+    let mut bob = Peer::join(nodes[1].addr(), "bob").await;
+    alice.expect("*** bob joined").await;
+    // (Bob's first lines are checked elsewhere: who_msg_and_nick_reach_across_nodes.)
+    alice.send("hi").await;
+    bob.until("<alice> hi").await;
+
+    nodes[1].signal(Signal::SIGTERM);
+    assert_eq!(bob.closed().await, ["*** server shutting down"]);
+    let left = alice.next().await;
+    assert!(
+        left.starts_with("*** bob left (") && left != "*** bob left (node lost)",
+        "a stopping node says its members left: {left:?}"
+    );
+    assert_eq!(nodes[1].wait_exit(WAIT), 0);
+    // The name is free at once (not only when the claim would have expired)…
+    let mut bob2 = Peer::join(nodes[0].addr(), "bob").await;
+    expect_history(&mut bob2, "#lobby", &["<alice> hi"]).await;
+    alice.expect("*** bob joined").await;
+    // …and the node is not lost later on top of it.
+    alice
+        .silent_until(Instant::now() + Duration::from_secs(TTL + 2))
+        .await;
+    bob2.send("/who").await;
+    bob2.expect("*** 2 online: alice, bob").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_restart_mid_chat_tells_clients_refuses_lines_and_resumes_without_loss_or_repeats() {
     if !nats::available("cluster NATS restart test") {
         return;
