@@ -19,6 +19,9 @@ const WAIT: Duration = Duration::from_secs(5);
 #[path = "rooms_tests.rs"]
 mod rooms;
 
+#[path = "relay_tests.rs"]
+mod relay;
+
 fn peer(last: u8) -> SocketAddr {
     SocketAddr::from(([10, 0, 0, last], 5000))
 }
