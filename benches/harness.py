@@ -9,6 +9,7 @@ Subcommands:
   record ...                append one run's result (chatbench JSON + extras) as a JSON line
   table RESULTS ...         print the markdown report of a results file
   rooms-table RESULTS ...   print the markdown report of benches/rooms.sh's results file
+  cluster-table RESULTS ... print the markdown report of benches/cluster.sh's results file
 
 Only the standard library is used. Every wait is bounded.
 """
@@ -700,6 +701,189 @@ def cmd_rooms_table(args):
     return 0
 
 
+CLUSTER_SCENARIOS = {
+    "K3": "K3: 3 nodes with [cluster] on one nats-server, 200 clients each",
+    "K3-standin": "K3-standin: one plain daemon listed 3 times (this groupchatd does not take "
+                  "[cluster] yet): checks the spreading and the script, not a cluster",
+    "K1": "K1: 1 node with [cluster] on the same nats-server, all 600 clients",
+    "S1-alone": "S1-alone: 1 node without [cluster]",
+}
+CLUSTER_SERVERS = ("groupchatd", "baseline")
+
+
+class ClusterSummary(Summary):
+    """Summary plus what cluster.sh adds: each PID's CPU (by role) and deliveries by node."""
+
+    def __init__(self, rows):
+        super().__init__(rows)
+        ok = self.ok
+        xp50 = med([rget(r, "cross_node_latency_us", "cross_p50") for r in ok])
+        xp99 = med([rget(r, "cross_node_latency_us", "cross_p99") for r in ok])
+        self.xp50 = None if xp50 is None else xp50 / 1000
+        self.xp99 = None if xp99 is None else xp99 / 1000
+        self.worst_p99 = max([rget(r, "latency_us", "p99") or 0 for r in ok], default=None)
+        self.worst_xp99 = max([rget(r, "cross_node_latency_us", "cross_p99") or 0 for r in ok],
+                              default=None)
+        self.late = max([rget(r, "late_writes") or 0 for r in ok], default=None)
+        self.foreign = max([rget(r, "foreign") or 0 for r in ok], default=None)
+        per_node, nodes, nats = [], [], []
+        for r in ok:
+            roles = r.get("roles") or []
+            cpu = rget(r, "server_cpu_ns_s_by_pid") or []
+            by_node = rget(r, "delivered_by_node") or []
+            delivered = rget(r, "delivered")
+            if len(roles) != len(cpu) or None in cpu or not delivered:
+                continue
+            node_cpu = [c for role, c in zip(roles, cpu) if role != "nats"]
+            nats += [c for role, c in zip(roles, cpu) if role == "nats"]
+            nodes.append(per_million(sum(node_cpu), delivered))
+            # Each node against the deliveries to its own clients, when each has its PID.
+            if len(node_cpu) == len(by_node) > 1:
+                per_node.append([per_million(c, d) for c, d in zip(node_cpu, by_node)])
+        self.nodes_per_m = med(nodes)
+        self.nodes_range = (min(nodes), max(nodes)) if len(nodes) > 1 else None
+        self.nats_per_m = med([per_million(c, self.delivered) for c in nats]) \
+            if nats and self.delivered else None
+        self.total_per_m = (None if self.nodes_per_m is None else
+                            self.nodes_per_m + (self.nats_per_m or 0))
+        # The median of each node's figure over the runs.
+        self.per_node = [med(list(col)) for col in zip(*per_node)] if per_node else []
+
+
+def cmd_cluster_table(args):
+    rows = load(args.results)
+    sums = {}
+    for s in CLUSTER_SCENARIOS:
+        for srv in CLUSTER_SERVERS:
+            mine = [r for r in rows if r["scenario"] == s and r["server"] == srv]
+            if mine:
+                sums[s, srv] = ClusterSummary(mine)
+    out = [f"# groupchatd cluster (issue 14): {args.date}", ""]
+    out.append(f"- machine: {args.nproc} CPUs, {args.cpu}; kernel {args.kernel}; the nodes, "
+               "nats-server and chatbench share them")
+    out.append(f"- groupchatd {args.commit}; {args.rustc}; {args.nats}; baseline for S1-alone: "
+               f"{args.baseline}")
+    out.append(f"- {args.reps} repetition(s) per scenario, interleaved; fresh daemons (and a "
+               "fresh cluster name) for every run, one nats-server (JetStream, file store) for "
+               "all; medians quoted")
+    out.append(f"- load average (1/5/15 min) before the build: {args.load_start}; at the end: "
+               f"{args.load_end}")
+    out.append(f"- load: one room, 600 clients, 30 senders x 20 lines/s for {args.secs} s "
+               "(staggered), 64-byte lines, every line its own write(); client i on node i % N")
+    out.append("")
+    for s, text in CLUSTER_SCENARIOS.items():
+        if any(k[0] == s for k in sums):
+            out.append(f"- {text}")
+    out.append("")
+    out.append("| scenario | server | runs ok | delivered / expected | lost / dup / reordered "
+               "(worst run) | deliveries/s | p50 / p99 latency | cross-node p50 / p99 | "
+               "**node CPU s per million deliveries** (each node: its CPU / deliveries to its "
+               "clients) | all nodes + nats-server = total, s per million deliveries | "
+               "late sender writes (worst run) |")
+    out.append("|---|---|---|---|---|---|---|---|---|---|---|")
+    for (s, srv), m in sums.items():
+        w = m.worst
+        errors = ("" if m.n_ok == 0 else
+                  f"{w['lost']} / {w['duplicated']} / {w['reordered']}")
+        each = " / ".join(fmt(x, ".3f") for x in m.per_node) or fmt(m.nodes_per_m, ".3f")
+        nats = fmt(m.nats_per_m, ".3f") if s.startswith("K") else "-"
+        if m.nodes_range:
+            each += f" (runs: {m.nodes_range[0]:.3f}-{m.nodes_range[1]:.3f} all nodes)"
+        shares = (f"{fmt(m.nodes_per_m, '.3f')} (no nats-server)" if nats == "-" else
+                  f"{fmt(m.nodes_per_m, '.3f')} + {nats} = {fmt(m.total_per_m, '.3f')}")
+        out.append(
+            f"| {s} | {srv} | {m.n_ok}/{m.n} | {fmt(m.delivered, '.0f')} / "
+            f"{fmt(m.expected, '.0f')} | {errors} | {fmt(m.rate, ',.0f')} | "
+            f"{fmt(m.p50, '.2f')} / {fmt(m.p99, '.2f', ' ms')} | "
+            f"{fmt(m.xp50, '.2f')} / {fmt(m.xp99, '.2f', ' ms')} | **{each}** | "
+            f"{shares} | "
+            f"{fmt(m.late, 'd')} |")
+    out.append("")
+    out.append("CPU is chatbench's window (the end of set-up, every client in the room, to the "
+               "last delivery), from /proc/PID/task/*/schedstat, per PID. nats-server's row is "
+               "shown for the cluster scenarios only (it idles in S1-alone). Latency is from "
+               "the sender's write() to the receiver's read(), both in chatbench; 'cross-node' "
+               "counts only deliveries whose sender is on another node than the receiver. Late "
+               "sender writes started more than 2 ms behind their schedule: chatbench itself "
+               "fell behind on the shared cores.")
+    out.append("")
+    out.append("## Targets and comparisons (medians)")
+    out.append("")
+    out.append("| | | result |")
+    out.append("|---|---|---|")
+
+    def get(s, srv="groupchatd"):
+        return sums.get((s, srv))
+
+    k3 = get("K3") or get("K3-standin")
+    if k3 is not None:
+        name = "K3" if get("K3") else "K3-standin"
+        worst = k3.worst_xp99 if k3.worst_xp99 else k3.worst_p99
+        ok = worst is not None and worst < 20_000 and k3.n_ok > 0
+        out.append(f"| {name}: cross-node p99 under 20 ms in every run | worst run "
+                   f"{fmt(None if worst is None else worst / 1000, '.2f', ' ms')} | "
+                   f"{'met' if ok else '**MISSED**'} |")
+        out.append(f"| {name}: nothing lost, duplicated or reordered | | "
+                   f"{'met' if k3.clean() and not k3.foreign else '**MISSED**'} |")
+    k1, alone, base = get("K1"), get("S1-alone"), get("S1-alone", "baseline")
+
+    def cpu_ratio(a, b, what):
+        if a is None or b is None:
+            return
+        out.append(f"| {what} | {fmt(a.nodes_per_m, '.3f')} / {fmt(b.nodes_per_m, '.3f')} | "
+                   f"{ratio(a.nodes_per_m, b.nodes_per_m)} |")
+
+    if get("K3") is not None:
+        cpu_ratio(get("K3"), k1, "node CPU per delivery: K3 (each node, its deliveries) / K1")
+        if k1 is not None and k3.total_per_m and k1.total_per_m:
+            out.append(f"| total CPU per delivery, nats-server included: K3 / K1 | "
+                       f"{fmt(k3.total_per_m, '.3f')} / {fmt(k1.total_per_m, '.3f')} | "
+                       f"{ratio(k3.total_per_m, k1.total_per_m)} |")
+        if alone is not None and k3.total_per_m:
+            out.append(f"| total CPU per delivery: K3 (nodes + nats-server) / S1-alone | "
+                       f"{fmt(k3.total_per_m, '.3f')} / {fmt(alone.nodes_per_m, '.3f')} | "
+                       f"{ratio(k3.total_per_m, alone.nodes_per_m)} |")
+    cpu_ratio(k1, alone, "node CPU per delivery: K1 / S1-alone (the price of [cluster] on one "
+                         "node)")
+    if alone is not None and base is not None:
+        cpu_ratio(alone, base, "S1-alone: this build / baseline, CPU per delivery (must not "
+                               "be slower)")
+        out.append(f"| S1-alone: this build / baseline, p50 / p99 latency | "
+                   f"{fmt(alone.p50, '.2f')} / {fmt(alone.p99, '.2f')} vs "
+                   f"{fmt(base.p50, '.2f')} / {fmt(base.p99, '.2f', ' ms')} | "
+                   f"{ratio(alone.p50, base.p50)} / {ratio(alone.p99, base.p99)} |")
+    out.append("")
+    warnings = []
+    for r in rows:
+        for note in rget(r, "notes") or []:
+            if note.startswith("warning:"):
+                warnings.append(f"- {r['scenario']} {r['server']} rep {r['rep']}: "
+                                f"{note[len('warning:'):].strip()}")
+    if warnings:
+        out.append("## chatbench's warnings")
+        out.append("")
+        out.extend(warnings)
+        out.append("")
+    # Which lines were lost, and by how many receivers each (all of them: never relayed; a node's
+    # worth: that node missed it).
+    losses = [f"- {r['scenario']} {r['server']} rep {r['rep']}: {note[len('note:'):].strip()}"
+              for r in rows for note in rget(r, "notes") or []
+              if note.startswith("note:") and "did not reach every receiver" in note]
+    if losses:
+        out.append("## Lost lines")
+        out.append("")
+        out.extend(losses)
+        out.append("")
+    failures = [f"- {s} {srv}: {f}" for (s, srv), m in sums.items() for f in m.failures]
+    if failures:
+        out.append("## Runs that did not complete")
+        out.append("")
+        out.extend(failures)
+        out.append("")
+    print("\n".join(out))
+    return 0
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -736,10 +920,15 @@ def main():
     rt.add_argument("results")
     for key in ("date", "nproc", "cpu", "kernel", "commit", "rustc", "ncat", "reps"):
         rt.add_argument(f"--{key}", default="?")
+    ct = sub.add_parser("cluster-table")
+    ct.add_argument("results")
+    for key in ("date", "nproc", "cpu", "kernel", "commit", "rustc", "nats", "reps", "secs",
+                "baseline", "load-start", "load-end"):
+        ct.add_argument(f"--{key}", default="?")
     args = p.parse_args()
     handler = {"port": cmd_port, "backlog": cmd_backlog, "cpu": cmd_cpu, "ready": cmd_ready,
                "record": cmd_record, "table": cmd_table,
-               "rooms-table": cmd_rooms_table}[args.cmd]
+               "rooms-table": cmd_rooms_table, "cluster-table": cmd_cluster_table}[args.cmd]
     return handler(args)
 
 

@@ -6,8 +6,9 @@
 //! Checked: the admin socket path fits in `sun_path` (108 bytes with the terminating NUL); its
 //! directory, or the nearest existing ancestor when it is yet to be created, passes the trust rule of
 //! [`admin::trust`] (and we may create the rest there); `admin_group` exists; every `listen`,
-//! `tls_listen` and `http_listen` port below `net.ipv4.ip_unprivileged_port_start` comes with
-//! `CAP_NET_BIND_SERVICE` in the effective set; and with `tls_listen` set, the certificate and key
+//! `tls_listen`, `http_listen` and `https_listen` port below `net.ipv4.ip_unprivileged_port_start`
+//! comes with `CAP_NET_BIND_SERVICE` in the effective set; and with `tls_listen` or `https_listen`
+//! set, the certificate and key
 //! files load and pass every check of [`tls::Identity::load`] (a start-up that passes it serves
 //! exactly what was checked: the loaded identity is returned). Sockets systemd passes are not ours
 //! to check: an inherited admin socket skips the admin checks and inherited chat listeners skip the
@@ -86,15 +87,18 @@ pub enum PreflightError {
         addr.port()
     )]
     PrivilegedPort {
-        /// `listen`, `tls_listen` or `http_listen`.
+        /// `listen`, `tls_listen`, `http_listen` or `https_listen`.
         key: &'static str,
         /// The entry.
         addr: SocketAddr,
         /// The first unprivileged port.
         start: u16,
     },
-    /// `tls_listen` without the files.
-    #[error("tls_cert_file and tls_key_file: both must be set while tls_listen is not empty")]
+    /// `tls_listen` or `https_listen` without the files.
+    #[error(
+        "tls_cert_file and tls_key_file: both must be set while tls_listen or https_listen is not \
+         empty"
+    )]
     TlsFilesMissing,
     /// `tls_cert_file` or `tls_key_file` cannot be used.
     #[error(transparent)]
@@ -104,7 +108,7 @@ pub enum PreflightError {
 /// What the checks loaded, for start-up to use as checked.
 #[derive(Debug, Default)]
 pub struct Checked {
-    /// The TLS certificate and key, when `tls_listen` is set.
+    /// The TLS certificate and key, when `tls_listen` or `https_listen` is set.
     pub tls: Option<tls::Identity>,
 }
 
@@ -148,19 +152,17 @@ pub fn check(config: &Config, inherited: Inherited) -> Result<Checked, Preflight
         ("listen", ours),
         ("tls_listen", &config.tls_listen[..]),
         ("http_listen", &config.http_listen[..]),
+        ("https_listen", &config.https_listen[..]),
     ];
     for (key, listen) in keys {
         if let Some(&addr) = privileged_without_capability(listen, start, capable) {
             return Err(PreflightError::PrivilegedPort { key, addr, start });
         }
     }
-    let tls = match (
-        &config.tls_listen[..],
-        &config.tls_cert_file,
-        &config.tls_key_file,
-    ) {
-        ([], _, _) => None,
-        (_, Some(cert), Some(key)) => Some(tls::Identity::load(cert, key)?),
+    let serves_tls = !config.tls_listen.is_empty() || !config.https_listen.is_empty();
+    let tls = match (serves_tls, &config.tls_cert_file, &config.tls_key_file) {
+        (false, _, _) => None,
+        (true, Some(cert), Some(key)) => Some(tls::Identity::load(cert, key)?),
         // A configuration read from a file always has both (validation sees to it); one built
         // in code may not.
         _ => return Err(PreflightError::TlsFilesMissing),

@@ -1,16 +1,14 @@
 //! Configuration reload as data: re-read the file, validate it completely, and say what would
 //! change ([`ReloadPlan`]). Nothing here touches the running daemon; [`App`](crate::app::App)
-//! applies a plan (settings, log filter, admin socket group) and owns the reload protocol around
-//! it (one at a time, `RELOADING=1` … `READY=1`).
+//! applies a plan (settings, log filter, admin socket group, certificate) and owns the reload
+//! protocol around it (one at a time, `RELOADING=1` … `READY=1`).
 //!
-//! On error nothing changes and the exact error is returned. `listen`, `tls_listen` and the admin
-//! socket's path and mode only change on restart: a plan keeps the running values and names those
-//! keys as ignored. While TLS is on (or the file turns it on), the certificate and key files are
-//! read and checked as at start; a file that fails fails the whole reload, naming its key, and
-//! the certificate in use stays.
-//! On error nothing changes and the exact error is returned. `listen`, `http_listen` and the
-//! admin socket's path and mode only change on restart: a plan keeps the running values and names those keys as
-//! ignored.
+//! On error nothing changes and the exact error is returned. `listen`, `tls_listen`,
+//! `http_listen`, `https_listen` and the admin socket's path and mode only change on restart: a
+//! plan keeps the running values and names those keys as ignored. While TLS is served (for line
+//! clients or HTTPS, or the file turns either on), the certificate and key files are read and
+//! checked as at start; a file that fails fails the whole reload, naming its key, and the
+//! certificate in use stays.
 
 use std::path::PathBuf;
 
@@ -37,8 +35,8 @@ pub struct ReloadPlan {
     pub log_level: Option<String>,
     /// The admin socket's new group (None inside: no group), if it changed.
     pub admin_group: Option<Option<String>>,
-    /// The TLS certificate and key, read again; None while TLS is off (or about to be turned
-    /// off by a restart: then the certificate in use stays until then).
+    /// The TLS certificate and key, read again; None while TLS and HTTPS are off (or about to be
+    /// turned off by a restart: then the certificate in use stays until then).
     pub tls: Option<Identity>,
     /// What to report.
     pub outcome: ReloadOutcome,
@@ -74,9 +72,10 @@ impl Reloader {
         let (new, path) = loaded.map_err(|e| failed(e.to_string()))?;
         // Checked also when the file only turns TLS on (for the next restart): better to hear of
         // a bad file now than when the daemon restarts.
-        let serving = !current.tls_listen.is_empty();
+        let serves_tls = |c: &Config| !c.tls_listen.is_empty() || !c.https_listen.is_empty();
+        let serving = serves_tls(current);
         let tls = match (&new.tls_cert_file, &new.tls_key_file) {
-            (Some(cert), Some(key)) if serving || !new.tls_listen.is_empty() => {
+            (Some(cert), Some(key)) if serving || serves_tls(&new) => {
                 let stays = if serving {
                     "; the certificate in use stays"
                 } else {
@@ -97,6 +96,9 @@ impl Reloader {
         }
         if new.http_listen != current.http_listen {
             ignored.push("http_listen");
+        }
+        if new.https_listen != current.https_listen {
+            ignored.push("https_listen");
         }
         if new.admin_socket != current.admin_socket {
             ignored.push("admin_socket");
@@ -120,7 +122,7 @@ impl Reloader {
         let admin_group = (new.admin_group != current.admin_group).then(|| new.admin_group.clone());
         // While TLS runs it keeps files to read at the next reload, even if this file (turning
         // TLS off at the next restart) names none.
-        let keep_files = tls.is_none() && !current.tls_listen.is_empty();
+        let keep_files = tls.is_none() && serving;
         let (tls_cert_file, tls_key_file) = if keep_files {
             (current.tls_cert_file.clone(), current.tls_key_file.clone())
         } else {
@@ -133,6 +135,7 @@ impl Reloader {
                 tls_cert_file,
                 tls_key_file,
                 http_listen: current.http_listen.clone(),
+                https_listen: current.https_listen.clone(),
                 admin_socket: current.admin_socket.clone(),
                 admin_socket_mode: current.admin_socket_mode,
                 worker_threads: current.worker_threads,

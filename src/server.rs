@@ -5,8 +5,9 @@
 //! same for TLS listeners, whose admitted connections then go to the TLS front end ([`Transport`]).
 //! The accept loop never waits on a client. A refused newcomer gets its one-line reason from a short
 //! lingering task (bounded in number) so the line is not lost to a reset, and nobody else notices.
-//! Accept errors are sorted: per-connection failures are skipped, resource exhaustion backs off and
-//! retries (the kernel backlog holds newcomers meanwhile), and nothing here stops the daemon.
+//! Accept errors are sorted ([`AcceptBackoff`], which the HTTP listeners use too): per-connection
+//! failures are skipped, resource exhaustion backs off and retries (the kernel backlog holds
+//! newcomers meanwhile), and nothing here stops the daemon.
 
 use std::io;
 use std::net::SocketAddr;
@@ -52,7 +53,7 @@ pub(crate) async fn accept_loop(
     stop: CancellationToken,
 ) {
     let refusals = Arc::new(Semaphore::new(MAX_LINGERING_REFUSALS));
-    let mut backoff = Duration::from_millis(10);
+    let mut backoff = AcceptBackoff::default();
     loop {
         // Closed while an upgrade hands the listeners over: newcomers wait in the backlog.
         if !gate.is_open() {
@@ -66,26 +67,14 @@ pub(crate) async fn accept_loop(
             () = gate.closed() => continue,
             accepted = listener.accept() => accepted,
         };
-        let (stream, peer) = match accepted {
-            Ok(pair) => {
-                backoff = Duration::from_millis(10);
-                pair
-            }
-            Err(e) if is_per_connection(&e) => {
-                debug!(error = %e, "accept: connection failed before it was accepted");
-                continue;
-            }
-            Err(e) => {
-                if is_resource_exhaustion(&e) {
-                    warn!(error = %e, retry_ms = backoff.as_millis() as u64, "accept: out of resources");
-                } else {
-                    error!(error = %e, retry_ms = backoff.as_millis() as u64, "accept failed");
-                }
+        let (stream, peer) = match backoff.accepted(accepted, "chat") {
+            Accepted::Connection(pair) => pair,
+            Accepted::Skip => continue,
+            Accepted::Retry(wait) => {
                 tokio::select! {
                     () = stop.cancelled() => return,
-                    () = tokio::time::sleep(backoff) => {}
+                    () = tokio::time::sleep(wait) => {}
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(1));
                 continue;
             }
         };
@@ -219,8 +208,69 @@ pub(crate) fn socket_times(keepalive: Option<Duration>, write_timeout: Duration)
     }
 }
 
+/// First wait after an accept error that is not the connection's own.
+const BACKOFF_FIRST: Duration = Duration::from_millis(10);
+/// Longest wait between retries: the kernel's backlog holds newcomers meanwhile.
+const BACKOFF_MOST: Duration = Duration::from_secs(1);
+
+/// What to do after an `accept`.
+pub(crate) enum Accepted<T> {
+    /// Serve it.
+    Connection(T),
+    /// It failed on its own (a reset before it was accepted): take the next.
+    Skip,
+    /// The listener failed (out of descriptors, memory): wait this long, then try again.
+    Retry(Duration),
+}
+
+/// The accept loops' reaction to errors, shared by the chat (and TLS) loops and the HTTP ones:
+/// per-connection failures are skipped, anything else (resource exhaustion, or an error nobody
+/// expects) is logged and retried after a wait that doubles from [`BACKOFF_FIRST`] up to
+/// [`BACKOFF_MOST`], back to the first after a success. Nothing here stops a listener.
+pub(crate) struct AcceptBackoff {
+    next: Duration,
+}
+
+impl Default for AcceptBackoff {
+    fn default() -> Self {
+        AcceptBackoff {
+            next: BACKOFF_FIRST,
+        }
+    }
+}
+
+impl AcceptBackoff {
+    /// Sorts one `accept` result of a `kind` (`chat`, `http`) listener, logging failures.
+    pub(crate) fn accepted<T>(
+        &mut self,
+        accepted: io::Result<T>,
+        kind: &'static str,
+    ) -> Accepted<T> {
+        let e = match accepted {
+            Ok(connection) => {
+                self.next = BACKOFF_FIRST;
+                return Accepted::Connection(connection);
+            }
+            Err(e) => e,
+        };
+        if is_per_connection(&e) {
+            debug!(listener = kind, error = %e, "accept: connection failed before it was accepted");
+            return Accepted::Skip;
+        }
+        let wait = self.next;
+        let retry_ms = wait.as_millis() as u64;
+        if is_resource_exhaustion(&e) {
+            warn!(listener = kind, error = %e, retry_ms, "accept: out of resources");
+        } else {
+            error!(listener = kind, error = %e, retry_ms, "accept failed");
+        }
+        self.next = (wait * 2).min(BACKOFF_MOST);
+        Accepted::Retry(wait)
+    }
+}
+
 /// Errors that concern only the connection being accepted.
-pub(crate) fn is_per_connection(e: &io::Error) -> bool {
+fn is_per_connection(e: &io::Error) -> bool {
     matches!(
         e.kind(),
         io::ErrorKind::ConnectionAborted
@@ -233,7 +283,8 @@ pub(crate) fn is_per_connection(e: &io::Error) -> bool {
     )
 }
 
-pub(crate) fn is_resource_exhaustion(e: &io::Error) -> bool {
+/// Errors that say the process or the system is out of something; retried after a wait.
+fn is_resource_exhaustion(e: &io::Error) -> bool {
     matches!(
         e.raw_os_error(),
         Some(libc_errno::EMFILE | libc_errno::ENFILE | libc_errno::ENOBUFS | libc_errno::ENOMEM)
@@ -249,4 +300,39 @@ mod libc_errno {
     pub const ENFILE: i32 = Errno::ENFILE as i32;
     pub const ENOBUFS: i32 = Errno::ENOBUFS as i32;
     pub const ENOMEM: i32 = Errno::ENOMEM as i32;
+}
+
+#[cfg(test)]
+mod backoff_tests {
+    use super::*;
+
+    fn err(errno: nix::errno::Errno) -> io::Result<()> {
+        Err(io::Error::from_raw_os_error(errno as i32))
+    }
+
+    #[test]
+    fn waits_double_up_to_a_second_and_reset_after_a_success() {
+        let mut b = AcceptBackoff::default();
+        let mut waits = Vec::new();
+        for _ in 0..9 {
+            match b.accepted(err(nix::errno::Errno::EMFILE), "chat") {
+                Accepted::Retry(wait) => waits.push(wait.as_millis()),
+                _ => panic!("EMFILE is retried"),
+            }
+        }
+        assert_eq!(waits, [10, 20, 40, 80, 160, 320, 640, 1000, 1000]);
+        assert!(matches!(
+            b.accepted(Ok(()), "chat"),
+            Accepted::Connection(())
+        ));
+        assert!(matches!(
+            b.accepted(err(nix::errno::Errno::ENOBUFS), "http"),
+            Accepted::Retry(w) if w == BACKOFF_FIRST
+        ));
+        // A connection reset before it was accepted is its own problem: no wait.
+        assert!(matches!(
+            b.accepted(err(nix::errno::Errno::ECONNABORTED), "chat"),
+            Accepted::Skip
+        ));
+    }
 }

@@ -67,6 +67,8 @@ fn check_ranges(c: &Config, text: &str) {
     let unique: HashSet<_> = c.listen.iter().collect();
     let tls_unique: HashSet<_> = c.tls_listen.iter().collect();
     let http_unique: HashSet<_> = c.http_listen.iter().collect();
+    let https_unique: HashSet<_> = c.https_listen.iter().collect();
+    let serves_tls = !c.tls_listen.is_empty() || !c.https_listen.is_empty();
     let rules = [
         (
             "listen",
@@ -86,16 +88,26 @@ fn check_ranges(c: &Config, text: &str) {
                     .iter()
                     .all(|a| a.port() == 0 || !unique.contains(a)),
         ),
+        (
+            "https_listen",
+            https_unique.len() == c.https_listen.len()
+                && c.https_listen.iter().all(|a| {
+                    a.port() == 0
+                        || !(unique.contains(a)
+                            || tls_unique.contains(a)
+                            || http_unique.contains(a))
+                }),
+        ),
         ("allowed_origins", origins_ok(c)),
         (
             "tls_cert_file",
             c.tls_cert_file.as_ref().is_none_or(|p| p.is_absolute())
-                && (c.tls_listen.is_empty() || c.tls_cert_file.is_some()),
+                && (!serves_tls || c.tls_cert_file.is_some()),
         ),
         (
             "tls_key_file",
             c.tls_key_file.as_ref().is_none_or(|p| p.is_absolute())
-                && (c.tls_listen.is_empty() || c.tls_key_file.is_some()),
+                && (!serves_tls || c.tls_key_file.is_some()),
         ),
         (
             "admin_socket",

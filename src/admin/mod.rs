@@ -511,9 +511,10 @@ mod tests {
                 listeners: Vec::new(),
                 tls: Vec::new(),
                 http: Vec::new(),
+                https: Vec::new(),
                 admin: None,
             },
-            Vec::new(),
+            (Vec::new(), Default::default()),
             AcceptGate::default(),
             TaskTracker::new(),
         );

@@ -17,6 +17,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::admin::{self, AdminCtx, AdminError, AdminLimits, AdminSocket};
+use crate::client::Stream;
 use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::http::{self, Http};
@@ -29,6 +30,7 @@ use crate::server::{self, Transport};
 use crate::systemd::{self, Inherited};
 use crate::tls;
 pub use crate::upgrade::Upgraded;
+use crate::upgrade::takeover::Handed;
 use crate::upgrade::{AcceptGate, Invocation, Takeover, Upgrader};
 use crate::ws;
 
@@ -62,9 +64,11 @@ pub enum StartError {
     /// A chat listener.
     #[error(transparent)]
     Bind(#[from] BindError),
-    /// An HTTP listener.
-    #[error("http_listen: cannot listen on {addr}")]
+    /// An HTTP or HTTPS listener.
+    #[error("{key}: cannot listen on {addr}")]
     Http {
+        /// `http_listen` or `https_listen`.
+        key: &'static str,
         /// The address from the configuration.
         addr: SocketAddr,
         /// What the OS said.
@@ -90,8 +94,11 @@ impl StartError {
     }
 }
 
-/// The TLS listeners and the front end their clients go through.
+/// TLS: the certificate (for TLS chat and HTTPS alike), the TLS chat listeners and the front end
+/// their clients go through.
 struct Tls {
+    certificate: Arc<tls::Certificate>,
+    /// The TLS chat listeners (`tls_listen`; none while only HTTPS is on).
     listeners: Vec<TcpListener>,
     front: Arc<tls::Front>,
 }
@@ -100,10 +107,12 @@ struct Tls {
 pub struct App {
     hub: Arc<Hub>,
     listeners: Vec<TcpListener>,
-    /// None while `tls_listen` is empty.
+    /// None while `tls_listen` and `https_listen` are empty.
     tls: Option<Tls>,
     /// The HTTP listeners (`http_listen`).
     http: Vec<TcpListener>,
+    /// The HTTPS listeners (`https_listen`); none unless `tls` is set.
+    https: Vec<TcpListener>,
     admin: AdminSocket,
     admin_limits: AdminLimits,
     reconfigure: Option<Arc<Reconfigure>>,
@@ -113,8 +122,13 @@ pub struct App {
     cluster_resume: Option<crate::cluster::Resume>,
     /// Connections taken over from a predecessor, whose sessions start with [`run`](Self::run).
     resumed: Vec<Resumed>,
-    /// The WebSocket front end's relays (the front end itself starts with `run`).
+    /// The WebSocket front end's relays that an upgrade waits for (the front end itself starts
+    /// with `run`).
     ws_relays: TaskTracker,
+    /// Every WebSocket relay, for the ones an upgrade moves.
+    ws_registry: Arc<ws::Relays>,
+    /// WebSocket relays taken over from a predecessor, started with [`run`](Self::run).
+    moved: Vec<ws::Moved>,
     /// How often WebSocket clients are pinged.
     ws_ping: std::time::Duration,
     gate: AcceptGate,
@@ -123,8 +137,8 @@ pub struct App {
 }
 
 impl App {
-    /// Binds every `listen` and `tls_listen` address of `config`, then the admin socket.
-    /// Binds every `listen` address of `config`, then every `http_listen` one, then the admin socket.
+    /// Binds every `listen`, `tls_listen`, `http_listen` and `https_listen` address of `config`,
+    /// then the admin socket.
     pub fn bind(config: Config) -> Result<App, StartError> {
         Self::bind_with(config, Inherited::default())
     }
@@ -132,7 +146,7 @@ impl App {
     /// Like [`bind`](Self::bind), but uses sockets systemd passed instead of binding where it did:
     /// inherited chat listeners replace `listen`, an inherited admin socket replaces `admin_socket`.
     /// First runs the [`preflight`] checks `--check-config` runs, for what is not inherited, and
-    /// serves the TLS certificate they loaded. TLS listeners are always bound here.
+    /// serves the TLS certificate they loaded. TLS and HTTP(S) listeners are always bound here.
     pub fn bind_with(config: Config, inherited: Inherited) -> Result<App, StartError> {
         let checked = preflight::check(
             &config,
@@ -164,7 +178,8 @@ impl App {
             Some(identity) => Some(bind_tls(&config.tls_listen, &identity)?),
             None => None,
         };
-        let http = bind_http(&config)?;
+        let http = bind_http("http_listen", &config.http_listen)?;
+        let https = bind_http("https_listen", &config.https_listen)?;
         let admin = match inherited.admin {
             Some(l) => {
                 let path = admin::path::resolve(config.admin_socket.as_deref());
@@ -176,6 +191,7 @@ impl App {
         };
         let mut app = Self::with_listeners(config, listeners, http, admin);
         app.tls = tls;
+        app.https = https;
         Ok(app)
     }
 
@@ -203,6 +219,7 @@ impl App {
             listeners,
             tls,
             http,
+            https: Vec::new(),
             admin,
             admin_limits: AdminLimits::default(),
             reconfigure: None,
@@ -210,6 +227,8 @@ impl App {
             cluster_resume: None,
             resumed,
             ws_relays: TaskTracker::new(),
+            ws_registry: Arc::default(),
+            moved: Vec::new(),
             ws_ping: ws::PING_EVERY,
             gate: AcceptGate::default(),
             tracker: TaskTracker::new(),
@@ -219,12 +238,10 @@ impl App {
 
     /// Takes over what a predecessor handed over (an upgrade): its listeners, its admin socket,
     /// and its room with every connection, none of them read or written yet. `config` is this
-    /// process's own; its `listen`, `tls_listen` and `admin_socket` give way to the sockets
-    /// handed over (a predecessor without TLS hands over no TLS listener: then `tls_listen` is
-    /// bound here, as at a start). The certificate is this configuration's.
-    /// process's own; its `listen`, `http_listen` and `admin_socket` give way to the sockets
-    /// handed over. A predecessor from before HTTP listeners existed hands none over: then this
-    /// process binds its `http_listen`.
+    /// process's own; its `listen`, `tls_listen`, `http_listen`, `https_listen` and
+    /// `admin_socket` give way to the sockets handed over. A predecessor that had none of a
+    /// kind (no TLS, no HTTPS, or a release from before HTTP) hands none over: then this process
+    /// binds that list itself, as at a start. The certificate is this configuration's.
     pub fn adopt(config: Config, takeover: &mut Takeover) -> Result<App, String> {
         let adopt = |listeners: Vec<std::net::TcpListener>| {
             listeners
@@ -239,10 +256,23 @@ impl App {
             .map_err(|e| format!("chat listener: {e}"))?;
         let tls_listeners = adopt(std::mem::take(&mut takeover.tls_listeners))
             .map_err(|e| format!("TLS listener: {e}"))?;
-        let tls = adopt_tls(&config, takeover.tls.take(), tls_listeners)?;
+        let https = adopt(std::mem::take(&mut takeover.https_listeners))
+            .map_err(|e| format!("HTTPS listener: {e}"))?;
+        let tls = adopt_tls(
+            &config,
+            takeover.tls.take(),
+            tls_listeners,
+            !https.is_empty(),
+        )?;
+        let bind =
+            |key, addrs| bind_http(key, addrs).map_err(|e| format!("{:#}", anyhow::Error::new(e)));
         let http = match takeover.http_listeners.take() {
             Some(handed) => adopt(handed).map_err(|e| format!("HTTP listener: {e}"))?,
-            None => bind_http(&config).map_err(|e| format!("{:#}", anyhow::Error::new(e)))?,
+            None => bind("http_listen", &config.http_listen)?,
+        };
+        let https = match https {
+            handed if !handed.is_empty() => handed,
+            _ => bind("https_listen", &config.https_listen)?,
         };
         let admin = match takeover.admin.take() {
             Some(l) => {
@@ -254,18 +284,35 @@ impl App {
             }
             None => bind_admin(&config).map_err(|e| e.to_string())?,
         };
-        let streams = std::mem::take(&mut takeover.streams)
-            .into_iter()
-            .map(|s| {
-                s.set_nonblocking(true)?;
-                tokio::net::TcpStream::from_std(s)
-            })
-            .collect::<std::io::Result<Vec<_>>>()
-            .map_err(|e| format!("client socket: {e}"))?;
+        let mut streams = Vec::with_capacity(takeover.streams.len());
+        let mut moved = Vec::new();
+        let handed = std::mem::take(&mut takeover.streams);
+        for (handed, c) in handed.into_iter().zip(&takeover.snapshot.room.clients) {
+            let stream = match handed {
+                Handed::Tcp(s) => Stream::Tcp(tcp(s)?),
+                Handed::WebSocket {
+                    session,
+                    relay,
+                    tcp: ws_tcp,
+                } => {
+                    moved.push(ws::Moved {
+                        id: c.id,
+                        peer: c.peer,
+                        tcp: tcp(ws_tcp)?,
+                        pipe: unix(relay)?,
+                        state: c.websocket.clone().unwrap_or_default(),
+                    });
+                    Stream::Pipe(unix(session)?)
+                }
+            };
+            streams.push(stream);
+        }
         let mut hub = Hub::new(config);
         let resumed = hub.restore(takeover.snapshot.room.clone(), streams);
         let mut app = Self::assemble(hub, listeners, tls, http, admin, resumed);
         app.cluster_resume = takeover.snapshot.cluster.clone();
+        app.https = https;
+        app.moved = moved;
         Ok(app)
     }
 
@@ -276,6 +323,7 @@ impl App {
         let tls = self.tls.iter().flat_map(|t| &t.listeners);
         let mut relays = vec![self.ws_relays.clone()];
         relays.extend(self.tls.as_ref().map(|t| t.front.relays().clone()));
+        let relays = (relays, self.ws_registry.clone());
         let upgrader = Arc::new(Upgrader::new(
             self.hub.clone(),
             invocation,
@@ -283,6 +331,7 @@ impl App {
                 listeners: self.listeners.iter().map(AsRawFd::as_raw_fd).collect(),
                 tls: tls.map(AsRawFd::as_raw_fd).collect(),
                 http: self.http.iter().map(AsRawFd::as_raw_fd).collect(),
+                https: self.https.iter().map(AsRawFd::as_raw_fd).collect(),
                 admin: Some((self.admin.raw_fd(), self.admin.owns_file())),
             },
             relays,
@@ -304,7 +353,7 @@ impl App {
             hub: self.hub.clone(),
             log,
             admin_socket: self.admin.file(),
-            tls: self.tls.as_ref().map(|t| t.front.clone()),
+            tls: self.tls.as_ref().map(|t| t.certificate.clone()),
             serial: std::sync::Mutex::new(()),
         });
         self.reconfigure = Some(reconfigure.clone());
@@ -352,6 +401,14 @@ impl App {
             .collect()
     }
 
+    /// The HTTPS listeners' addresses (empty while `https_listen` is).
+    pub fn https_addrs(&self) -> Vec<SocketAddr> {
+        self.https
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect()
+    }
+
     /// The room, for the admin socket, the notifier and tests.
     pub fn hub(&self) -> &Arc<Hub> {
         &self.hub
@@ -388,18 +445,31 @@ impl App {
             // (a few milliseconds): their next line would otherwise be refused as undeliverable.
             cluster.wait_up(CLUSTER_TAKEOVER).await;
         }
-        // Connections taken over from a predecessor carry on first.
+        let ws = Arc::new(ws::Front::new(
+            self.hub.clone(),
+            self.tracker.clone(),
+            self.ws_relays.clone(),
+            self.ws_registry.clone(),
+            self.stop.clone(),
+            self.gate.clone(),
+            self.ws_ping,
+        ));
+        // Connections taken over from a predecessor carry on first: the WebSocket relays before
+        // the sessions, so that each relay hears of its session's end.
+        for moved in std::mem::take(&mut self.moved) {
+            ws.resume(moved);
+        }
         for r in std::mem::take(&mut self.resumed) {
-            self.tracker.spawn(crate::session::resume(
+            self.tracker.spawn(ws::resume_session(
                 self.hub.clone(),
-                r.client,
-                r.nick,
-                Box::new(r.input),
+                r,
+                self.ws_registry.clone(),
             ));
         }
         let admin_path = self.admin.path().display().to_string();
         let addrs = self.local_addrs();
         let http_addrs = self.http_addrs();
+        let https_addrs = self.https_addrs();
         let admin = tokio::spawn(admin::serve(
             self.admin,
             ctx,
@@ -421,6 +491,11 @@ impl App {
                 self.stop.clone(),
             ));
         }
+        // HTTPS serves the certificate TLS chat serves, asked at each handshake.
+        let https_acceptor = self
+            .tls
+            .as_ref()
+            .map(|t| t.certificate.acceptor(&[b"http/1.1"]));
         for (listener, front) in self
             .tls
             .into_iter()
@@ -443,16 +518,17 @@ impl App {
             hub: self.hub.clone(),
             chat: addrs.clone(),
             stopping: self.stop.clone(),
-            ws: Arc::new(ws::Front::new(
-                self.hub.clone(),
-                self.tracker.clone(),
-                self.ws_relays.clone(),
-                self.stop.clone(),
-                self.gate.clone(),
-                self.ws_ping,
-            )),
+            ws,
         };
-        let http = Http::start(std::mem::take(&mut self.http), site, self.gate.clone());
+        let mut web: Vec<_> = std::mem::take(&mut self.http)
+            .into_iter()
+            .map(|l| (l, http::Listening::Http))
+            .collect();
+        if let Some(acceptor) = https_acceptor {
+            let https = std::mem::take(&mut self.https).into_iter();
+            web.extend(https.map(|l| (l, http::Listening::Https(acceptor.clone()))));
+        }
+        let http = Http::start(web, site, self.gate.clone());
         let listen = addrs
             .iter()
             .map(ToString::to_string)
@@ -481,9 +557,10 @@ impl App {
                 .join(", ")
         };
         let (tls_listen, http_listen) = (joined(&tls_addrs), joined(&http_addrs));
+        let https_listen = joined(&https_addrs);
         info!(
             admin_socket = %admin_path, listen = %listen, tls_listen = %tls_listen,
-            http_listen = %http_listen, event = "ready", "ready"
+            http_listen = %http_listen, https_listen = %https_listen, event = "ready", "ready"
         );
         shutdown.await;
         systemd::notify_stopping();
@@ -534,34 +611,37 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(BACKLOG)
 }
 
-/// Binds every `tls_listen` address, serving `identity`.
+/// Binds every `tls_listen` address, serving `identity` (to HTTPS too).
 fn bind_tls(addrs: &[SocketAddr], identity: &tls::Identity) -> Result<Tls, BindError> {
     let listeners = addrs
         .iter()
         .map(|&addr| listen(addr).map_err(|source| BindError { addr, source }))
         .collect::<Result<Vec<_>, _>>()?;
-    tls::log_identity(identity, "TLS certificate loaded");
+    let certificate = tls::Certificate::new(identity);
     Ok(Tls {
+        front: Arc::new(tls::Front::new(&certificate)),
+        certificate,
         listeners,
-        front: Arc::new(tls::Front::new(identity)),
     })
 }
 
-/// TLS for a process taking over: the listeners handed over if there are any, else this
+/// TLS for a process taking over: the TLS chat listeners handed over if there are any, else this
 /// configuration's `tls_listen`; the certificate is this configuration's either way (`identity`,
-/// loaded before the hello).
+/// loaded before the hello). `https`: HTTPS listeners were handed over, which need it too.
 fn adopt_tls(
     config: &Config,
     identity: Option<tls::Identity>,
     handed: Vec<TcpListener>,
+    https: bool,
 ) -> Result<Option<Tls>, String> {
-    if handed.is_empty() && config.tls_listen.is_empty() {
+    if handed.is_empty() && !https && config.tls_listen.is_empty() && config.https_listen.is_empty()
+    {
         return Ok(None);
     }
-    // The predecessor checks the hello for this; validation guarantees it for `tls_listen`.
+    // The predecessor checks the hello for this; validation guarantees it for the lists.
     let Some(identity) = identity else {
         return Err(
-            "the old process listens for TLS clients, but this configuration names no \
+            "the old process listens for TLS or HTTPS clients, but this configuration names no \
              tls_cert_file and tls_key_file"
                 .into(),
         );
@@ -571,20 +651,34 @@ fn adopt_tls(
             .map(Some)
             .map_err(|e| format!("{e}: {}", e.source));
     }
-    tls::log_identity(&identity, "TLS certificate loaded");
+    let certificate = tls::Certificate::new(&identity);
     Ok(Some(Tls {
+        front: Arc::new(tls::Front::new(&certificate)),
+        certificate,
         listeners: handed,
-        front: Arc::new(tls::Front::new(&identity)),
     }))
 }
 
-/// Binds every `http_listen` address.
-fn bind_http(config: &Config) -> Result<Vec<TcpListener>, StartError> {
-    config
-        .http_listen
+/// Binds every address of `addrs`, the value of `key` (`http_listen` or `https_listen`).
+fn bind_http(key: &'static str, addrs: &[SocketAddr]) -> Result<Vec<TcpListener>, StartError> {
+    addrs
         .iter()
-        .map(|&addr| listen(addr).map_err(|source| StartError::Http { addr, source }))
+        .map(|&addr| listen(addr).map_err(|source| StartError::Http { key, addr, source }))
         .collect()
+}
+
+/// A client's TCP socket handed over, ready for tokio.
+fn tcp(s: std::net::TcpStream) -> Result<tokio::net::TcpStream, String> {
+    s.set_nonblocking(true)
+        .and_then(|()| tokio::net::TcpStream::from_std(s))
+        .map_err(|e| format!("client socket: {e}"))
+}
+
+/// A WebSocket client's socket-pair end handed over, ready for tokio.
+fn unix(s: std::os::unix::net::UnixStream) -> Result<tokio::net::UnixStream, String> {
+    s.set_nonblocking(true)
+        .and_then(|()| tokio::net::UnixStream::from_std(s))
+        .map_err(|e| format!("WebSocket socket pair: {e}"))
 }
 
 /// Binds the admin socket where the configuration (or the default resolution) says.

@@ -3,8 +3,8 @@
 //! after in both outcomes, and a [`ReloadPlan`] applied in full or not at all. The file is read
 //! and validated completely ([`Reloader::plan`]) before anything changes; on success every
 //! reloadable key applies to new and existing clients at once and nobody is disconnected. The TLS
-//! certificate and key are re-read too (certbot renewals): new handshakes get the new certificate,
-//! connections already made keep theirs.
+//! certificate and key are re-read too (certbot renewals): new handshakes (TLS chat and HTTPS) get
+//! the new certificate, connections already made keep theirs.
 
 use std::sync::{Arc, Mutex, Weak};
 
@@ -24,8 +24,9 @@ pub struct Reconfigure {
     pub(super) log: Option<LogHandle>,
     /// The admin socket file, re-grouped when `admin_group` changes; None when it is systemd's.
     pub(super) admin_socket: Option<Weak<admin::SocketFile>>,
-    /// The TLS front end, given the certificate each reload reads; None while TLS is off.
-    pub(super) tls: Option<Arc<crate::tls::Front>>,
+    /// The certificate of the TLS chat listeners and HTTPS, replaced by the one each reload
+    /// reads; None while both are off.
+    pub(super) tls: Option<Arc<crate::tls::Certificate>>,
     pub(super) serial: Mutex<()>,
 }
 
@@ -56,8 +57,8 @@ impl Reconfigure {
         {
             warn!(event = "reload", key = "admin_group", error = %e, "admin socket group not changed");
         }
-        if let (Some(front), Some(identity)) = (&self.tls, &plan.tls) {
-            front.set_identity(identity);
+        if let (Some(certificate), Some(identity)) = (&self.tls, &plan.tls) {
+            certificate.set(identity);
         }
         self.hub.set_config(plan.config);
         let file = plan

@@ -30,24 +30,24 @@ Files:
 Signals:
   SIGHUP           Re-read the configuration file. Limits, timeouts, flood settings, the MOTD and the
                    log level change without disconnecting anyone, and the TLS certificate and key are
-                   read again (new handshakes get the new certificate); listen addresses and the admin
-                   socket change only on restart. An invalid file changes nothing and is logged.
-                   log level change without disconnecting anyone; listen and http_listen addresses and
-                   the admin socket change only on restart. An invalid file changes nothing and is logged.
+                   read again (new TLS and HTTPS handshakes get the new certificate); listen,
+                   tls_listen, http_listen and https_listen addresses and the admin socket change
+                   only on restart. An invalid file changes nothing and is logged.
   SIGTERM, SIGINT  Stop gracefully: refuse new connections, tell every client the server is shutting
                    down, flush queues for at most shutdown_grace_secs (5), then exit 0.
 
 Exit status:
   0   Stopped by SIGTERM or SIGINT, or --check-config found the configuration valid.
-  1   The daemon could not run, e.g. a listen or http_listen address could not be bound.
+  1   The daemon could not run, e.g. a listen, http_listen or https_listen address could not
+      be bound.
   78  Configuration error (EX_CONFIG): the file, line, key and reason are printed on stderr.
       Also when the configuration cannot work on this machine, which --check-config checks
       too: an admin socket path longer than 107 bytes, a directory on its path that someone
-      other than root or the daemon's user could change, a missing admin_group, a listen or
-      tls_listen port below net.ipv4.ip_unprivileged_port_start without CAP_NET_BIND_SERVICE,
-      a TLS certificate or key that cannot be read, do not belong together, or a certificate
-      outside its validity period (the message names tls_cert_file or tls_key_file).
-      http_listen port below net.ipv4.ip_unprivileged_port_start without CAP_NET_BIND_SERVICE.
+      other than root or the daemon's user could change, a missing admin_group, a listen,
+      tls_listen, http_listen or https_listen port below net.ipv4.ip_unprivileged_port_start
+      without CAP_NET_BIND_SERVICE, tls_listen or https_listen without tls_cert_file and
+      tls_key_file, a TLS certificate or key that cannot be read, do not belong together, or a
+      certificate outside its validity period (the message names tls_cert_file or tls_key_file).
       The systemd unit sets RestartPreventExitStatus=78, so a bad file is not retried in a loop.
 
 Environment:

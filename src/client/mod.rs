@@ -31,13 +31,21 @@ pub enum Transport {
     Tcp,
     /// TLS on a `tls_listen` port, relayed as a [`Stream::Pipe`].
     Tls,
-    /// WebSocket (`GET /ws` on an HTTP port), relayed as a [`Stream::Pipe`].
+    /// WebSocket (`GET /ws` on an `http_listen` port), relayed as a [`Stream::Pipe`].
     WebSocket,
+    /// WebSocket over TLS (`GET /ws` on an `https_listen` port: `wss://`), relayed as a
+    /// [`Stream::Pipe`].
+    SecureWebSocket,
 }
 
 impl Transport {
     /// Every transport, in the order `/metrics` lists them.
-    pub const ALL: [Transport; 3] = [Transport::Tcp, Transport::Tls, Transport::WebSocket];
+    pub const ALL: [Transport; 4] = [
+        Transport::Tcp,
+        Transport::Tls,
+        Transport::WebSocket,
+        Transport::SecureWebSocket,
+    ];
 
     /// Its `transport` label in `/metrics`.
     pub fn label(self) -> &'static str {
@@ -45,6 +53,7 @@ impl Transport {
             Transport::Tcp => "tcp",
             Transport::Tls => "tls",
             Transport::WebSocket => "websocket",
+            Transport::SecureWebSocket => "wss",
         }
     }
 }
@@ -100,19 +109,20 @@ impl Client {
         }
     }
 
-    /// A client taken over from another process (upgrade), connected since `connected`. Only
-    /// TCP connections are handed over.
+    /// A client taken over from another process (upgrade), connected since `connected`: a TCP
+    /// client, or a WebSocket over plain HTTP (whose relay moved too).
     pub(crate) fn restored(
         id: ClientId,
         peer: SocketAddr,
         connected_at: SystemTime,
         connected: Instant,
         stream: Stream,
+        transport: Transport,
     ) -> Self {
         Client {
             connected_at,
             connected,
-            ..Client::new(id, peer, stream, Transport::Tcp)
+            ..Client::new(id, peer, stream, transport)
         }
     }
 
@@ -129,10 +139,11 @@ impl Client {
             .flush_own(self.id, &self.stream, &self.stats, limits)
     }
 
-    /// Whether a front end in this process relays the connection (TLS, WebSocket): it then cannot
-    /// be handed to another process.
-    pub fn is_relayed(&self) -> bool {
-        self.stream.tcp().is_none()
+    /// Whether an upgrade can hand the connection to another process: a TCP client's socket, or
+    /// a WebSocket over plain HTTP with its relay (see `ws::handover`). A TLS session (line
+    /// clients, `wss://`) cannot leave the process that terminates it.
+    pub fn moves(&self) -> bool {
+        matches!(self.transport, Transport::Tcp | Transport::WebSocket)
     }
 
     /// Records activity (a line received) for the idle column of `chatctl list`.

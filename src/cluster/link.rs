@@ -34,12 +34,25 @@ pub(crate) struct Conn {
 }
 
 impl Cluster {
-    /// The link came up or went down (the client's connection events).
+    /// The client connected or lost its connection.
     fn set_connected(&self, connected: bool) {
-        let was = self
-            .up
-            .swap(connected && self.conn.get().is_some(), Ordering::AcqRel);
-        let now = self.is_up();
+        self.connected.store(connected, Ordering::Release);
+        self.refresh_up();
+    }
+
+    /// The rooms here have been seeded from the stream and the consumer runs: the link can
+    /// carry members' lines (and claims) from now on.
+    pub(crate) fn mark_ready(&self) {
+        self.ready.store(true, Ordering::Release);
+        self.refresh_up();
+    }
+
+    /// The link is up when connected and ready; members hear of each change.
+    fn refresh_up(&self) {
+        let now = self.connected.load(Ordering::Acquire)
+            && self.ready.load(Ordering::Acquire)
+            && self.conn.get().is_some();
+        let was = self.up.swap(now, Ordering::AcqRel);
         if was == now {
             return;
         }

@@ -114,6 +114,10 @@ pub struct Cluster {
     started: SystemTime,
     hub: OnceLock<std::sync::Weak<Hub>>,
     up: AtomicBool,
+    /// The NATS client is connected...
+    connected: AtomicBool,
+    /// ...and the consumer has seeded the rooms and runs.
+    ready: AtomicBool,
     /// Members were told the link was lost (and so are owed "restored").
     lost_told: AtomicBool,
     /// Rooms that queued events, for the publisher.
@@ -165,6 +169,8 @@ impl Cluster {
             started: SystemTime::now(),
             hub: OnceLock::new(),
             up: AtomicBool::new(false),
+            connected: AtomicBool::new(false),
+            ready: AtomicBool::new(false),
             lost_told: AtomicBool::new(false),
             rung: Mutex::new(Vec::new()),
             ring: Notify::new(),

@@ -15,7 +15,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
 use async_nats::HeaderMap;
-use async_nats::jetstream::consumer::{DeliverPolicy, pull};
+use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use tracing::{debug, warn};
@@ -105,27 +105,16 @@ pub(super) async fn run(cluster: Arc<Cluster>, conn: Conn) {
         }
         cluster.last_seq.store(last, Ordering::Release);
     }
-    // Runs for the life of the process: each round is one consumer, replaced when it fails.
+    cluster.mark_ready();
+    // Runs for the life of the process: each round is one consumer, replaced when it fails or
+    // when it is found to have skipped something.
+    let mut gap = Gap::default();
     loop {
         let start = cluster.last_seq.load(Ordering::Acquire) + 1;
-        let config = pull::OrderedConfig {
-            filter_subject: cluster.names.stream_subjects(),
-            deliver_policy: DeliverPolicy::ByStartSequence {
-                start_sequence: start,
-            },
-            ..Default::default()
-        };
-        let messages = match conn.stream.create_consumer(config).await {
-            Ok(consumer) => consumer.messages().await,
-            Err(e) => Err(async_nats::jetstream::consumer::StreamError::with_source(
-                async_nats::jetstream::consumer::StreamErrorKind::Other,
-                e,
-            )),
-        };
-        let mut messages = match messages {
-            Ok(m) => {
+        let consumer = match conn.stream.create_consumer(reader(start, None)).await {
+            Ok(consumer) => {
                 backoff = Duration::from_millis(100);
-                m
+                consumer
             }
             Err(e) => {
                 debug!(event = "cluster_consumer", error = %e, "cannot start the consumer yet");
@@ -134,35 +123,121 @@ pub(super) async fn run(cluster: Arc<Cluster>, conn: Conn) {
                 continue;
             }
         };
-        loop {
-            if cluster.held.load(Ordering::Acquire) {
-                // An upgrade is handing the rooms over at the sequence applied so far.
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                continue;
-            }
-            tokio::select! {
-                m = messages.next() => match m {
-                    Some(Ok(msg)) => apply(&cluster, msg),
-                    Some(Err(e)) => {
-                        debug!(event = "cluster_consumer", error = %e, "consumer error; starting a new one");
-                        break;
-                    }
-                    None => break,
-                },
-                () = cluster.restart.notified() => {
-                    debug!(event = "cluster_consumer", "link restored; starting a new consumer");
-                    break;
+        // One pull request after another, each bounded in messages and time, so a request the
+        // server forgot or a consumer it lost costs at most one expiry, never a silent stall.
+        'pulls: loop {
+            let batch = consumer
+                .batch()
+                .max_messages(PULL_MESSAGES)
+                .expires(PULL_EXPIRES)
+                .messages()
+                .await;
+            let mut batch = match batch {
+                Ok(b) => b,
+                Err(e) => {
+                    debug!(event = "cluster_consumer", error = %e, "pull failed; starting a new consumer");
+                    break 'pulls;
                 }
-                req = seeds.recv() => {
-                    let Some((name, done)) = req else { return };
-                    let upto = cluster.last_seq.load(Ordering::Acquire);
-                    seed(&cluster, &conn, &name, upto, false).await;
-                    let _ = done.send(());
+            };
+            loop {
+                if cluster.held.load(Ordering::Acquire) {
+                    // An upgrade is handing the rooms over at the sequence applied so far: what
+                    // this pull brings waits (the next process starts after that sequence; a
+                    // rollback reads on from here).
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+                tokio::select! {
+                    m = batch.next() => match m {
+                        Some(Ok(msg)) => {
+                            if !gap.accept(&cluster, &msg) {
+                                break 'pulls;
+                            }
+                            apply(&cluster, msg);
+                        }
+                        Some(Err(e)) => {
+                            debug!(event = "cluster_consumer", error = %e, "consumer error; starting a new one");
+                            break 'pulls;
+                        }
+                        None => continue 'pulls,
+                    },
+                    () = cluster.restart.notified() => {
+                        debug!(event = "cluster_consumer", "link restored; starting a new consumer");
+                        break 'pulls;
+                    }
+                    req = seeds.recv() => {
+                        let Some((name, done)) = req else { return };
+                        let upto = cluster.last_seq.load(Ordering::Acquire);
+                        seed(&cluster, &conn, &name, upto, false).await;
+                        let _ = done.send(());
+                    }
                 }
             }
         }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(BACKOFF_MAX);
+        let _ = conn
+            .stream
+            .delete_consumer(&consumer.cached_info().name)
+            .await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Messages asked for by one pull request...
+const PULL_MESSAGES: usize = 1024;
+/// ...and the longest it stays open.
+const PULL_EXPIRES: Duration = Duration::from_secs(1);
+/// A consumer nobody pulls from for this long is removed by the server (a node that died).
+const INACTIVE: Duration = Duration::from_secs(30);
+
+/// A consumer of the rooms' stream (or of one subject) from sequence `start`: nothing to
+/// acknowledge (the node keeps its own place), so it is cheap for the server.
+fn reader(start: u64, subject: Option<String>) -> pull::Config {
+    pull::Config {
+        deliver_policy: if start <= 1 {
+            DeliverPolicy::All
+        } else {
+            DeliverPolicy::ByStartSequence {
+                start_sequence: start,
+            }
+        },
+        ack_policy: AckPolicy::None,
+        filter_subject: subject.unwrap_or_default(),
+        inactive_threshold: INACTIVE,
+        ..Default::default()
+    }
+}
+
+/// Checks that the stream's messages arrive without a hole. A message after a hole is taken
+/// only if a new consumer, started right after the last one applied, begins with it too (the
+/// messages in the hole were removed from the stream); otherwise the consumer lost them and a
+/// new one reads them again.
+#[derive(Debug, Default)]
+struct Gap {
+    /// The first message after a hole, seen once.
+    seen: Option<u64>,
+}
+
+impl Gap {
+    fn accept(&mut self, cluster: &Cluster, msg: &async_nats::jetstream::Message) -> bool {
+        let Ok(info) = msg.info() else { return true };
+        let seq = info.stream_sequence;
+        let next = cluster.last_seq.load(Ordering::Acquire) + 1;
+        if seq <= next {
+            self.seen = None;
+            return true;
+        }
+        if self.seen == Some(seq) {
+            self.seen = None;
+            return true;
+        }
+        debug!(
+            event = "cluster_gap",
+            expected = next,
+            got = seq,
+            "stream messages missing; reading again"
+        );
+        self.seen = Some(seq);
+        false
     }
 }
 
@@ -210,13 +285,16 @@ async fn seed(cluster: &Cluster, conn: &Conn, name: &str, upto: u64, fresh: bool
     let mut lines = Vec::new();
     if let Ok(last) = conn.stream.get_last_raw_message_by_subject(&chat).await {
         let target = last.sequence.min(upto);
-        let config = pull::OrderedConfig {
-            filter_subject: chat.clone(),
-            deliver_policy: DeliverPolicy::All,
-            ..Default::default()
-        };
-        if let Ok(consumer) = conn.stream.create_consumer(config).await
-            && let Ok(mut messages) = consumer.messages().await
+        if let Ok(consumer) = conn
+            .stream
+            .create_consumer(reader(1, Some(chat.clone())))
+            .await
+            && let Ok(mut messages) = consumer
+                .batch()
+                .max_messages(PULL_MESSAGES)
+                .expires(HISTORY_WAIT)
+                .messages()
+                .await
         {
             // Bounded by the subject's message limit (the history kept) and by the wait.
             while let Ok(Some(Ok(msg))) = tokio::time::timeout(HISTORY_WAIT, messages.next()).await
@@ -231,6 +309,11 @@ async fn seed(cluster: &Cluster, conn: &Conn, name: &str, upto: u64, fresh: bool
                     break;
                 }
             }
+            drop(messages);
+            let _ = conn
+                .stream
+                .delete_consumer(&consumer.cached_info().name)
+                .await;
         }
     }
     let topic_subject = cluster.names.room_subject(&key, Kind::Topic);

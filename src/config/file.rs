@@ -34,6 +34,10 @@ pub(super) const KEYS: &[(&str, &str)] = &[
         "an array of socket addresses like [\"127.0.0.1:7080\"], or [] for no HTTP",
     ),
     (
+        "https_listen",
+        "an array of socket addresses like [\"0.0.0.0:8443\"]",
+    ),
+    (
         "allowed_origins",
         "an array of origins like [\"https://chat.example.org\"]",
     ),
@@ -85,6 +89,7 @@ pub(super) struct FileConfig {
     tls_cert_file: Option<String>,
     tls_key_file: Option<String>,
     http_listen: Option<Vec<String>>,
+    https_listen: Option<Vec<String>>,
     allowed_origins: Option<Vec<String>>,
     admin_socket: Option<String>,
     admin_socket_mode: Option<RawMode>,
@@ -136,11 +141,15 @@ impl FileConfig {
         if let Some(v) = self.tls_key_file {
             c.tls_key_file = Some(doc.check("tls_key_file", rules::pem_file(v.as_ref()))?);
         }
-        check_tls_files_given(&c, doc)?;
         if let Some(v) = self.http_listen {
             let chat = [&c.listen[..], &c.tls_listen[..]].concat();
             c.http_listen = doc.check("http_listen", rules::http_listen(&v, &chat))?;
         }
+        if let Some(v) = self.https_listen {
+            let taken = [&c.listen[..], &c.tls_listen[..], &c.http_listen[..]].concat();
+            c.https_listen = doc.check("https_listen", rules::https_listen(&v, &taken))?;
+        }
+        check_tls_files_given(&c, doc)?;
         if let Some(v) = self.allowed_origins {
             c.allowed_origins = doc.check("allowed_origins", rules::origins(&v))?;
         }
@@ -259,12 +268,17 @@ impl FileConfig {
     }
 }
 
-/// TLS needs a certificate and its key; the files themselves are read by the start-up checks
-/// (`preflight`) and by each reload, not here, so that parsing a configuration stays free of IO.
+/// TLS (for line clients or HTTPS) needs a certificate and its key; the files themselves are
+/// read by the start-up checks (`preflight`) and by each reload, not here, so that parsing a
+/// configuration stays free of IO. The message names the list that needs them.
 fn check_tls_files_given(c: &Config, doc: &Document<'_>) -> Result<(), ConfigError> {
-    if c.tls_listen.is_empty() {
+    let needs = if !c.tls_listen.is_empty() {
+        "tls_listen"
+    } else if !c.https_listen.is_empty() {
+        "https_listen"
+    } else {
         return Ok(());
-    }
+    };
     for (key, file, what) in [
         (
             "tls_cert_file",
@@ -279,7 +293,7 @@ fn check_tls_files_given(c: &Config, doc: &Document<'_>) -> Result<(), ConfigErr
     ] {
         if file.is_none() {
             let reason = format!(
-                "must be set while tls_listen is not empty: a PEM file with {what} (e.g. \
+                "must be set while {needs} is not empty: a PEM file with {what} (e.g. \
                  /etc/letsencrypt/live/chat.example.org/{})",
                 if key == "tls_cert_file" {
                     "fullchain.pem"

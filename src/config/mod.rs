@@ -42,14 +42,18 @@ pub struct Config {
     /// duplicates, and none that `listen` also has (port 0 aside). Only changes on restart.
     pub tls_listen: Vec<SocketAddr>,
     /// PEM file with the server's certificate first and then its chain; an absolute path. Set
-    /// whenever `tls_listen` is not empty. Re-read on every reload.
+    /// whenever `tls_listen` or `https_listen` is not empty. Re-read on every reload.
     pub tls_cert_file: Option<PathBuf>,
     /// PEM file with the certificate's private key (PKCS #8, PKCS #1 or SEC 1); an absolute path.
-    /// Set whenever `tls_listen` is not empty. Re-read on every reload.
+    /// Set whenever `tls_listen` or `https_listen` is not empty. Re-read on every reload.
     pub tls_key_file: Option<PathBuf>,
     /// TCP addresses to serve HTTP on (`/healthz`, `/metrics`); empty turns HTTP off. No
     /// duplicates, none also in `listen`.
     pub http_listen: Vec<SocketAddr>,
+    /// TCP addresses to serve the same HTTP service on over TLS, with the certificate of
+    /// `tls_cert_file`; empty (the default) turns HTTPS off. No duplicates, none also in `listen`,
+    /// `tls_listen` or `http_listen`. Only changes on restart.
+    pub https_listen: Vec<SocketAddr>,
     /// Web origins whose pages may open `GET /ws`; empty (the default): only the page's own
     /// origin (the request's `Host`). No duplicates. Applies to new connections from a reload on.
     pub allowed_origins: Vec<WebOrigin>,
@@ -223,6 +227,7 @@ impl Default for Config {
             tls_cert_file: None,
             tls_key_file: None,
             http_listen: vec![SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 7080)],
+            https_listen: Vec::new(),
             allowed_origins: Vec::new(),
             admin_socket: None,
             admin_socket_mode: 0o660,
@@ -307,13 +312,16 @@ impl Config {
         if let Some(listen) = &listen {
             rules::apart(listen, &self.tls_listen).map_err(|r| ConfigError::flag("--listen", r))?;
         }
-        if let Some(listen) = &listen
-            && let Some(addr) = listen
-                .iter()
-                .find(|a| a.port() != 0 && self.http_listen.contains(a))
-        {
-            let reason = format!("{addr} is also in http_listen; one port cannot serve both");
-            return Err(ConfigError::flag("--listen", reason));
+        for (key, web) in [
+            ("http_listen", &self.http_listen),
+            ("https_listen", &self.https_listen),
+        ] {
+            if let Some(listen) = &listen
+                && let Some(addr) = listen.iter().find(|a| a.port() != 0 && web.contains(a))
+            {
+                let reason = format!("{addr} is also in {key}; one port cannot serve both");
+                return Err(ConfigError::flag("--listen", reason));
+            }
         }
         if let Some(listen) = listen {
             self.listen = listen;

@@ -113,6 +113,18 @@ pub(super) fn http_listen(items: &[String], chat: &[SocketAddr]) -> Rule<Vec<Soc
     Ok(addrs)
 }
 
+/// `https_listen`: socket addresses, possibly none (no HTTPS), none repeated and none that
+/// `listen`, `tls_listen` or `http_listen` (`taken`, already validated) has too (port 0 aside).
+pub(super) fn https_listen(items: &[String], taken: &[SocketAddr]) -> Rule<Vec<SocketAddr>> {
+    let addrs = addresses(items, 8443)?;
+    if let Some(addr) = addrs.iter().find(|a| a.port() != 0 && taken.contains(a)) {
+        return Err(format!(
+            "{addr} is also in listen, tls_listen or http_listen; HTTPS needs a port of its own"
+        ));
+    }
+    Ok(addrs)
+}
+
 /// `allowed_origins`: web origins (`https://chat.example.org`), none listed twice (after
 /// normalising: `HTTPS://Chat.example.org:443` is `https://chat.example.org`).
 pub(super) fn origins(items: &[String]) -> Rule<Vec<WebOrigin>> {

@@ -6,9 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::{ConnectInfo, State};
+use axum::extract::{ConnectInfo, Extension, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -83,23 +81,8 @@ async fn scrape(State(site): State<Arc<Site>>, headers: HeaderMap) -> Response {
 async fn websocket(
     State(site): State<Arc<Site>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    Extension(scheme): Extension<super::Scheme>,
+    request: Request,
 ) -> Response {
-    match upgrade {
-        Ok(upgrade) => site.ws.open(upgrade, &headers, peer),
-        Err(rejection) => (
-            StatusCode::UPGRADE_REQUIRED,
-            [
-                (header::UPGRADE, "websocket"),
-                (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
-            ],
-            format!(
-                "This is groupchatd's WebSocket endpoint ({}): one chat line per text message \
-                 each way. Open / for the chat page.\n",
-                rejection.body_text()
-            ),
-        )
-            .into_response(),
-    }
+    site.ws.open(request, peer, scheme)
 }

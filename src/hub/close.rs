@@ -163,15 +163,15 @@ impl Hub {
         Some((id, nick))
     }
 
-    /// Closes every client relayed by a front end in this process (TLS, WebSocket), with
-    /// `farewell` as its last line: an upgrade cannot hand such a connection to another process.
+    /// Closes every client an upgrade cannot hand to another process (TLS and `wss://`: see
+    /// [`Client::moves`](crate::client::Client::moves)), with `farewell` as its last line.
     /// Returns how many.
-    pub(crate) fn close_relayed(&self, farewell: Bytes) -> usize {
+    pub(crate) fn close_unmovable(&self, farewell: Bytes) -> usize {
         let relayed: Vec<ClientId> = {
             let st = self.lock();
             st.clients
                 .values()
-                .filter(|c| c.is_relayed())
+                .filter(|c| !c.moves())
                 .map(|c| c.id)
                 .collect()
         };

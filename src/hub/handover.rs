@@ -17,20 +17,20 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use tokio::net::TcpStream;
 use tracing::{info, warn};
 
 use super::history::SavedLine;
 use super::names::NickKeys;
 use super::room::{Kind, Rooms};
 use super::{Counters, Hub, Member};
-use crate::client::{Client, ClientId};
+use crate::client::{Client, ClientId, Stream, Transport};
 use crate::config::IpNet;
 use crate::drain::{Drain, DrainTicket};
 use crate::protocol::validate_room;
 use crate::session::InputState;
 use crate::settings::Settings;
 use crate::upgrade::snapshot::{ChatRoom, ClientState, HistoryLine, Room, RoomKind, Totals};
+use crate::ws::handover::Given;
 
 /// One session's part in a freeze: it gives its input state and so gives back the ticket.
 #[derive(Debug)]
@@ -102,14 +102,14 @@ impl Hub {
     pub(crate) async fn freeze(&self, limit: Duration) -> Result<Frozen, String> {
         let drain = Drain::default();
         let states = Arc::new(Mutex::new(HashMap::new()));
-        // Relayed clients (TLS, WebSocket) are not frozen: their relay lives in this process and
-        // ends with their session, so they are closed before an upgrade instead
-        // (`upgrade::part_relayed`).
+        // TLS clients (line and `wss://`) are not frozen: their TLS session cannot leave this
+        // process, so they are closed before an upgrade instead (`upgrade::part_relayed`).
+        // WebSocket clients over plain HTTP are, their relays frozen first (`ws::handover`).
         let clients: Vec<Arc<Client>> = self
             .lock()
             .clients
             .values()
-            .filter(|c| !c.is_relayed())
+            .filter(|c| c.moves())
             .cloned()
             .collect();
         for client in &clients {
@@ -142,25 +142,35 @@ impl Hub {
     }
 
     /// The room for a snapshot. Stops all writing to the frozen clients: from here on their
-    /// output is the snapshot's, until [`thaw`](Self::thaw).
+    /// output is the snapshot's, until [`thaw`](Self::thaw). `relays` are the frozen WebSocket
+    /// relays: a WebSocket client goes with its relay's sockets and state, or not at all.
     pub(crate) fn export(
         &self,
         frozen: &mut Frozen,
         upgrades: u64,
+        relays: &HashMap<ClientId, Given>,
     ) -> (Room, Vec<std::os::fd::RawFd>) {
         use std::os::fd::AsRawFd;
         frozen.exported = true;
         let st = self.lock();
         let now = Instant::now();
+        let mut fds = Vec::with_capacity(frozen.sessions.len());
         // The sockets come from the frozen clients themselves, in the same order; one closed
         // since it froze (nothing of it is in the room any more) is not handed over.
-        let (clients, fds) = frozen
+        let clients = frozen
             .sessions
             .iter()
             .filter(|(client, _)| {
                 st.clients.contains_key(&client.id) && !client.outbox.is_closing()
             })
-            .map(|(client, input)| {
+            .filter_map(|(client, input)| {
+                let relay = match client.transport {
+                    Transport::WebSocket => Some(relays.get(&client.id)?),
+                    _ => None,
+                };
+                Some((client, input, relay))
+            })
+            .map(|(client, input, relay)| {
                 let c = client.as_ref();
                 let member = st.members.get(&c.id);
                 let state = ClientState {
@@ -178,10 +188,13 @@ impl Hub {
                     input: input.clone(),
                     unsent: c.outbox.freeze_output(c.id, &c.stats),
                     room: member.map(|m| m.room.name.to_string()),
+                    websocket: relay.map(|r| r.state.clone()),
                 };
-                (state, c.stream.as_raw_fd())
+                fds.push(c.stream.as_raw_fd());
+                fds.extend(relay.iter().flat_map(|r| [r.pipe, r.tcp]));
+                state
             })
-            .unzip();
+            .collect();
         let mut rooms: Vec<ChatRoom> = st.rooms.iter().map(|r| save_room(r)).collect();
         rooms.sort_unstable_by(|a, b| a.name.cmp(&b.name));
         let room = Room {
@@ -218,9 +231,10 @@ impl Hub {
             .collect()
     }
 
-    /// Rebuilds `room` in this (new, empty) hub around `streams`, one per client in order; the
-    /// sessions to start are returned. Called before anything is served.
-    pub(crate) fn restore(&mut self, room: Room, streams: Vec<TcpStream>) -> Vec<Resumed> {
+    /// Rebuilds `room` in this (new, empty) hub around `streams`, one per client in order (a
+    /// WebSocket client's is the session's end of its socket pair); the sessions to start are
+    /// returned. Called before anything is served.
+    pub(crate) fn restore(&mut self, room: Room, streams: Vec<Stream>) -> Vec<Resumed> {
         let now = Instant::now();
         self.started_at = UNIX_EPOCH + Duration::from_millis(room.service_started_at_ms);
         self.counters
@@ -240,12 +254,17 @@ impl Hub {
                 .checked_sub(Duration::from_millis(c.connected_for_ms))
                 .unwrap_or(now);
             let connected_at = UNIX_EPOCH + Duration::from_millis(c.connected_at_ms);
+            let transport = match c.websocket {
+                Some(_) => Transport::WebSocket,
+                None => Transport::Tcp,
+            };
             let client = Arc::new(Client::restored(
                 c.id,
                 c.peer,
                 connected_at,
                 connected,
-                stream.into(),
+                stream,
+                transport,
             ));
             let s = &client.stats;
             s.lines_in.store(c.lines_in, Ordering::Relaxed);

@@ -432,6 +432,11 @@ impl Hub {
     /// Sends one notice to every member of `room` (a name, with or without `#`), or of every
     /// room; returns how many members it was sent to, or None if there is no such room.
     pub fn announce(&self, room: Option<&str>, text: &str) -> Option<usize> {
+        if let (Some(name), Some(_)) = (room, self.relay()) {
+            // In a cluster the room may live on other nodes only: it is made here (empty) so
+            // the announcement has a room to be queued in.
+            let _ = self.room_for_cluster(name);
+        }
         let rooms: Vec<Arc<Room>> = {
             let st = self.lock();
             match room {
@@ -532,7 +537,7 @@ impl Hub {
     }
 
     /// Connections now by how they came, in [`Transport::ALL`] order (joined or not).
-    pub fn clients_by_transport(&self) -> [(Transport, usize); 3] {
+    pub fn clients_by_transport(&self) -> [(Transport, usize); 4] {
         let mut counts = Transport::ALL.map(|t| (t, 0));
         for client in self.lock().clients.values() {
             if let Some(slot) = counts.iter_mut().find(|(t, _)| *t == client.transport) {

@@ -554,7 +554,7 @@ async fn a_frozen_room_exports_what_each_client_is_owed_and_thaws_where_it_stopp
     }
     assert!(alice.client.outbox.is_parked(), "alice's socket is full");
     let mut frozen = freeze(&h, &[&alice, &bob]).await;
-    let (room, fds) = h.export(&mut frozen, 1);
+    let (room, fds) = h.export(&mut frozen, 1, &Default::default());
     assert_eq!(fds.len(), 2, "one socket per frozen client");
     assert_eq!(room.next_id, 3);
     let mine = room.clients.iter().find(|c| c.id == alice.id()).unwrap();
@@ -634,7 +634,7 @@ async fn hand_over(
 ) -> (Arc<Hub>, Vec<Conn>) {
     use crate::upgrade::snapshot::{Origin, Snapshot};
     let mut frozen = freeze(h, conns).await;
-    let (mut room, fds) = h.export(&mut frozen, 1);
+    let (mut room, fds) = h.export(&mut frozen, 1, &Default::default());
     if version == 1 {
         room = room.without_chat_rooms();
     }
@@ -649,13 +649,21 @@ async fn hand_over(
         tls_listeners: 0,
         admin: false,
         http_listeners: Some(0),
+        https_listeners: 0,
         admin_owned: false,
         room,
         cluster: None,
     };
     let snap = Snapshot::decode(&snap.encode(), 1 + fds.len()).expect("a consistent snapshot");
-    let (streams, fars): (Vec<_>, Vec<_>) =
-        snap.room.clients.iter().map(|_| sockets(false)).unzip();
+    let (streams, fars): (Vec<_>, Vec<_>) = snap
+        .room
+        .clients
+        .iter()
+        .map(|_| {
+            let (near, far) = sockets(false);
+            (crate::client::Stream::from(near), far)
+        })
+        .unzip();
     let mut new = Hub::new(config);
     let resumed = new.restore(snap.room, streams);
     let mut by_id: std::collections::HashMap<u64, Conn> = resumed

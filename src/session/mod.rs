@@ -39,12 +39,21 @@ const LINGER: Duration = Duration::from_secs(2);
 
 pub(crate) use lines::InputState;
 
-/// Runs a registered client's connection to the end.
-pub async fn run(hub: Arc<Hub>, client: Arc<Client>) {
+/// How a session stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// The client left (or was closed): the connection is over.
+    Left,
+    /// Frozen for an upgrade: the connection lives on, in another process or a resumed session.
+    Frozen,
+}
+
+/// Runs a registered client's connection to the end (or until an upgrade freezes it).
+pub async fn run(hub: Arc<Hub>, client: Arc<Client>) -> Exit {
     // Built inside the future, not passed to it: an async fn keeps its arguments apart from its
     // locals, so a session passed in would take its space twice in every connection's task.
     let input = Input::new(hub, client.clone());
-    Session::new(client, input).serve().await;
+    Session::new(client, input).serve().await
 }
 
 /// Runs a connection taken over from a frozen session (an upgrade, or its rollback) from the
@@ -54,7 +63,7 @@ pub(crate) async fn resume(
     client: Arc<Client>,
     nick: Option<Arc<str>>,
     state: Box<InputState>,
-) {
+) -> Exit {
     let input = match Input::restore(hub.clone(), client.clone(), nick.clone(), *state) {
         Some(input) => input,
         None => {
@@ -70,7 +79,7 @@ pub(crate) async fn resume(
             input
         }
     };
-    Session::new(client, input).serve().await;
+    Session::new(client, input).serve().await
 }
 
 /// How the session ended.
@@ -115,11 +124,14 @@ impl Session {
         }
     }
 
-    async fn serve(&mut self) {
+    async fn serve(&mut self) -> Exit {
         match self.drive().await {
             // The connection now belongs to another process, or to a resumed session.
-            End::Frozen => {}
-            end => self.finish(end).await,
+            End::Frozen => Exit::Frozen,
+            end => {
+                self.finish(end).await;
+                Exit::Left
+            }
         }
     }
 

@@ -3,7 +3,8 @@
 //! greeting, nickname rules, limits, sanitising, rooms, slow-consumer rule).
 //!
 //! - `identity`: the certificate and key, read from the PEM files and checked; the certificate
-//!   new handshakes get, which a reload swaps.
+//!   new handshakes get, which a reload swaps. One [`Certificate`] serves both the TLS chat
+//!   listeners and HTTPS (`https_listen`, in `http`), so a reload renews it for both at once.
 //! - `relay`: one connection after admission: the handshake, then bytes both ways between TLS and
 //!   the session's end of the pair, with back-pressure and half-closes kept.
 //!
@@ -68,10 +69,43 @@ pub fn install_provider() {
     let _ = provider().install_default();
 }
 
+/// The certificate every TLS handshake of the process gets (TLS chat listeners and HTTPS alike):
+/// set at start, swapped by a reload.
+pub(crate) struct Certificate {
+    current: Arc<identity::Current>,
+}
+
+impl Certificate {
+    /// Serves `identity` until [`set`](Self::set).
+    pub(crate) fn new(identity: &Identity) -> Arc<Certificate> {
+        log_identity(identity, "TLS certificate loaded");
+        Arc::new(Certificate {
+            current: Arc::new(identity::Current::new(identity)),
+        })
+    }
+
+    /// Serves `identity` to every handshake from now on; connections made already keep theirs.
+    pub(crate) fn set(&self, identity: &Identity) {
+        self.current.set(identity);
+        log_identity(identity, "TLS certificate reloaded");
+    }
+
+    /// A server configuration of TLS 1.2 and 1.3 with [`provider`] that asks this certificate at
+    /// each handshake, offering `alpn` (none for line clients, `http/1.1` for HTTPS).
+    pub(crate) fn acceptor(&self, alpn: &[&[u8]]) -> TlsAcceptor {
+        let mut config = ServerConfig::builder_with_provider(Arc::new(provider()))
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+            .expect("ring has cipher suites and key exchanges for TLS 1.2 and 1.3")
+            .with_no_client_auth()
+            .with_cert_resolver(self.current.clone());
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        TlsAcceptor::from(Arc::new(config))
+    }
+}
+
 /// The TLS front end, shared by every TLS listener of the process.
 pub(crate) struct Front {
     acceptor: TlsAcceptor,
-    current: Arc<identity::Current>,
     /// Counts the relays of admitted clients, so that an upgrade can wait until they have
     /// delivered its notice.
     relays: TaskTracker,
@@ -80,26 +114,13 @@ pub(crate) struct Front {
 }
 
 impl Front {
-    /// A front end serving `identity`.
-    pub(crate) fn new(identity: &Identity) -> Front {
-        let current = Arc::new(identity::Current::new(identity));
-        let config = ServerConfig::builder_with_provider(Arc::new(provider()))
-            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-            .expect("ring has cipher suites and key exchanges for TLS 1.2 and 1.3")
-            .with_no_client_auth()
-            .with_cert_resolver(current.clone());
+    /// A front end serving `certificate`.
+    pub(crate) fn new(certificate: &Certificate) -> Front {
         Front {
-            acceptor: TlsAcceptor::from(Arc::new(config)),
-            current,
+            acceptor: certificate.acceptor(&[]),
             relays: TaskTracker::new(),
             refusals: Arc::new(Semaphore::new(MAX_TOLD_REFUSALS)),
         }
-    }
-
-    /// Serves `identity` to every handshake from now on; connections made already keep theirs.
-    pub(crate) fn set_identity(&self, identity: &Identity) {
-        self.current.set(identity);
-        log_identity(identity, "TLS certificate reloaded");
     }
 
     /// Takes an accepted connection that passed the connection-rate check: admits it (or tells
@@ -189,7 +210,7 @@ impl Front {
 }
 
 /// Logs the certificate in force: what an operator checks after a renewal.
-pub(crate) fn log_identity(identity: &Identity, message: &'static str) {
+fn log_identity(identity: &Identity, message: &'static str) {
     let not_after = identity::rfc3339(identity.not_after);
     info!(
         subject = %identity.subject, serial = %identity.serial, not_after = %not_after,

@@ -6,14 +6,16 @@
 //! 1. The old process starts the new binary (by default the path it was started from, so after
 //!    `dpkg -i` that is the new version) with the same arguments and the link's end in
 //!    `GROUPCHATD_UPGRADE_FD`. The new process loads and checks its configuration and says hello.
-//! 2. The old process stops accepting (newcomers wait in the listen backlog), tells each client
-//!    relayed by a front end in this process (TLS and WebSocket clients: a TLS session cannot move
-//!    to another process, and a WebSocket's framing lives in its relay here) `*** server
-//!    upgrading; please reconnect` and closes it, freezes every other session between two reads,
-//!    stops all writing, and sends the chat and TLS listeners, the admin socket, the HTTP
-//!    listeners, every client's socket and the [`snapshot`]. HTTP requests in progress at the
-//!    commit are cut off (they are short; a client retries on a new connection, which the new
-//!    process accepts).
+//! 2. The old process stops accepting (newcomers wait in the listen backlog), stops every
+//!    WebSocket relay over plain HTTP between two of its steps (`ws::handover`), tells each
+//!    client whose TLS session cannot leave this process (TLS line clients and `wss://` pages,
+//!    and the rare WebSocket caught in a fragmented message) `*** server upgrading; please
+//!    reconnect` and closes it, freezes every other session between two reads, stops all
+//!    writing, and sends the chat and TLS listeners, the admin socket, the HTTP and HTTPS
+//!    listeners, every client's socket (a WebSocket's with its relay's end of the socket pair
+//!    and its TCP connection) and the [`snapshot`]. HTTP requests in progress at the commit are
+//!    cut off (they are short; a client retries on a new connection, which the new process
+//!    accepts).
 //! 3. The new process checks the snapshot, rebuilds the room around the sockets without reading
 //!    or writing any of them, and says it is ready.
 //! 4. The old process passes the service to it (`MAINPID=` to systemd), commits, answers
@@ -23,8 +25,9 @@
 //! Any failure before the commit (the binary missing or not executable, the child crashing,
 //! refusing the configuration or the snapshot, or not ready within the timeout) rolls back: the
 //! child is told to go (and killed if it does not), writing and the sessions resume where they
-//! stopped, accepting resumes, and the caller gets the reason. Nothing is lost either way, except
-//! that TLS and WebSocket clients told to reconnect have been disconnected.
+//! stopped (the WebSocket relays too), accepting resumes, and the caller gets the reason. Nothing
+//! is lost either way, except that TLS and `wss://` clients told to reconnect have been
+//! disconnected.
 
 pub(crate) mod channel;
 pub(crate) mod snapshot;
@@ -47,7 +50,7 @@ use crate::hub::handover::Frozen;
 use channel::{Channel, Tag};
 use snapshot::{Origin, Snapshot};
 
-/// What a client that cannot be handed over (TLS, WebSocket) is told before it is closed.
+/// What a client that cannot be handed over (TLS, `wss://`) is told before it is closed.
 pub(crate) const RECONNECT: &str = "server upgrading; please reconnect";
 
 /// How long sessions get to stop between reads. They stop at their next turn, so this is only
@@ -64,8 +67,8 @@ struct Hello {
     version: String,
     /// Snapshot versions it reads.
     reads: Vec<u32>,
-    /// Whether it has a TLS certificate to serve TLS listeners with (false from a release
-    /// before TLS, which could not take them over either).
+    /// Whether it has a TLS certificate to serve TLS and HTTPS listeners with (false from a
+    /// release before TLS, which could not take them over either).
     #[serde(default)]
     tls: bool,
 }
@@ -159,10 +162,15 @@ pub struct Upgrader {
     tls: Vec<RawFd>,
     /// The HTTP listeners.
     http: Vec<RawFd>,
+    /// The HTTPS listeners.
+    https: Vec<RawFd>,
     /// The admin socket, and whether this process made its file (the new one then owns it).
     admin: Option<(RawFd, bool)>,
-    /// The relays of every front end (TLS, WebSocket), whose clients are told to reconnect.
+    /// The relays of every front end (TLS, WebSocket), for the wait until the clients that
+    /// cannot move have been told to reconnect.
     relays: Vec<TaskTracker>,
+    /// The WebSocket relays that can move with their clients.
+    ws: Arc<crate::ws::Relays>,
     gate: AcceptGate,
     tracker: TaskTracker,
     busy: AtomicBool,
@@ -221,25 +229,30 @@ pub(crate) struct Sockets {
     pub(crate) tls: Vec<RawFd>,
     /// The HTTP listeners.
     pub(crate) http: Vec<RawFd>,
+    /// The HTTPS listeners.
+    pub(crate) https: Vec<RawFd>,
     /// The admin socket, and whether this process created its file.
     pub(crate) admin: Option<(RawFd, bool)>,
 }
 
 impl Upgrader {
     /// An upgrader for this process's room and sockets; `relays` are the front ends' relays
-    /// (TLS, WebSocket), whose clients cannot move.
+    /// (TLS, WebSocket) that an upgrade waits for when their clients cannot move, `ws` the
+    /// WebSocket relays that move.
     pub(crate) fn new(
         hub: Arc<Hub>,
         invocation: Invocation,
         sockets: Sockets,
-        relays: Vec<TaskTracker>,
+        relays: (Vec<TaskTracker>, Arc<crate::ws::Relays>),
         gate: AcceptGate,
         tracker: TaskTracker,
     ) -> Upgrader {
+        let (relays, ws) = relays;
         let Sockets {
             listeners,
             tls,
             http,
+            https,
             admin,
         } = sockets;
         Upgrader {
@@ -249,8 +262,10 @@ impl Upgrader {
             listeners,
             tls,
             http,
+            https,
             admin,
             relays,
+            ws,
             gate,
             tracker,
             busy: AtomicBool::new(false),
@@ -324,10 +339,16 @@ impl Upgrader {
         }
         let tls_listeners = &self.tls[..];
         // Found out before TLS clients are told to reconnect, not when the snapshot is refused.
-        if !tls_listeners.is_empty() && !hello.tls {
+        let needs_tls = match (tls_listeners.is_empty(), self.https.is_empty()) {
+            (true, true) => None,
+            (false, true) => Some("TLS"),
+            (true, false) => Some("HTTPS"),
+            (false, false) => Some("TLS and HTTPS"),
+        };
+        if let Some(which) = needs_tls.filter(|_| !hello.tls) {
             let _ = channel.send(Tag::Abort, &[], &[]);
             return Err(child.gone(format!(
-                "{} {} cannot take over the TLS listeners: its configuration names no \
+                "{} {} cannot take over the {which} listeners: its configuration names no \
                  tls_cert_file and tls_key_file (or it predates TLS)",
                 binary.display(),
                 hello.version
@@ -339,9 +360,19 @@ impl Upgrader {
             let _ = channel.send(Tag::Abort, &[], &[]);
             return Err(child.gone("the accept loops did not pause".into()));
         }
-        // TLS and WebSocket clients cannot move: they are told to reconnect, and are gone before
-        // the freeze.
-        part_relayed(&self.hub, &self.relays, FREEZE_LIMIT).await;
+        // WebSocket relays over plain HTTP stop where they are and give up their state; one
+        // that cannot (a fragmented message in progress) is told to reconnect, as are TLS and
+        // wss:// clients, which cannot move at all. All of those are gone before the freeze.
+        // Until the commit, dropping `relays` lets the frozen ones go on.
+        let relays = self.ws.freeze(FREEZE_LIMIT).await;
+        for &id in &relays.cannot {
+            self.hub.close(
+                id,
+                crate::client::LeaveReason::Upgrading,
+                Some(crate::protocol::format::notice(RECONNECT)),
+            );
+        }
+        part_relayed(&self.hub, &self.relays, relays.cannot.len(), FREEZE_LIMIT).await;
         // From here on nothing is read or written until commit or rollback.
         let paused_at_ns = monotonic_ns();
         let paused = Instant::now();
@@ -359,6 +390,7 @@ impl Upgrader {
             upgrader: self,
             child,
             frozen: None,
+            relays: Some(relays),
         };
         // The rooms stop where the stream stops being applied, with everything they queued
         // published: the new process continues right after.
@@ -378,7 +410,12 @@ impl Upgrader {
             None => None,
         };
         let upgrades = self.hub.counters.upgrades.load(Ordering::Relaxed);
-        let (mut room, client_fds) = self.hub.export(&mut frozen, upgrades + 1);
+        let given = handover.relays.as_ref().map(|r| &r.given);
+        let (mut room, client_fds) = self.hub.export(
+            &mut frozen,
+            upgrades + 1,
+            given.unwrap_or(&Default::default()),
+        );
         let version = test_version().unwrap_or(snapshot::VERSION);
         if version == 1 {
             room = room.without_chat_rooms();
@@ -389,6 +426,7 @@ impl Upgrader {
         fds.extend_from_slice(tls_listeners);
         fds.extend(self.admin.map(|(fd, _)| fd));
         fds.extend(&self.http);
+        fds.extend(&self.https);
         fds.extend(client_fds);
         let snap = Snapshot {
             version,
@@ -401,6 +439,7 @@ impl Upgrader {
             tls_listeners: tls_listeners.len(),
             admin: self.admin.is_some(),
             http_listeners: Some(self.http.len()),
+            https_listeners: self.https.len(),
             admin_owned: self.admin.is_some_and(|(_, owned)| owned),
             room,
             cluster,
@@ -418,6 +457,9 @@ impl Upgrader {
                     warn!(error = %e, "upgrade: could not send the commit");
                 }
                 handover.frozen = None;
+                if let Some(relays) = handover.relays.take() {
+                    relays.commit();
+                }
                 handover.child.release();
                 info!(
                     new_pid = hello.pid,
@@ -447,11 +489,10 @@ impl Upgrader {
             c.resume_applying();
         }
         for r in self.hub.thaw(frozen) {
-            self.tracker.spawn(crate::session::resume(
+            self.tracker.spawn(crate::ws::resume_session(
                 self.hub.clone(),
-                r.client,
-                r.nick,
-                Box::new(r.input),
+                r,
+                self.ws.clone(),
             ));
         }
         self.gate.set(true);
@@ -485,13 +526,14 @@ impl Upgrader {
     }
 }
 
-/// For an upgrade, which cannot hand relayed connections to another process (rustls cannot export
-/// a TLS session and this kernel has no kTLS; a WebSocket's framing lives in its relay here):
-/// tells every relayed client `*** server upgrading; please reconnect` and closes it, then waits
-/// at most `limit` for the `relays` to deliver that and close. Returns how many were told. Called
-/// with the accept loops parked and the HTTP gate closed, so nobody is admitted meanwhile.
-async fn part_relayed(hub: &Hub, relays: &[TaskTracker], limit: Duration) -> usize {
-    let told = hub.close_relayed(crate::protocol::format::notice(RECONNECT));
+/// For an upgrade, which cannot hand a TLS session to another process (rustls cannot export one
+/// and this kernel has no kTLS): tells every TLS client (line and `wss://`)
+/// `*** server upgrading; please reconnect` and closes it, then waits at most `limit` for the
+/// `relays` to deliver that and close, and for those of the `told` WebSocket clients whose relay
+/// could not move (told already). Returns how many were told in all. Called with the accept loops
+/// parked and the HTTP gate closed, so nobody is admitted meanwhile.
+async fn part_relayed(hub: &Hub, relays: &[TaskTracker], told: usize, limit: Duration) -> usize {
+    let told = told + hub.close_unmovable(crate::protocol::format::notice(RECONNECT));
     for relays in relays {
         relays.close();
     }
@@ -529,6 +571,8 @@ struct Handover<'a> {
     child: Started,
     /// Taken at the commit; otherwise the sessions resume when this is dropped.
     frozen: Option<Frozen>,
+    /// The frozen WebSocket relays: committed with the rest, or thawed when dropped.
+    relays: Option<crate::ws::handover::Frozen>,
 }
 
 impl Drop for Handover<'_> {
@@ -700,4 +744,4 @@ fn test_ready_delay() -> Option<Duration> {
 }
 
 pub use takeover::{Takeover, refuse_if_upgrading};
-mod takeover;
+pub(crate) mod takeover;

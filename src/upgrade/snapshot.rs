@@ -18,11 +18,23 @@
 //! reconnect before the hand-over (see `upgrade::part_relayed`).
 //!
 //! Also within version 2, later: [`Snapshot::http_listeners`], read as absent (`None`) from a
-//! writer before it.
+//! writer before it; and [`Snapshot::https_listeners`], optional and written only when not zero,
+//! like `tls_listeners` (so without HTTPS a downgrade works, and with it the older release refuses
+//! the snapshot and the upgrade rolls back).
+//!
+//! Also within version 2, later: [`ClientState::websocket`], a WebSocket client's relay, written
+//! only for WebSocket clients (over plain HTTP; those over HTTPS never move). Without any, the
+//! snapshot is what the previous release wrote; with one, that release refuses the snapshot (it
+//! denies unknown fields), and the upgrade rolls back with every client still connected. No new
+//! version: both releases read everything the other writes when there is nothing new to say, and
+//! neither misreads what it cannot take.
 //!
 //! Descriptors travel in a fixed order the snapshot describes: the chat listeners (`listeners`
 //! of them), then the TLS listeners (`tls_listeners`), then the admin socket if `admin` is set,
-//! then the HTTP listeners (`http_listeners` of them), then one per client in `clients` order.
+//! then the HTTP listeners (`http_listeners` of them), then the HTTPS listeners
+//! (`https_listeners`), then each client's in `clients` order: its socket (for a WebSocket
+//! client, the session's end of its socket pair), and for a WebSocket client then the relay's
+//! end of the pair and the WebSocket's TCP connection.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -30,6 +42,7 @@ use std::net::SocketAddr;
 use serde::{Deserialize, Serialize};
 
 use crate::session::InputState;
+pub(crate) use crate::ws::WsState;
 
 /// The version this release writes.
 pub const VERSION: u32 = 2;
@@ -63,6 +76,9 @@ pub struct Snapshot {
     /// `Some(0)` means HTTP was off, and stays off.
     #[serde(default)]
     pub http_listeners: Option<usize>,
+    /// HTTPS listeners after the HTTP listeners (0 from a writer before `https_listen`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub https_listeners: usize,
     /// Whether the old process created the admin socket's file (else systemd did): the new one
     /// then owns it, and removes it when it stops.
     pub admin_owned: bool,
@@ -217,6 +233,10 @@ pub struct ClientState {
     /// The name of the chat room it sits in, once joined (version 2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub room: Option<String>,
+    /// A WebSocket client over plain HTTP: its relay's state (its descriptors follow its
+    /// socket). None, and not written, for a TCP client.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub websocket: Option<WsState>,
 }
 
 /// Why a snapshot was refused.
@@ -262,7 +282,14 @@ impl Snapshot {
             + self.tls_listeners
             + usize::from(self.admin)
             + self.http_listeners.unwrap_or(0)
-            + self.room.clients.len();
+            + self.https_listeners
+            + self.room.clients.len()
+            + 2 * self
+                .room
+                .clients
+                .iter()
+                .filter(|c| c.websocket.is_some())
+                .count();
         if fds != expected {
             return bad(format!("{fds} descriptors for {expected} sockets"));
         }
@@ -343,6 +370,7 @@ mod tests {
             tls_listeners: 0,
             admin: true,
             http_listeners: Some(0),
+            https_listeners: 0,
             admin_owned: true,
             room: Room {
                 service_started_at_ms: 1_700_000_000_000,
@@ -377,6 +405,7 @@ mod tests {
             input: InputState::default(),
             unsent: b"owed\r\n".to_vec(),
             room: room.map(Into::into),
+            websocket: None,
         }
     }
 
@@ -467,19 +496,52 @@ mod tests {
         let text = String::from_utf8(s.encode()).unwrap();
         assert!(!text.contains("tls_"), "{text}");
         assert_eq!(Snapshot::decode(text.as_bytes(), 2).unwrap(), s);
+        assert!(!text.contains("https_listeners"), "{text}");
         // With TLS listeners, their descriptors come after the chat listeners and are counted.
         let mut tls = sample();
         tls.tls_listeners = 2;
+        tls.https_listeners = 1;
         tls.room.counters.tls_handshake_failures = 7;
         let bytes = tls.encode();
         let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(json["tls_listeners"], 2);
+        assert_eq!(json["https_listeners"], 1);
         assert_eq!(json["room"]["counters"]["tls_handshake_failures"], 7);
-        assert_eq!(Snapshot::decode(&bytes, 4).unwrap(), tls);
+        assert_eq!(Snapshot::decode(&bytes, 5).unwrap(), tls);
         assert!(matches!(
-            Snapshot::decode(&bytes, 2),
+            Snapshot::decode(&bytes, 4),
             Err(SnapshotError::Inconsistent(_))
         ));
+    }
+
+    #[test]
+    fn a_websocket_client_brings_its_relay_and_two_more_descriptors() {
+        let mut s = with_rooms();
+        // Without one the snapshot says nothing of WebSockets at all.
+        assert!(!String::from_utf8(s.encode()).unwrap().contains("websocket"));
+        s.room.clients[1].websocket = Some(WsState {
+            inbound: vec![0x81, 0x85],
+            to_client: b"\x81\x02hi".to_vec(),
+            to_session: b"half\n".to_vec(),
+            row: b"<bob> par".to_vec(),
+        });
+        let bytes = s.encode();
+        assert_eq!(Snapshot::decode(&bytes, FDS + 2).unwrap(), s);
+        let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(json["room"]["clients"][1]["websocket"]["inbound"], "8185");
+        assert_eq!(
+            json["room"]["clients"][1]["websocket"]["to_session"],
+            "68616c660a"
+        );
+        for fds in [FDS, FDS + 1, FDS + 3] {
+            assert!(
+                matches!(
+                    Snapshot::decode(&bytes, fds),
+                    Err(SnapshotError::Inconsistent(_))
+                ),
+                "{fds} descriptors"
+            );
+        }
     }
 
     #[test]

@@ -29,11 +29,27 @@ pub struct Takeover {
     /// The HTTP listeners, if the predecessor said how many it had (see
     /// [`Snapshot::http_listeners`]).
     pub(crate) http_listeners: Option<Vec<std::net::TcpListener>>,
-    /// One socket per client, in the snapshot's order.
-    pub(crate) streams: Vec<std::net::TcpStream>,
+    /// The HTTPS listeners.
+    pub(crate) https_listeners: Vec<std::net::TcpListener>,
+    /// Each client's sockets, in the snapshot's order.
+    pub(crate) streams: Vec<Handed>,
     /// The TLS certificate this process's configuration names, loaded and checked before the
     /// hello (so the predecessor knows whether its TLS listeners can be taken over).
     pub(crate) tls: Option<Identity>,
+}
+
+/// One client's sockets as handed over.
+#[derive(Debug)]
+pub(crate) enum Handed {
+    /// A TCP client's connection.
+    Tcp(std::net::TcpStream),
+    /// A WebSocket client over plain HTTP: the session's end of its socket pair, the relay's
+    /// end, and the WebSocket's TCP connection.
+    WebSocket {
+        session: std::os::unix::net::UnixStream,
+        relay: std::os::unix::net::UnixStream,
+        tcp: std::net::TcpStream,
+    },
 }
 
 /// Tells a predecessor, if there is one, that this process cannot take over (say, its
@@ -119,7 +135,25 @@ impl Takeover {
                 .map(std::net::TcpListener::from)
                 .collect()
         });
-        let streams = fds.map(std::net::TcpStream::from).collect();
+        let https_listeners = fds
+            .by_ref()
+            .take(snapshot.https_listeners)
+            .map(std::net::TcpListener::from)
+            .collect();
+        // As many as `decode` counted for the clients, so none of these runs short.
+        let mut streams = Vec::with_capacity(snapshot.room.clients.len());
+        for c in &snapshot.room.clients {
+            let mut next = || fds.next().ok_or("too few descriptors");
+            let handed = match &c.websocket {
+                None => Handed::Tcp(next()?.into()),
+                Some(_) => Handed::WebSocket {
+                    session: next()?.into(),
+                    relay: next()?.into(),
+                    tcp: next()?.into(),
+                },
+            };
+            streams.push(handed);
+        }
         Ok(Takeover {
             channel,
             snapshot,
@@ -127,6 +161,7 @@ impl Takeover {
             tls_listeners,
             admin,
             http_listeners,
+            https_listeners,
             streams,
             tls,
         })

@@ -1,5 +1,6 @@
 //! One WebSocket connection after admission: chat lines both ways between WebSocket messages and
-//! the session's end of a socket pair, plus the keepalive, until both sides are done.
+//! the session's end of a socket pair, plus the keepalive, until both sides are done (or an
+//! upgrade takes the connection to another process: see `handover`).
 //!
 //! - To the client: what the session writes is split at its CRLFs, and each line goes out as one
 //!   text message without them (a wrapped line's continuation rows are lines of their own, as on
@@ -11,48 +12,66 @@
 //!   A message over the WebSocket's own limit (see [`super::message_limit`]) is not read: the
 //!   client is told and closed with 1009.
 //!
-//! Back-pressure is kept both ways, as in the TLS relay: the session's output is read only once
-//! the previous read went out (a message is written, then flushed, before the next read), so a
-//! browser that stops reading stops the relay, the pair fills, and the session's queue fills
-//! until the slow-consumer rule cuts it off; and a client's message is read only once the
-//! previous one was handed to the session, so flood control slows the browser down through TCP.
+//! The protocol is tungstenite's `WebSocketContext`, driven without I/O of its own: client bytes
+//! wait in [`Inbound`] and are given to it one whole frame at a time, and the frames it writes go
+//! to an owed-bytes buffer that this task writes to the socket. So at every await point the
+//! relay's whole state is in four plain buffers, which is what an upgrade moves.
+//!
+//! Back-pressure is kept both ways, as in the TLS relay: the session's output is read only while
+//! little is owed to the client (so a browser that stops reading stops the relay, the pair fills,
+//! and the session's queue fills until the slow-consumer rule cuts it off); and the client's next
+//! message is taken only once the previous one was handed to the session, and only while what is
+//! owed to the client is bounded (so flood control, or a client that does not read its answers,
+//! slows the client down through TCP).
 //!
 //! Keepalive: a ping every `ping_every` while the connection lasts; a client from which nothing at
 //! all (message, ping, pong) has come for two of those is taken for gone and closed (`left (no
 //! answer to pings)`). Time the relay spent waiting on the session to take a message does not
-//! count against the client.
+//! count against the client, nor does time frozen by an upgrade.
 
-use std::io;
+use std::io::{self, Read, Write};
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, close_code};
-use bytes::{Bytes, BytesMut};
-use futures_util::stream::{SplitSink, SplitStream};
-use futures_util::{SinkExt, StreamExt};
-use tokio::io::AsyncWriteExt;
-use tokio::net::UnixStream;
-use tokio::net::unix::{ReadHalf, WriteHalf};
-use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
+use bytes::{Buf, Bytes, BytesMut};
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::{TcpStream, UnixStream};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
+use tokio_util::task::TaskTracker;
 use tokio_util::task::task_tracker::TaskTrackerToken;
 use tracing::debug;
+use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig, WebSocketContext};
+use tungstenite::{Message, Utf8Bytes};
 
+use super::frames::Inbound;
+use super::handover::{Given, Registered, WsState};
 use crate::client::{ClientId, LeaveReason};
 use crate::hub::Hub;
 
 /// How long a relay may go on delivering after its session ended (as a session lingers after its
 /// last write), and how long a close handshake is waited for.
 const LINGER: Duration = Duration::from_secs(2);
-/// Bytes of the session's output read at once: the most that waits in the relay, and what one
-/// flush writes at most (plus frame headers).
+/// Bytes of the session's output read at once; more is read only while less than this is owed
+/// to the client.
 const READ_CHUNK: usize = 16 * 1024;
+/// The client's messages are taken only while less than this is owed to it (its notices, the
+/// answers to its pings): one that does not read is not read either.
+const OWED_LIMIT: usize = 2 * READ_CHUNK;
 /// A row of output longer than this without a CRLF goes out as a message of its own. The session
 /// never writes one (its lines are the sanitised input of at most `max_line_bytes` with a prefix,
 /// or its own short notices); this only bounds what the relay holds.
 const MAX_ROW: usize = 4 << 20;
+/// The read buffer tungstenite allocates up front for each connection: chat messages are short,
+/// and a larger one would cost every idle browser (its default is 128 KiB).
+const READ_BUFFER: usize = 4096;
 
 /// Told to a sender of a binary message.
 pub(super) const BINARY: &str =
@@ -61,273 +80,450 @@ pub(super) const BINARY: &str =
 pub(super) const LINE_BREAK: &str =
     "*** One line per message: this one had a line break in it; it was not sent.";
 
+/// A WebSocket's connection: the TCP connection itself (over plain HTTP, which an upgrade can
+/// move), or whatever hyper upgraded (TLS over HTTPS, which cannot move).
+pub(super) enum Io {
+    Tcp(TcpStream),
+    Upgraded(TokioIo<Upgraded>),
+}
+
+impl Io {
+    fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match self {
+            Io::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Io::Upgraded(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+
+    fn poll_write(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match self {
+            Io::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            Io::Upgraded(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+}
+
+/// What happened on the connection.
+enum Event {
+    Read(usize),
+    Wrote(usize),
+}
+
+/// Reads into `inbound` (if `read`) or writes from `owed` (if not empty), whichever is ready
+/// first: one future for both, as both need the connection.
+async fn io_step(io: &mut Io, read: bool, inbound: &mut Inbound, owed: &[u8]) -> io::Result<Event> {
+    let mut chunk = [0u8; READ_BUFFER];
+    std::future::poll_fn(|cx| {
+        if !owed.is_empty()
+            && let Poll::Ready(r) = io.poll_write(cx, owed)
+        {
+            return Poll::Ready(r.map(Event::Wrote));
+        }
+        if read {
+            let mut buf = ReadBuf::new(&mut chunk);
+            if let Poll::Ready(r) = io.poll_read(cx, &mut buf) {
+                let got = buf.filled();
+                inbound.buf().extend_from_slice(got);
+                return Poll::Ready(r.map(|()| Event::Read(got.len())));
+            }
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+/// tungstenite's view of the connection: whole frames from [`Inbound`] in, frames out to what is
+/// owed. Never blocks on writing; reading says WouldBlock until a whole frame is here.
+struct Wire<'a> {
+    inbound: &'a mut Inbound,
+    owed: &'a mut BytesMut,
+    max_frame: usize,
+}
+
+impl Read for Wire<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.inbound.release(buf, self.max_frame)
+    }
+}
+
+impl Write for Wire<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.owed.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 /// An admitted connection whose session runs already.
 pub(super) struct Admitted {
     pub(super) id: ClientId,
     pub(super) peer: SocketAddr,
-    pub(super) socket: WebSocket,
+    pub(super) io: Io,
     /// The relay's end of the pair; the session has the other.
     pub(super) pipe: UnixStream,
-    /// Resolves (with an error) once the session has ended.
-    pub(super) session_ended: oneshot::Receiver<()>,
+    /// Where it starts from: nothing but what hyper read past the request for a new connection,
+    /// the predecessor's state for one taken over.
+    pub(super) state: WsState,
     /// The largest message accepted, for telling a client that sent a larger one.
     pub(super) message_limit: usize,
     pub(super) ping_every: Duration,
+    /// Its entry in the registry: its session's end, and an upgrade's freeze request.
+    pub(super) registered: Registered,
 }
 
-/// What the client's side asks the other direction to send: a notice, or a close.
-enum Aside {
-    Notice(&'static str),
-    TooBig(String),
+/// The protocol and the four buffers: everything the relay holds.
+struct Relay {
+    ws: WebSocketContext,
+    inbound: Inbound,
+    /// Frames for the client, not yet written.
+    owed: BytesMut,
+    /// The rest of a line for the session, not yet written to the pair.
+    to_session: Bytes,
+    /// Session output read but not yet a whole line.
+    row: BytesMut,
+    limit: usize,
+    /// When something last came from the client.
+    heard: Instant,
+    /// The client will send nothing more (it closed, or it is being closed).
+    input_done: bool,
+    /// Nothing more goes to the client but what is owed (a close is among it, if one could go).
+    output_done: bool,
+    /// The session's end of the pair was read to its end.
+    pipe_eof: bool,
+    /// Writing to the session failed: it has gone, and later lines are dropped.
+    session_gone: bool,
 }
 
-/// What the reading side knows of the client's liveness, for the keepalive.
-struct Liveness {
-    since: Instant,
-    /// When something last came from the client, in milliseconds after `since`.
-    heard_ms: AtomicU64,
-    /// True while a message waits for the session to take it: the client is not to blame.
-    held: AtomicBool,
-}
-
-impl Liveness {
-    fn new() -> Liveness {
-        Liveness {
-            since: Instant::now(),
-            heard_ms: AtomicU64::new(0),
-            held: AtomicBool::new(false),
+impl Relay {
+    fn new(state: WsState, limit: usize) -> Relay {
+        let config = WebSocketConfig::default()
+            .read_buffer_size(READ_BUFFER)
+            .write_buffer_size(0)
+            .max_message_size(Some(limit))
+            .max_frame_size(Some(limit));
+        Relay {
+            ws: WebSocketContext::new(Role::Server, Some(config)),
+            inbound: Inbound::with(&state.inbound),
+            owed: BytesMut::from(&state.to_client[..]),
+            to_session: Bytes::from(state.to_session),
+            row: BytesMut::from(&state.row[..]),
+            limit,
+            heard: Instant::now(),
+            input_done: false,
+            output_done: false,
+            pipe_eof: false,
+            session_gone: false,
         }
     }
 
-    fn hear(&self) {
-        let ms = self.since.elapsed().as_millis() as u64;
-        self.heard_ms.store(ms, Ordering::Relaxed);
+    fn wire(&mut self) -> (&mut WebSocketContext, Wire<'_>) {
+        (
+            &mut self.ws,
+            Wire {
+                inbound: &mut self.inbound,
+                owed: &mut self.owed,
+                max_frame: self.limit,
+            },
+        )
     }
 
-    fn heard(&self) -> Instant {
-        self.since + Duration::from_millis(self.heard_ms.load(Ordering::Relaxed))
+    /// Queues a message for the client, if the connection still takes one.
+    fn send(&mut self, message: Message) {
+        if self.ws.can_write() {
+            let (ws, mut wire) = self.wire();
+            // Never fails while it can write: the wire takes everything.
+            let _ = ws.write(&mut wire, message);
+        }
     }
 
-    fn held(&self) -> bool {
-        self.held.load(Ordering::Relaxed)
+    /// Queues a close with `code`, after which nothing more goes out.
+    fn close(&mut self, code: CloseCode, reason: &'static str) {
+        if self.ws.can_write() {
+            let frame = CloseFrame {
+                code,
+                reason: Utf8Bytes::from_static(reason),
+            };
+            let (ws, mut wire) = self.wire();
+            let _ = ws.close(&mut wire, Some(frame));
+        }
+        self.output_done = true;
+    }
+
+    /// Does everything that can be done without waiting: takes the client's messages (while the
+    /// session takes them), turns the session's output into messages, and queues the frames.
+    /// Err when the connection broke the protocol.
+    fn step(&mut self, pipe: &UnixStream) -> io::Result<()> {
+        while !self.input_done && self.to_session.is_empty() && self.owed.len() < OWED_LIMIT {
+            let (ws, mut wire) = self.wire();
+            match ws.read(&mut wire) {
+                Ok(message) => {
+                    self.heard = Instant::now();
+                    self.take(message);
+                }
+                Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => {
+                    self.end_input(pipe);
+                }
+                Err(tungstenite::Error::Capacity(_)) => {
+                    let line = format!(
+                        "*** Message too long (limit {} bytes); closing the connection.",
+                        self.limit
+                    );
+                    self.send(Message::text(line));
+                    self.close(CloseCode::Size, "message too big");
+                    self.end_input(pipe);
+                }
+                Err(e) => return Err(io::Error::other(e)),
+            }
+        }
+        // Every complete line as a message of its own.
+        while let Some(end) = memchr::memmem::find(&self.row, b"\r\n") {
+            let mut line = self.row.split_to(end + 2);
+            line.truncate(end);
+            self.send(Message::Text(text(line.freeze())));
+        }
+        if self.row.len() > MAX_ROW {
+            let row = self.row.split().freeze();
+            self.send(Message::Text(text(row)));
+        }
+        if self.pipe_eof && !self.output_done {
+            self.close(CloseCode::Normal, "");
+        }
+        if self.row.is_empty() && self.row.capacity() > 0 {
+            // An idle connection holds no buffer here.
+            self.row = BytesMut::new();
+        }
+        let (ws, mut wire) = self.wire();
+        match ws.flush(&mut wire) {
+            // Closed: the last frames are owed already.
+            Ok(())
+            | Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => {
+                Ok(())
+            }
+            Err(e) => Err(io::Error::other(e)),
+        }
+    }
+
+    /// One message from the client.
+    fn take(&mut self, message: Message) {
+        match message {
+            Message::Text(text) => match one_line(&text) {
+                Some(one) if !self.session_gone => {
+                    let mut line = BytesMut::with_capacity(one.len() + 1);
+                    line.extend_from_slice(one.as_bytes());
+                    line.extend_from_slice(b"\n");
+                    self.to_session = line.freeze();
+                }
+                Some(_) => {}
+                None => self.send(Message::text(LINE_BREAK)),
+            },
+            Message::Binary(_) => self.send(Message::text(BINARY)),
+            // tungstenite answers pings and queues the answer to a close; after the client's
+            // close nothing more can go to it.
+            Message::Close(_) if !self.ws.can_write() => self.output_done = true,
+            Message::Ping(_) | Message::Pong(_) | Message::Close(_) | Message::Frame(_) => {}
+        }
+    }
+
+    /// End-of-file for the session, as when a TCP client closes.
+    fn end_input(&mut self, pipe: &UnixStream) {
+        if !self.input_done {
+            self.input_done = true;
+            let _ = nix::sys::socket::shutdown(pipe.as_raw_fd(), nix::sys::socket::Shutdown::Write);
+        }
+    }
+
+    /// Everything owed was delivered and nothing more can come.
+    fn finished(&self) -> bool {
+        self.input_done && self.output_done && self.owed.is_empty()
+    }
+
+    /// Whether the client's next bytes are wanted now.
+    fn wants_input(&self) -> bool {
+        !self.input_done
+            && !self.inbound.eof
+            && self.to_session.is_empty()
+            && self.owed.len() < OWED_LIMIT
+            && !self.inbound.ready(self.limit)
+    }
+
+    /// The state to hand over, if the relay is between two steps of an ordinary conversation.
+    fn give(&mut self, io: &Io, pipe: &UnixStream) -> Option<Given> {
+        let Io::Tcp(tcp) = io else {
+            return None;
+        };
+        if self.input_done || self.output_done || self.pipe_eof || !self.ws.can_write() {
+            return None;
+        }
+        let inbound = self.inbound.take()?;
+        Some(Given {
+            pipe: pipe.as_raw_fd(),
+            tcp: tcp.as_raw_fd(),
+            state: WsState {
+                inbound,
+                to_client: self.owed.to_vec(),
+                to_session: self.to_session.to_vec(),
+                row: self.row.to_vec(),
+            },
+        })
     }
 }
 
-/// Relays until both sides are done. `relay` counts this relay for an upgrade's wait until
-/// everything the session wrote has been delivered.
-pub(super) async fn serve(mut c: Admitted, hub: Arc<Hub>, relay: TaskTrackerToken) {
-    let (mut sink, mut stream) = c.socket.split();
-    let (mut pipe_r, mut pipe_w) = c.pipe.split();
-    // One notice at a time: a client sending binary messages in a loop is slowed to the pace at
-    // which it reads the answers.
-    let (asides_tx, mut asides) = mpsc::channel(1);
-    let live = Liveness::new();
-    let to_client = to_client(&mut sink, &mut pipe_r, &mut asides, c.ping_every);
-    let from_client = from_client(&mut stream, &mut pipe_w, asides_tx, &live, c.message_limit);
-    tokio::pin!(to_client, from_client);
-    let dead_after = c.ping_every * 2;
-    let mut relay = Some(relay);
-    let (mut delivered, mut received, mut ended) = (None, None, false);
-    let mut cut_off_at = Instant::now();
-    // Bounded: each round ends one of the one-off waits, or the loop.
+/// Relays until both sides are done. `relay` (for a connection that cannot move) counts this
+/// relay for an upgrade's wait until everything the session wrote has been delivered; `relays`
+/// gives one to a relay that cannot move when asked to.
+pub(super) async fn serve(
+    c: Admitted,
+    hub: Arc<Hub>,
+    mut relay: Option<TaskTrackerToken>,
+    relays: TaskTracker,
+) {
+    let Admitted {
+        id,
+        peer,
+        mut io,
+        pipe,
+        state,
+        message_limit,
+        ping_every,
+        registered,
+    } = c;
+    let control = registered.control.clone();
+    let mut r = Relay::new(state, message_limit);
+    let mut pings = tokio::time::interval_at(Instant::now() + ping_every, ping_every);
+    pings.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let dead_after = ping_every * 2;
+    let mut cut_off_at: Option<Instant> = None;
+    let mut session_left = false;
+    let (mut bytes_in, mut bytes_out) = (0u64, 0u64);
+    // Bounded: each round handles one event, and the cut-off ends the loop once either side is
+    // done.
     let outcome = loop {
-        // Done once everything owed was delivered (ending with a close) and the client has
-        // answered it; or once the client has closed and nothing more can reach it.
-        if delivered.is_some() && received.is_some() {
+        if let Err(e) = r.step(&pipe) {
+            break Err(e);
+        }
+        if r.finished() {
             break Ok(());
         }
+        if r.output_done && r.owed.is_empty() {
+            // An upgrade waiting for its notice to be delivered need not wait for more.
+            relay = None;
+        }
+        if r.output_done || r.input_done {
+            // The other side's end is not waited for forever.
+            cut_off_at.get_or_insert_with(|| Instant::now() + LINGER);
+        }
+        let read = r.wants_input();
+        let write = !r.owed.is_empty();
+        let pipe_read = !r.output_done && !r.pipe_eof && r.owed.len() < READ_CHUNK;
+        let pipe_write = !r.to_session.is_empty();
         tokio::select! {
-            done = &mut to_client, if delivered.is_none() => match done {
-                Ok(n) => {
-                    delivered = Some(n);
-                    // An upgrade waiting for its notice to be delivered need not wait for more.
-                    relay = None;
-                    // The client's answer to the close is not waited for forever.
-                    if !ended {
-                        ended = true;
-                        cut_off_at = Instant::now() + LINGER;
+            request = control.freeze_requested(), if cut_off_at.is_none() => {
+                match r.give(&io, &pipe) {
+                    Some(given) => {
+                        request.give(id, given);
+                        request.thawed().await;
+                        // Rolled back: carry on as if nothing had happened meanwhile.
+                        r.heard = Instant::now();
+                        pings.reset();
+                    }
+                    None => {
+                        relay.get_or_insert_with(|| relays.token());
+                        request.cannot(id);
                     }
                 }
-                // After the client's close the connection takes no more messages: not a failure.
-                Err(_) if received.is_some() => break Ok(()),
-                Err(e) => break Err(e),
-            },
-            done = &mut from_client, if received.is_none() => match done {
-                Ok(n) => {
-                    received = Some(n);
-                    // The session, which has read end-of-file, has a moment to finish writing.
-                    if !ended {
-                        ended = true;
-                        cut_off_at = Instant::now() + LINGER;
-                    }
-                }
-                Err(e) => break Err(e),
-            },
-            _ = &mut c.session_ended, if !ended => {
-                ended = true;
-                cut_off_at = Instant::now() + LINGER;
             }
-            () = tokio::time::sleep_until(cut_off_at), if ended => {
-                break if delivered.is_some() {
+            event = io_step(&mut io, read, &mut r.inbound, &r.owed), if read || write => {
+                match event {
+                    Ok(Event::Read(0)) => r.inbound.eof = true,
+                    Ok(Event::Read(n)) => bytes_in += n as u64,
+                    Ok(Event::Wrote(n)) => {
+                        r.owed.advance(n);
+                        bytes_out += n as u64;
+                        if r.owed.is_empty() {
+                            r.owed = BytesMut::new();
+                        }
+                    }
+                    Err(e) => break Err(e),
+                }
+            }
+            ready = pipe.readable(), if pipe_read => {
+                if let Err(e) = ready {
+                    break Err(e);
+                }
+                r.row.reserve(READ_CHUNK);
+                match pipe.try_read_buf(&mut r.row) {
+                    Ok(0) => r.pipe_eof = true,
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => break Err(e),
+                }
+            }
+            ready = pipe.writable(), if pipe_write => {
+                if ready.is_err() {
+                    r.session_gone = true;
+                    r.to_session = Bytes::new();
+                    continue;
+                }
+                match pipe.try_write(&r.to_session) {
+                    Ok(n) => r.to_session.advance(n),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    // The session has gone: what the client sends from now on is dropped.
+                    Err(_) => {
+                        r.session_gone = true;
+                        r.to_session = Bytes::new();
+                    }
+                }
+                if r.to_session.is_empty() {
+                    // The session took it: the client is heard from again only when it speaks.
+                    r.heard = Instant::now();
+                }
+            }
+            _ = pings.tick() => r.send(Message::Ping(Bytes::new())),
+            () = control.session_left(), if !session_left => {
+                session_left = true;
+                cut_off_at.get_or_insert_with(|| Instant::now() + LINGER);
+            }
+            () = sleep_until(cut_off_at), if cut_off_at.is_some() => {
+                break if r.output_done {
                     Err(io::Error::new(io::ErrorKind::TimedOut, "no answer to the close"))
                 } else {
                     Err(io::Error::new(io::ErrorKind::TimedOut, "client not reading; cut off"))
                 };
             }
-            () = tokio::time::sleep_until(live.heard() + dead_after), if !ended => {
-                // Something may have come since this wait began; only silence counts.
-                if live.held() {
-                    live.hear();
-                } else if live.heard() + dead_after <= Instant::now() {
-                    hub.close(c.id, LeaveReason::PingTimeout, None);
+            () = tokio::time::sleep_until(r.heard + dead_after), if cut_off_at.is_none() => {
+                // Something may have come since this wait began; only silence counts, and a
+                // message waiting for the session is not the client's silence.
+                if !r.to_session.is_empty() {
+                    r.heard = Instant::now();
+                } else if r.heard + dead_after <= Instant::now() {
+                    hub.close(id, LeaveReason::PingTimeout, None);
                     break Err(io::Error::new(io::ErrorKind::TimedOut, "no answer to pings"));
                 }
             }
         }
     };
     drop(relay);
+    if let Io::Tcp(tcp) = &mut io {
+        let _ = tcp.shutdown().await;
+    }
     match outcome {
         Ok(()) => debug!(
-            client = c.id,
-            peer = %c.peer,
-            bytes_out = delivered,
-            bytes_in = received,
-            "WebSocket connection closed"
+            client = id, peer = %peer, bytes_out, bytes_in, "WebSocket connection closed"
         ),
-        Err(e) => debug!(client = c.id, peer = %c.peer, error = %e, "WebSocket connection ended"),
+        Err(e) => debug!(client = id, peer = %peer, error = %e, "WebSocket connection ended"),
     }
 }
 
-type Sink = SplitSink<WebSocket, Message>;
-type Source = SplitStream<WebSocket>;
-
-/// The session's output to the client, one text message per line, then a close; pings meanwhile,
-/// and what the reading side asks for. Returns the bytes relayed.
-async fn to_client(
-    sink: &mut Sink,
-    pipe: &mut ReadHalf<'_>,
-    asides: &mut mpsc::Receiver<Aside>,
-    ping_every: Duration,
-) -> io::Result<u64> {
-    // Allocated when there is something to read, and let go once all of it went out: an idle
-    // connection holds no buffer here.
-    let mut buf = BytesMut::new();
-    let mut pings = tokio::time::interval_at(Instant::now() + ping_every, ping_every);
-    pings.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut asides_open = true;
-    let mut relayed = 0u64;
-    loop {
-        tokio::select! {
-            ready = pipe.readable() => {
-                ready?;
-                buf.reserve(READ_CHUNK);
-                let n = match pipe.try_read_buf(&mut buf) {
-                    Ok(0) => break,
-                    Ok(n) => n,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                    Err(e) => return Err(e),
-                };
-                relayed += n as u64;
-                // Every complete line as a message of its own, then one flush for them all.
-                while let Some(end) = memchr::memmem::find(&buf, b"\r\n") {
-                    let mut line = buf.split_to(end + 2);
-                    line.truncate(end);
-                    sink.feed(Message::Text(text(line.freeze()))).await.map_err(broken)?;
-                }
-                if buf.len() > MAX_ROW {
-                    sink.feed(Message::Text(text(buf.split().freeze()))).await.map_err(broken)?;
-                }
-                sink.flush().await.map_err(broken)?;
-                if buf.is_empty() {
-                    buf = BytesMut::new();
-                }
-            }
-            aside = asides.recv(), if asides_open => match aside {
-                Some(Aside::Notice(line)) => {
-                    sink.send(Message::Text(Utf8Bytes::from_static(line))).await.map_err(broken)?;
-                }
-                Some(Aside::TooBig(line)) => {
-                    sink.feed(Message::Text(line.into())).await.map_err(broken)?;
-                    return close(sink, close_code::SIZE, "message too big").await.map(|()| relayed);
-                }
-                None => asides_open = false,
-            },
-            _ = pings.tick() => {
-                sink.send(Message::Ping(Bytes::new())).await.map_err(broken)?;
-            }
-        }
+/// Sleeps until `at` (a guard makes sure there is one).
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
-    close(sink, close_code::NORMAL, "").await?;
-    Ok(relayed)
-}
-
-/// Sends a close with `code` and `reason`, and flushes it.
-async fn close(sink: &mut Sink, code: u16, reason: &'static str) -> io::Result<()> {
-    let frame = CloseFrame {
-        code,
-        reason: Utf8Bytes::from_static(reason),
-    };
-    sink.send(Message::Close(Some(frame))).await.map_err(broken)
-}
-
-/// The client's messages to the session, each as one line, until the client closes (and its
-/// close is answered) or goes. Returns the bytes handed to the session.
-async fn from_client(
-    stream: &mut Source,
-    pipe: &mut WriteHalf<'_>,
-    asides: mpsc::Sender<Aside>,
-    live: &Liveness,
-    limit: usize,
-) -> io::Result<u64> {
-    let mut handed = 0u64;
-    // The session stops reading once it has ended; what comes after is read and dropped, so the
-    // client's close still gets its answer.
-    let mut session_gone = false;
-    // Bounded by the client: each round takes one message off the connection.
-    while let Some(message) = stream.next().await {
-        let message = match message {
-            Ok(m) => m,
-            Err(e) => {
-                if let Some(too_big) = too_big(&e, limit) {
-                    let _ = asides.send(Aside::TooBig(too_big)).await;
-                    break;
-                }
-                return Err(broken(e));
-            }
-        };
-        live.hear();
-        let text = match message {
-            Message::Text(text) => text,
-            Message::Binary(_) => {
-                let _ = asides.send(Aside::Notice(BINARY)).await;
-                continue;
-            }
-            // Pongs to pings are tungstenite's; a close is answered by it too, and the stream
-            // then ends.
-            Message::Ping(_) | Message::Pong(_) | Message::Close(_) => continue,
-        };
-        let Some(one) = one_line(&text) else {
-            let _ = asides.send(Aside::Notice(LINE_BREAK)).await;
-            continue;
-        };
-        if session_gone {
-            continue;
-        }
-        let mut line = Vec::with_capacity(one.len() + 1);
-        line.extend_from_slice(one.as_bytes());
-        line.push(b'\n');
-        live.held.store(true, Ordering::Relaxed);
-        let written = pipe.write_all(&line).await;
-        live.held.store(false, Ordering::Relaxed);
-        live.hear();
-        match written {
-            Ok(()) => handed += line.len() as u64,
-            Err(_) => session_gone = true,
-        }
-    }
-    // End-of-file for the session, as when a TCP client closes.
-    let _ = pipe.shutdown().await;
-    Ok(handed)
 }
 
 /// The line a text message carries: the text without one trailing LF or CR LF; None if a line
@@ -340,17 +536,6 @@ pub(super) fn one_line(text: &str) -> Option<&str> {
     (!line.contains(['\r', '\n'])).then_some(line)
 }
 
-/// If `e` is tungstenite refusing a message over the limit: what to tell the client.
-fn too_big(e: &axum::Error, limit: usize) -> Option<String> {
-    let inner = std::error::Error::source(e)?;
-    match inner.downcast_ref::<tungstenite::Error>()? {
-        tungstenite::Error::Capacity(_) => Some(format!(
-            "*** Message too long (limit {limit} bytes); closing the connection."
-        )),
-        _ => None,
-    }
-}
-
 /// A line of the session's output as text: it writes UTF-8 only (everything it relays is
 /// sanitised), but a row cut at [`MAX_ROW`] could end inside a character.
 fn text(bytes: Bytes) -> Utf8Bytes {
@@ -360,34 +545,32 @@ fn text(bytes: Bytes) -> Utf8Bytes {
     }
 }
 
-fn broken(e: axum::Error) -> io::Error {
-    io::Error::other(e)
-}
-
 /// Tells a refused client why (`line`) and closes it with 1013 ("try again later"), all by
-/// `deadline`, then reads until it answers the close (or the deadline), so that the close is a
-/// clean one.
+/// `deadline`, then reads until it closes (or the deadline), so that the close is a clean one.
 pub(super) async fn refuse(
-    socket: WebSocket,
+    mut io: Io,
     line: String,
     deadline: Instant,
     _permit: OwnedSemaphorePermit,
 ) {
-    let (mut sink, mut stream) = socket.split();
-    let told = tokio::time::timeout_at(deadline, async {
-        sink.feed(Message::Text(line.into())).await?;
-        let frame = CloseFrame {
-            code: close_code::AGAIN,
-            reason: Utf8Bytes::from_static("refused"),
-        };
-        sink.send(Message::Close(Some(frame))).await
-    })
-    .await;
-    if !matches!(told, Ok(Ok(()))) {
-        return;
-    }
+    let mut r = Relay::new(WsState::default(), READ_BUFFER);
+    r.send(Message::text(line));
+    r.close(CloseCode::Again, "refused");
+    let mut inbound = Inbound::default();
     let linger = deadline.min(Instant::now() + LINGER);
-    while let Ok(Some(Ok(_))) = tokio::time::timeout_at(linger, stream.next()).await {}
+    // Bounded by the deadline: each round writes or reads something, or ends.
+    loop {
+        let limit = if r.owed.is_empty() { linger } else { deadline };
+        let read = r.owed.is_empty();
+        match tokio::time::timeout_at(limit, io_step(&mut io, read, &mut inbound, &r.owed)).await {
+            Ok(Ok(Event::Wrote(n))) => r.owed.advance(n),
+            Ok(Ok(Event::Read(n))) if n > 0 => {
+                // What it says meanwhile (its answer to the close) is not read for meaning.
+                let _ = inbound.buf().split();
+            }
+            _ => break,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ mod e2e;
 mod forgery;
 mod hostile;
 mod http;
+mod https;
 mod identity;
 mod limits;
 mod load;

@@ -30,21 +30,21 @@ use crate::support::{TestClient, WAIT, test_config, wait_for};
 // ------------------------------------------------------------------------------------------------
 // Certificates
 
-/// A test CA, trusted by the test clients.
-struct Pki {
-    ca: CertifiedIssuer<'static, KeyPair>,
-    roots: Arc<RootCertStore>,
+/// A test CA, trusted by the test clients (also used by tests/it/https.rs).
+pub(crate) struct Pki {
+    pub(crate) ca: CertifiedIssuer<'static, KeyPair>,
+    pub(crate) roots: Arc<RootCertStore>,
 }
 
 /// A leaf certificate the CA signed: its PEM chain (leaf, then CA), its key, and its DER.
-struct Leaf {
+pub(crate) struct Leaf {
     chain: String,
     key: String,
-    der: CertificateDer<'static>,
+    pub(crate) der: CertificateDer<'static>,
 }
 
 impl Pki {
-    fn new() -> Pki {
+    pub(crate) fn new() -> Pki {
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params
@@ -60,7 +60,7 @@ impl Pki {
     }
 
     /// A certificate for localhost and 127.0.0.1 named `cn`, valid from `from` to `until` (years).
-    fn leaf(&self, cn: &str, from: i32, until: i32) -> Leaf {
+    pub(crate) fn leaf(&self, cn: &str, from: i32, until: i32) -> Leaf {
         let mut params =
             CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
         params.distinguished_name = rcgen::DistinguishedName::new();
@@ -79,7 +79,7 @@ impl Pki {
     }
 
     /// A certificate valid now.
-    fn valid(&self, cn: &str) -> Leaf {
+    pub(crate) fn valid(&self, cn: &str) -> Leaf {
         self.leaf(cn, 2020, 4000)
     }
 }
@@ -87,7 +87,7 @@ impl Pki {
 impl Leaf {
     /// Writes the chain and key as `cert.pem` and `key.pem` in `dir` (replacing what is there,
     /// as certbot does), returning their paths.
-    fn install(&self, dir: &Scratch) -> (PathBuf, PathBuf) {
+    pub(crate) fn install(&self, dir: &Scratch) -> (PathBuf, PathBuf) {
         (
             dir.file("cert.pem", &self.chain),
             dir.file("key.pem", &self.key),
@@ -316,7 +316,7 @@ fn tls_addr(d: &Daemon) -> SocketAddr {
 }
 
 /// Runs the daemon binary on `config` alone and returns its exit code and stderr.
-fn start_fails(dir: &Scratch, config: &str, extra: &[&str]) -> (i32, String) {
+pub(crate) fn start_fails(dir: &Scratch, config: &str, extra: &[&str]) -> (i32, String) {
     let cfg = dir.file("bad.toml", config);
     let sock = dir.path("bad.sock");
     let out = std::process::Command::new(DAEMON)

@@ -2,7 +2,8 @@
 //! exact lines both ways, the transport in `/metrics`, the close handshake, the shutdown notice),
 //! messages over `max_line_bytes` and over the WebSocket's own limit, binary messages and line
 //! breaks, the `Origin` check, refusals at the door, a reader that stops reading, flood control,
-//! the keepalive, and `chatctl upgrade` telling WebSocket clients to reconnect.
+//! the keepalive, and `chatctl upgrade` moving WebSocket clients to the new process (with a frame
+//! sent half before and half after) or, rolled back, leaving them where they were.
 //!
 //! The client is tokio-tungstenite's (the same tungstenite the daemon uses through axum), over a
 //! TCP connection the test makes, so it can set a small receive buffer or an `Origin` header.
@@ -21,7 +22,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Bytes, Message};
 
-use crate::process::{Daemon, Scratch, Serving, chatctl};
+use crate::process::{Daemon, Scratch, Serving, admin_stats, chatctl};
 use crate::support::http::{Format, get, parse_exposition, parse_response};
 use crate::support::{TestClient, TestServer, WAIT, test_config};
 
@@ -601,47 +602,115 @@ async fn a_client_that_answers_pings_stays_and_a_silent_one_is_closed() {
     srv.stop().await;
 }
 
+/// A masked client text frame carrying `text` (mask 0: the payload reads plainly), for writing
+/// by hand below tungstenite.
+fn text_frame(text: &str) -> Vec<u8> {
+    assert!(text.len() < 126);
+    let mut f = vec![0x81, 0x80 | text.len() as u8, 0, 0, 0, 0];
+    f.extend_from_slice(text.as_bytes());
+    f
+}
+
+/// Joins `nick` over TCP to the daemon `d`.
+async fn tcp_join(d: &Daemon, nick: &str) -> TestClient {
+    let mut c = TestClient::connect(d.addr()).await;
+    c.read_until_line("*** Choose a nickname:").await;
+    c.send(nick).await;
+    c.read_until_line("*** Type /help for commands.").await;
+    c
+}
+
 #[tokio::test]
-async fn an_upgrade_tells_websocket_clients_to_reconnect_and_ws_works_after_it() {
+async fn websocket_clients_move_with_an_upgrade_and_lose_nothing() {
     let dir = Scratch::new("ws-upgrade");
-    let mut d = Daemon::start(&dir, "d", "http_listen = [\"127.0.0.1:0\"]\n");
+    let mut d = Daemon::start(
+        &dir,
+        "d",
+        "http_listen = [\"127.0.0.1:0\"]\nflood_burst = 0\n",
+    );
     let http = d.http_addr();
-    let mut tom = TestClient::connect(d.addr()).await;
-    tom.read_until_line("*** Choose a nickname:").await;
-    tom.send("tom").await;
-    tom.read_until_line("*** Type /help for commands.").await;
+    let first_pid = admin_stats(&d.socket)["pid"].as_u64().unwrap();
+    let mut tom = tcp_join(&d, "tom").await;
     let mut wendy = WsClient::join(http, "wendy").await;
     tom.expect("*** wendy joined").await;
+
+    // Lines in flight both ways as the upgrade starts, none read yet; and half a frame of
+    // wendy's, the rest of which she sends once the new process serves.
+    const N: usize = 40;
+    for i in 0..N {
+        tom.send(&format!("from tom {i}")).await;
+        wendy.send(&format!("from wendy {i}")).await;
+    }
+    let half = text_frame("a line sent in two halves");
+    wendy.ws.get_mut().write_all(&half[..9]).await.unwrap();
 
     let out = chatctl(&d.socket, &["upgrade"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(
-        out.stdout.contains("1 connection handed over"),
-        "only the TCP client moves: {}",
+        out.stdout.contains("2 connections handed over"),
+        "the WebSocket client moves too: {}",
         out.stdout
     );
-    let mut serving = Serving::of(&d.socket);
-    wendy
-        .expect_close(
-            &["*** server upgrading; please reconnect"],
-            CloseCode::Normal,
-        )
-        .await;
-    tom.expect("*** wendy left (server upgrading)").await;
-    let told = d.log_line("clients told to reconnect");
-    assert!(
-        told.contains("clients=1") && !told.contains("cut off"),
-        "delivered before the hand-over: {told}"
-    );
+    // Stops the new process if the test fails before the next upgrade.
+    let _moved = Serving::of(&d.socket);
+    assert_ne!(admin_stats(&d.socket)["pid"].as_u64().unwrap(), first_pid);
+    wendy.ws.get_mut().write_all(&half[9..]).await.unwrap();
 
-    // The HTTP port moved with the upgrade: wendy reconnects and chats with tom, who stayed.
-    let mut wendy = WsClient::join(http, "wendy").await;
-    tom.expect("*** wendy joined").await;
-    wendy.send("back again").await;
-    tom.expect("<wendy> back again").await;
-    tom.send("welcome back").await;
-    wendy.expect("<tom> welcome back").await;
+    // Everything exactly once, in order, on the same connections; then the half-sent line whole.
+    for i in 0..N {
+        wendy.expect(&format!("<tom> from tom {i}")).await;
+        tom.expect(&format!("<wendy> from wendy {i}")).await;
+    }
+    tom.expect("<wendy> a line sent in two halves").await;
+    barrier_ws(&mut wendy, &mut tom, "after").await;
+    tom.send("still with you").await;
+    wendy.expect("<tom> still with you").await;
+    // The new process counts her as a WebSocket client; nobody left, nobody was told anything.
     let clients = [("transport", "websocket")];
     assert_eq!(metric(http, "groupchatd_clients", &clients).await, 1.0);
+    let upgraded = d.log_line("upgrade: handed over");
+    assert!(upgraded.contains("clients=2"), "{upgraded}");
+
+    // And again, to a third process: the moved relay moves on like any other.
+    let out = chatctl(&d.socket, &["upgrade"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let mut serving = Serving::of(&d.socket);
+    wendy.send("twice moved").await;
+    tom.expect("<wendy> twice moved").await;
+    tom.send("me too").await;
+    wendy.expect("<tom> me too").await;
     assert_eq!(serving.stop(&mut d), 0);
+}
+
+#[tokio::test]
+async fn a_rolled_back_upgrade_leaves_websocket_clients_where_they_were() {
+    let dir = Scratch::new("ws-rollback");
+    // Debug builds only: the old process writes a snapshot version the new one refuses, after
+    // everything was frozen and exported.
+    let mut d = Daemon::start_with(&dir, "d", "http_listen = [\"127.0.0.1:0\"]\n", |cmd| {
+        cmd.env("GROUPCHATD_TEST_SNAPSHOT_VERSION", "999");
+    });
+    let http = d.http_addr();
+    let mut serving = Serving::of(&d.socket);
+    let mut tom = tcp_join(&d, "tom").await;
+    let mut wendy = WsClient::join(http, "wendy").await;
+    tom.expect("*** wendy joined").await;
+    let half = text_frame("half before, half after");
+    wendy.ws.get_mut().write_all(&half[..4]).await.unwrap();
+    let out = chatctl(&d.socket, &["upgrade"]);
+    assert_eq!(out.code, 1, "{}", out.stdout);
+    assert!(
+        out.stderr.contains("snapshot version 999"),
+        "{}",
+        out.stderr
+    );
+    wendy.ws.get_mut().write_all(&half[4..]).await.unwrap();
+    tom.expect("<wendy> half before, half after").await;
+    tom.send("welcome back").await;
+    wendy.expect("<tom> welcome back").await;
+    // She is still there to be told the end.
+    assert_eq!(serving.stop(&mut d), 0);
+    wendy
+        .expect_close(&["*** server shutting down"], CloseCode::Normal)
+        .await;
 }

@@ -20,10 +20,17 @@
 //! expected only by the other connections of its room; a line from another room counts as
 //! unexpected. With as many senders as rooms, each room has one sender.
 //!
+//! Several `--addr` spread the connections round-robin over the nodes of a cluster (connection
+//! i opens to the (i mod N)th address): a line sent on one node and received on another counts
+//! like any other, and such cross-node deliveries also get latency percentiles of their own.
+//! Several `--pid` (the nodes, and the broker between them) make the server CPU their sum, and
+//! each one's share is reported beside it, as are the deliveries to each node's connections.
+//!
 //! In rated mode (`--rate`) the senders are staggered evenly over one period (sender j of S
 //! starts j/S of a period after sender 0), so the server sees a steady stream as from people
 //! typing independently; `--synchronized` starts them all at once, in aligned bursts.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -52,9 +59,10 @@ const MAX_TRACKING_BYTES: u64 = 1 << 30;
 /// Options of `chatbench fanout`.
 #[derive(Args, Debug)]
 pub struct FanoutArgs {
-    /// Server address, HOST:PORT.
-    #[arg(long)]
-    pub addr: String,
+    /// Server address, HOST:PORT; several (repeated, or separated by commas) spread the
+    /// connections round-robin over them: connection i opens to the (i mod N)th.
+    #[arg(long, required = true, value_delimiter = ',')]
+    pub addr: Vec<String>,
     /// Connections to open.
     #[arg(long)]
     pub clients: usize,
@@ -94,9 +102,10 @@ pub struct FanoutArgs {
     /// ROOMS - 1), `{i}` the connection index.
     #[arg(long, default_value = "/join #r{room}")]
     pub join: String,
-    /// PID of the server, to report its CPU time.
-    #[arg(long)]
-    pub pid: Option<u32>,
+    /// PID of the server, to report its CPU time; several (repeated, or separated by commas):
+    /// their sum, and each one's share.
+    #[arg(long, value_delimiter = ',')]
+    pub pid: Vec<u32>,
     /// Give up after this many seconds and report partial results.
     #[arg(long, default_value_t = 60.0)]
     pub timeout: f64,
@@ -284,7 +293,7 @@ async fn send(
 
 /// Runs the benchmark and prints its report. Ok(true): the run completed (even with losses);
 /// Ok(false): it timed out and the report is partial; Err: it could not run at all.
-pub async fn run(args: &FanoutArgs, addr: SocketAddr) -> anyhow::Result<bool> {
+pub async fn run(args: &FanoutArgs, addrs: Vec<SocketAddr>) -> anyhow::Result<bool> {
     let base = Instant::now();
     let deadline = base + Duration::from_secs_f64(args.timeout);
     let (senders, messages, echo) = (args.senders as u32, args.messages, args.echo);
@@ -304,12 +313,15 @@ pub async fn run(args: &FanoutArgs, addr: SocketAddr) -> anyhow::Result<bool> {
     let lockstep = args
         .lockstep
         .then(|| Arc::new(Lockstep::new(receivers_of(0))));
+    let nodes = addrs.len() as u32;
     let setup = Setup {
-        addr,
+        addrs,
         clients: args.clients,
         hello: args.hello.clone(),
         join,
-        tally: Box::new(move |i| Tally::in_rooms(senders, messages, i, echo, rooms)),
+        tally: Box::new(move |i| {
+            Tally::in_rooms(senders, messages, i, echo, rooms).across_nodes(nodes)
+        }),
         lockstep: lockstep.clone(),
         base,
     };
@@ -346,12 +358,7 @@ pub async fn run(args: &FanoutArgs, addr: SocketAddr) -> anyhow::Result<bool> {
         }
     }
     let setup_s = base.elapsed().as_secs_f64();
-    let cpu =
-        |pid: u32| proc::cpu_seconds(pid).with_context(|| format!("reading CPU time of {pid}"));
-    let cpu_before = args.pid.map(cpu).transpose()?;
-    let precise =
-        |pid: u32| proc::thread_cpu_ns(pid).with_context(|| format!("reading CPU time of {pid}"));
-    let precise_before = args.pid.map(precise).transpose()?.flatten();
+    let cpu_before = cpu_readings(&args.pid)?;
 
     let plan = Plan {
         messages,
@@ -394,8 +401,7 @@ pub async fn run(args: &FanoutArgs, addr: SocketAddr) -> anyhow::Result<bool> {
     }
     let completed = !timed_out && swarm.wait_done(deadline).await;
     let end_us = now_us(base);
-    let cpu_after = args.pid.map(cpu).transpose()?;
-    let precise_after = args.pid.map(precise).transpose()?.flatten();
+    let cpu_after = cpu_readings(&args.pid)?;
     let disconnected = swarm.closed();
     let tallies = swarm.finish().await;
     drop(keep_open);
@@ -404,10 +410,12 @@ pub async fn run(args: &FanoutArgs, addr: SocketAddr) -> anyhow::Result<bool> {
         setup_s: Some(setup_s),
         disconnected,
         partial: !completed,
+        delivered_by_node: vec![0; nodes as usize],
         ..Run::default()
     };
     for t in &tallies {
         run.totals.add(&t.counts);
+        run.delivered_by_node[t.node() as usize] += t.counts.delivered;
     }
     for (id, s) in outcomes.iter().enumerate() {
         run.sent += u64::from(s.lines);
@@ -425,15 +433,81 @@ pub async fn run(args: &FanoutArgs, addr: SocketAddr) -> anyhow::Result<bool> {
         end_us
     };
     run.elapsed_s = Some(last.saturating_sub(plan.start_us) as f64 / 1e6);
-    if let (Some(a), Some(b)) = (cpu_before, cpu_after) {
-        run.server_cpu_s = Some(b - a);
+    if !args.pid.is_empty() {
+        let used: Vec<(f64, Option<f64>)> = cpu_before
+            .iter()
+            .zip(&cpu_after)
+            .map(|(a, b)| {
+                let precise = match (&a.1, &b.1) {
+                    (Some(a), Some(b)) => Some(proc::cpu_seconds_between(a, b)),
+                    _ => None,
+                };
+                (b.0 - a.0, precise)
+            })
+            .collect();
+        run.server_cpu_s = Some(used.iter().map(|u| u.0).sum());
+        run.server_cpu_ns_by_pid = used.iter().map(|u| u.1).collect();
+        run.server_cpu_ns_s = run.server_cpu_ns_by_pid.iter().copied().sum();
     }
-    if let (Some(a), Some(b)) = (&precise_before, &precise_after) {
-        run.server_cpu_ns_s = Some(proc::cpu_seconds_between(a, b));
+    let sent: Vec<u32> = outcomes.iter().map(|s| s.lines).collect();
+    if let Some(note) = lost_lines(&tallies, &sent) {
+        notes.push(note);
     }
     verdict(&mut notes, args, &run);
     print(args, &run, notes);
     Ok(completed)
+}
+
+/// Most lost lines a note names.
+const LOST_SHOWN: usize = 8;
+
+/// A note naming the lines that did not reach every receiver (sender#sequence, and how many
+/// receivers missed each), the first few of them: whether the losses are whole lines, a few
+/// receivers, or one sender's tail tells a relay's bugs apart. None when nothing was lost.
+fn lost_lines(tallies: &[Tally], sent: &[u32]) -> Option<String> {
+    let mut missed: BTreeMap<(u32, u32), u64> = BTreeMap::new();
+    for t in tallies {
+        for line in t.missing(sent) {
+            *missed.entry(line).or_default() += 1;
+        }
+    }
+    if missed.is_empty() {
+        return None;
+    }
+    let senders: BTreeSet<u32> = missed.keys().map(|&(s, _)| s).collect();
+    let shown: Vec<String> = missed
+        .iter()
+        .take(LOST_SHOWN)
+        .map(|(&(s, seq), n)| format!("{s}#{seq} ({n})"))
+        .collect();
+    let more = if missed.len() > LOST_SHOWN {
+        ", ..."
+    } else {
+        ""
+    };
+    Some(format!(
+        "note: {} lines from {} senders did not reach every receiver; sender#line (receivers \
+         that missed it): {}{more}",
+        missed.len(),
+        senders.len(),
+        shown.join(", ")
+    ))
+}
+
+/// One process's CPU time: in clock ticks, and to the nanosecond per thread (where the kernel
+/// keeps schedstat).
+type CpuReading = (f64, Option<proc::ThreadCpu>);
+
+/// The CPU time of each of `pids` so far, in their order.
+fn cpu_readings(pids: &[u32]) -> anyhow::Result<Vec<CpuReading>> {
+    pids.iter()
+        .map(|&pid| {
+            let context = || format!("reading CPU time of {pid}");
+            let ticks = proc::cpu_seconds(pid).with_context(context)?;
+            let precise = proc::thread_cpu_ns(pid).with_context(context)?;
+            Ok((ticks, precise))
+        })
+        .collect()
 }
 
 /// What one run measured, ready to print.
@@ -448,6 +522,10 @@ struct Run {
     server_cpu_s: Option<f64>,
     /// The same from schedstat, to the nanosecond (live threads only).
     server_cpu_ns_s: Option<f64>,
+    /// Each `--pid`'s share of it, in their order.
+    server_cpu_ns_by_pid: Vec<Option<f64>>,
+    /// Unique deliveries to the connections of each node (each `--addr`), in their order.
+    delivered_by_node: Vec<u64>,
     writes: u64,
     late_writes: u64,
     max_lag_us: u64,
@@ -524,9 +602,37 @@ fn print(args: &FanoutArgs, run: &Run, notes: Vec<String>) {
         field("p999", "p99.9", Value::opt_count(l.quantile(999)), "us"),
         field("max", "max", Value::opt_count(l.max()), "us"),
     ]);
+    let x = &t.cross_node_latency;
+    let nodes = run.delivered_by_node.len();
+    // Null with one node: no delivery crosses, and 0 would read as a measurement.
+    let crossing = (nodes > 1).then_some(x.count());
+    let cross_node_latency = Value::Group(vec![
+        field("cross_p50", "p50", Value::opt_count(x.quantile(500)), "us"),
+        field("cross_p99", "p99", Value::opt_count(x.quantile(990)), "us"),
+        field(
+            "cross_p999",
+            "p99.9",
+            Value::opt_count(x.quantile(999)),
+            "us",
+        ),
+        field("cross_max", "max", Value::opt_count(x.max()), "us"),
+    ]);
+    let by_node = Value::Array(
+        run.delivered_by_node
+            .iter()
+            .map(|&d| Value::count(d))
+            .collect(),
+    );
+    let by_pid = Value::Array(
+        run.server_cpu_ns_by_pid
+            .iter()
+            .map(|&c| Value::opt_float(c, 6))
+            .collect(),
+    );
     let count = |n: usize| Value::count(n as u64);
     let rows = [
         ("clients", "clients", count(args.clients), ""),
+        ("nodes", "nodes (addresses)", count(nodes), ""),
         ("senders", "senders", count(args.senders), ""),
         (
             "rooms",
@@ -596,6 +702,19 @@ fn print(args: &FanoutArgs, run: &Run, notes: Vec<String>) {
         ),
         ("latency_us", "latency", latency, ""),
         (
+            "cross_node_delivered",
+            "deliveries between nodes",
+            Value::opt_count(crossing),
+            "",
+        ),
+        (
+            "cross_node_latency_us",
+            "cross-node latency",
+            cross_node_latency,
+            "",
+        ),
+        ("delivered_by_node", "delivered by node", by_node, ""),
+        (
             "server_cpu_s",
             "server CPU",
             Value::opt_float(run.server_cpu_s, 2),
@@ -611,6 +730,12 @@ fn print(args: &FanoutArgs, run: &Run, notes: Vec<String>) {
             "server_cpu_ns_s",
             "server CPU, ns clock",
             Value::opt_float(run.server_cpu_ns_s, 6),
+            "s",
+        ),
+        (
+            "server_cpu_ns_s_by_pid",
+            "server CPU by PID, ns clock",
+            by_pid,
             "s",
         ),
         (
@@ -710,6 +835,27 @@ mod tests {
         assert!(zero.contains("--batch"), "{zero}");
         let huge = parse(&format!("{base} --batch {}", MAX_BATCH + 1)).unwrap_err();
         assert!(huge.contains("--batch"), "{huge}");
+    }
+
+    #[test]
+    fn addresses_and_pids_repeat_or_come_separated_by_commas() {
+        let rest = "--clients 2 --senders 1 --messages 1";
+        let one = parse(&format!("--addr 127.0.0.1:1 {rest}")).unwrap();
+        assert_eq!(one.addr, ["127.0.0.1:1"]);
+        assert!(one.pid.is_empty());
+        let repeated = parse(&format!(
+            "--addr 127.0.0.1:1 --addr 127.0.0.1:2 --addr [::1]:3 --pid 7 --pid 8 {rest}"
+        ))
+        .unwrap();
+        assert_eq!(repeated.addr, ["127.0.0.1:1", "127.0.0.1:2", "[::1]:3"]);
+        assert_eq!(repeated.pid, [7, 8]);
+        let listed = parse(&format!(
+            "--addr 127.0.0.1:1,127.0.0.1:2 --addr [::1]:3 --pid 7,8 {rest}"
+        ))
+        .unwrap();
+        assert_eq!(listed.addr, repeated.addr);
+        assert_eq!(listed.pid, repeated.pid);
+        assert!(parse(rest).unwrap_err().contains("--addr"));
     }
 
     #[test]

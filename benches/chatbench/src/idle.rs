@@ -21,9 +21,10 @@ use crate::swarm::{Setup, Swarm, WaitError};
 /// Options of `chatbench idle`.
 #[derive(Args, Debug)]
 pub struct IdleArgs {
-    /// Server address, HOST:PORT.
-    #[arg(long)]
-    pub addr: String,
+    /// Server address, HOST:PORT; several (repeated, or separated by commas) spread the
+    /// connections round-robin over them: connection i opens to the (i mod N)th.
+    #[arg(long, required = true, value_delimiter = ',')]
+    pub addr: Vec<String>,
     /// Connections to open.
     #[arg(long)]
     pub clients: usize,
@@ -59,13 +60,13 @@ impl IdleArgs {
 }
 
 /// Runs the measurement and prints its report; Ok(false) when establishing timed out.
-pub async fn run(args: &IdleArgs, addr: SocketAddr) -> anyhow::Result<bool> {
+pub async fn run(args: &IdleArgs, addrs: Vec<SocketAddr>) -> anyhow::Result<bool> {
     let base = Instant::now();
     let deadline = base + Duration::from_secs_f64(args.timeout);
     let rss = |pid: u32| proc::rss_bytes(pid).with_context(|| format!("reading VmRSS of {pid}"));
     let rss_before = args.pid.map(rss).transpose()?;
     let setup = Setup {
-        addr,
+        addrs,
         clients: args.clients,
         hello: args.hello.clone(),
         // Idle connections expect no data lines.

@@ -81,7 +81,7 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<bool> {
-    let (addr, clients) = match &cli.command {
+    let (addrs, clients) = match &cli.command {
         Command::Fanout(a) => {
             a.check()?;
             (&a.addr, a.clients)
@@ -91,7 +91,10 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
             (&a.addr, a.clients)
         }
     };
-    let addr = resolve(addr)?;
+    let addrs = addrs
+        .iter()
+        .map(|a| resolve(a))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     raise_fd_limit(clients);
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     // As many workers as cores: the generator must not be the bottleneck it measures.
@@ -102,12 +105,13 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
         .context("starting the runtime")?;
     runtime.block_on(async {
         match &cli.command {
-            Command::Fanout(a) => fanout::run(a, addr).await,
-            Command::Idle(a) => idle::run(a, addr).await,
+            Command::Fanout(a) => fanout::run(a, addrs).await,
+            Command::Idle(a) => idle::run(a, addrs).await,
         }
     })
 }
 
+/// The first socket address of one `--addr` value.
 fn resolve(addr: &str) -> anyhow::Result<SocketAddr> {
     addr.to_socket_addrs()
         .with_context(|| format!("--addr {addr}: expected HOST:PORT"))?

@@ -23,6 +23,8 @@ pub enum Value {
     Group(Vec<Field>),
     /// Several lines of text (a JSON array; comma-separated in text).
     List(Vec<String>),
+    /// Several values, e.g. one per node (a JSON array; comma-separated in text).
+    Array(Vec<Value>),
 }
 
 impl Value {
@@ -123,15 +125,7 @@ fn flatten(fields: &[Field], prefix: &str, rows: &mut Vec<(String, String)>) {
         match &f.value {
             Value::Group(inner) => flatten(inner, &label, rows),
             v => {
-                let text = match v {
-                    Value::Int(n) => n.to_string(),
-                    Value::Float(x, d) => format!("{x:.d$}"),
-                    Value::Bool(b) => if *b { "yes" } else { "no" }.to_owned(),
-                    Value::Null => "n/a".to_owned(),
-                    Value::Text(t) => t.clone(),
-                    Value::List(items) => items.join(", "),
-                    Value::Group(_) => unreachable!("handled above"),
-                };
+                let text = text_of(v);
                 let unit = if f.unit.is_empty() || matches!(v, Value::Null | Value::Bool(_)) {
                     String::new()
                 } else {
@@ -140,6 +134,21 @@ fn flatten(fields: &[Field], prefix: &str, rows: &mut Vec<(String, String)>) {
                 rows.push((label, format!("{text}{unit}")));
             }
         }
+    }
+}
+
+/// A value that is not a group, as text.
+fn text_of(v: &Value) -> String {
+    match v {
+        Value::Int(n) => n.to_string(),
+        Value::Float(x, d) => format!("{x:.d$}"),
+        Value::Bool(b) => if *b { "yes" } else { "no" }.to_owned(),
+        Value::Null => "n/a".to_owned(),
+        Value::Text(t) => t.clone(),
+        Value::List(items) => items.join(", "),
+        Value::Array(items) => items.iter().map(text_of).collect::<Vec<_>>().join(", "),
+        // Groups are flattened into labelled rows; inside an array one has no label to take.
+        Value::Group(_) => "{..}".to_owned(),
     }
 }
 
@@ -175,6 +184,16 @@ fn write_value(out: &mut String, v: &Value) {
                     out.push_str(", ");
                 }
                 write_string(out, item);
+            }
+            out.push(']');
+        }
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                write_value(out, item);
             }
             out.push(']');
         }
@@ -214,6 +233,12 @@ mod tests {
             ]),
             "",
         );
+        r.add(
+            "by_node",
+            "by node",
+            Value::Array(vec![Value::count(3), Value::Float(0.5, 1), Value::Null]),
+            "s",
+        );
         r.add("partial", "partial", Value::Bool(false), "");
         r.note("result: \"ok\"");
         r
@@ -225,7 +250,8 @@ mod tests {
             sample().to_json(),
             concat!(
                 r#"{"delivered": 15200, "elapsed_s": 1.235, "#,
-                r#""latency_us": {"p50": 12, "max": null}, "partial": false, "#,
+                r#""latency_us": {"p50": 12, "max": null}, "by_node": [3, 0.5, null], "#,
+                r#""partial": false, "#,
                 r#""notes": ["result: \"ok\""]}"#
             )
         );
@@ -240,6 +266,7 @@ delivered:   15200 lines
 elapsed:     1.235 s
 latency p50: 12 us
 latency max: n/a
+by node:     3, 0.5, n/a s
 partial:     no
 result: \"ok\"
 ";

@@ -4,6 +4,10 @@
 //! they are merged once at the end. The latency [`Histogram`] is log-linear: exact below 128 µs,
 //! then 64 buckets per power of two (under 1.6 % error), so its memory does not grow with the
 //! number of deliveries.
+//!
+//! With the connections spread over several nodes (connection `i` on node `i % nodes`, as
+//! `swarm` opens them), a delivery whose sender is on another node than its receiver is also
+//! counted in a second histogram: the cross-node latency of a cluster.
 
 /// Values below this are counted exactly, one bucket each.
 const LINEAR: u64 = 128;
@@ -66,6 +70,11 @@ impl Histogram {
         self.max = self.max.max(other.max);
     }
 
+    /// How many values were counted.
+    pub fn count(&self) -> u64 {
+        self.total
+    }
+
     /// The largest value counted, exactly; `None` when empty.
     pub fn max(&self) -> Option<u64> {
         (self.total > 0).then_some(self.max)
@@ -110,6 +119,10 @@ pub struct Tally {
     tracks: Vec<Option<Track>>,
     messages: u32,
     unfinished: usize,
+    /// This receiver's connection index.
+    me: u32,
+    /// Nodes the connections are spread over (connection `i` on node `i % nodes`).
+    nodes: u32,
     /// What this receiver got.
     pub counts: Totals,
 }
@@ -143,12 +156,27 @@ impl Tally {
             tracks,
             messages,
             unfinished,
+            me,
+            nodes: 1,
             counts: Totals::default(),
         }
     }
 
+    /// The same tally in a run whose connections are spread over `nodes` nodes (connection `i`
+    /// on node `i % nodes`): deliveries from a sender on another node are also counted apart.
+    pub fn across_nodes(mut self, nodes: u32) -> Tally {
+        self.nodes = nodes.max(1);
+        self
+    }
+
+    /// The node this receiver is connected to.
+    pub fn node(&self) -> u32 {
+        self.me % self.nodes
+    }
+
     /// Accounts for data line `seq` from `sender`, sent at `sent_us` and received at `now_us`.
     pub fn on_data(&mut self, sender: u32, seq: u32, sent_us: u64, now_us: u64) {
+        let cross_node = sender % self.nodes != self.node();
         let track = match self.tracks.get_mut(sender as usize) {
             Some(Some(t)) if seq < self.messages => t,
             _ => {
@@ -168,7 +196,11 @@ impl Tally {
             _ => track.highest = Some(seq),
         }
         self.counts.delivered += 1;
-        self.counts.latency.record(now_us.saturating_sub(sent_us));
+        let latency = now_us.saturating_sub(sent_us);
+        self.counts.latency.record(latency);
+        if cross_node {
+            self.counts.cross_node_latency.record(latency);
+        }
         self.counts.last_delivery_us = self.counts.last_delivery_us.max(now_us);
         if track.unique == self.messages {
             Self::finish(track, &mut self.unfinished);
@@ -195,6 +227,21 @@ impl Tally {
     pub fn complete(&self) -> bool {
         self.unfinished == 0
     }
+
+    /// The lines this receiver expected and never got, as (sender, sequence number), given how
+    /// many lines each sender sent (`sent[sender]`).
+    pub fn missing<'a>(&'a self, sent: &'a [u32]) -> impl Iterator<Item = (u32, u32)> + 'a {
+        self.tracks
+            .iter()
+            .zip(sent)
+            .enumerate()
+            .filter_map(|(s, (t, &n))| Some((s as u32, t.as_ref()?, n.min(self.messages))))
+            .flat_map(|(s, t, n)| {
+                (0..n)
+                    .filter(|&seq| t.seen[seq as usize / 64] & (1u64 << (seq % 64)) == 0)
+                    .map(move |seq| (s, seq))
+            })
+    }
 }
 
 /// What one receiver got, or (added up) all of them.
@@ -211,6 +258,8 @@ pub struct Totals {
     pub foreign: u64,
     /// Send-to-receive time of each unique delivery, in microseconds.
     pub latency: Histogram,
+    /// The same for the deliveries whose sender is connected to another node than the receiver.
+    pub cross_node_latency: Histogram,
     /// Receive time of the last unique delivery, microseconds since the run's start.
     pub last_delivery_us: u64,
 }
@@ -223,6 +272,7 @@ impl Totals {
         self.reordered += t.reordered;
         self.foreign += t.foreign;
         self.latency.merge(&t.latency);
+        self.cross_node_latency.merge(&t.cross_node_latency);
         self.last_delivery_us = self.last_delivery_us.max(t.last_delivery_us);
     }
 }
@@ -379,6 +429,43 @@ mod tests {
         assert!(t.complete());
         // A sender in its own room expects nothing from itself, as without rooms.
         assert!(Tally::in_rooms(3, 2, 1, false, 3).complete());
+    }
+
+    #[test]
+    fn deliveries_between_nodes_are_timed_apart() {
+        // 3 nodes: receiver 4 is on node 1 with sender 1; senders 0 and 2 are on others.
+        let mut t = Tally::new(3, 1, 4, false).across_nodes(3);
+        assert_eq!(t.node(), 1);
+        t.on_data(0, 0, 0, 10);
+        t.on_data(1, 0, 0, 20);
+        t.on_data(2, 0, 0, 30);
+        t.on_data(2, 0, 0, 99); // a duplicate counts in neither histogram
+        assert_eq!(t.counts.latency.count(), 3);
+        assert_eq!(t.counts.cross_node_latency.count(), 2);
+        assert_eq!(t.counts.cross_node_latency.max(), Some(30));
+        // One node: nothing is cross-node.
+        let mut one = Tally::new(2, 1, 1, false);
+        one.on_data(0, 0, 0, 5);
+        assert_eq!(one.node(), 0);
+        assert_eq!(one.counts.cross_node_latency.count(), 0);
+        let mut sum = Totals::default();
+        sum.add(&t.counts);
+        sum.add(&one.counts);
+        assert_eq!(sum.cross_node_latency.count(), 2);
+        assert_eq!(sum.latency.count(), 4);
+    }
+
+    #[test]
+    fn missing_lines_are_the_sent_ones_never_seen() {
+        // Receiver 2 of senders 0 and 1; sender 1 sent only 3 of its 4 lines.
+        let mut t = Tally::new(2, 4, 2, false);
+        t.on_data(0, 0, 0, 1);
+        t.on_data(0, 3, 0, 1);
+        t.on_data(1, 1, 0, 1);
+        let missing: Vec<_> = t.missing(&[4, 3]).collect();
+        assert_eq!(missing, [(0, 1), (0, 2), (1, 0), (1, 2)]);
+        // A sender does not miss its own lines.
+        assert_eq!(Tally::new(1, 4, 0, false).missing(&[4]).count(), 0);
     }
 
     #[test]

@@ -47,8 +47,9 @@ pub const DRAIN_QUIET: Duration = Duration::from_secs(1);
 
 /// How to open the connections.
 pub struct Setup {
-    /// Server address.
-    pub addr: SocketAddr,
+    /// Server addresses (at least one): connection `i` opens to `addrs[i % addrs.len()]`, so
+    /// the connections are spread round-robin over the nodes of a cluster.
+    pub addrs: Vec<SocketAddr>,
     /// Number of connections.
     pub clients: usize,
     /// First line to send on each, `{i}` replaced by the connection index.
@@ -147,7 +148,8 @@ impl Swarm {
                 Ok(conn) => conns[i] = Some(conn),
                 Err(e) => {
                     cancel.cancel();
-                    return Err(e.context(format!("connection {i} to {}", setup.addr)));
+                    let addr = setup.addr_of(i);
+                    return Err(e.context(format!("connection {i} to {addr}")));
                 }
             }
         }
@@ -380,6 +382,13 @@ impl Swarm {
     }
 }
 
+impl Setup {
+    /// The address connection `i` opens to.
+    pub fn addr_of(&self, i: usize) -> SocketAddr {
+        self.addrs[i % self.addrs.len()]
+    }
+}
+
 /// Connections spread over rooms: connection `i` is in room `i % rooms`, and enters it by
 /// sending `line` with `{room}` replaced by that number (and `{i}` by its index).
 #[derive(Clone, Debug)]
@@ -397,7 +406,7 @@ impl Join {
 
 /// Opens connection `i` and sends its hello line, then its join line (in one write).
 async fn open(setup: &Setup, i: usize) -> anyhow::Result<TcpStream> {
-    let mut stream = TcpStream::connect(setup.addr).await?;
+    let mut stream = TcpStream::connect(setup.addr_of(i)).await?;
     // Latency is what we measure: no Nagle delay on our small writes.
     stream.set_nodelay(true)?;
     let mut lines = String::new();

@@ -225,6 +225,49 @@ async fn rooms_count_a_senders_lines_in_its_own_room_only() {
 }
 
 #[tokio::test]
+async fn several_addresses_spread_the_clients_round_robin() {
+    // One server listed three times stands in for three nodes of a cluster: client i opens to
+    // address i % 3, so each "node" holds 2 of the 6 clients, and the lines of sender s reach
+    // 1 client on its own node and 4 on the others.
+    let srv = TestServer::start();
+    let template = "fanout --addr ADDR --addr ADDR,ADDR --clients 6 --senders 3 --messages 40 \
+                    --hello n{i} --pid PID,PID --json --timeout 30";
+    let json = run_json(&srv, template).await;
+    assert_eq!(number(&json, "nodes"), 3.0, "{json}");
+    assert_eq!(number(&json, "delivered"), 600.0, "{json}");
+    assert_eq!(number(&json, "cross_node_delivered"), 480.0, "{json}");
+    for key in ["lost", "duplicated", "reordered", "foreign", "disconnected"] {
+        assert_eq!(number(&json, key), 0.0, "{key}: {json}");
+    }
+    // Node k holds sender k (2 other senders' lines) and client k + 3 (all 3 senders').
+    assert!(
+        json.contains("\"delivered_by_node\": [200, 200, 200]"),
+        "{json}"
+    );
+    assert!(
+        number(&json, "cross_p99") >= number(&json, "cross_p50"),
+        "{json}"
+    );
+    // Two PIDs (this process twice): the total is their sum, each one's share listed.
+    let by_pid = json
+        .split("\"server_cpu_ns_s_by_pid\": [")
+        .nth(1)
+        .and_then(|rest| rest.split(']').next())
+        .unwrap_or_else(|| panic!("no server_cpu_ns_s_by_pid in {json}"));
+    assert_eq!(by_pid.split(", ").count(), 2, "{json}");
+    // One address: nothing crosses, and the cross-node figures are null rather than zero.
+    let json = run_json(
+        &srv,
+        "fanout --addr ADDR --clients 4 --senders 2 --messages 10 --hello o{i} --json",
+    )
+    .await;
+    assert_eq!(number(&json, "nodes"), 1.0, "{json}");
+    assert!(json.contains("\"cross_node_delivered\": null"), "{json}");
+    assert!(json.contains("\"cross_p50\": null"), "{json}");
+    srv.stop().await;
+}
+
+#[tokio::test]
 async fn idle_reports_the_servers_memory() {
     let srv = TestServer::start();
     let template = "idle --addr ADDR --clients 50 --hold 0 --hello i{i} --pid PID --json \

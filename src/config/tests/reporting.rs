@@ -13,7 +13,7 @@ fn unknown_key_is_named_with_the_valid_ones() {
     let shown = e.to_string();
     assert!(
         shown.starts_with(
-            "groupchatd.toml:3: key 'frobnicate': unknown key (valid keys: listen, tls_listen, tls_cert_file, tls_key_file, http_listen, allowed_origins, admin_socket, "
+            "groupchatd.toml:3: key 'frobnicate': unknown key (valid keys: listen, tls_listen, tls_cert_file, tls_key_file, http_listen, https_listen, allowed_origins, admin_socket, "
         ),
         "{shown}"
     );

@@ -493,3 +493,49 @@ fn tls_settings() {
         "command line: key '--listen': 127.0.0.1:7443 is in listen too; plain and TLS clients need ports of their own"
     );
 }
+
+#[test]
+fn https_settings() {
+    let files =
+        "tls_cert_file = \"/etc/tls/fullchain.pem\"\ntls_key_file = \"/etc/tls/privkey.pem\"\n";
+    let c = parse(&format!("https_listen = [\"0.0.0.0:8443\"]\n{files}")).unwrap();
+    assert_eq!(c.https_listen, vec![addr("0.0.0.0:8443")]);
+    assert!(c.tls_listen.is_empty(), "HTTPS without TLS line clients");
+    assert!(parse("").unwrap().https_listen.is_empty(), "off by default");
+    assert!(parse("https_listen = []").is_ok(), "[] needs no files");
+
+    // (file text, key named, line named (0: the key is missing), part of the reason)
+    #[rustfmt::skip]
+    let refused: &[(&str, &str, usize, &str)] = &[
+        ("https_listen = [\"127.0.0.1:8443\"]", "tls_cert_file", 0,
+            "must be set while https_listen is not empty: a PEM file with the certificate and its chain"),
+        ("https_listen = [\"127.0.0.1:8443\"]\ntls_cert_file = \"/c.pem\"", "tls_key_file", 0,
+            "must be set while https_listen is not empty: a PEM file with the certificate's private key"),
+        ("https_listen = [\"8443\"]", "https_listen", 1,
+            "'8443' is not a socket address (e.g. 127.0.0.1:8443 or [::]:8443)"),
+        ("https_listen = [\"[::]:8443\", \"[::]:8443\"]", "https_listen", 1, "listed more than once"),
+        ("http_listen = [\"127.0.0.1:7080\"]\nhttps_listen = [\"127.0.0.1:7080\"]", "https_listen", 2,
+            "127.0.0.1:7080 is also in listen, tls_listen or http_listen; HTTPS needs a port of its own"),
+        ("listen = [\"127.0.0.1:7000\"]\nhttps_listen = [\"127.0.0.1:7000\"]", "https_listen", 2,
+            "127.0.0.1:7000 is also in listen"),
+        ("https_listen = \"127.0.0.1:8443\"", "https_listen", 1, "found a string"),
+    ];
+    for &(text, key, line, needle) in refused {
+        let e = parse_err(text);
+        assert_eq!(e.key.as_deref(), Some(key), "{text}: {e}");
+        assert_eq!(e.line, (line > 0).then_some(line), "{text}: {e}");
+        assert!(e.reason.contains(needle), "{text}: {e}");
+    }
+
+    // `--listen` may not take an HTTPS address either.
+    let mut c = parse(&format!("https_listen = [\"127.0.0.1:8443\"]\n{files}")).unwrap();
+    let o = crate::config::Overrides {
+        listen: vec!["127.0.0.1:8443".into()],
+        ..Default::default()
+    };
+    let e = c.apply_overrides(&o).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "command line: key '--listen': 127.0.0.1:8443 is also in https_listen; one port cannot serve both"
+    );
+}
