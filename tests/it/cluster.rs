@@ -631,6 +631,36 @@ async fn who_msg_and_nick_reach_across_nodes() {
     alice.expect("*** 3 online: alice, carol, caroline").await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_set_on_one_node_is_the_topic_on_every_node() {
+    if !nats::available("cluster topic test") {
+        return;
+    }
+    let dir = Scratch::new("cl-topic");
+    let nats = NatsServer::start(&dir);
+    let nodes = start_nodes(&dir, "topic", &nats, 2, "");
+    let mut alice = Peer::join(nodes[0].addr(), "alice").await;
+    let mut bob = Peer::join(nodes[1].addr(), "bob").await;
+    alice.expect("*** bob joined").await;
+    // (Bob's first lines are checked in who_msg_and_nick_reach_across_nodes.)
+    alice.send("hi").await;
+    bob.until("<alice> hi").await;
+
+    alice.send("/topic Cluster talk").await;
+    alice.expect("*** alice set the topic: Cluster talk").await;
+    bob.expect("*** alice set the topic: Cluster talk").await;
+    bob.send("/topic").await;
+    bob.expect("*** Topic of #lobby: Cluster talk").await;
+    // A newcomer on the other node is welcomed with it.
+    let mut carol = Peer::connect(nodes[1].addr(), "carol").await;
+    carol.until(PROMPT).await;
+    carol.send("carol").await;
+    let welcome = carol.next().await;
+    assert!(welcome.starts_with("*** Welcome, carol!"), "{welcome}");
+    carol.expect("*** Topic: Cluster talk").await;
+    carol.expect("*** Type /help for commands.").await;
+}
+
 // ---- failures ----------------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
