@@ -59,7 +59,7 @@ async fn expect_notice(c: &mut TestClient, text: &str) {
 }
 
 /// Minutes since midnight UTC now.
-fn utc_minutes_now() -> i64 {
+pub(crate) fn utc_minutes_now() -> i64 {
     let secs = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
@@ -68,7 +68,7 @@ fn utc_minutes_now() -> i64 {
 }
 
 /// `*** YYYY-MM-DD` (a replayed line said on another day than the one before it).
-fn is_date_line(line: &str) -> bool {
+pub(crate) fn is_date_line(line: &str) -> bool {
     let Some(d) = line.strip_prefix("*** ") else {
         return false;
     };
@@ -82,7 +82,7 @@ fn is_date_line(line: &str) -> bool {
 
 /// Splits a replayed line into its stamp's minutes since midnight and the line as said live,
 /// checking the stamp's shape (`[HH:MM] `).
-fn unstamp(line: &str) -> (i64, &str) {
+pub(crate) fn unstamp(line: &str) -> (i64, &str) {
     let b = line.as_bytes();
     let shaped = b.len() >= 8
         && b[0] == b'['
