@@ -15,14 +15,14 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
 use async_nats::HeaderMap;
-use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
+use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull, push};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use tracing::{debug, warn};
 
 use super::Cluster;
 use super::link::Conn;
-use super::wire::{self, H_CLIENT, H_INC, H_LINES, H_NODE, H_ROOM, H_TOPIC, Kind};
+use super::wire::{self, H_CLIENT, H_INC, H_JOIN, H_LINES, H_NODE, H_ROOM, H_TOPIC, Kind};
 use crate::client::ClientId;
 use crate::hub::relay::{Incoming, Said};
 
@@ -50,6 +50,7 @@ fn event(
 ) -> Option<(String, Incoming)> {
     let said = match cluster.names.kind_of(subject)? {
         Kind::Chat => Said::Chat,
+        Kind::Note if header(headers, H_JOIN).is_some() => Said::Join,
         Kind::Note => Said::Note,
         Kind::Topic => Said::Topic,
     };
@@ -106,15 +107,23 @@ pub(super) async fn run(cluster: Arc<Cluster>, conn: Conn) {
         cluster.last_seq.store(last, Ordering::Release);
     }
     cluster.mark_ready();
-    // Runs for the life of the process: each round is one consumer, replaced when it fails or
-    // when it is found to have skipped something.
+    // Runs for the life of the process: each round is one consumer, replaced when it fails, goes
+    // quiet (no heartbeat), or is found to have skipped something.
     let mut gap = Gap::default();
     loop {
         let start = cluster.last_seq.load(Ordering::Acquire) + 1;
-        let consumer = match conn.stream.create_consumer(reader(start, None)).await {
-            Ok(consumer) => {
+        let deliver_to = conn.client.new_inbox();
+        let messages = match conn.stream.create_consumer(pusher(start, deliver_to)).await {
+            Ok(consumer) => consumer.messages().await.map(|m| (m, consumer)),
+            Err(e) => Err(async_nats::jetstream::consumer::StreamError::with_source(
+                async_nats::jetstream::consumer::StreamErrorKind::Other,
+                e,
+            )),
+        };
+        let (mut messages, consumer) = match messages {
+            Ok(m) => {
                 backoff = Duration::from_millis(100);
-                consumer
+                m
             }
             Err(e) => {
                 debug!(event = "cluster_consumer", error = %e, "cannot start the consumer yet");
@@ -123,57 +132,41 @@ pub(super) async fn run(cluster: Arc<Cluster>, conn: Conn) {
                 continue;
             }
         };
-        // One pull request after another, each bounded in messages and time, so a request the
-        // server forgot or a consumer it lost costs at most one expiry, never a silent stall.
-        'pulls: loop {
-            let batch = consumer
-                .batch()
-                .max_messages(PULL_MESSAGES)
-                .expires(PULL_EXPIRES)
-                .messages()
-                .await;
-            let mut batch = match batch {
-                Ok(b) => b,
-                Err(e) => {
-                    debug!(event = "cluster_consumer", error = %e, "pull failed; starting a new consumer");
-                    break 'pulls;
-                }
-            };
-            loop {
-                if cluster.held.load(Ordering::Acquire) {
-                    // An upgrade is handing the rooms over at the sequence applied so far: what
-                    // this pull brings waits (the next process starts after that sequence; a
-                    // rollback reads on from here).
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                }
-                tokio::select! {
-                    m = batch.next() => match m {
-                        Some(Ok(msg)) => {
-                            if !gap.accept(&cluster, &msg) {
-                                break 'pulls;
-                            }
-                            apply(&cluster, msg);
+        loop {
+            if cluster.held.load(Ordering::Acquire) {
+                // An upgrade is handing the rooms over at the sequence applied so far: what
+                // arrives waits (the next process starts after that sequence; a rollback reads
+                // on from here).
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+            tokio::select! {
+                m = messages.next() => match m {
+                    Some(Ok(msg)) => {
+                        if !gap.accept(&cluster, &msg) {
+                            break;
                         }
-                        Some(Err(e)) => {
-                            debug!(event = "cluster_consumer", error = %e, "consumer error; starting a new one");
-                            break 'pulls;
-                        }
-                        None => continue 'pulls,
-                    },
-                    () = cluster.restart.notified() => {
-                        debug!(event = "cluster_consumer", "link restored; starting a new consumer");
-                        break 'pulls;
+                        apply(&cluster, msg);
                     }
-                    req = seeds.recv() => {
-                        let Some((name, done)) = req else { return };
-                        let upto = cluster.last_seq.load(Ordering::Acquire);
-                        seed(&cluster, &conn, &name, upto, false).await;
-                        let _ = done.send(());
+                    Some(Err(e)) => {
+                        debug!(event = "cluster_consumer", error = %e, "consumer error; starting a new one");
+                        break;
                     }
+                    None => break,
+                },
+                () = cluster.restart.notified() => {
+                    debug!(event = "cluster_consumer", "link restored; starting a new consumer");
+                    break;
+                }
+                req = seeds.recv() => {
+                    let Some((name, done)) = req else { return };
+                    let upto = cluster.last_seq.load(Ordering::Acquire);
+                    seed(&cluster, &conn, &name, upto, false).await;
+                    let _ = done.send(());
                 }
             }
         }
+        drop(messages);
         let _ = conn
             .stream
             .delete_consumer(&consumer.cached_info().name)
@@ -182,10 +175,32 @@ pub(super) async fn run(cluster: Arc<Cluster>, conn: Conn) {
     }
 }
 
-/// Messages asked for by one pull request...
+/// How often the server tells a quiet consumer it is still there; two missed mean it is gone.
+const HEARTBEAT: Duration = Duration::from_secs(1);
+
+/// The node's consumer of the rooms' stream from sequence `start`, pushed to `deliver_to` as
+/// fast as events are stored (no request per batch, so nothing waits between batches), with flow
+/// control and heartbeats; nothing to acknowledge (the node keeps its own place).
+fn pusher(start: u64, deliver_to: String) -> push::Config {
+    push::Config {
+        deliver_subject: deliver_to,
+        deliver_policy: if start <= 1 {
+            DeliverPolicy::All
+        } else {
+            DeliverPolicy::ByStartSequence {
+                start_sequence: start,
+            }
+        },
+        ack_policy: AckPolicy::None,
+        flow_control: true,
+        idle_heartbeat: HEARTBEAT,
+        inactive_threshold: INACTIVE,
+        ..Default::default()
+    }
+}
+
+/// Messages asked for by one pull request (reading a room's history).
 const PULL_MESSAGES: usize = 1024;
-/// ...and the longest it stays open.
-const PULL_EXPIRES: Duration = Duration::from_secs(1);
 /// A consumer nobody pulls from for this long is removed by the server (a node that died).
 const INACTIVE: Duration = Duration::from_secs(30);
 

@@ -15,7 +15,7 @@ use tracing::warn;
 
 use super::Cluster;
 use super::link::Conn;
-use super::wire::{self, H_CLIENT, H_INC, H_LINES, H_NODE, H_ROOM, H_TOPIC, Kind};
+use super::wire::{self, H_CLIENT, H_INC, H_JOIN, H_LINES, H_NODE, H_ROOM, H_TOPIC, Kind};
 use crate::client::ClientId;
 use crate::hub::relay::{Outgoing, Said};
 
@@ -38,7 +38,7 @@ struct Pending {
 fn kind(said: Said) -> Kind {
     match said {
         Said::Chat => Kind::Chat,
-        Said::Note => Kind::Note,
+        Said::Note | Said::Join => Kind::Note,
         Said::Topic => Kind::Topic,
     }
 }
@@ -88,6 +88,9 @@ async fn publish_one(
 ) {
     let subject = cluster.names.room_subject(room_key, kind(out.said));
     let mut h = headers(cluster, room_name, out.from, out.lines);
+    if out.said == Said::Join {
+        h.insert(H_JOIN, "1");
+    }
     if let Some(topic) = &out.topic {
         h.insert(H_TOPIC, wire::header_safe(topic).as_str());
     }
@@ -132,9 +135,11 @@ fn failed(cluster: &Cluster, from: ClientId, said: Said, error: &str) {
         error,
         "publish to the cluster failed"
     );
-    if said == Said::Chat
-        && let Some(hub) = cluster.hub()
-    {
-        hub.tell_member(from, NOT_DELIVERED);
+    let Some(hub) = cluster.hub() else { return };
+    match said {
+        Said::Chat => hub.tell_member(from, NOT_DELIVERED),
+        // The join will not come back: the member takes its seat here and now.
+        Said::Join => hub.arrive_here(from),
+        Said::Note | Said::Topic => {}
     }
 }

@@ -22,6 +22,8 @@ pub(crate) const H_CLIENT: &str = "Gc-Client";
 pub(crate) const H_LINES: &str = "Gc-Lines";
 /// Header: the room's name as spelt.
 pub(crate) const H_ROOM: &str = "Gc-Room";
+/// Header: present on a member's join (its seat is taken where this comes back).
+pub(crate) const H_JOIN: &str = "Gc-Join";
 /// Header: on a topic change, the new topic.
 pub(crate) const H_TOPIC: &str = "Gc-Topic";
 

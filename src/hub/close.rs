@@ -85,6 +85,7 @@ impl Hub {
                     let room = &m.room;
                     let mut rs = room.lock();
                     rs.unseat(id);
+                    rs.arriving.retain(|x| *x != id);
                     let end = rs.log.end();
                     if let Some(line) = farewell {
                         client.outbox.push_private(end, line, 1);

@@ -147,6 +147,9 @@ pub struct Hub {
     pub started: Instant,
     /// The cluster link, when rooms are shared with other nodes (see `relay`).
     relay: std::sync::OnceLock<Arc<dyn relay::Relay>>,
+    /// Members whose join is on its way through the cluster, and who waits for it.
+    arrivals: Mutex<HashMap<ClientId, tokio::sync::oneshot::Sender<()>>>,
+    arrival_waits: Mutex<HashMap<ClientId, tokio::sync::oneshot::Receiver<()>>>,
 }
 
 impl Hub {
@@ -168,6 +171,8 @@ impl Hub {
             started_at: SystemTime::now(),
             started: Instant::now(),
             relay: std::sync::OnceLock::new(),
+            arrivals: Mutex::default(),
+            arrival_waits: Mutex::default(),
         }
     }
 
@@ -245,6 +250,25 @@ impl Hub {
             };
             st.members.insert(id, member);
             let mut rs = room.lock();
+            if room.relayed {
+                // In a cluster the member takes its seat where its join comes back in the
+                // stream's order (`arrive`), so it sees exactly what follows its join there.
+                let text = rs
+                    .announce_presence(rs.seats.len() + 1)
+                    .then(|| format!("{nick} joined"));
+                room.queue_join(&mut rs, id, text.as_deref());
+                drop(rs);
+                drop(st);
+                self.arrivals_open(id);
+                info!(
+                    client = id, peer = %client.peer, nick = %nick, room = %room.name,
+                    event = "join", "joined (taking a seat in the cluster's order)"
+                );
+                self.claims_follow(&keys, &nick, &room);
+                self.changed();
+                self.forward(&room);
+                return Ok((nick, room));
+            }
             rs.seat(id, nick.clone(), client.clone());
             let n = rs.seats.len();
             // In a big room the welcome gives only the count, and nobody is told of the join.

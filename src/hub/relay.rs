@@ -33,6 +33,9 @@ pub enum Said {
     Note,
     /// A topic change (a notice that sets the topic).
     Topic,
+    /// A member of this node joined (with its notice, or none in a big room): it takes its seat
+    /// where this comes back.
+    Join,
 }
 
 /// One event a room queued for the cluster.
@@ -150,6 +153,28 @@ impl Room {
     pub(super) fn queue(&self, st: &mut super::room::RoomState, out: Outgoing) {
         st.outgoing.push(out);
         self.queued.store(true, Ordering::Release);
+    }
+
+    /// Queues member `id`'s join (`text`, if the room is told of it).
+    pub(super) fn queue_join(
+        &self,
+        st: &mut super::room::RoomState,
+        id: ClientId,
+        text: Option<&str>,
+    ) {
+        st.arriving.push(id);
+        let (bytes, lines) = match text {
+            Some(t) => (wrapped_notice(st.wrap, t), 1),
+            None => (Bytes::new(), 0),
+        };
+        let out = Outgoing {
+            said: Said::Join,
+            from: id,
+            bytes,
+            lines,
+            topic: None,
+        };
+        self.queue(st, out);
     }
 
     /// The events queued for the cluster, oldest first.
@@ -271,6 +296,15 @@ impl Hub {
             debug!(room = room_name, "event for a room nobody here is in");
             return;
         };
+        if ev.said == Said::Join {
+            let notice = (ev.lines > 0).then(|| ev.bytes.clone());
+            if ev.from != super::log::NOBODY && self.arrive(ev.from, &room, notice) {
+                return;
+            }
+            if ev.lines == 0 {
+                return; // a silent join (a big room) of someone elsewhere
+            }
+        }
         let len = ev.bytes.len() as u64;
         let limit = {
             let mut st = room.lock();
@@ -284,7 +318,7 @@ impl Hub {
                         st.topic = Arc::from(t.as_str());
                     }
                 }
-                Said::Note => {}
+                Said::Note | Said::Join => {}
             }
             room.append(&mut st, ev.from, ev.bytes, ev.lines);
             st.queue_limit
@@ -296,6 +330,92 @@ impl Hub {
             c.bytes_relayed.fetch_add(len, Ordering::Relaxed);
         }
         self.deliver_or_defer(&room, len, limit);
+    }
+
+    /// Notes that member `id` waits for its join to come back.
+    pub(super) fn arrivals_open(&self, id: ClientId) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let mut arrivals = self.arrivals.lock().unwrap_or_else(|e| e.into_inner());
+        arrivals.insert(id, tx);
+        self.arrival_waits
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, rx);
+    }
+
+    /// What member `id`'s session waits on until its join has come back (None if it is not
+    /// waiting for one).
+    pub(crate) fn arrival(&self, id: ClientId) -> Option<tokio::sync::oneshot::Receiver<()>> {
+        self.arrival_waits
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id)
+    }
+
+    /// Seats member `id`, whose join is on its way, in `room` at this point of the room's log:
+    /// its join notice (if any) first, then its welcome and the room's history. False if it is
+    /// not waiting there (it left or moved meanwhile).
+    pub(crate) fn arrive(
+        self: &Arc<Self>,
+        id: ClientId,
+        room: &Arc<Room>,
+        notice: Option<Bytes>,
+    ) -> bool {
+        let (client, notified) = {
+            let st = self.lock();
+            let Some(m) = st.members.get(&id) else {
+                return false;
+            };
+            if !Arc::ptr_eq(&m.room, room) {
+                return false;
+            }
+            let (client, nick) = (m.client.clone(), m.nick.clone());
+            let mut rs = room.lock();
+            let Some(at) = rs.arriving.iter().position(|x| *x == id) else {
+                return false;
+            };
+            rs.arriving.swap_remove(at);
+            rs.seat(id, nick.clone(), client.clone());
+            let n = rs.seats.len();
+            let listed = rs
+                .announce_presence(n)
+                .then(|| self.with_remote(room, rs.sorted_names()));
+            let notified = notice.is_some();
+            if let Some(line) = notice {
+                room.append(&mut rs, id, line, 1);
+            }
+            let start = rs.log.tail().clone();
+            let end = start.end;
+            client.outbox.start_after(start);
+            let welcome = super::names::welcome(rs.wrap, &nick, n, listed.as_deref(), &rs.topic);
+            client.outbox.push_private(end, welcome, 2);
+            let history = rs.history.replay(&room.name, SystemTime::now());
+            client.outbox.push_private_all(end, history);
+            (client, notified)
+        };
+        if let Some(tx) = self
+            .arrivals
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id)
+        {
+            let _ = tx.send(());
+        }
+        if notified {
+            self.deliver_or_defer(room, 0, self.config().max_queue_bytes);
+        } else {
+            self.flush_one(&client, room);
+        }
+        true
+    }
+
+    /// Seats member `id` where its room's log is now, if its join never came back (the link
+    /// failed on the way): it is not left without a seat.
+    pub fn arrive_here(self: &Arc<Self>, id: ClientId) {
+        let room = self.lock().members.get(&id).map(|m| m.room.clone());
+        if let Some(room) = room {
+            self.arrive(id, &room, None);
+        }
     }
 
     /// Seeds a room's history and topic from the broker (a node starting, or the first member

@@ -9,7 +9,7 @@ use std::time::SystemTime;
 use super::*;
 use crate::config::ClusterConfig;
 use crate::hub::Room;
-use crate::hub::relay::{Incoming, Membership, Relay, RelayTotals, Remote, Waiting};
+use crate::hub::relay::{Incoming, Membership, Relay, RelayTotals, Remote, Said, Waiting};
 
 #[derive(Debug, Default)]
 struct Loop {
@@ -79,6 +79,19 @@ impl Loop {
     }
 }
 
+/// A member in a cluster: it takes its seat (and gets its welcome) when its join comes back.
+fn arrive(hub: &Arc<Hub>, relay: &Loop, nick: &str, ip: u8) -> Conn {
+    let mut c = connect(hub, ip);
+    hub.join(c.client.id, nick).unwrap();
+    assert!(
+        hub.arrival(c.client.id).is_some(),
+        "the session waits for the seat"
+    );
+    assert_eq!(relay.echo(hub), 1);
+    c.read_until_contains("Type /help for commands.\r\n");
+    c
+}
+
 fn clustered() -> (Arc<Hub>, Arc<Loop>) {
     let hub = Arc::new(Hub::new(Config {
         cluster: Some(ClusterConfig::new("n1".into())),
@@ -92,11 +105,9 @@ fn clustered() -> (Arc<Hub>, Arc<Loop>) {
 #[tokio::test]
 async fn lines_reach_members_only_as_applied_and_never_echo() {
     let (hub, relay) = clustered();
-    let mut alice = member(&hub, "alice", 1);
-    assert_eq!(relay.echo(&hub), 1);
-    let mut bob = member(&hub, "bob", 2);
+    let mut alice = arrive(&hub, &relay, "alice", 1);
+    let mut bob = arrive(&hub, &relay, "bob", 2);
     // A join is queued about its member: applied, the others see it and it does not.
-    assert_eq!(relay.echo(&hub), 1);
     alice.read_until("*** bob joined\r\n");
     let room = hub.room_of(alice.id()).unwrap();
     hub.publish(&room, alice.id(), Bytes::from_static(b"<alice> hi\r\n"), 1)
@@ -124,8 +135,7 @@ async fn lines_reach_members_only_as_applied_and_never_echo() {
 #[tokio::test]
 async fn with_the_link_down_a_line_is_refused_to_its_sender() {
     let (hub, relay) = clustered();
-    let mut alice = member(&hub, "alice", 1);
-    relay.echo(&hub);
+    let mut alice = arrive(&hub, &relay, "alice", 1);
     relay.down.store(true, Ordering::SeqCst);
     let room = hub.room_of(alice.id()).unwrap();
     hub.publish(
@@ -140,11 +150,43 @@ async fn with_the_link_down_a_line_is_refused_to_its_sender() {
 }
 
 #[tokio::test]
-async fn who_and_the_welcome_list_members_on_other_nodes() {
-    let (hub, _relay) = clustered();
-    let alice = member(&hub, "alice", 1);
+async fn a_newcomer_sees_exactly_what_follows_its_join_in_the_order() {
+    let (hub, relay) = clustered();
+    let mut alice = arrive(&hub, &relay, "alice", 1);
     let mut c = connect(&hub, 2);
     hub.join(c.client.id, "bob").unwrap();
+    // Said before bob's join reached the broker: before it in the order, so not for bob.
+    let room = hub.room_of(alice.id()).unwrap();
+    let early = Incoming {
+        said: Said::Chat,
+        from: crate::hub::log::NOBODY,
+        bytes: Bytes::from_static(b"<zed> before you\r\n"),
+        lines: 1,
+        at: SystemTime::now(),
+        topic: None,
+    };
+    hub.apply(room.display_name(), early);
+    relay.echo(&hub);
+    hub.announce(None, "after").unwrap();
+    relay.echo(&hub);
+    let got = c.read_until("*** after\r\n");
+    // Only as history (stamped), never as a live line after the welcome.
+    assert!(!got.contains("\n<zed> before you"), "{got:?}");
+    assert!(
+        got.contains("] <zed> before you\r\n*** End of history."),
+        "{got:?}"
+    );
+    alice.read_until("<zed> before you\r\n*** bob joined\r\n*** after\r\n");
+}
+
+#[tokio::test]
+async fn who_and_the_welcome_list_members_on_other_nodes() {
+    let (hub, relay) = clustered();
+    let alice = arrive(&hub, &relay, "alice", 1);
+    let mut c = connect(&hub, 2);
+    hub.join(c.client.id, "bob").unwrap();
+    // Nothing until the join comes back: then the welcome, with everyone in the room.
+    relay.echo(&hub);
     let got = c.read_until_contains("Type /help for commands.\r\n");
     assert!(
         got.contains("*** Welcome, bob! 3 online: alice, bob, zed\r\n"),

@@ -89,6 +89,9 @@ pub(super) struct RoomState {
     pub(super) wrap: Wrap,
     /// Events waiting for the cluster link (rooms shared with a cluster only; see `relay`).
     pub(super) outgoing: Vec<Outgoing>,
+    /// Members whose join is on its way through the cluster: they take their seat when it
+    /// comes back (`Hub::arrive`).
+    pub(super) arriving: Vec<ClientId>,
 }
 
 impl RoomState {
@@ -181,6 +184,7 @@ impl Room {
             queue_limit: 0,
             wrap: Wrap::OFF,
             outgoing: Vec::new(),
+            arriving: Vec::new(),
         };
         state.follow(s);
         Room {

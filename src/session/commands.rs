@@ -18,6 +18,9 @@ use crate::protocol::format::{self, REASON_MAX_CHARS, notice, notices};
 use crate::protocol::{ClientCmd, Frame, HELP, NICK_PROMPT, parse_line, sanitise_into};
 use crate::settings::Snapshot;
 
+/// Longest a newcomer in a cluster waits for its join to come back through the broker.
+const ARRIVAL_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Said instead of a reply that would not fit beside the replies still on their way.
 const REPLY_SKIPPED: &str = "(Reply skipped: your earlier replies are still being sent.)";
 
@@ -286,6 +289,17 @@ impl LineCtx {
             Ok(()) => {
                 if !self.join(nick) {
                     self.release(keys);
+                } else if let Some(arrival) = self.hub.arrival(self.id()) {
+                    // Nothing more is read until the member has its seat in the cluster's order
+                    // (a few milliseconds); if its join is lost on the way, it sits down here.
+                    self.wait_for(async move {
+                        let came = tokio::time::timeout(ARRIVAL_WAIT, arrival).await;
+                        Box::new(move |ctx: &mut LineCtx| {
+                            if !matches!(came, Ok(Ok(()))) {
+                                ctx.hub.arrive_here(ctx.id());
+                            }
+                        }) as Resume
+                    });
                 }
             }
             Err(why) => self.refuse_nick(&why),
