@@ -416,9 +416,13 @@ fn lost_claim(cluster: &Cluster, nick: &str) {
 pub(super) async fn watch(cluster: Arc<Cluster>, conn: Conn) {
     // Runs for the life of the process: a watch that ends (the link dropped) is started again.
     loop {
+        // Claims are refreshed every third of the limit, so a watch silent for twice the limit
+        // has most likely gone quiet (the server holding it died): it is started again, which
+        // costs one delivery of every claim.
+        let quiet = cluster.cfg.presence_ttl * 2;
         match conn.nicks.watch_all().await {
             Ok(mut entries) => {
-                while let Some(Ok(entry)) = entries.next().await {
+                while let Ok(Some(Ok(entry))) = tokio::time::timeout(quiet, entries.next()).await {
                     on_entry(&cluster, &conn, entry).await;
                 }
             }

@@ -114,6 +114,8 @@ pub struct Cluster {
     names: Names,
     /// This process's incarnation: a restarted node is a new one (an upgraded one is not).
     inc: u64,
+    /// This process (an upgrade keeps the incarnation, not this): part of every message id.
+    process: u64,
     started: SystemTime,
     hub: OnceLock<std::sync::Weak<Hub>>,
     up: AtomicBool,
@@ -140,6 +142,8 @@ pub struct Cluster {
     seed_rx: Mutex<Option<mpsc::UnboundedReceiver<SeedRequest>>>,
     directory: Mutex<claims::Directory>,
     nodes: Mutex<HashMap<String, Seen>>,
+    /// When this node last saw its own heartbeat come back through its watch.
+    own_beat: Mutex<Option<Instant>>,
     /// The last stream sequence applied to the rooms here.
     last_seq: AtomicU64,
     /// The consumer stops applying (an upgrade is handing the rooms over).
@@ -169,6 +173,7 @@ impl Cluster {
             names: Names::new(&cfg.name),
             cfg,
             inc,
+            process: fresh_incarnation(),
             started: SystemTime::now(),
             hub: OnceLock::new(),
             up: AtomicBool::new(false),
@@ -186,6 +191,7 @@ impl Cluster {
             seed_rx: Mutex::new(Some(seed_rx)),
             directory: Mutex::new(claims::Directory::default()),
             nodes: Mutex::new(HashMap::new()),
+            own_beat: Mutex::new(None),
             last_seq: AtomicU64::new(resume.last_seq),
             held: AtomicBool::new(false),
             conn: OnceLock::new(),
@@ -325,6 +331,37 @@ impl Cluster {
             self.claims_pending.fetch_sub(1, Ordering::AcqRel);
         }
         sent
+    }
+
+    /// Its own heartbeat came back through the watch: the watch (and link) work.
+    pub(crate) fn seen_own_beat(&self) {
+        *self.own_beat.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+    }
+
+    /// True if this node's own heartbeats come back through its watch (within `presence_ttl`).
+    pub(crate) fn sees_own_beats(&self) -> bool {
+        self.is_up()
+            && self
+                .own_beat
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_some_and(|t| t.elapsed() <= self.cfg.presence_ttl * 2 / 3)
+    }
+
+    /// While this node could not see heartbeats, nobody's silence counts.
+    pub(crate) fn forgive_silence(&self) {
+        let Some(floor) = Instant::now().checked_sub(self.cfg.presence_ttl / 2) else {
+            return;
+        };
+        for seen in self
+            .nodes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values_mut()
+            .filter(|s| !s.lost)
+        {
+            seen.at = seen.at.max(floor);
+        }
     }
 
     /// Every node this one has heard of, itself first.

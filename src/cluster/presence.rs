@@ -65,11 +65,19 @@ async fn heartbeat(cluster: &Cluster, conn: &Conn) {
 
 /// Follows every node's heartbeats.
 pub(super) async fn watch(cluster: Arc<Cluster>, conn: Conn) {
-    // Runs for the life of the process: a watch that ends is started again.
+    // This node's own heartbeats come through the same watch every third of the limit: when they
+    // stop, the watch has gone quiet (the server holding it died), not every other node, so it is
+    // started again, and nobody is declared lost meanwhile (see `find_lost`).
+    let quiet = (cluster.cfg.presence_ttl / 2).max(Duration::from_secs(1));
+    // Runs for the life of the process: a watch that ends or goes quiet is started again.
     loop {
         if let Ok(mut entries) = conn.nodes.watch_all().await {
-            while let Some(Ok(entry)) = entries.next().await {
-                if entry.operation != Operation::Put || entry.key == cluster.cfg.node_name {
+            while let Ok(Some(Ok(entry))) = tokio::time::timeout(quiet, entries.next()).await {
+                if entry.operation != Operation::Put {
+                    continue;
+                }
+                if entry.key == cluster.cfg.node_name {
+                    cluster.seen_own_beat();
                     continue;
                 }
                 let Ok(hb) = serde_json::from_slice::<Heartbeat>(&entry.value) else {
@@ -85,8 +93,12 @@ pub(super) async fn watch(cluster: Arc<Cluster>, conn: Conn) {
                 }
                 beat_from(&cluster, &conn, &entry.key, &hb).await;
             }
+            debug!(
+                event = "cluster_watch",
+                "the heartbeat watch ended or went quiet; starting it again"
+            );
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
@@ -112,6 +124,12 @@ async fn beat_from(cluster: &Cluster, conn: &Conn, node: &str, hb: &Heartbeat) {
 
 async fn find_lost(cluster: &Cluster, conn: &Conn) {
     let ttl = cluster.cfg.presence_ttl;
+    if !cluster.sees_own_beats() {
+        // This node cannot see heartbeats now (its link or its watch is down): silence from the
+        // others says nothing about them. Their clocks restart when the watch is back.
+        cluster.forgive_silence();
+        return;
+    }
     let lost: Vec<(String, u64)> = {
         let mut nodes = cluster.nodes.lock().unwrap_or_else(|e| e.into_inner());
         nodes

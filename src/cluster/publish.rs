@@ -1,17 +1,25 @@
-//! Rooms' queued events to the stream. One task takes each rung room's queue (under the room's
-//! lock, so a room's events leave in the order they were queued) and publishes every event on
-//! the one connection, which keeps their order on the way to JetStream; a second task awaits the
-//! acknowledgements in the same order. A chat line whose publish or acknowledgement fails is
-//! reported to its sender (it may send it again); a notice that fails is logged and counted.
+//! Rooms' queued events to the stream, in rounds. A round takes every rung room's queue (under
+//! the room's lock, so a room's events leave in the order they were queued), sends them all on
+//! the one connection (which keeps their order on the way to JetStream) and then awaits their
+//! acknowledgements; the next round starts once this one is settled, so rounds never overtake
+//! one another.
+//!
+//! A publish the broker did not take for a reason that passes (a stream leader being elected
+//! after a NATS server died, an acknowledgement that did not come in time) is sent again,
+//! together with everything after it in its round, in order, until [`RETRY_FOR`] has passed.
+//! Every event carries a message id (node, incarnation, counter), so JetStream's duplicate
+//! window stores each at most once however often it is sent. Only after that is a chat line's
+//! sender told it was not delivered; a notice that fails is logged and counted.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_nats::HeaderMap;
-use async_nats::jetstream::context::PublishAckFuture;
-use tokio::sync::mpsc;
-use tracing::warn;
+use async_nats::jetstream::message::PublishMessage;
+use bytes::Bytes;
+use tokio::time::Instant;
+use tracing::{debug, warn};
 
 use super::Cluster;
 use super::link::Conn;
@@ -19,18 +27,24 @@ use super::wire::{self, H_CLIENT, H_INC, H_JOIN, H_LINES, H_NODE, H_ROOM, H_TOPI
 use crate::client::ClientId;
 use crate::hub::relay::{Outgoing, Said};
 
-/// Acknowledgements awaited at once before the publisher waits for the oldest.
-const MAX_IN_FLIGHT: usize = 4096;
+/// Most events in one round.
+const MAX_ROUND: usize = 4096;
 /// Longest wait for one acknowledgement.
-const ACK_TIMEOUT: Duration = Duration::from_secs(5);
+const ACK_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long events the broker did not take are sent again before their senders are told.
+const RETRY_FOR: Duration = Duration::from_secs(10);
+/// The pause between attempts, at first (it doubles, to at most a second).
+const RETRY_PAUSE: Duration = Duration::from_millis(50);
 
 /// Told to a member whose line the broker did not take.
 const NOT_DELIVERED: &str =
     "your last line was not delivered (the cluster's broker did not take it); please send it again";
 
-/// One publish waiting for its acknowledgement.
-struct Pending {
-    ack: PublishAckFuture,
+/// One event ready to send.
+struct Ready {
+    subject: String,
+    headers: HeaderMap,
+    payload: Bytes,
     from: ClientId,
     said: Said,
 }
@@ -54,39 +68,13 @@ pub(super) fn headers(cluster: &Cluster, room: &str, from: ClientId, lines: u32)
     h
 }
 
-pub(super) async fn run(cluster: Arc<Cluster>, conn: Conn) {
-    let (tx, rx) = mpsc::channel::<Pending>(MAX_IN_FLIGHT);
-    tokio::spawn(acks(cluster.clone(), rx));
-    loop {
-        cluster.ring.notified().await;
-        // Bounded: each round takes the rooms rung so far; more rings wake the next round.
-        let rooms: Vec<_> =
-            std::mem::take(&mut *cluster.rung.lock().unwrap_or_else(|e| e.into_inner()));
-        for room in rooms {
-            for out in room.take_outgoing() {
-                publish_one(
-                    &cluster,
-                    &conn,
-                    &tx,
-                    room.cluster_key(),
-                    room.display_name(),
-                    out,
-                )
-                .await;
-            }
-        }
-    }
-}
-
-async fn publish_one(
-    cluster: &Arc<Cluster>,
-    conn: &Conn,
-    tx: &mpsc::Sender<Pending>,
+fn ready(
+    cluster: &Cluster,
+    next: &AtomicU64,
     room_key: &str,
     room_name: &str,
     out: Outgoing,
-) {
-    let subject = cluster.names.room_subject(room_key, kind(out.said));
+) -> Ready {
     let mut h = headers(cluster, room_name, out.from, out.lines);
     if out.said == Said::Join {
         h.insert(H_JOIN, "1");
@@ -94,41 +82,141 @@ async fn publish_one(
     if let Some(topic) = &out.topic {
         h.insert(H_TOPIC, wire::header_safe(topic).as_str());
     }
-    cluster.in_flight.fetch_add(1, Ordering::AcqRel);
-    cluster.counters.published.fetch_add(1, Ordering::Relaxed);
-    match conn.js.publish_with_headers(subject, h, out.bytes).await {
-        Ok(ack) => {
-            let pending = Pending {
-                ack,
-                from: out.from,
-                said: out.said,
-            };
-            if tx.send(pending).await.is_err() {
+    // The process too: an upgraded node keeps its incarnation, and its successor's counter
+    // starts again, but JetStream must not take its events for repeats of its predecessor's.
+    let id = format!(
+        "{}-{}-{}-{}",
+        cluster.cfg.node_name,
+        cluster.inc,
+        cluster.process,
+        next.fetch_add(1, Ordering::Relaxed)
+    );
+    h.insert("Nats-Msg-Id", id.as_str());
+    Ready {
+        subject: cluster.names.room_subject(room_key, kind(out.said)),
+        headers: h,
+        payload: out.bytes,
+        from: out.from,
+        said: out.said,
+    }
+}
+
+pub(super) async fn run(cluster: Arc<Cluster>, conn: Conn) {
+    let next = AtomicU64::new(1);
+    loop {
+        cluster.ring.notified().await;
+        // Bounded: each round takes at most MAX_ROUND events; what is left waits for the next.
+        loop {
+            // Counted before the queues are taken, so an upgrade waiting for quiet never sees
+            // events that are neither queued nor in flight.
+            cluster.in_flight.fetch_add(1, Ordering::AcqRel);
+            let rooms: Vec<_> =
+                std::mem::take(&mut *cluster.rung.lock().unwrap_or_else(|e| e.into_inner()));
+            if rooms.is_empty() {
                 cluster.in_flight.fetch_sub(1, Ordering::AcqRel);
+                break;
             }
-        }
-        Err(e) => {
+            let mut round = Vec::new();
+            for room in rooms {
+                for out in room.take_outgoing() {
+                    round.push(ready(
+                        &cluster,
+                        &next,
+                        room.cluster_key(),
+                        room.display_name(),
+                        out,
+                    ));
+                }
+            }
+            for chunk in round.chunks(MAX_ROUND) {
+                settle(&cluster, &conn, chunk).await;
+            }
             cluster.in_flight.fetch_sub(1, Ordering::AcqRel);
-            failed(cluster, out.from, out.said, &e.to_string());
         }
     }
 }
 
-async fn acks(cluster: Arc<Cluster>, mut rx: mpsc::Receiver<Pending>) {
-    while let Some(p) = rx.recv().await {
-        match tokio::time::timeout(ACK_TIMEOUT, p.ack).await {
-            Ok(Ok(_)) => {
+/// Sends `round` and waits until every event in it is stored, or [`RETRY_FOR`] has passed.
+async fn settle(cluster: &Cluster, conn: &Conn, round: &[Ready]) {
+    cluster
+        .in_flight
+        .fetch_add(round.len() as u64, Ordering::AcqRel);
+    let deadline = Instant::now() + RETRY_FOR;
+    let mut pause = RETRY_PAUSE;
+    let mut from = 0;
+    // Bounded by the deadline: every attempt either settles more events or waits longer.
+    while from < round.len() {
+        let first_failed = attempt(cluster, conn, &round[from..]).await;
+        match first_failed {
+            None => break,
+            Some((i, why)) => {
+                let failed_at = from + i;
+                if Instant::now() >= deadline {
+                    for r in &round[failed_at..] {
+                        failed(cluster, r.from, r.said, &why);
+                    }
+                    break;
+                }
+                debug!(event = "cluster_publish_retry", error = %why, pending = round.len() - failed_at, "the broker did not take every event; sending them again");
+                from = failed_at;
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
+    cluster
+        .in_flight
+        .fetch_sub(round.len() as u64, Ordering::AcqRel);
+}
+
+/// Sends every event, then awaits their acknowledgements in order; the first one that failed,
+/// with why (the caller sends it and what follows again).
+async fn attempt(cluster: &Cluster, conn: &Conn, events: &[Ready]) -> Option<(usize, String)> {
+    let mut acks = Vec::with_capacity(events.len());
+    for (i, r) in events.iter().enumerate() {
+        let msg = PublishMessage::build()
+            .payload(r.payload.clone())
+            .headers(r.headers.clone());
+        cluster.counters.published.fetch_add(1, Ordering::Relaxed);
+        match conn.js.send_publish(r.subject.clone(), msg).await {
+            Ok(ack) => acks.push(ack),
+            Err(e) => {
+                cluster.counters.errors.fetch_add(1, Ordering::Relaxed);
+                // What was sent before is awaited, so the caller knows where to start again.
+                return first_unacked(cluster, acks)
+                    .await
+                    .or(Some((i, e.to_string())));
+            }
+        }
+    }
+    first_unacked(cluster, acks).await
+}
+
+async fn first_unacked(
+    cluster: &Cluster,
+    acks: Vec<async_nats::jetstream::context::PublishAckFuture>,
+) -> Option<(usize, String)> {
+    let mut first = None;
+    for (i, ack) in acks.into_iter().enumerate() {
+        let outcome = match tokio::time::timeout(ACK_TIMEOUT, ack).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("no acknowledgement in time".to_owned()),
+        };
+        match outcome {
+            Ok(()) => {
                 cluster.counters.acked.fetch_add(1, Ordering::Relaxed);
             }
-            Ok(Err(e)) => failed(&cluster, p.from, p.said, &e.to_string()),
-            Err(_) => failed(&cluster, p.from, p.said, "no acknowledgement in time"),
+            Err(why) => {
+                cluster.counters.errors.fetch_add(1, Ordering::Relaxed);
+                first.get_or_insert((i, why));
+            }
         }
-        cluster.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
+    first
 }
 
 fn failed(cluster: &Cluster, from: ClientId, said: Said, error: &str) {
-    cluster.counters.errors.fetch_add(1, Ordering::Relaxed);
     warn!(
         event = "cluster_publish_failed",
         client = from,

@@ -37,6 +37,13 @@ const RECONNECT: Duration = Duration::from_secs(30);
 
 const LINK_LOST: &str = "*** cluster link lost; messages are not being delivered";
 const NOT_SENT: &str = "*** cluster link lost; your line was not sent";
+/// What a sender is told when the broker did not acknowledge its line (a server failing over).
+const NOT_DELIVERED: &str = "*** your last line was not delivered";
+
+/// A line telling the sender its last line did not go out.
+fn refused(line: &str) -> bool {
+    line == NOT_SENT || line.starts_with(NOT_DELIVERED)
+}
 const RESTORED: &str = "*** cluster link restored";
 const NICK_UNCHECKED: &str =
     "*** cannot check nicknames across the cluster now (link lost); try again shortly";
@@ -951,7 +958,7 @@ async fn r3_loses_nothing_when_a_nats_server_dies_mid_chat() {
                                     if mine { return true; }
                                 }
                                 l = sender.recv() => {
-                                    if l.expect("sender connected") == NOT_SENT { return false; }
+                                    if refused(&l.expect("sender connected")) { return false; }
                                 }
                             }
                         }
