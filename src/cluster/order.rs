@@ -175,6 +175,17 @@ pub(super) async fn run(cluster: Arc<Cluster>, conn: Conn) {
     }
 }
 
+/// Delivery from stream sequence `start` (1: everything the stream holds).
+fn from_sequence(start: u64) -> DeliverPolicy {
+    if start <= 1 {
+        DeliverPolicy::All
+    } else {
+        DeliverPolicy::ByStartSequence {
+            start_sequence: start,
+        }
+    }
+}
+
 /// How often the server tells a quiet consumer it is still there; two missed mean it is gone.
 const HEARTBEAT: Duration = Duration::from_secs(1);
 
@@ -184,13 +195,7 @@ const HEARTBEAT: Duration = Duration::from_secs(1);
 fn pusher(start: u64, deliver_to: String) -> push::Config {
     push::Config {
         deliver_subject: deliver_to,
-        deliver_policy: if start <= 1 {
-            DeliverPolicy::All
-        } else {
-            DeliverPolicy::ByStartSequence {
-                start_sequence: start,
-            }
-        },
+        deliver_policy: from_sequence(start),
         ack_policy: AckPolicy::None,
         flow_control: true,
         idle_heartbeat: HEARTBEAT,
@@ -208,13 +213,7 @@ const INACTIVE: Duration = Duration::from_secs(30);
 /// acknowledge (the node keeps its own place), so it is cheap for the server.
 fn reader(start: u64, subject: Option<String>) -> pull::Config {
     pull::Config {
-        deliver_policy: if start <= 1 {
-            DeliverPolicy::All
-        } else {
-            DeliverPolicy::ByStartSequence {
-                start_sequence: start,
-            }
-        },
+        deliver_policy: from_sequence(start),
         ack_policy: AckPolicy::None,
         filter_subject: subject.unwrap_or_default(),
         inactive_threshold: INACTIVE,
