@@ -29,7 +29,7 @@ use crate::hub::relay::{Outgoing, Said};
 
 /// Most events in one round.
 const MAX_ROUND: usize = 4096;
-/// Longest wait for one acknowledgement.
+/// Longest wait for the acknowledgements of one attempt.
 const ACK_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long events the broker did not take are sent again before their senders are told.
 const RETRY_FOR: Duration = Duration::from_secs(10);
@@ -197,8 +197,11 @@ async fn first_unacked(
     acks: Vec<async_nats::jetstream::context::PublishAckFuture>,
 ) -> Option<(usize, String)> {
     let mut first = None;
+    // One deadline for the whole attempt: acknowledgements that do not come (a server that
+    // died) must not cost a timeout each, one after another.
+    let until = Instant::now() + ACK_TIMEOUT;
     for (i, ack) in acks.into_iter().enumerate() {
-        let outcome = match tokio::time::timeout(ACK_TIMEOUT, ack).await {
+        let outcome = match tokio::time::timeout_at(until, ack).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => Err(e.to_string()),
             Err(_) => Err("no acknowledgement in time".to_owned()),
