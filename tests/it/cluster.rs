@@ -948,17 +948,18 @@ async fn r3_loses_nothing_when_a_nats_server_dies_mid_chat() {
                     let end = text.ends_with("-end");
                     sender.send(&text).await;
                     let want = format!("<s{i}> {text}");
-                    let accepted = timeout(RECONNECT, async {
+                    let (accepted, link_lost) = timeout(RECONNECT, async {
                         loop {
                             tokio::select! {
                                 l = observer.recv() => {
                                     let l = l.expect("observer connected");
                                     let mine = l == want;
                                     transcript.push(l);
-                                    if mine { return true; }
+                                    if mine { return (true, false); }
                                 }
                                 l = sender.recv() => {
-                                    if refused(&l.expect("sender connected")) { return false; }
+                                    let l = l.expect("sender connected");
+                                    if refused(&l) { return (false, l == NOT_SENT); }
                                 }
                             }
                         }
@@ -967,6 +968,22 @@ async fn r3_loses_nothing_when_a_nats_server_dies_mid_chat() {
                     .unwrap_or_else(|_| {
                         panic!("s{i}: {text:?} neither delivered nor refused within {RECONNECT:?}")
                     });
+                    if link_lost {
+                        // As a person would: say it again once the node says its link is back
+                        // (the observer's lines are kept meanwhile).
+                        timeout(RECONNECT, async {
+                            loop {
+                                tokio::select! {
+                                    l = observer.recv() => transcript.push(l.expect("observer connected")),
+                                    l = sender.recv() => {
+                                        if l.expect("sender connected") == RESTORED { return; }
+                                    }
+                                }
+                            }
+                        })
+                        .await
+                        .unwrap_or_else(|_| panic!("s{i}: link not restored within {RECONNECT:?}"));
+                    }
                     if accepted {
                         fate.accepted.push(text);
                         let _ = progress.send(());
