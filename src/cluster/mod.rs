@@ -350,9 +350,9 @@ impl Cluster {
 
     /// While this node could not see heartbeats, nobody's silence counts.
     pub(crate) fn forgive_silence(&self) {
-        let Some(floor) = Instant::now().checked_sub(self.cfg.presence_ttl / 2) else {
-            return;
-        };
+        // Everyone gets the whole limit again once this node can see, and as long again: the
+        // others' links come back at their own pace after an outage they all shared.
+        let floor = Instant::now() + self.cfg.presence_ttl;
         for seen in self
             .nodes
             .lock()

@@ -132,6 +132,12 @@ pub(super) async fn run(cluster: Arc<Cluster>, conn: Conn) {
                 continue;
             }
         };
+        // A consumer whose server died may go quiet without an error: every few seconds without
+        // progress, the stream is asked how far it is, and a consumer behind it starts again.
+        let mut watchdog = tokio::time::interval(STALL_CHECK);
+        watchdog.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        watchdog.tick().await;
+        let mut seen_at_tick = cluster.last_seq.load(Ordering::Acquire);
         loop {
             if cluster.held.load(Ordering::Acquire) {
                 // An upgrade is handing the rooms over at the sequence applied so far: what
@@ -154,6 +160,17 @@ pub(super) async fn run(cluster: Arc<Cluster>, conn: Conn) {
                     }
                     None => break,
                 },
+                _ = watchdog.tick() => {
+                    let now = cluster.last_seq.load(Ordering::Acquire);
+                    if now == seen_at_tick
+                        && let Ok(info) = conn.stream.get_info().await
+                        && info.state.last_sequence > now
+                    {
+                        debug!(event = "cluster_consumer", applied = now, stored = info.state.last_sequence, "consumer stalled; starting a new one");
+                        break;
+                    }
+                    seen_at_tick = now;
+                }
                 () = cluster.restart.notified() => {
                     debug!(event = "cluster_consumer", "link restored; starting a new consumer");
                     break;
@@ -185,6 +202,9 @@ fn from_sequence(start: u64) -> DeliverPolicy {
         }
     }
 }
+
+/// How often a consumer that made no progress is checked against the stream.
+const STALL_CHECK: Duration = Duration::from_secs(2);
 
 /// How often the server tells a quiet consumer it is still there; two missed mean it is gone.
 const HEARTBEAT: Duration = Duration::from_secs(1);

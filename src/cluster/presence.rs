@@ -142,10 +142,44 @@ async fn find_lost(cluster: &Cluster, conn: &Conn) {
             .collect()
     };
     for (node, inc) in lost {
+        // The watch may have missed its beats (it restarted, or the node's link came back
+        // later than ours): the bucket itself says whether it beat within the limit.
+        if still_beating(cluster, conn, &node, inc).await {
+            if let Some(seen) = cluster
+                .nodes
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get_mut(&node)
+            {
+                seen.lost = false;
+                seen.at = Instant::now();
+            }
+            continue;
+        }
         announce_lost(cluster, conn, &node, inc).await;
     }
     if let Some(hub) = cluster.hub() {
         hub.sweep_empty_rooms(|key| !cluster.remote_names_in(key).is_empty());
+    }
+}
+
+/// True if `node`'s incarnation `inc` has a heartbeat in the bucket younger than the limit, or
+/// the bucket cannot be asked (silence is then no proof).
+async fn still_beating(cluster: &Cluster, conn: &Conn, node: &str, inc: u64) -> bool {
+    match conn.nodes.entry(node.to_owned()).await {
+        Ok(Some(entry)) if entry.operation == Operation::Put => {
+            match serde_json::from_slice::<Heartbeat>(&entry.value) {
+                Ok(hb) if hb.inc == inc => {
+                    let age = SystemTime::now()
+                        .duration_since(SystemTime::UNIX_EPOCH + Duration::from_millis(hb.at_ms))
+                        .unwrap_or_default();
+                    age <= cluster.cfg.presence_ttl
+                }
+                _ => false,
+            }
+        }
+        Ok(_) => false,
+        Err(_) => true,
     }
 }
 

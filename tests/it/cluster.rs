@@ -30,7 +30,7 @@ use crate::rooms::{is_date_line, unstamp, utc_minutes_now};
 use crate::support::{HEAVY, WAIT};
 
 /// `presence_ttl_secs` of every test node.
-const TTL: u64 = 3;
+const TTL: u64 = 5;
 /// Longest a node may take to get its link back after NATS returns (the client's reconnect
 /// back-off included).
 const RECONNECT: Duration = Duration::from_secs(30);
