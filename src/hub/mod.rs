@@ -280,13 +280,7 @@ impl Hub {
                 room.notice_from(&mut rs, id, relay::Said::Note, &text);
             }
             // The newcomer's output starts after the notice, with the welcome.
-            let start = rs.log.tail().clone();
-            let end = start.end;
-            client.outbox.start_after(start);
-            let welcome = names::welcome(rs.wrap, &nick, n, listed.as_deref(), &rs.topic);
-            client.outbox.push_private(end, welcome, 2);
-            let history = rs.history.replay(&room.name, SystemTime::now());
-            client.outbox.push_private_all(end, history);
+            welcome_here(&room, &mut rs, &client, &nick, n, listed.as_deref());
             drop(rs);
             (client, room, listed.is_some())
         };
@@ -583,6 +577,25 @@ impl Hub {
         let member = st.members.get(&id)?;
         Some((member.nick.clone(), member.room.name.clone()))
     }
+}
+
+/// Starts a newcomer's output at the end of `room`'s log (`rs`, its state, locked): the welcome
+/// (`n` members, the names if listed, the topic), then the room's history.
+fn welcome_here(
+    room: &Room,
+    rs: &mut room::RoomState,
+    client: &Client,
+    nick: &str,
+    n: usize,
+    listed: Option<&[Arc<str>]>,
+) {
+    let start = rs.log.tail().clone();
+    let end = start.end;
+    client.outbox.start_after(start);
+    let welcome = names::welcome(rs.wrap, nick, n, listed, &rs.topic);
+    client.outbox.push_private(end, welcome, 2);
+    let history = rs.history.replay(&room.name, SystemTime::now());
+    client.outbox.push_private_all(end, history);
 }
 
 #[cfg(test)]

@@ -384,13 +384,7 @@ impl Hub {
             if let Some(line) = notice {
                 room.append(&mut rs, id, line, 1);
             }
-            let start = rs.log.tail().clone();
-            let end = start.end;
-            client.outbox.start_after(start);
-            let welcome = super::names::welcome(rs.wrap, &nick, n, listed.as_deref(), &rs.topic);
-            client.outbox.push_private(end, welcome, 2);
-            let history = rs.history.replay(&room.name, SystemTime::now());
-            client.outbox.push_private_all(end, history);
+            super::welcome_here(room, &mut rs, &client, &nick, n, listed.as_deref());
             (client, notified)
         };
         if let Some(tx) = self
