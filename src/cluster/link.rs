@@ -122,9 +122,16 @@ async fn connect(cluster: &Arc<Cluster>) -> Result<async_nats::Client, String> {
         .map_err(|e| format!("cannot connect to NATS at {urls}: {e}"))
 }
 
+/// Longest wait for an answer to one JetStream request (or a publish acknowledgement).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Makes (or updates) the stream and the buckets.
 async fn setup(cluster: &Cluster, client: &async_nats::Client) -> Result<Conn, String> {
-    let js = jetstream::new(client.clone());
+    let mut js = jetstream::new(client.clone());
+    // A request sent while the JetStream cluster has no leader (a NATS server just died) gets no
+    // answer at all: it must fail soon and be sent again, not hold the consumer or a claim for
+    // the client's default 10 s. Every handle made from this context (stream, buckets) keeps it.
+    js.set_timeout(REQUEST_TIMEOUT);
     let names = &cluster.names;
     let hub = cluster.hub().ok_or("the daemon is stopping")?;
     let s = hub.config();

@@ -122,6 +122,7 @@ pub(super) async fn run(cluster: Arc<Cluster>, conn: Conn) {
         };
         let (mut messages, consumer) = match messages {
             Ok(m) => {
+                debug!(event = "cluster_consumer", start, "consumer started");
                 backoff = Duration::from_millis(100);
                 m
             }
@@ -162,12 +163,18 @@ pub(super) async fn run(cluster: Arc<Cluster>, conn: Conn) {
                 },
                 _ = watchdog.tick() => {
                     let now = cluster.last_seq.load(Ordering::Acquire);
-                    if now == seen_at_tick
-                        && let Ok(info) = conn.stream.get_info().await
-                        && info.state.last_sequence > now
-                    {
-                        debug!(event = "cluster_consumer", applied = now, stored = info.state.last_sequence, "consumer stalled; starting a new one");
-                        break;
+                    if now == seen_at_tick {
+                        // Briefly: messages wait meanwhile, and a broker without a leader may
+                        // not answer at all.
+                        match tokio::time::timeout(STALL_ASK, conn.stream.get_info()).await {
+                            Ok(Ok(info)) if info.state.last_sequence > now => {
+                                debug!(event = "cluster_consumer", applied = now, stored = info.state.last_sequence, "consumer stalled; starting a new one");
+                                break;
+                            }
+                            Ok(Ok(_)) => {}
+                            Ok(Err(e)) => debug!(event = "cluster_consumer", applied = now, error = %e, "cannot read the stream's state to check the consumer"),
+                            Err(_) => debug!(event = "cluster_consumer", applied = now, "no answer about the stream's state in time"),
+                        }
                     }
                     seen_at_tick = now;
                 }
@@ -205,6 +212,8 @@ fn from_sequence(start: u64) -> DeliverPolicy {
 
 /// How often a consumer that made no progress is checked against the stream.
 const STALL_CHECK: Duration = Duration::from_secs(2);
+/// Longest the consumer waits for the stream's state in that check.
+const STALL_ASK: Duration = Duration::from_millis(500);
 
 /// How often the server tells a quiet consumer it is still there; two missed mean it is gone.
 const HEARTBEAT: Duration = Duration::from_secs(1);

@@ -128,6 +128,11 @@ pub(super) async fn run(cluster: Arc<Cluster>, conn: Conn) {
                     ));
                 }
             }
+            debug!(
+                event = "cluster_publish_round",
+                events = round.len(),
+                "publishing"
+            );
             for chunk in round.chunks(MAX_ROUND) {
                 settle(&cluster, &conn, chunk).await;
             }

@@ -74,7 +74,15 @@ fn start_node(
     replicas: u32,
     top: &str,
 ) -> Daemon {
-    let d = Daemon::start(dir, node, &node_config(cluster, node, urls, replicas, top));
+    // The link's debug lines too: a failing test prints every node's log.
+    let d = Daemon::start_with(
+        dir,
+        node,
+        &node_config(cluster, node, urls, replicas, top),
+        |cmd| {
+            cmd.env("RUST_LOG", "info,groupchatd::cluster=debug");
+        },
+    );
     let up = d.log_line("cluster link up");
     assert!(up.contains("cluster_link"), "event field: {up}");
     d
@@ -319,7 +327,7 @@ async fn three_nodes_deliver_every_line_once_in_one_order_everywhere() {
 
     // All six at once, 50 numbered lines each; each then reads until it has everyone else's.
     let start = Arc::new(tokio::sync::Barrier::new(CHATTERS));
-    let tasks: Vec<JoinHandle<(Peer, Vec<String>)>> = chatters
+    let tasks: Vec<JoinHandle<(Peer, Vec<String>, bool)>> = chatters
         .into_iter()
         .enumerate()
         .map(|(i, mut c)| {
@@ -331,13 +339,16 @@ async fn three_nodes_deliver_every_line_once_in_one_order_everywhere() {
                     c.send(&format!("{me}c{i}-{k}")).await;
                 }
                 let mut heard = Vec::new();
+                let mut announced = false;
                 while heard.len() < (CHATTERS - 1) * LINES {
                     let l = c.next().await;
                     if numbered(&l).is_some() {
                         heard.push(l);
+                    } else if l == "*** half time" {
+                        announced = true;
                     }
                 }
-                (c, heard)
+                (c, heard, announced)
             })
         })
         .collect();
@@ -361,11 +372,16 @@ async fn three_nodes_deliver_every_line_once_in_one_order_everywhere() {
     }
 
     // c0 closes: its last line comes after every numbered line in the one order, so whatever a
-    // client got before it is all it will get of them.
-    let (mut first, first_heard) = chatters.remove(0);
+    // client got before it is all it will get of them. It waits for the announcement first (which
+    // node c may still be publishing), so that too comes before it.
+    let (mut first, mut first_heard, announced) = chatters.remove(0);
+    if !announced {
+        let more = first.until("*** half time").await;
+        first_heard.extend(more.into_iter().filter(|l| numbered(l).is_some()));
+    }
     first.send("done").await;
     let mut heard_by = vec![("c0".to_owned(), first_heard)];
-    for (mut c, mut heard) in chatters {
+    for (mut c, mut heard, _) in chatters {
         let more = c.until("<c0> done").await;
         heard.extend(more.into_iter().filter(|l| numbered(l).is_some()));
         heard_by.push((c.nick.clone(), heard));
@@ -1021,6 +1037,9 @@ async fn r3_loses_nothing_when_a_nats_server_dies_mid_chat() {
             Err(e) => {
                 for n in &nodes {
                     eprintln!("log of node at {}: {:#?}", n.addr(), n.take_log());
+                }
+                for (name, log) in nats.take_logs() {
+                    eprintln!("log of nats-server {name}: {log:#?}");
                 }
                 panic!("a driver failed: {e}");
             }

@@ -147,6 +147,15 @@ impl NatsServer {
 
     /// Spawns the process and waits (bounded) for "Server is ready", learning its ports from the
     /// log on the way. On failure the process is gone and its log is returned.
+    /// The log lines of the current (or last) process so far.
+    pub fn take_log(&mut self) -> Vec<String> {
+        let mut out = std::mem::take(&mut self.seen);
+        if let Some(log) = &self.log {
+            out.extend(log.try_iter());
+        }
+        out
+    }
+
     fn launch(&mut self) -> Result<(), StartError> {
         assert!(self.child.is_none(), "{} is already running", self.name);
         let port = if self.port == 0 {
@@ -471,6 +480,14 @@ impl NatsCluster {
             return c;
         }
         panic!("no free route ports for a NATS cluster in {PORT_ATTEMPTS} attempts");
+    }
+
+    /// Every server's log so far (for a failing test to print).
+    pub fn take_logs(&mut self) -> Vec<(String, Vec<String>)> {
+        self.servers
+            .iter_mut()
+            .map(|s| (s.name.clone(), s.take_log()))
+            .collect()
     }
 
     /// Every server's client URL.
