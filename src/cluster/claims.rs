@@ -10,8 +10,8 @@
 //! (this node was cut off longer than the limit) costs its holder here the connection, with a
 //! line saying why: two people must never answer to one name.
 //!
-//! The directory is every other node's claims, followed through a watch of the bucket: what
-//! `/who`, `/msg`, the welcome's member list and `chatctl kick` read for members elsewhere.
+//! The watch of the bucket keeps [`Directory`](super::directory::Directory), every other node's
+//! claims, up to date.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -27,8 +27,7 @@ use super::Cluster;
 use super::link::Conn;
 use super::wire::{self, Claim};
 use crate::client::ClientId;
-use crate::hub::relay::{Membership, Remote};
-use crate::protocol::validate_room;
+use crate::hub::relay::Membership;
 use std::sync::atomic::Ordering;
 
 /// Why a nickname could not be claimed.
@@ -73,88 +72,6 @@ struct Held {
     revision: u64,
     /// The client here that holds it (0: taken over after an upgrade, owner unknown).
     owner: ClientId,
-}
-
-/// Claims of other nodes, by key.
-#[derive(Debug, Default)]
-pub(super) struct Directory {
-    by_key: HashMap<String, Entry>,
-}
-
-#[derive(Debug, Clone)]
-struct Entry {
-    claim: Claim,
-    /// The registry key of the claim's room.
-    room_key: Option<String>,
-}
-
-impl Directory {
-    fn put(&mut self, key: String, claim: Claim) {
-        let room_key = validate_room(&claim.room).ok().map(|r| r.key().to_owned());
-        self.by_key.insert(key, Entry { claim, room_key });
-    }
-
-    fn remove(&mut self, key: &str) {
-        self.by_key.remove(key);
-    }
-
-    /// Nicknames in the room with registry key `room_key`, each once.
-    pub(super) fn names_in(&self, room_key: &str) -> Vec<Arc<str>> {
-        let mut names: Vec<Arc<str>> = self
-            .by_key
-            .values()
-            .filter(|e| e.room_key.as_deref() == Some(room_key))
-            .map(|e| Arc::from(e.claim.nick.as_str()))
-            .collect();
-        names.sort();
-        names.dedup();
-        names
-    }
-
-    /// Who holds any of `keys`.
-    pub(super) fn find(&self, keys: &[Arc<str>]) -> Option<Remote> {
-        keys.iter()
-            .find_map(|k| self.by_key.get(&wire::nick_key(k)))
-            .map(|e| Remote {
-                node: e.claim.node.clone(),
-                nick: Arc::from(e.claim.nick.as_str()),
-            })
-    }
-
-    /// (node, nickname, room) of every member elsewhere, each once.
-    pub(super) fn members(&self) -> Vec<(String, String, String)> {
-        let mut out: Vec<(String, String, String)> = self
-            .by_key
-            .values()
-            .map(|e| {
-                (
-                    e.claim.node.clone(),
-                    e.claim.nick.clone(),
-                    e.claim.room.clone(),
-                )
-            })
-            .collect();
-        out.sort();
-        out.dedup();
-        out
-    }
-
-    /// Forgets the claims of `node`'s incarnation `inc` (it was lost) and returns the members
-    /// they were, each once: (first key, nickname, room).
-    pub(super) fn drop_node(&mut self, node: &str, inc: u64) -> Vec<(String, String, String)> {
-        let mut gone: Vec<(String, String, String)> = Vec::new();
-        self.by_key.retain(|key, e| {
-            if e.claim.node == node && e.claim.inc == inc {
-                if !gone.iter().any(|(_, n, _)| *n == e.claim.nick) {
-                    gone.push((key.clone(), e.claim.nick.clone(), e.claim.room.clone()));
-                }
-                false
-            } else {
-                true
-            }
-        });
-        gone
-    }
 }
 
 /// The claims task: every change to this node's claims, in order, and their refreshing.

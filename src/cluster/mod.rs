@@ -23,6 +23,7 @@
 //! Nothing here runs without `[cluster]`: the hub then never sees a [`Cluster`].
 
 mod claims;
+mod directory;
 mod inbox;
 mod link;
 mod order;
@@ -140,7 +141,7 @@ pub struct Cluster {
     /// Rooms to seed from the stream, for the consumer (it alone knows where it is).
     seed_tx: mpsc::UnboundedSender<SeedRequest>,
     seed_rx: Mutex<Option<mpsc::UnboundedReceiver<SeedRequest>>>,
-    directory: Mutex<claims::Directory>,
+    directory: Mutex<directory::Directory>,
     nodes: Mutex<HashMap<String, Seen>>,
     /// When this node last saw its own heartbeat come back through its watch.
     own_beat: Mutex<Option<Instant>>,
@@ -189,7 +190,7 @@ impl Cluster {
             private_rx: Mutex::new(Some(private_rx)),
             seed_tx,
             seed_rx: Mutex::new(Some(seed_rx)),
-            directory: Mutex::new(claims::Directory::default()),
+            directory: Mutex::new(directory::Directory::default()),
             nodes: Mutex::new(HashMap::new()),
             own_beat: Mutex::new(None),
             last_seq: AtomicU64::new(resume.last_seq),
@@ -406,6 +407,30 @@ impl Cluster {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .names_in(room_key)
+    }
+
+    /// A notice from another node says who left `room` and who joined it: the directory
+    /// follows at once (unless that node was declared lost).
+    fn follow_notice(
+        &self,
+        node: &str,
+        inc: u64,
+        room: &str,
+        left: Option<String>,
+        joined: Option<String>,
+    ) {
+        let lost = self
+            .nodes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(node)
+            .is_some_and(|s| s.lost && s.inc == inc);
+        if !lost {
+            self.directory
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .follow(node, inc, room, left.as_deref(), joined.as_deref());
+        }
     }
 
     /// Every other node's members (`chatctl list --cluster`).

@@ -22,7 +22,9 @@ use tracing::{debug, warn};
 
 use super::Cluster;
 use super::link::Conn;
-use super::wire::{self, H_CLIENT, H_INC, H_JOIN, H_LINES, H_NODE, H_ROOM, H_TOPIC, Kind};
+use super::wire::{
+    self, H_CLIENT, H_INC, H_JOIN, H_JOINED, H_LEFT, H_LINES, H_NODE, H_ROOM, H_TOPIC, Kind,
+};
 use crate::client::ClientId;
 use crate::hub::relay::{Incoming, Said};
 
@@ -40,6 +42,22 @@ fn to_system(t: async_nats::jetstream::message::Info<'_>) -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_nanos(u64::try_from(nanos).unwrap_or(0))
 }
 
+/// One stream message: the room, the event, and (from another node's process) who it says came
+/// or went there.
+struct Event {
+    room: String,
+    ev: Incoming,
+    elsewhere: Option<Elsewhere>,
+}
+
+/// Members of another node's process coming and going, as a notice says.
+struct Elsewhere {
+    node: String,
+    inc: u64,
+    left: Option<String>,
+    joined: Option<String>,
+}
+
 /// What one stream message says, or None if it is not one of ours.
 fn event(
     cluster: &Cluster,
@@ -47,7 +65,7 @@ fn event(
     headers: Option<&HeaderMap>,
     payload: Bytes,
     at: SystemTime,
-) -> Option<(String, Incoming)> {
+) -> Option<Event> {
     let said = match cluster.names.kind_of(subject)? {
         Kind::Chat => Said::Chat,
         Kind::Note if header(headers, H_JOIN).is_some() => Said::Join,
@@ -60,11 +78,20 @@ fn event(
     let client: ClientId = header(headers, H_CLIENT)?.parse().ok()?;
     let lines: u32 = header(headers, H_LINES)?.parse().ok()?;
     // Only this process's own members skip their own lines; ids mean nothing elsewhere.
-    let from = if node == cluster.cfg.node_name && inc == cluster.inc {
+    let mine = node == cluster.cfg.node_name && inc == cluster.inc;
+    let from = if mine {
         client
     } else {
         crate::hub::log::NOBODY
     };
+    let left = header(headers, H_LEFT).and_then(wire::from_header);
+    let joined = header(headers, H_JOINED).and_then(wire::from_header);
+    let elsewhere = (!mine && (left.is_some() || joined.is_some())).then(|| Elsewhere {
+        node: node.to_owned(),
+        inc,
+        left,
+        joined,
+    });
     let topic = header(headers, H_TOPIC).and_then(wire::from_header);
     let ev = Incoming {
         said,
@@ -74,7 +101,11 @@ fn event(
         at,
         topic,
     };
-    Some((room, ev))
+    Some(Event {
+        room,
+        ev,
+        elsewhere,
+    })
 }
 
 pub(super) async fn run(cluster: Arc<Cluster>, conn: Conn) {
@@ -299,7 +330,16 @@ fn apply(cluster: &Cluster, msg: async_nats::jetstream::Message) {
         msg.payload,
         at,
     ) {
-        Some((room, ev)) => {
+        Some(Event {
+            room,
+            ev,
+            elsewhere,
+        }) => {
+            // The list of members first: someone who reads the notice and asks `/who` gets an
+            // answer that agrees with it.
+            if let Some(e) = elsewhere {
+                cluster.follow_notice(&e.node, e.inc, &room, e.left, e.joined);
+            }
             if let Some(hub) = cluster.hub() {
                 hub.apply(&room, ev);
             }

@@ -23,7 +23,9 @@ use tracing::{debug, warn};
 
 use super::Cluster;
 use super::link::Conn;
-use super::wire::{self, H_CLIENT, H_INC, H_JOIN, H_LINES, H_NODE, H_ROOM, H_TOPIC, Kind};
+use super::wire::{
+    self, H_CLIENT, H_INC, H_JOIN, H_JOINED, H_LEFT, H_LINES, H_NODE, H_ROOM, H_TOPIC, Kind,
+};
 use crate::client::ClientId;
 use crate::hub::relay::{Outgoing, Said};
 
@@ -81,6 +83,12 @@ fn ready(
     }
     if let Some(topic) = &out.topic {
         h.insert(H_TOPIC, wire::header_safe(topic).as_str());
+    }
+    if let Some(nick) = &out.moved.left {
+        h.insert(H_LEFT, wire::header_safe(nick).as_str());
+    }
+    if let Some(nick) = &out.moved.joined {
+        h.insert(H_JOINED, wire::header_safe(nick).as_str());
     }
     // The process too: an upgraded node keeps its incarnation, and its successor's counter
     // starts again, but JetStream must not take its events for repeats of its predecessor's.

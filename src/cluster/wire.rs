@@ -26,6 +26,10 @@ pub(crate) const H_ROOM: &str = "Gc-Room";
 pub(crate) const H_JOIN: &str = "Gc-Join";
 /// Header: on a topic change, the new topic.
 pub(crate) const H_TOPIC: &str = "Gc-Topic";
+/// Header: on a leave, rename or move, the nickname that left the room.
+pub(crate) const H_LEFT: &str = "Gc-Left";
+/// Header: on a join, rename or move, the nickname that entered the room.
+pub(crate) const H_JOINED: &str = "Gc-Joined";
 
 /// What an event is, by the last token of its subject.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -14,7 +14,8 @@ use bytes::Bytes;
 use tracing::{debug, info, warn};
 
 use super::Hub;
-use super::relay::Membership;
+use super::log::NOBODY;
+use super::relay::{Membership, Roster};
 use crate::client::{ClientId, Close, LeaveReason};
 use crate::protocol::format::{self, REASON_MAX_CHARS, notice, wrapped_notice};
 
@@ -94,7 +95,12 @@ impl Hub {
                     // A node that stops still tells the rest of its cluster who went.
                     let stopping = st.stopping && !room.relayed;
                     if !stopping && rs.announce_presence(rs.seats.len() + 1) {
-                        room.notice(&mut rs, &format!("{} left ({reason})", m.nick));
+                        let moved = Roster {
+                            left: Some(m.nick.clone()),
+                            joined: None,
+                        };
+                        let text = format!("{} left ({reason})", m.nick);
+                        room.presence_notice(&mut rs, NOBODY, &text, moved);
                         notified = true;
                     }
                     drop(rs);
@@ -212,7 +218,11 @@ impl Hub {
             if m.room.relayed {
                 let mut rs = m.room.lock();
                 let text = format!("{} left ({})", m.nick, LeaveReason::ShuttingDown);
-                m.room.notice(&mut rs, &text);
+                let moved = Roster {
+                    left: Some(m.nick.clone()),
+                    joined: None,
+                };
+                m.room.presence_notice(&mut rs, NOBODY, &text, moved);
                 released.extend(m.keys.to_vec());
             }
         }

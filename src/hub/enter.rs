@@ -398,12 +398,11 @@ impl Hub {
                 .announce_presence(n)
                 .then(|| self.with_remote(new, to.sorted_names()));
             if listed.is_some() {
-                new.notice_from(
-                    &mut to,
-                    id,
-                    super::relay::Said::Note,
-                    &format!("{nick} joined"),
-                );
+                let moved = super::relay::Roster {
+                    left: None,
+                    joined: Some(nick.clone()),
+                };
+                new.presence_notice(&mut to, id, &format!("{nick} joined"), moved);
             }
             let start = to.log.tail().clone();
             let at = start.end;
@@ -411,7 +410,12 @@ impl Hub {
             client.outbox.switch(id, &client.stats, stop_at, start);
             let told_old = from.announce_presence(from.seats.len() + 1);
             if told_old {
-                old.notice(&mut from, &format!("{nick} left (moved to {})", new.name));
+                let moved = super::relay::Roster {
+                    left: Some(nick.clone()),
+                    joined: None,
+                };
+                let text = format!("{nick} left (moved to {})", new.name);
+                old.presence_notice(&mut from, NOBODY, &text, moved);
             }
             if let Some(note) = note {
                 client.outbox.push_private(at, note, 1);

@@ -256,7 +256,7 @@ impl Hub {
                 let text = rs
                     .announce_presence(rs.seats.len() + 1)
                     .then(|| format!("{nick} joined"));
-                room.queue_join(&mut rs, id, text.as_deref());
+                room.queue_join(&mut rs, id, &nick, text.as_deref());
                 drop(rs);
                 drop(st);
                 self.arrivals_open(id);
@@ -334,7 +334,16 @@ impl Hub {
             }
             // Announced at any room size, unlike joins and leaves: renames are rare, and a silent
             // one is how someone would take over a name that just left.
-            room.notice(&mut rs, &format!("{old} is now known as {new}"));
+            let moved = relay::Roster {
+                left: Some(old.clone()),
+                joined: Some(new.clone()),
+            };
+            room.presence_notice(
+                &mut rs,
+                log::NOBODY,
+                &format!("{old} is now known as {new}"),
+                moved,
+            );
             drop(rs);
             (old, room, old_keys)
         };

@@ -51,6 +51,20 @@ pub struct Outgoing {
     pub lines: u32,
     /// For a topic change, the new topic.
     pub topic: Option<Arc<str>>,
+    /// Who the notice says came or went.
+    pub moved: Roster,
+}
+
+/// Who a notice says left and who joined (a rename is both), carried with it so that the other
+/// nodes' lists of members change with the notice itself: their copy of the nickname bucket,
+/// followed through a watch of its own, may come a moment later, and `/who` must not contradict
+/// a notice just shown.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Roster {
+    /// The nickname that left the room.
+    pub left: Option<Arc<str>>,
+    /// The nickname that entered it.
+    pub joined: Option<Arc<str>>,
 }
 
 /// An event that came back from the broker, for [`Hub::apply`].
@@ -155,11 +169,12 @@ impl Room {
         self.queued.store(true, Ordering::Release);
     }
 
-    /// Queues member `id`'s join (`text`, if the room is told of it).
+    /// Queues member `id`'s join as `nick` (`text`, if the room is told of it).
     pub(super) fn queue_join(
         &self,
         st: &mut super::room::RoomState,
         id: ClientId,
+        nick: &Arc<str>,
         text: Option<&str>,
     ) {
         st.arriving.push(id);
@@ -173,6 +188,10 @@ impl Room {
             bytes,
             lines,
             topic: None,
+            moved: Roster {
+                left: None,
+                joined: Some(nick.clone()),
+            },
         };
         self.queue(st, out);
     }
@@ -259,6 +278,7 @@ impl Hub {
                     bytes: buf,
                     lines,
                     topic: None,
+                    moved: Roster::default(),
                 };
                 room.queue(&mut st, out);
             }

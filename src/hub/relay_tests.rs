@@ -9,13 +9,15 @@ use std::time::SystemTime;
 use super::*;
 use crate::config::ClusterConfig;
 use crate::hub::Room;
-use crate::hub::relay::{Incoming, Membership, Relay, RelayTotals, Remote, Said, Waiting};
+use crate::hub::relay::{Incoming, Membership, Relay, RelayTotals, Remote, Roster, Said, Waiting};
 
 #[derive(Debug, Default)]
 struct Loop {
     down: AtomicBool,
     rung: Mutex<Vec<Arc<Room>>>,
     changes: Mutex<Vec<String>>,
+    /// Who each notice echoed said left and joined.
+    roster: Mutex<Vec<String>>,
 }
 
 impl Relay for Loop {
@@ -63,6 +65,11 @@ impl Loop {
         let mut n = 0;
         for room in rooms {
             for out in room.take_outgoing() {
+                if out.moved != Roster::default() {
+                    let name = |n: &Option<Arc<str>>| n.as_deref().unwrap_or("-").to_owned();
+                    let (left, joined) = (name(&out.moved.left), name(&out.moved.joined));
+                    self.roster.lock().unwrap().push(format!("{left} {joined}"));
+                }
                 let ev = Incoming {
                     said: out.said,
                     from: out.from,
@@ -195,4 +202,21 @@ async fn who_and_the_welcome_list_members_on_other_nodes() {
     let who = hub.who_lines(alice.id());
     assert_eq!(&who[..], b"*** 3 online: alice, bob, zed\r\n");
     alice.flush();
+}
+
+#[tokio::test]
+async fn notices_of_coming_and_going_say_who_for_the_other_nodes() {
+    let (hub, relay) = clustered();
+    let mut alice = arrive(&hub, &relay, "alice", 1);
+    let bob = arrive(&hub, &relay, "bob", 2);
+    hub.rename(bob.id(), "bobby").unwrap();
+    hub.close(bob.id(), LeaveReason::Closed, None);
+    hub.announce(None, "marker").unwrap();
+    relay.echo(&hub);
+    alice.read_until("*** marker\r\n");
+    // Each join, the rename (both names), the leave; the announcement says nobody.
+    assert_eq!(
+        *relay.roster.lock().unwrap(),
+        ["- alice", "- bob", "bob bobby", "bobby -"]
+    );
 }

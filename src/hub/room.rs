@@ -19,7 +19,7 @@ use bytes::Bytes;
 use super::deliver::Shards;
 use super::history::History;
 use super::log::{Entry, Log, MAX_SLOT, NOBODY, slot_start};
-use super::relay::{Outgoing, Said};
+use super::relay::{Outgoing, Roster, Said};
 use crate::client::{Client, ClientId, Congestion, Limits};
 use crate::protocol::RoomName;
 use crate::protocol::fold_case;
@@ -259,6 +259,21 @@ impl Room {
     /// [`notice`](Self::notice) about member `from`, who does not get it (its own join), of
     /// kind `said` (a topic change carries the topic).
     pub(super) fn notice_from(&self, st: &mut RoomState, from: ClientId, said: Said, text: &str) {
+        self.told(st, from, said, text, Roster::default());
+    }
+
+    /// A notice that someone came or went (`moved` says who, for the cluster's other nodes).
+    pub(super) fn presence_notice(
+        &self,
+        st: &mut RoomState,
+        from: ClientId,
+        text: &str,
+        moved: Roster,
+    ) {
+        self.told(st, from, Said::Note, text, moved);
+    }
+
+    fn told(&self, st: &mut RoomState, from: ClientId, said: Said, text: &str, moved: Roster) {
         let line = wrapped_notice(st.wrap, text);
         if self.relayed {
             let topic = (said == Said::Topic).then(|| st.topic.clone());
@@ -268,6 +283,7 @@ impl Room {
                 bytes: line,
                 lines: 1,
                 topic,
+                moved,
             };
             self.queue(st, out);
         } else {
