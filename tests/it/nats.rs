@@ -643,6 +643,20 @@ fn one_server_has_jetstream_keeps_its_stream_over_a_restart_and_dies_by_sigkill(
     assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists());
 }
 
+/// Publishes `payload` to `subject` until JetStream acknowledges it, within `bound`: until a
+/// stream has a leader the API answers with an error or not at all, so each attempt waits 2 s.
+fn stored(port: u16, subject: &str, payload: &str, bound: Duration) -> serde_json::Value {
+    let deadline = Instant::now() + bound;
+    loop {
+        let reply = try_request(port, subject, payload, Duration::from_secs(2));
+        match reply.map(|r| serde_json::from_str::<serde_json::Value>(&r)) {
+            Some(Ok(v)) if v.get("error").is_none() && v.get("seq").is_some() => return v,
+            _ if Instant::now() < deadline => continue,
+            other => panic!("no acknowledgement from {subject} within {bound:?}: {other:?}"),
+        }
+    }
+}
+
 #[test]
 fn three_servers_form_a_jetstream_cluster_that_keeps_an_r3_stream_without_one_of_them() {
     if !available("nats harness (cluster)") {
@@ -673,11 +687,9 @@ fn three_servers_form_a_jetstream_cluster_that_keeps_an_r3_stream_without_one_of
         "R3 stream create",
     );
     assert_eq!(created["config"]["num_replicas"], 3, "{created}");
-    let ack = ok(
-        serde_json::from_str(&c.servers[1].request("r.x", "one")).unwrap(),
-        "publish",
-    );
-    assert_eq!(ack["seq"], 1, "{ack}");
+    // A stream just created may take a moment to elect its first leader on a loaded machine.
+    let ack = stored(c.servers[1].port(), "r.x", "one", WAIT * 2);
+    assert!(ack["seq"].as_u64() >= Some(1), "{ack}");
 
     // Kill the stream's leader: the other two elect one and take the next message.
     let info = ok(
@@ -688,17 +700,7 @@ fn three_servers_form_a_jetstream_cluster_that_keeps_an_r3_stream_without_one_of
     assert!(names.contains(&leader), "{info}");
     c.by_name(&leader).kill();
     let survivor = c.any_running().port();
-    let deadline = Instant::now() + WAIT * 2;
-    let ack = loop {
-        // Until a new stream leader is elected the API answers with an error (or not at all
-        // within its own timeout), so the publish is retried within the bound.
-        let reply = try_request(survivor, "r.x", "two", Duration::from_secs(2));
-        match reply.map(|r| serde_json::from_str::<serde_json::Value>(&r)) {
-            Some(Ok(v)) if v.get("error").is_none() && v.get("seq").is_some() => break v,
-            _ if Instant::now() < deadline => continue,
-            other => panic!("no R3 publish after the leader died: {other:?}"),
-        }
-    };
+    let ack = stored(survivor, "r.x", "two", WAIT * 2);
     // (An attempt that timed out may still have been stored: then this one is the third.)
     let seq = ack["seq"].as_u64().unwrap();
     assert!(seq >= 2, "{ack}");
