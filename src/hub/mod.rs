@@ -24,6 +24,7 @@ mod door;
 mod enter;
 pub(crate) mod handover;
 pub(crate) mod history;
+use deliver::Patience;
 pub(crate) use deliver::{deliver_deferred, deliver_overdue, enable_deferred_delivery};
 pub(crate) mod log;
 mod names;
@@ -35,6 +36,7 @@ pub use enter::{EnterRefused, TopicOf, TopicRefused};
 pub use names::NickRefused;
 use names::{NickKeys, Registry};
 pub use room::{Room, RoomInfo};
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -248,10 +250,8 @@ impl Hub {
             rs.seat(id, nick.clone(), client.clone());
             let n = rs.seats.len();
             // In a big room the welcome gives only the count, and nobody is told of the join.
-            let listed = rs
-                .announce_presence(n)
-                .then(|| self.with_remote(&room, rs.sorted_names()));
-            if listed.is_some() {
+            let listed = rs.announce_presence(n);
+            if listed {
                 let text = format!("{nick} joined");
                 room.notice_from(&mut rs, id, relay::Said::Note, &text);
             }
@@ -259,12 +259,14 @@ impl Hub {
             let start = rs.log.tail().clone();
             let end = start.end;
             client.outbox.start_after(start);
-            let welcome = names::welcome(rs.wrap, &nick, n, listed.as_deref(), &rs.topic);
+            let (wrap, topic) = (rs.wrap, rs.topic.clone());
+            let names = listed.then(|| self.with_remote(&room, rs.sorted_names()));
+            let welcome = names::welcome(wrap, &nick, n, names.as_deref(), &topic);
             client.outbox.push_private(end, welcome, 2);
             let history = rs.history.replay(&room.name, SystemTime::now());
             client.outbox.push_private_all(end, history);
             drop(rs);
-            (client, room, listed.is_some())
+            (client, room, listed)
         };
         info!(
             client = id, peer = %client.peer, nick = %nick, room = %room.name, event = "join",
@@ -272,12 +274,13 @@ impl Hub {
         );
         self.claims_follow(&keys, &nick, &room);
         self.changed();
-        // A join storm's notices are delivered like chat: at the end of the worker's batch, so
-        // many joins cost one write per member, not one each.
+        // The newcomer's welcome leaves at once. The others' join notice waits for the end of
+        // the worker's batch, longer than chat may (see `deliver`): in a join storm many joins
+        // then cost one write per member, not one each.
+        self.flush_one(&client, &room);
         if notified {
-            self.deliver_or_defer(&room, 0, self.config().max_queue_bytes);
-        } else {
-            self.flush_one(&client, &room);
+            let limit = self.config().max_queue_bytes;
+            self.deliver_or_defer(&room, 0, limit, Patience::Presence);
         }
         Ok((nick, room))
     }
@@ -311,9 +314,7 @@ impl Hub {
             m.keys = keys.clone();
             let room = m.room.clone();
             let mut rs = room.lock();
-            if let Some(seat) = rs.seats.get_mut(&id) {
-                seat.nick = new.clone();
-            }
+            rs.rename(id, new.clone());
             // Announced at any room size, unlike joins and leaves: renames are rare, and a silent
             // one is how someone would take over a name that just left.
             room.notice(&mut rs, &format!("{old} is now known as {new}"));
@@ -363,7 +364,7 @@ impl Hub {
             .lines_relayed
             .fetch_add(u64::from(lines), Ordering::Relaxed);
         relayed.bytes_relayed.fetch_add(len, Ordering::Relaxed);
-        self.deliver_or_defer(room, len, limit);
+        self.deliver_or_defer(room, len, limit, Patience::Chat);
         Some(room.congestion.any())
     }
 
@@ -459,22 +460,29 @@ impl Hub {
     /// The nicknames in `id`'s room, sorted case-insensitively, with the room.
     pub fn who(&self, id: ClientId) -> Option<(Arc<str>, Vec<Arc<str>>)> {
         let room = self.room_of(id)?;
-        let names = room.lock().sorted_names();
-        Some((room.name.clone(), self.with_remote(&room, names)))
+        let names = room.lock().sorted_names().to_vec();
+        let names = self.with_remote(&room, &names).into_owned();
+        Some((room.name.clone(), names))
     }
 
     /// `names` (of members here, sorted) with the members of `room` on the cluster's other
     /// nodes, sorted the same way.
-    pub(super) fn with_remote(&self, room: &Room, mut names: Vec<Arc<str>>) -> Vec<Arc<str>> {
+    pub(super) fn with_remote<'a>(
+        &self,
+        room: &Room,
+        names: &'a [Arc<str>],
+    ) -> Cow<'a, [Arc<str>]> {
         if let Some(relay) = self.relay() {
             let remote = relay.remote_names(&room.key);
             if !remote.is_empty() {
+                let mut names = names.to_vec();
                 names.extend(remote);
                 names.sort_by_cached_key(|n| crate::protocol::fold_case(n).collect::<String>());
                 names.dedup();
+                return Cow::Owned(names);
             }
         }
-        names
+        Cow::Borrowed(names)
     }
 
     /// Tells the cluster (if any) where a member now sits under which nickname.

@@ -295,7 +295,7 @@ impl Hub {
                 .fetch_add(u64::from(ev.lines), Ordering::Relaxed);
             c.bytes_relayed.fetch_add(len, Ordering::Relaxed);
         }
-        self.deliver_or_defer(&room, len, limit);
+        self.deliver_or_defer(&room, len, limit, super::Patience::Chat);
     }
 
     /// Seeds a room's history and topic from the broker (a node starting, or the first member

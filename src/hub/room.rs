@@ -8,6 +8,7 @@
 //! the hub (which knows every member's room) so that this check and the recipients need no other
 //! lock.
 
+use std::cmp;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -76,6 +77,9 @@ pub(super) struct RoomState {
     pub(super) log: Log,
     /// The seats as one shared list for publishers; rebuilt on the first publish after a change.
     recipients: Option<Recipients>,
+    /// The members' nicknames in `/who` order, kept up to date seat by seat while every join's
+    /// welcome lists them (see [`Names`]); None otherwise, made again when asked for.
+    names: Option<Names>,
     pub(super) history: History,
     pub(super) topic: Arc<str>,
     /// The topic the configuration last gave (a reload that changes it replaces `topic`).
@@ -91,6 +95,62 @@ pub(super) struct RoomState {
     pub(super) outgoing: Vec<Outgoing>,
 }
 
+/// Nicknames sorted case-insensitively (`/who` order), with the folded form each sorts by.
+///
+/// Kept up to date by insertion and removal (a binary search and a move of the tail) only while
+/// the room announces joins: then every join's welcome lists the names, and sorting them afresh
+/// per join made a join storm's first `presence_max_members` joins quadratic in allocations. A
+/// bigger room drops the list (a move per join would cost more than the rare `/who` that sorts).
+#[derive(Debug, Default)]
+struct Names {
+    /// `fold_case` of each name, in the same order.
+    keys: Vec<Box<str>>,
+    names: Vec<Arc<str>>,
+}
+
+impl Names {
+    fn key(nick: &str) -> Box<str> {
+        fold_case(nick).collect::<String>().into_boxed_str()
+    }
+
+    fn of<'a>(nicks: impl Iterator<Item = &'a Arc<str>>) -> Names {
+        let mut pairs: Vec<(Box<str>, Arc<str>)> =
+            nicks.map(|n| (Names::key(n), n.clone())).collect();
+        pairs.sort_unstable();
+        let (keys, names) = pairs.into_iter().unzip();
+        Names { keys, names }
+    }
+
+    /// Where (`key`, `nick`) is, or goes.
+    fn position(&self, key: &str, nick: &str) -> Result<usize, usize> {
+        let (mut low, mut high) = (0, self.keys.len());
+        while low < high {
+            let mid = low + (high - low) / 2;
+            match (&*self.keys[mid], &*self.names[mid]).cmp(&(key, nick)) {
+                cmp::Ordering::Less => low = mid + 1,
+                cmp::Ordering::Greater => high = mid,
+                cmp::Ordering::Equal => return Ok(mid),
+            }
+        }
+        Err(low)
+    }
+
+    fn insert(&mut self, nick: &Arc<str>) {
+        let key = Names::key(nick);
+        if let Err(i) = self.position(&key, nick) {
+            self.keys.insert(i, key);
+            self.names.insert(i, nick.clone());
+        }
+    }
+
+    fn remove(&mut self, nick: &str) {
+        if let Ok(i) = self.position(&Names::key(nick), nick) {
+            self.keys.remove(i);
+            self.names.remove(i);
+        }
+    }
+}
+
 impl RoomState {
     pub(super) fn announce_presence(&self, members: usize) -> bool {
         self.presence_max == 0 || members <= self.presence_max
@@ -104,28 +164,62 @@ impl RoomState {
     }
 
     pub(super) fn seat(&mut self, id: ClientId, nick: Arc<str>, client: Arc<Client>) {
-        self.seats.insert(id, Seat { nick, client });
+        let seat = Seat {
+            nick: nick.clone(),
+            client,
+        };
+        if let Some(old) = self.seats.insert(id, seat) {
+            self.forget_name(&old.nick);
+        }
         self.recipients = None;
+        if !self.announce_presence(self.seats.len()) {
+            self.names = None;
+        } else if let Some(names) = self.names.as_mut() {
+            names.insert(&nick);
+        }
     }
 
     pub(super) fn unseat(&mut self, id: ClientId) -> Option<Seat> {
         let seat = self.seats.remove(&id);
-        if seat.is_some() {
+        if let Some(seat) = &seat {
             self.recipients = None;
+            self.forget_name(&seat.nick);
         }
         seat
+    }
+
+    /// Member `id` is now called `nick`.
+    pub(super) fn rename(&mut self, id: ClientId, nick: Arc<str>) {
+        let Some(seat) = self.seats.get_mut(&id) else {
+            return;
+        };
+        let old = std::mem::replace(&mut seat.nick, nick.clone());
+        if let Some(names) = self.names.as_mut() {
+            names.remove(&old);
+            names.insert(&nick);
+        }
+    }
+
+    fn forget_name(&mut self, nick: &str) {
+        if let Some(names) = self.names.as_mut() {
+            names.remove(nick);
+        }
     }
 
     /// Everyone leaves at once (the daemon is stopping).
     pub(super) fn clear(&mut self) {
         self.seats.clear();
         self.recipients = None;
+        self.names = None;
     }
 
-    pub(super) fn sorted_names(&self) -> Vec<Arc<str>> {
-        let mut names: Vec<Arc<str>> = self.seats.values().map(|s| s.nick.clone()).collect();
-        names.sort_by_cached_key(|n| fold_case(n).collect::<String>());
-        names
+    /// The members' nicknames, sorted case-insensitively (kept from the last call, see `Names`).
+    pub(super) fn sorted_names(&mut self) -> &[Arc<str>] {
+        let seats = &self.seats;
+        let names = self
+            .names
+            .get_or_insert_with(|| Names::of(seats.values().map(|s| &s.nick)));
+        &names.names
     }
 
     /// Follows the settings in force (at creation and on reload).
@@ -172,6 +266,7 @@ impl Room {
             seats: ById::default(),
             log: Log::starting_at(start),
             recipients: None,
+            names: None,
             history: History::default(),
             topic: Arc::from(topic),
             config_topic: Arc::from(""),
@@ -443,5 +538,39 @@ impl Rooms {
         if abandoned {
             self.remove(room);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What `Names` must always equal: the names sorted afresh.
+    fn sorted(names: &[&str]) -> Vec<Arc<str>> {
+        let mut v: Vec<Arc<str>> = names.iter().map(|&n| Arc::from(n)).collect();
+        v.sort_by_cached_key(|n| fold_case(n).collect::<String>());
+        v
+    }
+
+    #[test]
+    fn names_kept_by_insertion_and_removal_match_a_fresh_sort() {
+        let mut names = Names::default();
+        let mut now: Vec<&str> = Vec::new();
+        let all = [
+            "bob", "Alice", "carol", "ÉLODIE", "élan", "Zed", "_x", "9lives", "Straße", "strasse",
+        ];
+        for n in all {
+            names.insert(&Arc::from(n));
+            now.push(n);
+            assert_eq!(names.names, sorted(&now), "after inserting {n}");
+        }
+        for n in ["carol", "bob", "nobody", "Zed"] {
+            names.remove(n);
+            now.retain(|&m| m != n);
+            assert_eq!(names.names, sorted(&now), "after removing {n}");
+        }
+        let fresh = Names::of(now.iter().map(|&n| Arc::from(n)).collect::<Vec<_>>().iter());
+        assert_eq!(fresh.names, names.names);
+        assert_eq!(fresh.keys, names.keys);
     }
 }
