@@ -272,6 +272,16 @@ impl Hub {
         self.drop_slow(slow);
     }
 
+    /// Carries on a delivery a flusher handed to this member's session (see `hand_over`): the
+    /// rounds left unfinished and whatever is still owed, closing the too slow. Unlike
+    /// [`deliver`](Self::deliver) it owes nothing new itself, so a turn that only finishes a
+    /// round does not start another one over every member.
+    pub(crate) fn carry_on(&self, room: &Arc<Room>) {
+        self.forward(room);
+        let slow = room.carry_on();
+        self.drop_slow(slow);
+    }
+
     /// [`deliver`](Self::deliver) for appends made since `since`, observed in the fan-out
     /// histogram if this caller wrote any of them.
     fn deliver_since(&self, room: &Arc<Room>, since: Instant) {
@@ -308,6 +318,26 @@ impl Room {
             }
         }
         (slow, wrote)
+    }
+
+    /// [`Hub::carry_on`]: enters each shard that has an unfinished round or more owed.
+    fn carry_on(self: &Arc<Self>) -> Vec<ClientId> {
+        let mut slow = Vec::new();
+        for (i, shard) in self.shards.shards.iter().enumerate() {
+            while shard.try_enter() {
+                if shard.more.load(Ordering::SeqCst) || lock(&shard.unfinished).is_some() {
+                    self.combine(i, &mut slow);
+                    break;
+                }
+                // Nothing owed: let go, then look again (a publisher that found us here left
+                // its entries to us).
+                shard.busy.store(false, Ordering::SeqCst);
+                if !shard.more.load(Ordering::SeqCst) {
+                    break;
+                }
+            }
+        }
+        slow
     }
 
     /// Flushes shard `i` (whose `busy` flag we hold) until no more is owed, or hands over once
