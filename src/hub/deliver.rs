@@ -49,11 +49,15 @@ use crate::client::{ClientId, Lag};
 /// Rounds one flusher does in a row before handing over.
 const MAX_ROUNDS: usize = 8;
 /// The time one flusher's turn may take before it hands the rest over (checked every
-/// [`FLUSH_AT_LEAST`] members, so a room that small is always written in one turn): a loopback
-/// write costs about 10 µs, so a round to 10,000 members would hold the worker for 100 ms.
+/// [`FLUSH_AT_LEAST`] members): a loopback write costs about 10 µs, so a round to 10,000 members
+/// would hold the worker for 100 ms, and a join storm's connects overflow the listen queue.
 const FLUSH_BUDGET: Duration = Duration::from_millis(1);
-/// Members one flusher writes before it looks at the time.
-const FLUSH_AT_LEAST: usize = 64;
+/// Members one flusher writes before it looks at the time. A room of up to this many (per
+/// shard) is always written in one turn, so each member's lag is judged at every delivery, as
+/// the deferral bound ([`DEFER_SHARE`]) assumes; in a 64-member version of this split, a loaded
+/// machine's preempted turns left the tail of a 100-member round unjudged for a pass, and a
+/// batched flood (run.sh's S1b) cut off two readers that were keeping up.
+const FLUSH_AT_LEAST: usize = 1024;
 /// Publishes a worker appends before it delivers them even though it still has ready tasks...
 const DEFER_PUBLISHES: u32 = 64;
 /// ...and the longest a chat line waits for that...
