@@ -25,9 +25,13 @@
 //! room's when one more comes. Runtimes without the hook (tests' in-process
 //! servers) deliver at once.
 //!
-//! Rounds are bounded ([`MAX_ROUNDS`]): a flusher whose shard keeps getting more hands the rest to
-//! a member's session (it rings its doorbell with the room; the session carries on before it waits), so
-//! no one publisher's own client waits long for it to read again. Every handover follows the
+//! Turns are bounded ([`MAX_ROUNDS`] rounds, and [`FLUSH_BUDGET`] once [`FLUSH_AT_LEAST`] members
+//! are written): a flusher whose shard keeps getting more, or whose round to a very big room runs
+//! long, hands the rest to a member's session (it rings its doorbell with the room; the session
+//! carries on, [`Hub::carry_on`], then yields before it waits), so no one publisher's own client
+//! waits long for it to read again, and a round to 10,000 members does not keep the worker from
+//! accepting and reading for its whole length. A round left unfinished is kept in its shard with
+//! the members it started with, and whoever enters the shard next finishes it first. Every handover follows the
 //! same pair of flags: publishers store `more` then try to take `busy`; a flusher releases `busy`
 //! then loads `more` (all `SeqCst`), so no entry is left without a flusher.
 //!
