@@ -13,18 +13,25 @@
 //! daemon's runtime, a publish only appends, and the worker delivers what it appended just before
 //! it parks (tokio's `on_thread_park`, which runs when the worker has no ready task left), or once
 //! it has appended [`DEFER_PUBLISHES`] times, or 1/[`DEFER_SHARE`] of `max_queue_bytes` (so lags
-//! are judged, and senders paused, well before a reader could overflow), or the oldest append is
-//! [`DEFER_AGE`] old (checked at each publish and each session wake-up on that worker), whichever
-//! comes first. So lines that
-//! several senders' reads bring in one pass of the scheduler leave in one write per member, and a
-//! lone line leaves as soon as the worker is idle. A worker keeps up to [`DEFER_ROOMS`] rooms'
+//! are judged, and senders paused, well before a reader could overflow), or an append has waited
+//! as long as its [`Patience`] allows (checked at each publish and each session wake-up on that
+//! worker), whichever comes first. So lines that several senders' reads bring in one pass of the
+//! scheduler leave in one write per member, and a lone line leaves as soon as the worker is idle.
+//! Chat waits at most [`DEFER_AGE`]; join notices up to [`PRESENCE_AGE`], because in a join storm
+//! the worker never idles and each round writes to every member: the first
+//! `presence_max_members` joins would otherwise cost a write per member per millisecond (a room's
+//! later chat, or the worker idling, still takes them along at once). A worker keeps up to [`DEFER_ROOMS`] rooms'
 //! appends waiting like this (senders in different rooms on one worker), delivering the oldest
 //! room's when one more comes. Runtimes without the hook (tests' in-process
 //! servers) deliver at once.
 //!
-//! Rounds are bounded ([`MAX_ROUNDS`]): a flusher whose shard keeps getting more hands the rest to
-//! a member's session (it rings its doorbell with the room; the session carries on before it waits), so
-//! no one publisher's own client waits long for it to read again. Every handover follows the
+//! Turns are bounded ([`MAX_ROUNDS`] rounds, and [`FLUSH_BUDGET`] once [`FLUSH_AT_LEAST`] members
+//! are written): a flusher whose shard keeps getting more, or whose round to a very big room runs
+//! long, hands the rest to a member's session (it rings its doorbell with the room; the session
+//! carries on, [`Hub::carry_on`], then yields before it waits), so no one publisher's own client
+//! waits long for it to read again, and a round to 10,000 members does not keep the worker from
+//! accepting and reading for its whole length. A round left unfinished is kept in its shard with
+//! the members it started with, and whoever enters the shard next finishes it first. Every handover follows the
 //! same pair of flags: publishers store `more` then try to take `busy`; a flusher releases `busy`
 //! then loads `more` (all `SeqCst`), so no entry is left without a flusher.
 //!
@@ -35,20 +42,32 @@
 //! started earlier, covers them. Rounds handed to a member's session are not observed.
 
 use std::cell::RefCell;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::Hub;
-use super::room::Room;
+use super::room::{Recipients, Room};
 use crate::client::{ClientId, Lag};
 
 /// Rounds one flusher does in a row before handing over.
 const MAX_ROUNDS: usize = 8;
+/// The time one flusher's turn may take before it hands the rest over (checked every
+/// [`FLUSH_AT_LEAST`] members): a loopback write costs about 10 µs, so a round to 10,000 members
+/// would hold the worker for 100 ms, and a join storm's connects overflow the listen queue.
+const FLUSH_BUDGET: Duration = Duration::from_millis(1);
+/// Members one flusher writes before it looks at the time. A room of up to this many (per
+/// shard) is always written in one turn, so each member's lag is judged at every delivery, as
+/// the deferral bound ([`DEFER_SHARE`]) assumes; in a 64-member version of this split, a loaded
+/// machine's preempted turns left the tail of a 100-member round unjudged for a pass, and a
+/// batched flood (run.sh's S1b) cut off two readers that were keeping up.
+const FLUSH_AT_LEAST: usize = 1024;
 /// Publishes a worker appends before it delivers them even though it still has ready tasks...
 const DEFER_PUBLISHES: u32 = 64;
-/// ...and the longest the oldest of them waits for that...
+/// ...and the longest a chat line waits for that...
 const DEFER_AGE: Duration = Duration::from_micros(1000);
+/// ...or a join notice (see [`Patience`])...
+const PRESENCE_AGE: Duration = Duration::from_millis(10);
 /// ...and the most they may add to a member's lag, as a fraction (1/N) of `max_queue_bytes`: a
 /// member is judged below half its limit (not congested) at the last delivery, so it stays under
 /// three quarters of it (plus one publish, at most an eighth) until the next judgement pauses
@@ -57,14 +76,41 @@ const DEFER_SHARE: u64 = 4;
 /// Rooms one worker keeps waiting at once.
 const DEFER_ROOMS: usize = 8;
 
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Only the holder of a shard's `busy` flag takes it, and it is consistent whenever free.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Set once the runtime delivers deferred publishes before its workers park.
 static DEFERRING: AtomicBool = AtomicBool::new(false);
+
+/// How long an append may wait for the end of the worker's batch when the worker stays busy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Patience {
+    /// Chat, and anything someone waits to read: [`DEFER_AGE`].
+    Chat,
+    /// A join notice: [`PRESENCE_AGE`]. A join storm keeps the worker busy, and every round
+    /// writes to every member, so these gather many joins per write.
+    Presence,
+}
+
+impl Patience {
+    fn age(self) -> Duration {
+        match self {
+            Patience::Chat => DEFER_AGE,
+            Patience::Presence => PRESENCE_AGE,
+        }
+    }
+}
 
 /// What this worker thread appended to one room and has not delivered yet.
 struct Deferred {
     hub: Arc<Hub>,
     room: Arc<Room>,
+    /// The oldest append waiting (for the fan-out histogram).
     since: Instant,
+    /// When the most impatient of them must leave.
+    due: Instant,
     publishes: u32,
     /// Bytes appended meanwhile: no member's lag may grow by more than [`DEFER_SHARE`] of its
     /// limit before it is judged, or a burst could overflow a reader that keeps up before the
@@ -97,15 +143,20 @@ pub(crate) fn deliver_deferred() {
     }
 }
 
-/// Delivers what this worker appended if it has waited [`DEFER_AGE`] (a session calls this each
-/// time it wakes, so a worker busy with other tasks still delivers in time).
+/// Delivers what this worker appended and has waited as long as it may (a session calls this
+/// each time it wakes, so a worker busy with other tasks still delivers in time).
 pub(crate) fn deliver_overdue() {
-    let due = DEFERRED.with_borrow_mut(|d| {
-        if d.first().is_some_and(|d| d.since.elapsed() >= DEFER_AGE) {
-            std::mem::take(d)
-        } else {
-            Vec::new()
+    let due = DEFERRED.with_borrow_mut(|list| {
+        if list.is_empty() {
+            return Vec::new();
         }
+        let now = Instant::now();
+        if !list.iter().any(|d| d.due <= now) {
+            return Vec::new();
+        }
+        let (due, waiting) = std::mem::take(list).into_iter().partition(|d| d.due <= now);
+        *list = waiting;
+        due
     });
     for d in due {
         d.deliver();
@@ -114,20 +165,26 @@ pub(crate) fn deliver_overdue() {
 
 /// After an append to `room`: None if delivery is deferred to the end of the worker's batch,
 /// else when the oldest append the caller must now deliver was made.
-fn defer(hub: &Arc<Hub>, room: &Arc<Room>, bytes: u64, limit: usize) -> Option<Instant> {
+fn defer(
+    hub: &Arc<Hub>,
+    room: &Arc<Room>,
+    bytes: u64,
+    limit: usize,
+    patience: Patience,
+) -> Option<Instant> {
     if !DEFERRING.load(Ordering::Relaxed) {
         return Some(Instant::now());
     }
     let now = Instant::now();
+    let due_by = now + patience.age();
     let max_bytes = limit as u64 / DEFER_SHARE;
     let (deliver_now, evicted) = DEFERRED.with_borrow_mut(|list| {
         if let Some(i) = list.iter().position(|d| Arc::ptr_eq(&d.room, room)) {
             let d = &mut list[i];
             d.publishes += 1;
             d.bytes += bytes;
-            let due = d.publishes >= DEFER_PUBLISHES
-                || d.bytes >= max_bytes
-                || now - d.since >= DEFER_AGE;
+            d.due = d.due.min(due_by);
+            let due = d.publishes >= DEFER_PUBLISHES || d.bytes >= max_bytes || now >= d.due;
             if due {
                 return (Some(list.remove(i).since), None);
             }
@@ -141,6 +198,7 @@ fn defer(hub: &Arc<Hub>, room: &Arc<Room>, bytes: u64, limit: usize) -> Option<I
             hub: hub.clone(),
             room: room.clone(),
             since: now,
+            due: due_by,
             publishes: 1,
             bytes,
         });
@@ -157,6 +215,17 @@ fn defer(hub: &Arc<Hub>, room: &Arc<Room>, bytes: u64, limit: usize) -> Option<I
 pub(super) struct Shard {
     busy: AtomicBool,
     more: AtomicBool,
+    /// A round a flusher left unfinished when its turn's budget ran out: whoever takes `busy`
+    /// next carries it on before starting another. Only the holder of `busy` touches it.
+    unfinished: Mutex<Option<Round>>,
+}
+
+/// A delivery round under way: the members as they were when it started, and the next one to
+/// write (members who joined since were written at their join, and start after it).
+#[derive(Debug)]
+struct Round {
+    recipients: Recipients,
+    next: usize,
 }
 
 impl Shard {
@@ -190,10 +259,16 @@ impl Shards {
 
 impl Hub {
     /// After an append of `bytes` to `room`: delivers now, or leaves it to the end of the
-    /// worker's batch.
-    pub(super) fn deliver_or_defer(self: &Arc<Self>, room: &Arc<Room>, bytes: u64, limit: usize) {
+    /// worker's batch (waiting at most as long as `patience` allows).
+    pub(super) fn deliver_or_defer(
+        self: &Arc<Self>,
+        room: &Arc<Room>,
+        bytes: u64,
+        limit: usize,
+        patience: Patience,
+    ) {
         self.forward(room);
-        if let Some(since) = defer(self, room, bytes, limit) {
+        if let Some(since) = defer(self, room, bytes, limit, patience) {
             self.deliver_since(room, since);
         }
     }
@@ -202,6 +277,16 @@ impl Hub {
     pub(crate) fn deliver(&self, room: &Arc<Room>) {
         self.forward(room);
         let slow = room.deliver_collect();
+        self.drop_slow(slow);
+    }
+
+    /// Carries on a delivery a flusher handed to this member's session (see `hand_over`): the
+    /// rounds left unfinished and whatever is still owed, closing the too slow. Unlike
+    /// [`deliver`](Self::deliver) it owes nothing new itself, so a turn that only finishes a
+    /// round does not start another one over every member.
+    pub(crate) fn carry_on(&self, room: &Arc<Room>) {
+        self.forward(room);
+        let slow = room.carry_on();
         self.drop_slow(slow);
     }
 
@@ -243,18 +328,62 @@ impl Room {
         (slow, wrote)
     }
 
-    /// Flushes shard `i` (whose `busy` flag we hold) until no more is owed, or hands over.
+    /// [`Hub::carry_on`]: enters each shard that has an unfinished round or more owed.
+    fn carry_on(self: &Arc<Self>) -> Vec<ClientId> {
+        let mut slow = Vec::new();
+        for (i, shard) in self.shards.shards.iter().enumerate() {
+            while shard.try_enter() {
+                if shard.more.load(Ordering::SeqCst) || lock(&shard.unfinished).is_some() {
+                    self.combine(i, &mut slow);
+                    break;
+                }
+                // Nothing owed: let go, then look again (a publisher that found us here left
+                // its entries to us).
+                shard.busy.store(false, Ordering::SeqCst);
+                if !shard.more.load(Ordering::SeqCst) {
+                    break;
+                }
+            }
+        }
+        slow
+    }
+
+    /// Flushes shard `i` (whose `busy` flag we hold) until no more is owed, or hands over once
+    /// this turn has done [`MAX_ROUNDS`] rounds or spent [`FLUSH_BUDGET`].
     fn combine(self: &Arc<Self>, i: usize, slow: &mut Vec<ClientId>) {
         let shard = &self.shards.shards[i];
         let n = self.shards.shards.len();
+        let began = Instant::now();
+        let mut written = 0;
+        let mut left = lock(&shard.unfinished).take();
         for _ in 0..MAX_ROUNDS {
-            shard.more.store(false, Ordering::SeqCst);
             let (recipients, end, limit) = self.delivery();
+            let Round {
+                recipients,
+                mut next,
+            } = left.take().unwrap_or_else(|| {
+                // Cleared before the round's members are read (in `delivery`, above), so
+                // whatever is appended after that sets it again.
+                shard.more.store(false, Ordering::SeqCst);
+                Round {
+                    recipients,
+                    next: i,
+                }
+            });
             let limits = self.limits(end, limit);
-            for client in recipients.iter().skip(i).step_by(n) {
+            while let Some(client) = recipients.get(next) {
                 client.flush(limits);
                 if client.outbox.judge(0, limits) == Lag::Overflow {
                     slow.push(client.id);
+                }
+                next += n;
+                written += 1;
+                if written % FLUSH_AT_LEAST == 0
+                    && began.elapsed() >= FLUSH_BUDGET
+                    && next < recipients.len()
+                {
+                    *lock(&shard.unfinished) = Some(Round { recipients, next });
+                    return self.hand_over(shard);
                 }
             }
             shard.busy.store(false, Ordering::SeqCst);
@@ -262,7 +391,13 @@ impl Room {
                 return;
             }
         }
-        // Still more after our rounds: a member's session takes it from here.
+        self.hand_over(shard);
+    }
+
+    /// Still more after our turn: lets go of `shard`, and a member's session takes it from
+    /// here (it wakes behind the tasks already waiting, so a round to thousands of members does
+    /// not keep the worker from accepting, reading or anything else for its whole length).
+    fn hand_over(self: &Arc<Self>, shard: &Shard) {
         shard.busy.store(false, Ordering::SeqCst);
         let (recipients, _, _) = self.delivery();
         if let Some(member) = recipients.iter().find(|c| !c.outbox.is_closing()) {

@@ -396,7 +396,7 @@ impl Hub {
             let n = to.seats.len();
             let listed = to
                 .announce_presence(n)
-                .then(|| self.with_remote(new, to.sorted_names()));
+                .then(|| self.with_remote(new, to.sorted_names()).into_owned());
             if listed.is_some() {
                 let moved = super::relay::Roster {
                     left: None,

@@ -24,6 +24,7 @@ mod door;
 mod enter;
 pub(crate) mod handover;
 pub(crate) mod history;
+use deliver::Patience;
 pub(crate) use deliver::{deliver_deferred, deliver_overdue, enable_deferred_delivery};
 pub(crate) mod log;
 mod names;
@@ -40,7 +41,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Instant, SystemTime};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use tokio::sync::watch;
 use tracing::info;
 
@@ -272,17 +273,15 @@ impl Hub {
             rs.seat(id, nick.clone(), client.clone());
             let n = rs.seats.len();
             // In a big room the welcome gives only the count, and nobody is told of the join.
-            let listed = rs
-                .announce_presence(n)
-                .then(|| self.with_remote(&room, rs.sorted_names()));
-            if listed.is_some() {
+            let listed = rs.announce_presence(n);
+            if listed {
                 let text = format!("{nick} joined");
                 room.notice_from(&mut rs, id, relay::Said::Note, &text);
             }
             // The newcomer's output starts after the notice, with the welcome.
-            welcome_here(&room, &mut rs, &client, &nick, n, listed.as_deref());
+            self.welcome_here(&room, &mut rs, &client, &nick, n, listed);
             drop(rs);
-            (client, room, listed.is_some())
+            (client, room, listed)
         };
         info!(
             client = id, peer = %client.peer, nick = %nick, room = %room.name, event = "join",
@@ -290,12 +289,13 @@ impl Hub {
         );
         self.claims_follow(&keys, &nick, &room);
         self.changed();
-        // A join storm's notices are delivered like chat: at the end of the worker's batch, so
-        // many joins cost one write per member, not one each.
+        // The newcomer's welcome leaves at once. The others' join notice waits for the end of
+        // the worker's batch, longer than chat may (see `deliver`): in a join storm many joins
+        // then cost one write per member, not one each.
+        self.flush_one(&client, &room);
         if notified {
-            self.deliver_or_defer(&room, 0, self.config().max_queue_bytes);
-        } else {
-            self.flush_one(&client, &room);
+            let limit = self.config().max_queue_bytes;
+            self.deliver_or_defer(&room, 0, limit, Patience::Presence);
         }
         Ok((nick, room))
     }
@@ -329,9 +329,7 @@ impl Hub {
             m.keys = keys.clone();
             let room = m.room.clone();
             let mut rs = room.lock();
-            if let Some(seat) = rs.seats.get_mut(&id) {
-                seat.nick = new.clone();
-            }
+            rs.rename(id, new.clone());
             // Announced at any room size, unlike joins and leaves: renames are rare, and a silent
             // one is how someone would take over a name that just left.
             let moved = relay::Roster {
@@ -390,7 +388,7 @@ impl Hub {
             .lines_relayed
             .fetch_add(u64::from(lines), Ordering::Relaxed);
         relayed.bytes_relayed.fetch_add(len, Ordering::Relaxed);
-        self.deliver_or_defer(room, len, limit);
+        self.deliver_or_defer(room, len, limit, Patience::Chat);
         Some(room.congestion.any())
     }
 
@@ -483,27 +481,6 @@ impl Hub {
         Some(members)
     }
 
-    /// The nicknames in `id`'s room, sorted case-insensitively, with the room.
-    pub fn who(&self, id: ClientId) -> Option<(Arc<str>, Vec<Arc<str>>)> {
-        let room = self.room_of(id)?;
-        let names = room.lock().sorted_names();
-        Some((room.name.clone(), self.with_remote(&room, names)))
-    }
-
-    /// `names` (of members here, sorted) with the members of `room` on the cluster's other
-    /// nodes, sorted the same way.
-    pub(super) fn with_remote(&self, room: &Room, mut names: Vec<Arc<str>>) -> Vec<Arc<str>> {
-        if let Some(relay) = self.relay() {
-            let remote = relay.remote_names(&room.key);
-            if !remote.is_empty() {
-                names.extend(remote);
-                names.sort_by_cached_key(|n| crate::protocol::fold_case(n).collect::<String>());
-                names.dedup();
-            }
-        }
-        names
-    }
-
     /// Tells the cluster (if any) where a member now sits under which nickname.
     fn claims_follow(&self, keys: &NickKeys, nick: &Arc<str>, room: &Room) {
         if let Some(relay) = self.relay() {
@@ -513,16 +490,6 @@ impl Hub {
                 room: room.name.clone(),
             });
         }
-    }
-
-    /// `/who` output for a client: how many are in its room and every name, wrapped into
-    /// notice lines (as before rooms existed: the room is named on entering it, and by `/rooms`).
-    pub fn who_lines(&self, id: ClientId) -> Bytes {
-        let mut out = BytesMut::new();
-        if let Some((_, names)) = self.who(id) {
-            names::push_online(&mut out, self.config().wrap, "", &names);
-        }
-        out.freeze()
     }
 
     /// Finds a client by id (a target made only of digits; nicknames always contain a letter) or nickname.
@@ -586,25 +553,6 @@ impl Hub {
         let member = st.members.get(&id)?;
         Some((member.nick.clone(), member.room.name.clone()))
     }
-}
-
-/// Starts a newcomer's output at the end of `room`'s log (`rs`, its state, locked): the welcome
-/// (`n` members, the names if listed, the topic), then the room's history.
-fn welcome_here(
-    room: &Room,
-    rs: &mut room::RoomState,
-    client: &Client,
-    nick: &str,
-    n: usize,
-    listed: Option<&[Arc<str>]>,
-) {
-    let start = rs.log.tail().clone();
-    let end = start.end;
-    client.outbox.start_after(start);
-    let welcome = names::welcome(rs.wrap, nick, n, listed, &rs.topic);
-    client.outbox.push_private(end, welcome, 2);
-    let history = rs.history.replay(&room.name, SystemTime::now());
-    client.outbox.push_private_all(end, history);
 }
 
 #[cfg(test)]

@@ -1,14 +1,19 @@
-//! Names: the nickname key the registry hashes, why a nickname is refused, and the lines that
-//! greet a newcomer and list who is in a room.
+//! Names: the nickname key the registry hashes, why a nickname is refused, a room's names kept
+//! sorted between joins, and the lines that greet a newcomer and list who is in a room.
 
+use std::borrow::Cow;
+use std::cmp;
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use bytes::{Bytes, BytesMut};
 
-use crate::client::ClientId;
+use super::Hub;
+use super::room::{Room, RoomState};
+use crate::client::{Client, ClientId};
 use crate::protocol::format::{self, Wrap};
-use crate::protocol::{Nick, NickError};
+use crate::protocol::{Nick, NickError, fold_case};
 
 /// Width a `/who` or welcome name list wraps at.
 const NAME_LINE_WIDTH: usize = 400;
@@ -125,6 +130,132 @@ pub(super) fn welcome(
     out.freeze()
 }
 
+/// Nicknames sorted case-insensitively (`/who` order), with the folded form each sorts by: a
+/// room's list between joins (see `RoomState::sorted_names`).
+///
+/// Kept up to date by insertion and removal (a binary search and a move of the tail) only while
+/// the room announces joins: then every join's welcome lists the names, and sorting them afresh
+/// per join made a join storm's first `presence_max_members` joins quadratic in allocations. A
+/// bigger room drops the list (a move per join would cost more than the rare `/who` that sorts).
+#[derive(Debug, Default)]
+pub(super) struct SortedNames {
+    /// `fold_case` of each name, in the same order.
+    keys: Vec<Box<str>>,
+    names: Vec<Arc<str>>,
+}
+
+impl SortedNames {
+    fn key(nick: &str) -> Box<str> {
+        fold_case(nick).collect::<String>().into_boxed_str()
+    }
+
+    pub(super) fn of<'a>(nicks: impl Iterator<Item = &'a Arc<str>>) -> SortedNames {
+        let mut pairs: Vec<(Box<str>, Arc<str>)> =
+            nicks.map(|n| (SortedNames::key(n), n.clone())).collect();
+        pairs.sort_unstable();
+        let (keys, names) = pairs.into_iter().unzip();
+        SortedNames { keys, names }
+    }
+
+    pub(super) fn as_slice(&self) -> &[Arc<str>] {
+        &self.names
+    }
+
+    /// Where (`key`, `nick`) is, or goes.
+    fn position(&self, key: &str, nick: &str) -> Result<usize, usize> {
+        let (mut low, mut high) = (0, self.keys.len());
+        while low < high {
+            let mid = low + (high - low) / 2;
+            match (&*self.keys[mid], &*self.names[mid]).cmp(&(key, nick)) {
+                cmp::Ordering::Less => low = mid + 1,
+                cmp::Ordering::Greater => high = mid,
+                cmp::Ordering::Equal => return Ok(mid),
+            }
+        }
+        Err(low)
+    }
+
+    pub(super) fn insert(&mut self, nick: &Arc<str>) {
+        let key = SortedNames::key(nick);
+        if let Err(i) = self.position(&key, nick) {
+            self.keys.insert(i, key);
+            self.names.insert(i, nick.clone());
+        }
+    }
+
+    pub(super) fn remove(&mut self, nick: &str) {
+        if let Ok(i) = self.position(&SortedNames::key(nick), nick) {
+            self.keys.remove(i);
+            self.names.remove(i);
+        }
+    }
+}
+
+impl Hub {
+    /// Starts a newcomer's output at the end of `room`'s log (`rs`, its state, locked): the
+    /// welcome (`n` members, their names if `listed`, the topic), then the room's history. For
+    /// a join here and for a seat taken where a cluster join comes back (`Hub::arrive`).
+    pub(super) fn welcome_here(
+        &self,
+        room: &Room,
+        rs: &mut RoomState,
+        client: &Client,
+        nick: &str,
+        n: usize,
+        listed: bool,
+    ) {
+        let start = rs.log.tail().clone();
+        let end = start.end;
+        client.outbox.start_after(start);
+        // The names are borrowed from the room's sorted list (no copy unless other nodes add
+        // some), so the rest of `rs` is read before it.
+        let (wrap, topic) = (rs.wrap, rs.topic.clone());
+        let names = listed.then(|| self.with_remote(room, rs.sorted_names()));
+        let welcome = welcome(wrap, nick, n, names.as_deref(), &topic);
+        client.outbox.push_private(end, welcome, 2);
+        let history = rs.history.replay(&room.name, SystemTime::now());
+        client.outbox.push_private_all(end, history);
+    }
+
+    /// The nicknames in `id`'s room, sorted case-insensitively, with the room.
+    pub fn who(&self, id: ClientId) -> Option<(Arc<str>, Vec<Arc<str>>)> {
+        let room = self.room_of(id)?;
+        let names = room.lock().sorted_names().to_vec();
+        let names = self.with_remote(&room, &names).into_owned();
+        Some((room.name.clone(), names))
+    }
+
+    /// `names` (of members here, sorted) with the members of `room` on the cluster's other
+    /// nodes, sorted the same way.
+    pub(super) fn with_remote<'a>(
+        &self,
+        room: &Room,
+        names: &'a [Arc<str>],
+    ) -> Cow<'a, [Arc<str>]> {
+        if let Some(relay) = self.relay() {
+            let remote = relay.remote_names(&room.key);
+            if !remote.is_empty() {
+                let mut names = names.to_vec();
+                names.extend(remote);
+                names.sort_by_cached_key(|n| fold_case(n).collect::<String>());
+                names.dedup();
+                return Cow::Owned(names);
+            }
+        }
+        Cow::Borrowed(names)
+    }
+
+    /// `/who` output for a client: how many are in its room and every name, wrapped into
+    /// notice lines (as before rooms existed: the room is named on entering it, and by `/rooms`).
+    pub fn who_lines(&self, id: ClientId) -> Bytes {
+        let mut out = BytesMut::new();
+        if let Some((_, names)) = self.who(id) {
+            push_online(&mut out, self.config().wrap, "", &names);
+        }
+        out.freeze()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -157,5 +288,34 @@ mod tests {
         keys("Al").remove(&mut nicks, 1);
         assert!(!keys("AI").held_by_other(&nicks, 99));
         assert_eq!(nicks.len(), 1, "{nicks:?}");
+    }
+
+    /// What `SortedNames` must always equal: the names sorted afresh.
+    fn sorted(names: &[&str]) -> Vec<Arc<str>> {
+        let mut v: Vec<Arc<str>> = names.iter().map(|&n| Arc::from(n)).collect();
+        v.sort_by_cached_key(|n| fold_case(n).collect::<String>());
+        v
+    }
+
+    #[test]
+    fn names_kept_by_insertion_and_removal_match_a_fresh_sort() {
+        let mut names = SortedNames::default();
+        let mut now: Vec<&str> = Vec::new();
+        let all = [
+            "bob", "Alice", "carol", "ÉLODIE", "élan", "Zed", "_x", "9lives", "Straße", "strasse",
+        ];
+        for n in all {
+            names.insert(&Arc::from(n));
+            now.push(n);
+            assert_eq!(names.names, sorted(&now), "after inserting {n}");
+        }
+        for n in ["carol", "bob", "nobody", "Zed"] {
+            names.remove(n);
+            now.retain(|&m| m != n);
+            assert_eq!(names.names, sorted(&now), "after removing {n}");
+        }
+        let fresh = SortedNames::of(now.iter().map(|&n| Arc::from(n)).collect::<Vec<_>>().iter());
+        assert_eq!(fresh.names, names.names);
+        assert_eq!(fresh.keys, names.keys);
     }
 }

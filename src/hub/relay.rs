@@ -15,6 +15,7 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use tracing::debug;
 
+use super::deliver::Patience;
 use super::room::Room;
 use super::{Hub, enter};
 use crate::client::{ClientId, Lag};
@@ -349,7 +350,12 @@ impl Hub {
                 .fetch_add(u64::from(ev.lines), Ordering::Relaxed);
             c.bytes_relayed.fetch_add(len, Ordering::Relaxed);
         }
-        self.deliver_or_defer(&room, len, limit);
+        // Someone's join elsewhere is a join notice here, as patient as one of this node's.
+        let patience = match ev.said {
+            Said::Join => Patience::Presence,
+            Said::Chat | Said::Note | Said::Topic => Patience::Chat,
+        };
+        self.deliver_or_defer(&room, len, limit, patience);
     }
 
     /// Notes that member `id` waits for its join to come back.
@@ -397,14 +403,12 @@ impl Hub {
             rs.arriving.swap_remove(at);
             rs.seat(id, nick.clone(), client.clone());
             let n = rs.seats.len();
-            let listed = rs
-                .announce_presence(n)
-                .then(|| self.with_remote(room, rs.sorted_names()));
+            let listed = rs.announce_presence(n);
             let notified = notice.is_some();
             if let Some(line) = notice {
                 room.append(&mut rs, id, line, 1);
             }
-            super::welcome_here(room, &mut rs, &client, &nick, n, listed.as_deref());
+            self.welcome_here(room, &mut rs, &client, &nick, n, listed);
             (client, notified)
         };
         if let Some(tx) = self
@@ -415,10 +419,11 @@ impl Hub {
         {
             let _ = tx.send(());
         }
+        // As for a join here: the welcome leaves at once, the notice may wait (`Patience`).
+        self.flush_one(&client, room);
         if notified {
-            self.deliver_or_defer(room, 0, self.config().max_queue_bytes);
-        } else {
-            self.flush_one(&client, room);
+            let limit = self.config().max_queue_bytes;
+            self.deliver_or_defer(room, 0, limit, Patience::Presence);
         }
         true
     }

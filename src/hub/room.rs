@@ -19,10 +19,10 @@ use bytes::Bytes;
 use super::deliver::Shards;
 use super::history::History;
 use super::log::{Entry, Log, MAX_SLOT, NOBODY, slot_start};
+use super::names::SortedNames;
 use super::relay::{Outgoing, Roster, Said};
 use crate::client::{Client, ClientId, Congestion, Limits};
 use crate::protocol::RoomName;
-use crate::protocol::fold_case;
 use crate::protocol::format::{Wrap, wrapped_notice};
 use crate::settings::Settings;
 
@@ -76,6 +76,9 @@ pub(super) struct RoomState {
     pub(super) log: Log,
     /// The seats as one shared list for publishers; rebuilt on the first publish after a change.
     recipients: Option<Recipients>,
+    /// The members' nicknames in `/who` order, kept up to date seat by seat while every join's
+    /// welcome lists them (see [`SortedNames`]); None otherwise, made again when asked for.
+    names: Option<SortedNames>,
     pub(super) history: History,
     pub(super) topic: Arc<str>,
     /// The topic the configuration last gave (a reload that changes it replaces `topic`).
@@ -107,28 +110,62 @@ impl RoomState {
     }
 
     pub(super) fn seat(&mut self, id: ClientId, nick: Arc<str>, client: Arc<Client>) {
-        self.seats.insert(id, Seat { nick, client });
+        let seat = Seat {
+            nick: nick.clone(),
+            client,
+        };
+        if let Some(old) = self.seats.insert(id, seat) {
+            self.forget_name(&old.nick);
+        }
         self.recipients = None;
+        if !self.announce_presence(self.seats.len()) {
+            self.names = None;
+        } else if let Some(names) = self.names.as_mut() {
+            names.insert(&nick);
+        }
     }
 
     pub(super) fn unseat(&mut self, id: ClientId) -> Option<Seat> {
         let seat = self.seats.remove(&id);
-        if seat.is_some() {
+        if let Some(seat) = &seat {
             self.recipients = None;
+            self.forget_name(&seat.nick);
         }
         seat
+    }
+
+    /// Member `id` is now called `nick`.
+    pub(super) fn rename(&mut self, id: ClientId, nick: Arc<str>) {
+        let Some(seat) = self.seats.get_mut(&id) else {
+            return;
+        };
+        let old = std::mem::replace(&mut seat.nick, nick.clone());
+        if let Some(names) = self.names.as_mut() {
+            names.remove(&old);
+            names.insert(&nick);
+        }
+    }
+
+    fn forget_name(&mut self, nick: &str) {
+        if let Some(names) = self.names.as_mut() {
+            names.remove(nick);
+        }
     }
 
     /// Everyone leaves at once (the daemon is stopping).
     pub(super) fn clear(&mut self) {
         self.seats.clear();
         self.recipients = None;
+        self.names = None;
     }
 
-    pub(super) fn sorted_names(&self) -> Vec<Arc<str>> {
-        let mut names: Vec<Arc<str>> = self.seats.values().map(|s| s.nick.clone()).collect();
-        names.sort_by_cached_key(|n| fold_case(n).collect::<String>());
-        names
+    /// The members' nicknames, sorted case-insensitively (kept from the last call, see
+    /// [`SortedNames`]).
+    pub(super) fn sorted_names(&mut self) -> &[Arc<str>] {
+        let seats = &self.seats;
+        self.names
+            .get_or_insert_with(|| SortedNames::of(seats.values().map(|s| &s.nick)))
+            .as_slice()
     }
 
     /// Follows the settings in force (at creation and on reload).
@@ -175,6 +212,7 @@ impl Room {
             seats: ById::default(),
             log: Log::starting_at(start),
             recipients: None,
+            names: None,
             history: History::default(),
             topic: Arc::from(topic),
             config_topic: Arc::from(""),

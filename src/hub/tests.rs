@@ -208,6 +208,36 @@ async fn joins_welcome_and_announce_within_the_presence_limit_only() {
 }
 
 #[tokio::test]
+async fn welcomes_list_the_room_in_order_through_renames_leaves_and_the_limit() {
+    // The sorted names are kept from join to join (see `names::SortedNames`): each welcome must still
+    // list exactly who is there, case-insensitively sorted, as `/who` does.
+    let h = Arc::new(Hub::new(Config {
+        presence_max_members: 4,
+        ..Config::default()
+    }));
+    let conns = [member(&h, "bob", 1), member(&h, "Alice", 2)];
+    let carol = member(&h, "carol", 3);
+    h.rename(carol.id(), "Aaron").unwrap();
+    h.close(conns[1].id(), LeaveReason::Closed, None);
+    let mut dave = connect(&h, 4);
+    h.join(dave.id(), "dave").unwrap();
+    dave.expect("*** Welcome, dave! 3 online: Aaron, bob, dave\r\n");
+    // Past the limit the list is dropped; back under it, it is made again from the seats.
+    let eve = member(&h, "Eve", 5);
+    let zed = member(&h, "zed", 6);
+    h.close(zed.id(), LeaveReason::Closed, None);
+    h.close(eve.id(), LeaveReason::Closed, None);
+    let mut ann = connect(&h, 7);
+    h.join(ann.id(), "ann").unwrap();
+    ann.expect("*** Welcome, ann! 4 online: Aaron, ann, bob, dave\r\n");
+    assert_eq!(
+        &h.who_lines(ann.id())[..],
+        b"*** 4 online: Aaron, ann, bob, dave\r\n"
+    );
+    drop((conns, carol, dave, eve, zed));
+}
+
+#[tokio::test]
 async fn renames_are_announced_above_the_presence_limit() {
     // Finding: bob leaves unannounced in a big room, mallory silently becomes `bob`.
     let h = Arc::new(Hub::new(Config {

@@ -156,7 +156,11 @@ impl Session {
             // what this worker appended may have waited long enough.
             let requests = self.outbox().take_requests();
             if let Some(room) = &requests.owed {
-                self.input.ctx.hub.deliver(room);
+                self.input.ctx.hub.carry_on(room);
+                // A big room's round goes on in turns (see `hub::deliver`): let the tasks
+                // waiting meanwhile (the accept loop, readers) have theirs before the next one.
+                // Fairness only: nothing is lost or reordered however the scheduler orders us.
+                tokio::task::yield_now().await;
             }
             crate::hub::deliver_overdue();
             if let Some(ticket) = requests.drain {
