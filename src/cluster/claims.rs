@@ -369,13 +369,7 @@ async fn on_entry(cluster: &Cluster, conn: &Conn, entry: kv::Entry) {
         }
         return;
     }
-    let lost = cluster
-        .nodes
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .get(&claim.node)
-        .is_some_and(|s| s.lost && s.inc == claim.inc);
-    if !lost {
+    if !cluster.is_lost(&claim.node, claim.inc) {
         dir().put(entry.key, claim);
     }
 }

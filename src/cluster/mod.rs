@@ -409,6 +409,16 @@ impl Cluster {
             .names_in(room_key)
     }
 
+    /// True if `node`'s incarnation `inc` was declared lost: what it says or claims is no
+    /// longer listed (its members were announced as gone).
+    fn is_lost(&self, node: &str, inc: u64) -> bool {
+        self.nodes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(node)
+            .is_some_and(|s| s.lost && s.inc == inc)
+    }
+
     /// A notice from another node says who left `room` and who joined it: the directory
     /// follows at once (unless that node was declared lost).
     fn follow_notice(
@@ -419,13 +429,7 @@ impl Cluster {
         left: Option<String>,
         joined: Option<String>,
     ) {
-        let lost = self
-            .nodes
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(node)
-            .is_some_and(|s| s.lost && s.inc == inc);
-        if !lost {
+        if !self.is_lost(node, inc) {
             self.directory
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
