@@ -95,10 +95,7 @@ impl Hub {
                     // A node that stops still tells the rest of its cluster who went.
                     let stopping = st.stopping && !room.relayed;
                     if !stopping && rs.announce_presence(rs.seats.len() + 1) {
-                        let moved = Roster {
-                            left: Some(m.nick.clone()),
-                            joined: None,
-                        };
+                        let moved = Roster::left(&m.nick);
                         let text = format!("{} left ({reason})", m.nick);
                         room.presence_notice(&mut rs, NOBODY, &text, moved);
                         notified = true;
@@ -218,10 +215,7 @@ impl Hub {
             if m.room.relayed {
                 let mut rs = m.room.lock();
                 let text = format!("{} left ({})", m.nick, LeaveReason::ShuttingDown);
-                let moved = Roster {
-                    left: Some(m.nick.clone()),
-                    joined: None,
-                };
+                let moved = Roster::left(&m.nick);
                 m.room.presence_notice(&mut rs, NOBODY, &text, moved);
                 released.extend(m.keys.to_vec());
             }

@@ -398,10 +398,7 @@ impl Hub {
                 .announce_presence(n)
                 .then(|| self.with_remote(new, to.sorted_names()).into_owned());
             if listed.is_some() {
-                let moved = super::relay::Roster {
-                    left: None,
-                    joined: Some(nick.clone()),
-                };
+                let moved = super::relay::Roster::joined(&nick);
                 new.presence_notice(&mut to, id, &format!("{nick} joined"), moved);
             }
             let start = to.log.tail().clone();
@@ -410,10 +407,7 @@ impl Hub {
             client.outbox.switch(id, &client.stats, stop_at, start);
             let told_old = from.announce_presence(from.seats.len() + 1);
             if told_old {
-                let moved = super::relay::Roster {
-                    left: Some(nick.clone()),
-                    joined: None,
-                };
+                let moved = super::relay::Roster::left(&nick);
                 let text = format!("{nick} left (moved to {})", new.name);
                 old.presence_notice(&mut from, NOBODY, &text, moved);
             }

@@ -127,10 +127,7 @@ impl Hub {
             rs.rename(id, new.clone());
             // Announced at any room size, unlike joins and leaves: renames are rare, and a silent
             // one is how someone would take over a name that just left.
-            let moved = relay::Roster {
-                left: Some(old.clone()),
-                joined: Some(new.clone()),
-            };
+            let moved = relay::Roster::renamed(&old, &new);
             room.presence_notice(
                 &mut rs,
                 log::NOBODY,

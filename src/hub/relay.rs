@@ -68,6 +68,32 @@ pub struct Roster {
     pub joined: Option<Arc<str>>,
 }
 
+impl Roster {
+    /// `nick` left the room.
+    pub(super) fn left(nick: &Arc<str>) -> Roster {
+        Roster {
+            left: Some(nick.clone()),
+            joined: None,
+        }
+    }
+
+    /// `nick` entered it.
+    pub(super) fn joined(nick: &Arc<str>) -> Roster {
+        Roster {
+            left: None,
+            joined: Some(nick.clone()),
+        }
+    }
+
+    /// `old` is now called `new`.
+    pub(super) fn renamed(old: &Arc<str>, new: &Arc<str>) -> Roster {
+        Roster {
+            left: Some(old.clone()),
+            joined: Some(new.clone()),
+        }
+    }
+}
+
 /// An event that came back from the broker, for [`Hub::apply`].
 #[derive(Debug, Clone)]
 pub struct Incoming {
@@ -189,10 +215,7 @@ impl Room {
             bytes,
             lines,
             topic: None,
-            moved: Roster {
-                left: None,
-                joined: Some(nick.clone()),
-            },
+            moved: Roster::joined(nick),
         };
         self.queue(st, out);
     }
