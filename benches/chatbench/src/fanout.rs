@@ -597,6 +597,10 @@ fn print(args: &FanoutArgs, run: &Run, notes: Vec<String>) {
     let lag = args.rate.map(|_| run.max_lag_us as f64 / 1000.0);
     let l = &t.latency;
     let latency = Value::Group(vec![
+        // The low end shows the fixed part of a delivery (wake-up, read, first write); the
+        // median and above add the fan-out and the scheduling around it.
+        field("p1", "p1", Value::opt_count(l.quantile(10)), "us"),
+        field("p10", "p10", Value::opt_count(l.quantile(100)), "us"),
         field("p50", "p50", Value::opt_count(l.quantile(500)), "us"),
         field("p99", "p99", Value::opt_count(l.quantile(990)), "us"),
         field("p999", "p99.9", Value::opt_count(l.quantile(999)), "us"),
