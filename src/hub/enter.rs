@@ -15,8 +15,9 @@ use bytes::{Bytes, BytesMut};
 use tracing::info;
 
 use super::log::NOBODY;
+use super::registry::Rooms;
 use super::relay::Said;
-use super::room::{Kind, Room, RoomInfo, Rooms};
+use super::room::{Kind, Room, RoomInfo};
 use super::{Hub, State, names};
 use crate::client::ClientId;
 use crate::protocol::format::{self, Wrap};

@@ -21,7 +21,8 @@ use tracing::{info, warn};
 
 use super::history::SavedLine;
 use super::names::NickKeys;
-use super::room::{Kind, Rooms};
+use super::registry::Rooms;
+use super::room::Kind;
 use super::{Counters, Hub, Member};
 use crate::client::{Client, ClientId, Stream, Transport};
 use crate::config::IpNet;

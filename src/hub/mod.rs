@@ -18,6 +18,7 @@
 //!   reference-count bumps.
 
 pub(crate) mod admission;
+mod arrive;
 mod close;
 mod deliver;
 mod door;
@@ -29,6 +30,7 @@ use deliver::Patience;
 pub(crate) use deliver::{deliver_deferred, deliver_overdue, enable_deferred_delivery};
 pub(crate) mod log;
 mod names;
+mod registry;
 pub mod relay;
 mod room;
 
@@ -51,7 +53,7 @@ use crate::drain::Drain;
 use crate::metrics::histogram::Latency;
 use crate::protocol::validate_nick;
 use crate::settings::{Settings, SettingsCell};
-use room::Rooms;
+use registry::Rooms;
 
 /// Daemon-wide counters (monotonic totals), readable without the hub lock.
 #[derive(Debug, Default)]
