@@ -104,7 +104,7 @@ impl Hub {
         let drain = Drain::default();
         let states = Arc::new(Mutex::new(HashMap::new()));
         // TLS clients (line and `wss://`) are not frozen: their TLS session cannot leave this
-        // process, so they are closed before an upgrade instead (`upgrade::part_relayed`).
+        // process, so they are closed before an upgrade instead (`upgrade::upgrader::part_relayed`).
         // WebSocket clients over plain HTTP are, their relays frozen first (`ws::handover`).
         let clients: Vec<Arc<Client>> = self
             .lock()

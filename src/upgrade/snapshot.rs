@@ -15,7 +15,7 @@
 //! exactly what the first version 2 release wrote (and that release reads it: a downgrade works);
 //! a snapshot with them is refused by that release (it denies unknown fields), and the upgrade
 //! rolls back. TLS sessions themselves are never in a snapshot: their clients are told to
-//! reconnect before the hand-over (see `upgrade::part_relayed`).
+//! reconnect before the hand-over (see `upgrade::upgrader::part_relayed`).
 //!
 //! Also within version 2, later: [`Snapshot::http_listeners`], read as absent (`None`) from a
 //! writer before it; and [`Snapshot::https_listeners`], optional and written only when not zero,
