@@ -30,6 +30,9 @@ use crate::client::ClientId;
 use crate::hub::relay::Membership;
 use std::sync::atomic::Ordering;
 
+/// Longest a newcomer's nickname waits for the link to come up before it is refused.
+const CLAIM_WAIT: Duration = Duration::from_secs(5);
+
 /// Why a nickname could not be claimed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum ClaimRefused {
@@ -72,6 +75,44 @@ struct Held {
     revision: u64,
     /// The client here that holds it (0: taken over after an upgrade, owner unknown).
     owner: ClientId,
+}
+
+impl Cluster {
+    /// Claims `keys` for `nick` in `room` across the cluster (see [`claims`](super::claims)).
+    pub(crate) async fn claim(
+        &self,
+        owner: ClientId,
+        keys: Vec<Arc<str>>,
+        nick: Arc<str>,
+        room: Arc<str>,
+    ) -> Result<(), ClaimRefused> {
+        // A node just starting (or a link just dropped) may be up in a moment: the newcomer waits
+        // a little rather than being sent away.
+        if !self.wait_up(CLAIM_WAIT).await {
+            return Err(ClaimRefused::LinkDown);
+        }
+        let (tx, rx) = oneshot::channel();
+        let cmd = Cmd::Claim {
+            owner,
+            keys,
+            nick,
+            room,
+            reply: tx,
+        };
+        if !self.send_claims(cmd) {
+            return Err(ClaimRefused::LinkDown);
+        }
+        rx.await.unwrap_or(Err(ClaimRefused::LinkDown))
+    }
+
+    pub(super) fn send_claims(&self, cmd: Cmd) -> bool {
+        self.claims_pending.fetch_add(1, Ordering::AcqRel);
+        let sent = self.claims_tx.send(cmd).is_ok();
+        if !sent {
+            self.claims_pending.fetch_sub(1, Ordering::AcqRel);
+        }
+        sent
+    }
 }
 
 /// The claims task: every change to this node's claims, in order, and their refreshing.

@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use super::Cluster;
 use super::wire::{self, Claim};
 use crate::hub::relay::Remote;
 use crate::protocol::validate_room;
@@ -121,6 +122,42 @@ impl Directory {
             }
         });
         gone
+    }
+}
+
+impl Cluster {
+    /// Members on other nodes: (node, nickname, room).
+    pub fn remote_members(&self) -> Vec<(String, String, String)> {
+        self.directory
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .members()
+    }
+
+    /// Nicknames of members elsewhere in the room with registry key `room_key`.
+    pub(crate) fn remote_names_in(&self, room_key: &str) -> Vec<Arc<str>> {
+        self.directory
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .names_in(room_key)
+    }
+
+    /// A notice from another node says who left `room` and who joined it: the directory
+    /// follows at once (unless that node was declared lost).
+    pub(super) fn follow_notice(
+        &self,
+        node: &str,
+        inc: u64,
+        room: &str,
+        left: Option<String>,
+        joined: Option<String>,
+    ) {
+        if !self.is_lost(node, inc) {
+            self.directory
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .follow(node, inc, room, left.as_deref(), joined.as_deref());
+        }
     }
 }
 

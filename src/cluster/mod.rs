@@ -17,7 +17,8 @@
 //!   refreshed while held, released on leave; and the directory of members on other nodes that
 //!   `/who`, `/msg` and `chatctl kick` read.
 //! - [`presence`]: heartbeats, and announcing the members of a node that stopped beating as
-//!   left (`node lost`), once, whichever node sees it first (a message id the stream dedupes).
+//!   left (`node lost`), once, whichever node sees it first (a message id the stream dedupes);
+//!   and the nodes `chatctl nodes` lists.
 //! - [`inbox`]: private messages and operator requests addressed to this node.
 //!
 //! Nothing here runs without `[cluster]`: the hub then never sees a [`Cluster`].
@@ -46,15 +47,13 @@ use crate::hub::relay::{Membership, Relay, RelayTotals, Remote, Waiting};
 use crate::hub::{Hub, Room};
 use wire::Names;
 
-pub(crate) use claims::ClaimRefused;
+pub use presence::NodeInfo;
+use presence::Seen;
 
 /// A room to seed from the stream, and who to tell when it is done.
 type SeedRequest = (String, oneshot::Sender<()>);
 /// A private line for another node: (node, nickname, line).
 type PrivateLine = (String, String, Bytes);
-
-/// Longest a newcomer's nickname waits for the link to come up before it is refused.
-const CLAIM_WAIT: Duration = Duration::from_secs(5);
 
 /// Longest a member waits for a room's history from the stream before entering without it.
 const PREPARE_LIMIT: Duration = Duration::from_secs(3);
@@ -80,32 +79,6 @@ pub struct LinkCounters {
     pub applied: AtomicU64,
     /// The last broker round trip, in microseconds (0: none measured yet).
     pub rtt_us: AtomicU64,
-}
-
-/// Another node, as its heartbeats show it.
-#[derive(Debug, Clone)]
-pub(crate) struct Seen {
-    pub(crate) inc: u64,
-    pub(crate) clients: usize,
-    pub(crate) at: Instant,
-    /// Announced as lost (no heartbeat for `presence_ttl`).
-    pub(crate) lost: bool,
-}
-
-/// One node for `chatctl nodes`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NodeInfo {
-    /// Its name.
-    pub node: String,
-    /// Its connections, as of its last heartbeat.
-    pub clients: usize,
-    /// Milliseconds since its last heartbeat arrived here.
-    pub heartbeat_age_ms: u64,
-    /// `up`, or `lost` for a node that stopped beating (for this node: its own link).
-    pub link: String,
-    /// This node.
-    #[serde(rename = "self")]
-    pub this: bool,
 }
 
 /// The cluster link's shared state: the hub's [`Relay`], and what the link's tasks share.
@@ -288,33 +261,6 @@ impl Cluster {
         self.held.store(false, Ordering::Release);
     }
 
-    /// Claims `keys` for `nick` in `room` across the cluster (see [`claims`]).
-    pub(crate) async fn claim(
-        &self,
-        owner: ClientId,
-        keys: Vec<Arc<str>>,
-        nick: Arc<str>,
-        room: Arc<str>,
-    ) -> Result<(), ClaimRefused> {
-        // A node just starting (or a link just dropped) may be up in a moment: the newcomer waits
-        // a little rather than being sent away.
-        if !self.wait_up(CLAIM_WAIT).await {
-            return Err(ClaimRefused::LinkDown);
-        }
-        let (tx, rx) = oneshot::channel();
-        let cmd = claims::Cmd::Claim {
-            owner,
-            keys,
-            nick,
-            room,
-            reply: tx,
-        };
-        if !self.send_claims(cmd) {
-            return Err(ClaimRefused::LinkDown);
-        }
-        rx.await.unwrap_or(Err(ClaimRefused::LinkDown))
-    }
-
     /// Makes sure the room called `name` exists here with its history and topic read from the
     /// stream, before a member enters it (the first member here of a room that lives on other
     /// nodes). Bounded by `limit`; on timeout the member enters a room without that history.
@@ -322,118 +268,6 @@ impl Cluster {
         let (tx, rx) = oneshot::channel();
         if self.seed_tx.send((name.to_owned(), tx)).is_ok() {
             let _ = tokio::time::timeout(limit, rx).await;
-        }
-    }
-
-    fn send_claims(&self, cmd: claims::Cmd) -> bool {
-        self.claims_pending.fetch_add(1, Ordering::AcqRel);
-        let sent = self.claims_tx.send(cmd).is_ok();
-        if !sent {
-            self.claims_pending.fetch_sub(1, Ordering::AcqRel);
-        }
-        sent
-    }
-
-    /// Its own heartbeat came back through the watch: the watch (and link) work.
-    pub(crate) fn seen_own_beat(&self) {
-        *self.own_beat.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
-    }
-
-    /// True if this node's own heartbeats come back through its watch (within `presence_ttl`).
-    pub(crate) fn sees_own_beats(&self) -> bool {
-        self.is_up()
-            && self
-                .own_beat
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .is_some_and(|t| t.elapsed() <= self.cfg.presence_ttl * 2 / 3)
-    }
-
-    /// While this node could not see heartbeats, nobody's silence counts.
-    pub(crate) fn forgive_silence(&self) {
-        // Everyone gets the whole limit again once this node can see, and as long again: the
-        // others' links come back at their own pace after an outage they all shared.
-        let floor = Instant::now() + self.cfg.presence_ttl;
-        for seen in self
-            .nodes
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .values_mut()
-            .filter(|s| !s.lost)
-        {
-            seen.at = seen.at.max(floor);
-        }
-    }
-
-    /// Every node this one has heard of, itself first.
-    pub fn nodes(&self) -> Vec<NodeInfo> {
-        let now = Instant::now();
-        let clients = self.hub().map_or(0, |h| h.counts().0);
-        let mut out = vec![NodeInfo {
-            node: self.cfg.node_name.clone(),
-            clients,
-            heartbeat_age_ms: 0,
-            link: if self.is_up() { "up" } else { "down" }.to_owned(),
-            this: true,
-        }];
-        let nodes = self.nodes.lock().unwrap_or_else(|e| e.into_inner());
-        let mut others: Vec<NodeInfo> = nodes
-            .iter()
-            .filter(|(n, _)| **n != self.cfg.node_name)
-            .map(|(n, s)| NodeInfo {
-                node: n.clone(),
-                clients: s.clients,
-                heartbeat_age_ms: now.saturating_duration_since(s.at).as_millis() as u64,
-                link: if s.lost { "lost" } else { "up" }.to_owned(),
-                this: false,
-            })
-            .collect();
-        others.sort_by(|a, b| a.node.cmp(&b.node));
-        out.extend(others);
-        out
-    }
-
-    /// Members on other nodes: (node, nickname, room).
-    pub fn remote_members(&self) -> Vec<(String, String, String)> {
-        self.directory
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .members()
-    }
-
-    /// Nicknames of members elsewhere in the room with registry key `room_key`.
-    pub(crate) fn remote_names_in(&self, room_key: &str) -> Vec<Arc<str>> {
-        self.directory
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .names_in(room_key)
-    }
-
-    /// True if `node`'s incarnation `inc` was declared lost: what it says or claims is no
-    /// longer listed (its members were announced as gone).
-    fn is_lost(&self, node: &str, inc: u64) -> bool {
-        self.nodes
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(node)
-            .is_some_and(|s| s.lost && s.inc == inc)
-    }
-
-    /// A notice from another node says who left `room` and who joined it: the directory
-    /// follows at once (unless that node was declared lost).
-    fn follow_notice(
-        &self,
-        node: &str,
-        inc: u64,
-        room: &str,
-        left: Option<String>,
-        joined: Option<String>,
-    ) {
-        if !self.is_lost(node, inc) {
-            self.directory
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .follow(node, inc, room, left.as_deref(), joined.as_deref());
         }
     }
 

@@ -5,6 +5,8 @@
 //! (`*** bob left (node lost)`) in their rooms, through the stream so everyone sees it at the
 //! same place in the order. Every surviving node publishes the same announcement with the same
 //! message id, and JetStream's duplicate window keeps exactly one.
+//!
+//! What this node has seen of the others is also what `chatctl nodes` shows ([`NodeInfo`]).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -14,16 +16,114 @@ use async_nats::jetstream::kv::Operation;
 use async_nats::jetstream::message::PublishMessage;
 use bytes::Bytes;
 use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
 use tracing::{debug, info};
 
 use super::link::Conn;
 use super::wire::{Heartbeat, Kind};
-use super::{Cluster, Seen, publish, unix_ms};
+use super::{Cluster, publish, unix_ms};
 use crate::protocol::format::wrapped_notice;
 use crate::protocol::validate_room;
 
 /// How often lost nodes are looked for.
 const CHECK_EVERY: Duration = Duration::from_millis(500);
+
+/// Another node, as its heartbeats show it.
+#[derive(Debug, Clone)]
+pub(super) struct Seen {
+    pub(super) inc: u64,
+    pub(super) clients: usize,
+    pub(super) at: Instant,
+    /// Announced as lost (no heartbeat for `presence_ttl`).
+    pub(super) lost: bool,
+}
+
+/// One node for `chatctl nodes`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    /// Its name.
+    pub node: String,
+    /// Its connections, as of its last heartbeat.
+    pub clients: usize,
+    /// Milliseconds since its last heartbeat arrived here.
+    pub heartbeat_age_ms: u64,
+    /// `up`, or `lost` for a node that stopped beating (for this node: its own link).
+    pub link: String,
+    /// This node.
+    #[serde(rename = "self")]
+    pub this: bool,
+}
+
+impl Cluster {
+    /// Its own heartbeat came back through the watch: the watch (and link) work.
+    pub(crate) fn seen_own_beat(&self) {
+        *self.own_beat.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+    }
+
+    /// True if this node's own heartbeats come back through its watch (within `presence_ttl`).
+    pub(crate) fn sees_own_beats(&self) -> bool {
+        self.is_up()
+            && self
+                .own_beat
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_some_and(|t| t.elapsed() <= self.cfg.presence_ttl * 2 / 3)
+    }
+
+    /// While this node could not see heartbeats, nobody's silence counts.
+    pub(crate) fn forgive_silence(&self) {
+        // Everyone gets the whole limit again once this node can see, and as long again: the
+        // others' links come back at their own pace after an outage they all shared.
+        let floor = Instant::now() + self.cfg.presence_ttl;
+        for seen in self
+            .nodes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values_mut()
+            .filter(|s| !s.lost)
+        {
+            seen.at = seen.at.max(floor);
+        }
+    }
+
+    /// Every node this one has heard of, itself first.
+    pub fn nodes(&self) -> Vec<NodeInfo> {
+        let now = Instant::now();
+        let clients = self.hub().map_or(0, |h| h.counts().0);
+        let mut out = vec![NodeInfo {
+            node: self.cfg.node_name.clone(),
+            clients,
+            heartbeat_age_ms: 0,
+            link: if self.is_up() { "up" } else { "down" }.to_owned(),
+            this: true,
+        }];
+        let nodes = self.nodes.lock().unwrap_or_else(|e| e.into_inner());
+        let mut others: Vec<NodeInfo> = nodes
+            .iter()
+            .filter(|(n, _)| **n != self.cfg.node_name)
+            .map(|(n, s)| NodeInfo {
+                node: n.clone(),
+                clients: s.clients,
+                heartbeat_age_ms: now.saturating_duration_since(s.at).as_millis() as u64,
+                link: if s.lost { "lost" } else { "up" }.to_owned(),
+                this: false,
+            })
+            .collect();
+        others.sort_by(|a, b| a.node.cmp(&b.node));
+        out.extend(others);
+        out
+    }
+
+    /// True if `node`'s incarnation `inc` was declared lost: what it says or claims is no
+    /// longer listed (its members were announced as gone).
+    pub(super) fn is_lost(&self, node: &str, inc: u64) -> bool {
+        self.nodes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(node)
+            .is_some_and(|s| s.lost && s.inc == inc)
+    }
+}
 
 pub(super) async fn run(cluster: Arc<Cluster>, conn: Conn) {
     let every = (cluster.cfg.presence_ttl / 3).max(Duration::from_millis(500));

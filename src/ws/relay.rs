@@ -2,20 +2,10 @@
 //! the session's end of a socket pair, plus the keepalive, until both sides are done (or an
 //! upgrade takes the connection to another process: see `handover`).
 //!
-//! - To the client: what the session writes is split at its CRLFs, and each line goes out as one
-//!   text message without them (a wrapped line's continuation rows are lines of their own, as on
-//!   a terminal). When the session shuts its end after its last line, a close (1000) follows.
-//! - From the client: each text message is one line; it goes to the session with an LF, as if
-//!   typed into netcat, and the session frames, limits, sanitises and throttles it like any
-//!   other. One trailing line break is tolerated (some tools send one); a message with a line
-//!   break inside, or a binary message, is refused with a `***` line to its sender and not sent.
-//!   A message over the WebSocket's own limit (see [`super::message_limit`]) is not read: the
-//!   client is told and closed with 1009.
-//!
-//! The protocol is tungstenite's `WebSocketContext`, driven without I/O of its own: client bytes
-//! wait in [`Inbound`] and are given to it one whole frame at a time, and the frames it writes go
-//! to an owed-bytes buffer that this task writes to the socket. So at every await point the
-//! relay's whole state is in four plain buffers, which is what an upgrade moves.
+//! This is the relay's task: it waits on the connection, the session's end of the pair, the
+//! clocks and an upgrade's freeze, and after each event lets [`Relay`] (in [`translate`]) do all
+//! that can be done without waiting, turning the client's messages into lines for the session
+//! and the session's lines into messages.
 //!
 //! Back-pressure is kept both ways, as in the TLS relay: the session's output is read only while
 //! little is owed to the client (so a browser that stops reading stops the relay, the pair fills,
@@ -29,9 +19,10 @@
 //! answer to pings)`). Time the relay spent waiting on the session to take a message does not
 //! count against the client, nor does time frozen by an upgrade.
 
-use std::io::{self, Read, Write};
+mod translate;
+
+use std::io;
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -47,14 +38,14 @@ use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 use tokio_util::task::task_tracker::TaskTrackerToken;
 use tracing::debug;
+use tungstenite::Message;
 use tungstenite::protocol::frame::coding::CloseCode;
-use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig, WebSocketContext};
-use tungstenite::{Message, Utf8Bytes};
 
 use super::frames::Inbound;
-use super::handover::{Given, Registered, WsState};
+use super::handover::{Registered, WsState};
 use crate::client::{ClientId, LeaveReason};
 use crate::hub::Hub;
+use translate::Relay;
 
 /// How long a relay may go on delivering after its session ended (as a session lingers after its
 /// last write), and how long a close handshake is waited for.
@@ -62,23 +53,9 @@ const LINGER: Duration = Duration::from_secs(2);
 /// Bytes of the session's output read at once; more is read only while less than this is owed
 /// to the client.
 const READ_CHUNK: usize = 16 * 1024;
-/// The client's messages are taken only while less than this is owed to it (its notices, the
-/// answers to its pings): one that does not read is not read either.
-const OWED_LIMIT: usize = 2 * READ_CHUNK;
-/// A row of output longer than this without a CRLF goes out as a message of its own. The session
-/// never writes one (its lines are the sanitised input of at most `max_line_bytes` with a prefix,
-/// or its own short notices); this only bounds what the relay holds.
-const MAX_ROW: usize = 4 << 20;
 /// The read buffer tungstenite allocates up front for each connection: chat messages are short,
 /// and a larger one would cost every idle browser (its default is 128 KiB).
 const READ_BUFFER: usize = 4096;
-
-/// Told to a sender of a binary message.
-pub(super) const BINARY: &str =
-    "*** Binary messages are not accepted: send text, one line per message.";
-/// Told to a sender of a message with a line break inside.
-pub(super) const LINE_BREAK: &str =
-    "*** One line per message: this one had a line break in it; it was not sent.";
 
 /// A WebSocket's connection: the TCP connection itself (over plain HTTP, which an upgrade can
 /// move), or whatever hyper upgraded (TLS over HTTPS, which cannot move).
@@ -132,31 +109,6 @@ async fn io_step(io: &mut Io, read: bool, inbound: &mut Inbound, owed: &[u8]) ->
     .await
 }
 
-/// tungstenite's view of the connection: whole frames from [`Inbound`] in, frames out to what is
-/// owed. Never blocks on writing; reading says WouldBlock until a whole frame is here.
-struct Wire<'a> {
-    inbound: &'a mut Inbound,
-    owed: &'a mut BytesMut,
-    max_frame: usize,
-}
-
-impl Read for Wire<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.inbound.release(buf, self.max_frame)
-    }
-}
-
-impl Write for Wire<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.owed.extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
 /// An admitted connection whose session runs already.
 pub(super) struct Admitted {
     pub(super) id: ClientId,
@@ -172,204 +124,6 @@ pub(super) struct Admitted {
     pub(super) ping_every: Duration,
     /// Its entry in the registry: its session's end, and an upgrade's freeze request.
     pub(super) registered: Registered,
-}
-
-/// The protocol and the four buffers: everything the relay holds.
-struct Relay {
-    ws: WebSocketContext,
-    inbound: Inbound,
-    /// Frames for the client, not yet written.
-    owed: BytesMut,
-    /// The rest of a line for the session, not yet written to the pair.
-    to_session: Bytes,
-    /// Session output read but not yet a whole line.
-    row: BytesMut,
-    limit: usize,
-    /// When something last came from the client.
-    heard: Instant,
-    /// The client will send nothing more (it closed, or it is being closed).
-    input_done: bool,
-    /// Nothing more goes to the client but what is owed (a close is among it, if one could go).
-    output_done: bool,
-    /// The session's end of the pair was read to its end.
-    pipe_eof: bool,
-    /// Writing to the session failed: it has gone, and later lines are dropped.
-    session_gone: bool,
-}
-
-impl Relay {
-    fn new(state: WsState, limit: usize) -> Relay {
-        let config = WebSocketConfig::default()
-            .read_buffer_size(READ_BUFFER)
-            .write_buffer_size(0)
-            .max_message_size(Some(limit))
-            .max_frame_size(Some(limit));
-        Relay {
-            ws: WebSocketContext::new(Role::Server, Some(config)),
-            inbound: Inbound::with(&state.inbound),
-            owed: BytesMut::from(&state.to_client[..]),
-            to_session: Bytes::from(state.to_session),
-            row: BytesMut::from(&state.row[..]),
-            limit,
-            heard: Instant::now(),
-            input_done: false,
-            output_done: false,
-            pipe_eof: false,
-            session_gone: false,
-        }
-    }
-
-    fn wire(&mut self) -> (&mut WebSocketContext, Wire<'_>) {
-        (
-            &mut self.ws,
-            Wire {
-                inbound: &mut self.inbound,
-                owed: &mut self.owed,
-                max_frame: self.limit,
-            },
-        )
-    }
-
-    /// Queues a message for the client, if the connection still takes one.
-    fn send(&mut self, message: Message) {
-        if self.ws.can_write() {
-            let (ws, mut wire) = self.wire();
-            // Never fails while it can write: the wire takes everything.
-            let _ = ws.write(&mut wire, message);
-        }
-    }
-
-    /// Queues a close with `code`, after which nothing more goes out.
-    fn close(&mut self, code: CloseCode, reason: &'static str) {
-        if self.ws.can_write() {
-            let frame = CloseFrame {
-                code,
-                reason: Utf8Bytes::from_static(reason),
-            };
-            let (ws, mut wire) = self.wire();
-            let _ = ws.close(&mut wire, Some(frame));
-        }
-        self.output_done = true;
-    }
-
-    /// Does everything that can be done without waiting: takes the client's messages (while the
-    /// session takes them), turns the session's output into messages, and queues the frames.
-    /// Err when the connection broke the protocol.
-    fn step(&mut self, pipe: &UnixStream) -> io::Result<()> {
-        while !self.input_done && self.to_session.is_empty() && self.owed.len() < OWED_LIMIT {
-            let (ws, mut wire) = self.wire();
-            match ws.read(&mut wire) {
-                Ok(message) => {
-                    self.heard = Instant::now();
-                    self.take(message);
-                }
-                Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => {
-                    self.end_input(pipe);
-                }
-                Err(tungstenite::Error::Capacity(_)) => {
-                    let line = format!(
-                        "*** Message too long (limit {} bytes); closing the connection.",
-                        self.limit
-                    );
-                    self.send(Message::text(line));
-                    self.close(CloseCode::Size, "message too big");
-                    self.end_input(pipe);
-                }
-                Err(e) => return Err(io::Error::other(e)),
-            }
-        }
-        // Every complete line as a message of its own.
-        while let Some(end) = memchr::memmem::find(&self.row, b"\r\n") {
-            let mut line = self.row.split_to(end + 2);
-            line.truncate(end);
-            self.send(Message::Text(text(line.freeze())));
-        }
-        if self.row.len() > MAX_ROW {
-            let row = self.row.split().freeze();
-            self.send(Message::Text(text(row)));
-        }
-        if self.pipe_eof && !self.output_done {
-            self.close(CloseCode::Normal, "");
-        }
-        if self.row.is_empty() && self.row.capacity() > 0 {
-            // An idle connection holds no buffer here.
-            self.row = BytesMut::new();
-        }
-        let (ws, mut wire) = self.wire();
-        match ws.flush(&mut wire) {
-            // Closed: the last frames are owed already.
-            Ok(())
-            | Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => {
-                Ok(())
-            }
-            Err(e) => Err(io::Error::other(e)),
-        }
-    }
-
-    /// One message from the client.
-    fn take(&mut self, message: Message) {
-        match message {
-            Message::Text(text) => match one_line(&text) {
-                Some(one) if !self.session_gone => {
-                    let mut line = BytesMut::with_capacity(one.len() + 1);
-                    line.extend_from_slice(one.as_bytes());
-                    line.extend_from_slice(b"\n");
-                    self.to_session = line.freeze();
-                }
-                Some(_) => {}
-                None => self.send(Message::text(LINE_BREAK)),
-            },
-            Message::Binary(_) => self.send(Message::text(BINARY)),
-            // tungstenite answers pings and queues the answer to a close; after the client's
-            // close nothing more can go to it.
-            Message::Close(_) if !self.ws.can_write() => self.output_done = true,
-            Message::Ping(_) | Message::Pong(_) | Message::Close(_) | Message::Frame(_) => {}
-        }
-    }
-
-    /// End-of-file for the session, as when a TCP client closes.
-    fn end_input(&mut self, pipe: &UnixStream) {
-        if !self.input_done {
-            self.input_done = true;
-            let _ = nix::sys::socket::shutdown(pipe.as_raw_fd(), nix::sys::socket::Shutdown::Write);
-        }
-    }
-
-    /// Everything owed was delivered and nothing more can come.
-    fn finished(&self) -> bool {
-        self.input_done && self.output_done && self.owed.is_empty()
-    }
-
-    /// Whether the client's next bytes are wanted now.
-    fn wants_input(&self) -> bool {
-        !self.input_done
-            && !self.inbound.eof
-            && self.to_session.is_empty()
-            && self.owed.len() < OWED_LIMIT
-            && !self.inbound.ready(self.limit)
-    }
-
-    /// The state to hand over, if the relay is between two steps of an ordinary conversation.
-    fn give(&mut self, io: &Io, pipe: &UnixStream) -> Option<Given> {
-        let Io::Tcp(tcp) = io else {
-            return None;
-        };
-        if self.input_done || self.output_done || self.pipe_eof || !self.ws.can_write() {
-            return None;
-        }
-        let inbound = self.inbound.take()?;
-        Some(Given {
-            pipe: pipe.as_raw_fd(),
-            tcp: tcp.as_raw_fd(),
-            state: WsState {
-                inbound,
-                to_client: self.owed.to_vec(),
-                to_session: self.to_session.to_vec(),
-                row: self.row.to_vec(),
-            },
-        })
-    }
 }
 
 /// Relays until both sides are done. `relay` (for a connection that cannot move) counts this
@@ -526,25 +280,6 @@ async fn sleep_until(at: Option<Instant>) {
     }
 }
 
-/// The line a text message carries: the text without one trailing LF or CR LF; None if a line
-/// break is left inside.
-pub(super) fn one_line(text: &str) -> Option<&str> {
-    let line = match text.strip_suffix('\n') {
-        Some(rest) => rest.strip_suffix('\r').unwrap_or(rest),
-        None => text,
-    };
-    (!line.contains(['\r', '\n'])).then_some(line)
-}
-
-/// A line of the session's output as text: it writes UTF-8 only (everything it relays is
-/// sanitised), but a row cut at [`MAX_ROW`] could end inside a character.
-fn text(bytes: Bytes) -> Utf8Bytes {
-    match Utf8Bytes::try_from(bytes.clone()) {
-        Ok(text) => text,
-        Err(_) => String::from_utf8_lossy(&bytes).into_owned().into(),
-    }
-}
-
 /// Tells a refused client why (`line`) and closes it with 1013 ("try again later"), all by
 /// `deadline`, then reads until it closes (or the deadline), so that the close is a clean one.
 pub(super) async fn refuse(
@@ -570,23 +305,5 @@ pub(super) async fn refuse(
             }
             _ => break,
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::one_line;
-
-    #[test]
-    fn one_line_per_message() {
-        assert_eq!(one_line("hello"), Some("hello"));
-        assert_eq!(one_line(""), Some(""));
-        assert_eq!(one_line("hello\n"), Some("hello"));
-        assert_eq!(one_line("hello\r\n"), Some("hello"));
-        assert_eq!(one_line("a\nb"), None);
-        assert_eq!(one_line("a\rb"), None);
-        assert_eq!(one_line("hello\n\n"), None);
-        assert_eq!(one_line("hello\r"), None);
-        assert_eq!(one_line("\n"), Some(""));
     }
 }
