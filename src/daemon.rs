@@ -35,6 +35,12 @@ pub fn run(config: Config, path: Option<PathBuf>, overrides: Overrides) -> anyho
     // Publishes wait for the end of the worker's batch of ready tasks, so lines that arrive
     // together leave together (see hub/deliver.rs).
     crate::hub::enable_deferred_delivery();
+    // One worker writes a lone line to a big room one member at a time; a second core, if
+    // there is one, writes half of such rounds (see hub/assist.rs). More workers share rounds
+    // among themselves instead.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let fanout_thread =
+        config.worker_threads == 1 && cores > 1 && crate::hub::enable_fanout_assistant();
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if config.worker_threads > 0 {
         builder.worker_threads(config.worker_threads);
@@ -49,7 +55,7 @@ pub fn run(config: Config, path: Option<PathBuf>, overrides: Overrides) -> anyho
         info!(
             version = env!("CARGO_PKG_VERSION"),
             config = %path.as_ref().map_or("built-in defaults".into(), |p| p.display().to_string()),
-            log = ?sink, nofile, "starting"
+            log = ?sink, nofile, fanout_thread, "starting"
         );
         serve(config, path, overrides, log, takeover).await
     });

@@ -1,9 +1,13 @@
 //! Delivery after a publish: who writes a room's new log entries to its members' sockets. Every
 //! room delivers on its own (its own shards and flags); nothing here takes the hub's lock.
 //!
-//! The members are split into shards (one per runtime worker, interleaved by position). A
-//! publisher appends to the log, then *combines*: it becomes the shard's flusher if nobody is,
-//! and writes every member of the shard up to the log's tail, one `writev` each. If a flusher is
+//! The members are split into shards (one per runtime worker, interleaved by position, and one
+//! more for the fan-out assistant when the daemon has one). A publisher appends to the log, then
+//! *combines*: it becomes the shard's flusher if nobody is, and writes every member of the shard
+//! up to the log's tail, one `writev` each. A round that carries little to many members (a lone
+//! line to a big room) first hands one shard to the assistant, so two cores write it at once,
+//! and takes it back if the assistant has not started by the time its own shard is written (see
+//! `assist`). If a flusher is
 //! already at work on that shard, the publisher just marks the shard as having more and goes
 //! back to reading: the flusher's next round carries its lines too, in the same `writev` as
 //! whatever else arrived meanwhile. So a burst from many senders costs one write per member per
@@ -42,13 +46,14 @@
 //! started earlier, covers them. Rounds handed to a member's session are not observed.
 
 use std::cell::RefCell;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::Hub;
+use super::assist::{Job, assistant};
 use super::room::{Recipients, Room};
-use crate::client::{ClientId, Lag};
+use crate::client::{ClientId, Lag, LeaveReason};
 
 /// Rounds one flusher does in a row before handing over.
 const MAX_ROUNDS: usize = 8;
@@ -75,6 +80,11 @@ const PRESENCE_AGE: Duration = Duration::from_millis(10);
 const DEFER_SHARE: u64 = 4;
 /// Rooms one worker keeps waiting at once.
 const DEFER_ROOMS: usize = 8;
+/// A round goes half to the fan-out assistant (`assist`) only to at least this many members...
+const ASSIST_MEMBERS: usize = 64;
+/// ...and only with at most this many bytes new since the last round (a few lines: a flood's
+/// rounds stay on one thread, see `assist`).
+const ASSIST_BYTES: u64 = 2048;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // Only the holder of a shard's `busy` flag takes it, and it is consistent whenever free.
@@ -242,17 +252,23 @@ pub(super) struct Shards {
     shards: Box<[Shard]>,
     /// Spreads publishers over the shards they try first, so two flush in parallel.
     next: AtomicUsize,
+    /// Where the latest round started in the log, and to how many members: what a publisher
+    /// looks at to decide whether half the next round goes to the assistant.
+    round_end: AtomicU64,
+    round_members: AtomicUsize,
 }
 
 impl Shards {
     /// One shard per runtime worker (`workers` 0: one per CPU core), the threads that can write
-    /// in parallel.
+    /// in parallel, and one for the fan-out assistant if the daemon has one.
     pub(super) fn new(workers: usize) -> Shards {
         let cores = || std::thread::available_parallelism().map_or(1, |n| n.get());
-        let n = if workers == 0 { cores() } else { workers };
+        let n = if workers == 0 { cores() } else { workers } + usize::from(assistant().is_some());
         Shards {
             shards: (0..n.clamp(1, 16)).map(|_| Shard::default()).collect(),
             next: AtomicUsize::new(0),
+            round_end: AtomicU64::new(0),
+            round_members: AtomicUsize::new(0),
         }
     }
 }
@@ -314,10 +330,17 @@ impl Room {
         let shards = &self.shards;
         let n = shards.shards.len();
         let first = shards.next.fetch_add(1, Ordering::Relaxed) % n;
+        // The next shard to the assistant, before writing ours, so both halves go out at once.
+        let handed = (n > 1)
+            .then(|| (first + 1) % n)
+            .filter(|&i| self.hand_to_assistant(i));
         let mut slow = Vec::new();
         let mut wrote = false;
         for k in 0..n {
             let i = (first + k) % n;
+            if Some(i) == handed {
+                continue;
+            }
             let shard = &shards.shards[i];
             shard.more.store(true, Ordering::SeqCst);
             if shard.try_enter() {
@@ -325,7 +348,52 @@ impl Room {
                 self.combine(i, &mut slow);
             }
         }
+        // Not started while we wrote ours (the assistant's core is busy): write it ourselves.
+        if handed.is_some()
+            && let Some(job) = assistant().and_then(|a| a.take_back())
+        {
+            job();
+        }
         (slow, wrote)
+    }
+
+    /// Hands shard `i` of this round to the fan-out assistant if it is free and the round is
+    /// worth splitting (many members, little to write to each).
+    fn hand_to_assistant(self: &Arc<Self>, i: usize) -> bool {
+        let Some(assistant) = assistant() else {
+            return false;
+        };
+        let shards = &self.shards;
+        let new = self
+            .log_end()
+            .saturating_sub(shards.round_end.load(Ordering::Relaxed));
+        if shards.round_members.load(Ordering::Relaxed) < ASSIST_MEMBERS || new > ASSIST_BYTES {
+            return false;
+        }
+        // Stored before the hand-over, as a publisher does before trying `busy`: if a flusher
+        // is at work on this shard, it carries these entries and the assistant finds it busy.
+        shards.shards[i].more.store(true, Ordering::SeqCst);
+        let room = self.clone();
+        let job: Job = Box::new(move || room.assist(i));
+        assistant.try_hand(job).is_ok()
+    }
+
+    /// The assistant's job: flushes shard `i` like a publisher. It has no hub to close the too
+    /// slow with (it is not a runtime thread), so their sessions close them, as after a write
+    /// that failed.
+    fn assist(self: &Arc<Self>, i: usize) {
+        let mut slow = Vec::new();
+        if self.shards.shards[i].try_enter() {
+            self.combine(i, &mut slow);
+            tracing::debug!(room = %self.name, shard = i, "fan-out thread wrote its share of a round");
+        }
+        if slow.is_empty() {
+            return;
+        }
+        let (recipients, _, _) = self.delivery();
+        for client in recipients.iter().filter(|c| slow.contains(&c.id)) {
+            client.outbox.fail(LeaveReason::QueueFull);
+        }
     }
 
     /// [`Hub::carry_on`]: enters each shard that has an unfinished round or more owed.
@@ -370,6 +438,10 @@ impl Room {
                     next: i,
                 }
             });
+            self.shards.round_end.store(end, Ordering::Relaxed);
+            self.shards
+                .round_members
+                .store(recipients.len(), Ordering::Relaxed);
             let limits = self.limits(end, limit);
             while let Some(client) = recipients.get(next) {
                 client.flush(limits);

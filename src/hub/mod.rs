@@ -19,6 +19,7 @@
 
 pub(crate) mod admission;
 mod arrive;
+mod assist;
 mod close;
 mod deliver;
 mod door;
@@ -26,6 +27,7 @@ mod enter;
 pub(crate) mod handover;
 pub(crate) mod history;
 mod join;
+pub(crate) use assist::enable_fanout_assistant;
 use deliver::Patience;
 pub(crate) use deliver::{deliver_deferred, deliver_overdue, enable_deferred_delivery};
 pub(crate) mod log;

@@ -348,3 +348,46 @@ async fn shutdown_line_is_the_last_line_every_client_gets() {
         wrong.len()
     );
 }
+
+/// A room of 100 where lines arrive one at a time (5 senders at 20 lines/s each, staggered): on
+/// a machine with more than one core the fan-out thread writes part of each round while the
+/// runtime's worker writes the rest, and still every member gets every line once, in one order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fanout_thread_shares_lone_lines_rounds_and_nothing_is_lost_or_reordered() {
+    let _heavy = crate::support::HEAVY.lock().await;
+    raise_nofile_limit();
+    let dir = Scratch::new("l-fan");
+    let d = Daemon::start_with(&dir, "d", "flood_burst = 0\n", |cmd| {
+        cmd.env("RUST_LOG", "info,groupchatd::hub::deliver=debug");
+    });
+    let starting = d.log_line("starting");
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let expect = format!("fanout_thread={}", cores > 1);
+    assert!(starting.contains(&expect), "{expect} in {starting}");
+    let aud = Audience::join(
+        d.addr(),
+        Spec {
+            line_wait: WAIT * 2,
+            ..Spec::new(95, 5, 20.0)
+        },
+    )
+    .await;
+    aud.wait_lines(200).await;
+    if cores > 1 {
+        // Bounded: lines keep coming meanwhile, each a round of 99 members.
+        tokio::task::block_in_place(|| {
+            d.log_count("fan-out thread wrote its share of a round", 20, WAIT * 2);
+        });
+    }
+    let report = aud.finish().await;
+    let got: u64 = report
+        .heard
+        .iter()
+        .map(|h| h.counts.iter().sum::<u64>())
+        .sum();
+    eprintln!(
+        "fan-out thread: {} readers got {got} numbered lines from {:?} sent",
+        report.heard.len(),
+        report.sent
+    );
+}

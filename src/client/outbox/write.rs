@@ -69,6 +69,14 @@ impl Outbox {
         self.hand_to_session();
     }
 
+    /// Ends the client for `reason` on behalf of a thread that cannot close it itself (the
+    /// fan-out assistant, which judged it too slow): its session closes it, as after a write by
+    /// someone else that failed.
+    pub(crate) fn fail(&self, reason: LeaveReason) {
+        self.record_failure(reason);
+        self.hand_to_session();
+    }
+
     /// From now on only the session writes; wake it.
     fn hand_to_session(&self) {
         self.parked.store(true, Ordering::SeqCst);
