@@ -61,11 +61,7 @@ async fn sigterm_under_load_delivers_every_accepted_line_and_exits_0() {
     .await
     .unwrap();
     assert_eq!(code, 0);
-    let got: u64 = report
-        .heard
-        .iter()
-        .map(|h| h.counts.iter().sum::<u64>())
-        .sum();
+    let got = report.lines_heard();
     eprintln!(
         "SIGTERM under load: {} readers got {got} numbered lines; written before the signal \
          {written:?}, relayed {relayed:?}; every client closed after {closed:?}, exit 0 after \
@@ -380,11 +376,7 @@ async fn the_fanout_thread_shares_lone_lines_rounds_and_nothing_is_lost_or_reord
         });
     }
     let report = aud.finish().await;
-    let got: u64 = report
-        .heard
-        .iter()
-        .map(|h| h.counts.iter().sum::<u64>())
-        .sum();
+    let got = report.lines_heard();
     eprintln!(
         "fan-out thread: {} readers got {got} numbered lines from {:?} sent",
         report.heard.len(),

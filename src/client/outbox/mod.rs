@@ -202,16 +202,7 @@ impl Outbox {
         let mut w = lock(&self.writer);
         // A closing client is not moved (the hub checks), so the close mark is not in play.
         let _ = self.collect(&mut w);
-        let mut batch = Vec::new();
-        // Bounded by the old log and the queue: `take` returns nothing only at their end.
-        loop {
-            let lines = self.take(&mut w, &mut batch, id, stop_at);
-            stats.lines_out.fetch_add(lines, Ordering::SeqCst);
-            if batch.is_empty() {
-                break;
-            }
-            w.pending.append(&mut batch);
-        }
+        self.take_all(&mut w, id, stats, stop_at);
         self.log_pos.store(start.end, Ordering::SeqCst);
         w.cursor = Some(start);
         drop(w);

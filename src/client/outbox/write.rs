@@ -143,13 +143,7 @@ impl Outbox {
 
     /// Takes output in order into `out` (up to [`WRITE_SLICES`] buffers); returns lines taken.
     #[inline(always)]
-    pub(super) fn take(
-        &self,
-        w: &mut Writer,
-        out: &mut Vec<Bytes>,
-        id: ClientId,
-        stop_at: u64,
-    ) -> u64 {
+    fn take(&self, w: &mut Writer, out: &mut Vec<Bytes>, id: ClientId, stop_at: u64) -> u64 {
         let mut lines = 0u64;
         while out.len() < WRITE_SLICES {
             let next = w
@@ -277,6 +271,21 @@ impl Outbox {
         w.pending = Vec::new();
         w.private = VecDeque::new();
     }
+    /// Takes everything owed before log position `stop_at`, and every private line, as pending
+    /// output, in order (a move to another room, a freeze).
+    pub(super) fn take_all(&self, w: &mut Writer, id: ClientId, stats: &ClientStats, stop_at: u64) {
+        let mut batch = Vec::new();
+        // Bounded by the log and the queue: `take` returns nothing only at their end.
+        loop {
+            let lines = self.take(w, &mut batch, id, stop_at);
+            stats.lines_out.fetch_add(lines, Ordering::Relaxed);
+            if batch.is_empty() {
+                break;
+            }
+            w.pending.append(&mut batch);
+        }
+    }
+
     /// Stops all writing and returns every byte owed to the client, in order: what was taken and
     /// not yet written, then the log and private lines not yet taken (all taken now, and kept as
     /// taken so that [`thaw`](Self::thaw) can carry on exactly where this left off).
@@ -284,16 +293,7 @@ impl Outbox {
         let mut w = lock(&self.writer);
         w.frozen = true;
         let stop_at = self.collect(&mut w).map_or(u64::MAX, |(at, _)| at);
-        let mut batch = Vec::new();
-        // Bounded by the log and the queue: `take` returns nothing only at their end.
-        loop {
-            let lines = self.take(&mut w, &mut batch, id, stop_at);
-            stats.lines_out.fetch_add(lines, Ordering::Relaxed);
-            if batch.is_empty() {
-                break;
-            }
-            w.pending.append(&mut batch);
-        }
+        self.take_all(&mut w, id, stats, stop_at);
         let mut out = Vec::with_capacity(w.pending.iter().map(Bytes::len).sum());
         for b in &w.pending {
             out.extend_from_slice(b);

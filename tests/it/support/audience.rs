@@ -148,6 +148,14 @@ impl Report {
         &self.heard[0].notices
     }
 
+    /// Numbered lines received, summed over every reader.
+    pub fn lines_heard(&self) -> u64 {
+        self.heard
+            .iter()
+            .map(|h| h.counts.iter().sum::<u64>())
+            .sum()
+    }
+
     /// Readers whose last line was not `line`, with the line they got last.
     pub fn not_last(&self, line: &str) -> Vec<String> {
         let wrong = self
