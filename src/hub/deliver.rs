@@ -51,7 +51,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::Hub;
-use super::assist::{Job, assistant};
+use super::assist::{Assistant, Job, assistant};
 use super::room::{Recipients, Room};
 use crate::client::{ClientId, Lag, LeaveReason};
 
@@ -338,23 +338,30 @@ impl Room {
         let mut wrote = false;
         for k in 0..n {
             let i = (first + k) % n;
-            if Some(i) == handed {
-                continue;
-            }
-            let shard = &shards.shards[i];
-            shard.more.store(true, Ordering::SeqCst);
-            if shard.try_enter() {
-                wrote = true;
-                self.combine(i, &mut slow);
+            if Some(i) != handed {
+                wrote |= self.flush_shard(i, &mut slow);
             }
         }
-        // Not started while we wrote ours (the assistant's core is busy): write it ourselves.
-        if handed.is_some()
-            && let Some(job) = assistant().and_then(|a| a.take_back())
+        // Not started while we wrote ours (the assistant's core is busy): withdrawn, and
+        // written here like any other shard.
+        if let Some(i) = handed
+            && assistant().and_then(Assistant::take_back).is_some()
         {
-            job();
+            wrote |= self.flush_shard(i, &mut slow);
         }
         (slow, wrote)
+    }
+
+    /// A publisher's part in shard `i`: marks it as owed more, and flushes it unless a flusher
+    /// is already at work there (who then carries the new entries). True if this caller flushed.
+    fn flush_shard(self: &Arc<Self>, i: usize, slow: &mut Vec<ClientId>) -> bool {
+        let shard = &self.shards.shards[i];
+        shard.more.store(true, Ordering::SeqCst);
+        if !shard.try_enter() {
+            return false;
+        }
+        self.combine(i, slow);
+        true
     }
 
     /// Hands shard `i` of this round to the fan-out assistant if it is free and the round is
@@ -378,13 +385,12 @@ impl Room {
         assistant.try_hand(job).is_ok()
     }
 
-    /// The assistant's job: flushes shard `i` like a publisher. It has no hub to close the too
-    /// slow with (it is not a runtime thread), so their sessions close them, as after a write
-    /// that failed.
+    /// The assistant's job, on its thread: flushes shard `i` like a publisher. It has no hub to
+    /// close the too slow with (it is not a runtime thread), so their sessions close them, as
+    /// after a write that failed.
     fn assist(self: &Arc<Self>, i: usize) {
         let mut slow = Vec::new();
-        if self.shards.shards[i].try_enter() {
-            self.combine(i, &mut slow);
+        if self.flush_shard(i, &mut slow) {
             tracing::debug!(room = %self.name, shard = i, "fan-out thread wrote its share of a round");
         }
         if slow.is_empty() {
@@ -425,18 +431,18 @@ impl Room {
         let mut written = 0;
         let mut left = lock(&shard.unfinished).take();
         for _ in 0..MAX_ROUNDS {
+            if left.is_none() {
+                // A new round: cleared before its members are read (in `delivery`, below), so
+                // whatever is appended after that, for anyone seated after that, sets it again.
+                shard.more.store(false, Ordering::SeqCst);
+            }
             let (recipients, end, limit) = self.delivery();
             let Round {
                 recipients,
                 mut next,
-            } = left.take().unwrap_or_else(|| {
-                // Cleared before the round's members are read (in `delivery`, above), so
-                // whatever is appended after that sets it again.
-                shard.more.store(false, Ordering::SeqCst);
-                Round {
-                    recipients,
-                    next: i,
-                }
+            } = left.take().unwrap_or(Round {
+                recipients,
+                next: i,
             });
             self.shards.round_end.store(end, Ordering::Relaxed);
             self.shards

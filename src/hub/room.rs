@@ -140,8 +140,8 @@ impl RoomState {
             return;
         };
         let old = std::mem::replace(&mut seat.nick, nick.clone());
+        self.forget_name(&old);
         if let Some(names) = self.names.as_mut() {
-            names.remove(&old);
             names.insert(&nick);
         }
     }
