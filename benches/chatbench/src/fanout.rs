@@ -691,6 +691,15 @@ fn print(args: &FanoutArgs, run: &Run, notes: Vec<String>) {
         ("duplicated", "duplicated", Value::count(t.duplicated), ""),
         ("reordered", "reordered", Value::count(t.reordered), ""),
         ("foreign", "unexpected markers", Value::count(t.foreign), ""),
+        (
+            "bytes_per_delivery",
+            "bytes received per delivery",
+            Value::opt_float(
+                (delivered > 0).then(|| t.received_bytes as f64 / delivered as f64),
+                1,
+            ),
+            "",
+        ),
         ("disconnected", "disconnected", count(run.disconnected), ""),
         (
             "elapsed_s",

@@ -146,6 +146,7 @@ impl Reader {
         let now_us = self.base.elapsed().as_micros() as u64;
         let tally = &mut self.tally;
         let delivered_before = tally.counts.delivered;
+        tally.counts.received_bytes += bytes.len() as u64;
         let mut saw_line = false;
         let mut newest_probe = seen.probe;
         lines.feed(bytes, |line| {

@@ -256,6 +256,9 @@ pub struct Totals {
     /// Markers that do not belong to this run's senders or sequence range, or that came back to
     /// their own sender when no echo was expected.
     pub foreign: u64,
+    /// Every byte read, data lines or not (line ends, nickname prefixes, notices): divided by
+    /// `delivered`, what the server wrote per delivery.
+    pub received_bytes: u64,
     /// Send-to-receive time of each unique delivery, in microseconds.
     pub latency: Histogram,
     /// The same for the deliveries whose sender is connected to another node than the receiver.
@@ -271,6 +274,7 @@ impl Totals {
         self.duplicated += t.duplicated;
         self.reordered += t.reordered;
         self.foreign += t.foreign;
+        self.received_bytes += t.received_bytes;
         self.latency.merge(&t.latency);
         self.cross_node_latency.merge(&t.cross_node_latency);
         self.last_delivery_us = self.last_delivery_us.max(t.last_delivery_us);
