@@ -1,49 +1,59 @@
 //! Delivery after a publish: who writes a room's new log entries to its members' sockets. Every
 //! room delivers on its own (its own shards and flags); nothing here takes the hub's lock.
 //!
-//! The members are split into shards (one per runtime worker, interleaved by position, and one
-//! more for the fan-out assistant when the daemon has one). A publisher appends to the log, then
-//! *combines*: it becomes the shard's flusher if nobody is, and writes every member of the shard
-//! up to the log's tail, one `writev` each. A round that carries little to many members (a lone
-//! line to a big room) first hands one shard to the assistant, so two cores write it at once,
-//! and takes it back if the assistant has not started by the time its own shard is written (see
-//! `assist`). If a flusher is
-//! already at work on that shard, the publisher just marks the shard as having more and goes
-//! back to reading: the flusher's next round carries its lines too, in the same `writev` as
-//! whatever else arrived meanwhile. So a burst from many senders costs one write per member per
-//! round, not per line, and a lone line still leaves at once (no timer, no deferral).
+//! # Shards and flushers
+//! - The members are split into shards: one per runtime worker, interleaved by position, and one
+//!   more for the fan-out assistant when the daemon has one.
+//! - A publisher appends to the log, then *combines*: it becomes the shard's flusher if nobody
+//!   is, and writes every member of the shard up to the log's tail, one `writev` each.
+//! - If a flusher is already at work on that shard, the publisher only marks the shard as having
+//!   more and goes back to reading. The flusher's next round carries its lines too, in the same
+//!   `writev` as whatever else arrived meanwhile. So a burst from many senders costs one write
+//!   per member per round, not per line.
+//! - A round that carries little to many members (a lone line to a big room) first hands one
+//!   shard to the assistant, so two cores write it at once. The publisher takes it back if the
+//!   assistant has not started by the time its own shard is written (see `assist`).
+//! - Every hand-over follows the same pair of flags: publishers store `more`, then try to take
+//!   `busy`; a flusher releases `busy`, then loads `more` (all `SeqCst`). So no entry is left
+//!   without a flusher.
 //!
-//! Across senders, delivery waits for the end of the worker's batch of ready tasks: in the
-//! daemon's runtime, a publish only appends, and the worker delivers what it appended just before
-//! it parks (tokio's `on_thread_park`, which runs when the worker has no ready task left), or once
-//! it has appended [`DEFER_PUBLISHES`] times, or 1/[`DEFER_SHARE`] of `max_queue_bytes` (so lags
-//! are judged, and senders paused, well before a reader could overflow), or an append has waited
-//! as long as its [`Patience`] allows (checked at each publish and each session wake-up on that
-//! worker), whichever comes first. So lines that several senders' reads bring in one pass of the
-//! scheduler leave in one write per member, and a lone line leaves as soon as the worker is idle.
-//! Chat waits at most [`DEFER_AGE`]; join notices up to [`PRESENCE_AGE`], because in a join storm
-//! the worker never idles and each round writes to every member: the first
-//! `presence_max_members` joins would otherwise cost a write per member per millisecond (a room's
-//! later chat, or the worker idling, still takes them along at once). A worker keeps up to [`DEFER_ROOMS`] rooms'
-//! appends waiting like this (senders in different rooms on one worker), delivering the oldest
-//! room's when one more comes. Runtimes without the hook (tests' in-process
-//! servers) deliver at once.
+//! # Waiting for the end of the worker's batch
+//! Across senders, delivery waits for the end of the worker's batch of ready tasks. In the
+//! daemon's runtime a publish only appends, and the worker delivers what it appended at the
+//! first of:
+//! - just before it parks (tokio's `on_thread_park`, run when the worker has no ready task left);
+//! - once it has appended [`DEFER_PUBLISHES`] times;
+//! - once it has appended 1/[`DEFER_SHARE`] of `max_queue_bytes`, so lags are judged, and
+//!   senders paused, well before a reader could overflow;
+//! - once an append has waited as long as its [`Patience`] allows (checked at each publish and
+//!   at each session wake-up on that worker). Chat waits at most [`DEFER_AGE`]. Join notices wait
+//!   up to [`PRESENCE_AGE`]: in a join storm the worker never idles and each round writes to
+//!   every member, so the first `presence_max_members` joins would otherwise cost a write per
+//!   member per millisecond (a room's later chat, or the worker idling, still takes them along
+//!   at once).
 //!
-//! Turns are bounded ([`MAX_ROUNDS`] rounds, and [`FLUSH_BUDGET`] once [`FLUSH_AT_LEAST`] members
-//! are written): a flusher whose shard keeps getting more, or whose round to a very big room runs
-//! long, hands the rest to a member's session (it rings its doorbell with the room; the session
-//! carries on, [`Hub::carry_on`], then yields before it waits), so no one publisher's own client
-//! waits long for it to read again, and a round to 10,000 members does not keep the worker from
-//! accepting and reading for its whole length. A round left unfinished is kept in its shard with
-//! the members it started with, and whoever enters the shard next finishes it first. Every handover follows the
-//! same pair of flags: publishers store `more` then try to take `busy`; a flusher releases `busy`
-//! then loads `more` (all `SeqCst`), so no entry is left without a flusher.
+//! So the lines that several senders' reads bring in one pass of the scheduler leave in one write
+//! per member, and a lone line leaves as soon as the worker is idle (no timer). A worker keeps up
+//! to [`DEFER_ROOMS`] rooms' appends waiting like this (senders in different rooms on one
+//! worker), and delivers the oldest room's when one more comes. Runtimes without the hook (the
+//! tests' in-process servers) deliver at once.
 //!
-//! The fan-out histogram (`/metrics`) gets one observation per delivery round that carries a
-//! publish, never one per recipient: from the append (for deferred ones, the oldest append the
-//! round carries) to the end of the caller's rounds. A round that finds every shard busy is not
-//! observed: the flusher at work writes its entries, and that flusher's own observation, which
-//! started earlier, covers them. Rounds handed to a member's session are not observed.
+//! # Bounded turns
+//! A flusher's turn is bounded: [`MAX_ROUNDS`] rounds, and [`FLUSH_BUDGET`] of time once
+//! [`FLUSH_AT_LEAST`] members are written. A flusher whose shard keeps getting more, or whose
+//! round to a very big room runs long, hands the rest to a member's session: it rings that
+//! session's doorbell with the room, and the session carries on ([`Hub::carry_on`]) and then
+//! yields before it waits. So no publisher's own client waits long for it to read again, and a
+//! round to 10,000 members does not keep the worker from accepting and reading for its whole
+//! length. A round left unfinished is kept in its shard with the members it started with, and
+//! whoever enters the shard next finishes it first.
+//!
+//! # The fan-out histogram
+//! `/metrics` gets one observation per delivery round that carries a publish, never one per
+//! recipient: from the append (for deferred ones, the oldest append the round carries) to the
+//! end of the caller's rounds. A round that finds every shard busy is not observed: the flusher
+//! at work writes its entries, and that flusher's own observation, which started earlier, covers
+//! them. Rounds handed to a member's session are not observed.
 
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
