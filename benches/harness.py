@@ -388,32 +388,27 @@ def main_table(out, sums, scenarios):
                 ]
             out.append(f"| {s} | {srv} | {m.n_ok}/{m.n} | " + " | ".join(cells) + " |")
         g = sums.get((s, "groupchatd"))
-        for ref in REFERENCES:
-            r = sums.get((s, ref))
-            if g and r and s != "S4" and g.n_ok and r.n_ok:
-                out.append(f"| {s} | groupchatd / {ref} | | | | | {ratio(g.rate, r.rate)} | "
-                           f"**{ratio(g.cpu_per_m_ns, r.cpu_per_m_ns)}** "
-                           f"({ratio(g.cpu_per_m, r.cpu_per_m)}) | "
-                           f"{ratio(g.cpu_whole, r.cpu_whole)} | "
-                           f"{ratio(g.p50, r.p50)} / {ratio(g.p99, r.p99)} | |")
+        if s != "S4":
+            for ref in REFERENCES:
+                ratio_row(out, s, f"groupchatd / {ref}", g, sums.get((s, ref)))
         # S1e is refrelay writing as many bytes per delivery as groupchatd does in S1.
-        g1, floor = sums.get(("S1", "groupchatd")), sums.get(("S1e", "refrelay"))
-        if s == "S1e" and g1 and floor and g1.n_ok and floor.n_ok:
-            out.append(f"| S1e | groupchatd S1 / refrelay S1e | | | | | "
-                       f"{ratio(g1.rate, floor.rate)} | "
-                       f"**{ratio(g1.cpu_per_m_ns, floor.cpu_per_m_ns)}** "
-                       f"({ratio(g1.cpu_per_m, floor.cpu_per_m)}) | "
-                       f"{ratio(g1.cpu_whole, floor.cpu_whole)} | "
-                       f"{ratio(g1.p50, floor.p50)} / {ratio(g1.p99, floor.p99)} | |")
+        if s == "S1e":
+            ratio_row(out, s, "groupchatd S1 / refrelay S1e", sums.get(("S1", "groupchatd")),
+                      sums.get(("S1e", "refrelay")))
         # S1f's reference is groupchatd's own S1: the limiter must cost nothing when it lets
         # lines through.
-        base = sums.get(("S1", "groupchatd"))
-        if s == "S1f" and g and base and g.n_ok and base.n_ok:
-            out.append(f"| S1f | groupchatd S1f / S1 | | | | | {ratio(g.rate, base.rate)} | "
-                       f"**{ratio(g.cpu_per_m_ns, base.cpu_per_m_ns)}** "
-                       f"({ratio(g.cpu_per_m, base.cpu_per_m)}) | "
-                       f"{ratio(g.cpu_whole, base.cpu_whole)} | "
-                       f"{ratio(g.p50, base.p50)} / {ratio(g.p99, base.p99)} | |")
+        if s == "S1f":
+            ratio_row(out, s, "groupchatd S1f / S1", g, sums.get(("S1", "groupchatd")))
+
+
+def ratio_row(out, scen, label, a, b):
+    """A row of ratios a / b in the main table's columns, if both ran at least once."""
+    if not (a and b and a.n_ok and b.n_ok):
+        return
+    out.append(f"| {scen} | {label} | | | | | {ratio(a.rate, b.rate)} | "
+               f"**{ratio(a.cpu_per_m_ns, b.cpu_per_m_ns)}** ({ratio(a.cpu_per_m, b.cpu_per_m)}) | "
+               f"{ratio(a.cpu_whole, b.cpu_whole)} | "
+               f"{ratio(a.p50, b.p50)} / {ratio(a.p99, b.p99)} | |")
 
 
 def verdict(ok):

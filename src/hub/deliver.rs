@@ -262,8 +262,10 @@ pub(super) struct Shards {
     shards: Box<[Shard]>,
     /// Spreads publishers over the shards they try first, so two flush in parallel.
     next: AtomicUsize,
-    /// Where the latest round started in the log, and to how many members: what a publisher
-    /// looks at to decide whether half the next round goes to the assistant.
+    /// The log's end when the latest round began (what it writes up to), and how many members
+    /// it writes to: what a publisher looks at to decide whether the next round is worth
+    /// splitting with the assistant. Only a hint, so never carried across an upgrade: the first
+    /// round after it sets them again.
     round_end: AtomicU64,
     round_members: AtomicUsize,
 }
