@@ -150,6 +150,13 @@ async fn fanout_counts_every_delivery_exactly_once() {
         assert!(number(&json, "server_cpu_ns_s") > 0.0, "{json}");
     }
     assert!(json.contains("\"partial\": false"), "{json}");
+    // Each line of 64 bytes (and LF) arrives as `<bN> ` (the senders are b0-b3), those 64 bytes
+    // and CRLF: 71 bytes. The greetings and join notices add a little per delivery.
+    let per_delivery = number(&json, "bytes_per_delivery");
+    assert!(
+        (71.0..80.0).contains(&per_delivery),
+        "{per_delivery} in {json}"
+    );
     // The default: every line its own write(), and no schedule to stagger.
     assert_eq!(number(&json, "lines_per_write"), 1.0, "{json}");
     assert_eq!(number(&json, "writes"), 800.0, "{json}");
