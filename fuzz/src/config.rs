@@ -86,7 +86,7 @@ fn check_ranges(c: &Config, text: &str) {
             http_unique.len() == c.http_listen.len()
                 && c.http_listen
                     .iter()
-                    .all(|a| a.port() == 0 || !unique.contains(a)),
+                    .all(|a| a.port() == 0 || !(unique.contains(a) || tls_unique.contains(a))),
         ),
         (
             "https_listen",

@@ -144,6 +144,8 @@ impl FileConfig {
         if let Some(v) = self.http_listen {
             let chat = [&c.listen[..], &c.tls_listen[..]].concat();
             c.http_listen = doc.check("http_listen", rules::http_listen(&v, &chat))?;
+        } else {
+            check_default_http_apart(&c, doc)?;
         }
         if let Some(v) = self.https_listen {
             let taken = [&c.listen[..], &c.tls_listen[..], &c.http_listen[..]].concat();
@@ -300,6 +302,26 @@ fn check_tls_files_given(c: &Config, doc: &Document<'_>) -> Result<(), ConfigErr
                 } else {
                     "privkey.pem"
                 }
+            );
+            return doc.check(key, Err(reason));
+        }
+    }
+    Ok(())
+}
+
+/// With `http_listen` left at its default, `listen` or `tls_listen` may name the default's own
+/// address: then the daemon would try to bind it twice and fail at start, long after
+/// `--check-config` said yes. Blamed on the key that names it, since that is the line the
+/// operator wrote.
+fn check_default_http_apart(c: &Config, doc: &Document<'_>) -> Result<(), ConfigError> {
+    for (key, addrs) in [("listen", &c.listen), ("tls_listen", &c.tls_listen)] {
+        if let Some(addr) = addrs
+            .iter()
+            .find(|a| a.port() != 0 && c.http_listen.contains(a))
+        {
+            let reason = format!(
+                "{addr} is also http_listen's default (the web client's port); one port cannot \
+                 serve both: set http_listen to another address, or to [] for no HTTP"
             );
             return doc.check(key, Err(reason));
         }
