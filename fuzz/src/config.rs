@@ -10,7 +10,7 @@
 //! panicking (a panic aborts the daemon) and gives waits within the documented bounds.
 
 use std::collections::HashSet;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
 
@@ -64,39 +64,17 @@ pub fn check_config(data: &[u8]) {
 fn check_ranges(c: &Config, text: &str) {
     let secs =
         |d: Duration, lo: u64, hi: u64| d.subsec_nanos() == 0 && (lo..=hi).contains(&d.as_secs());
-    let unique: HashSet<_> = c.listen.iter().collect();
-    let tls_unique: HashSet<_> = c.tls_listen.iter().collect();
-    let http_unique: HashSet<_> = c.http_listen.iter().collect();
-    let https_unique: HashSet<_> = c.https_listen.iter().collect();
     let serves_tls = !c.tls_listen.is_empty() || !c.https_listen.is_empty();
     let rules = [
-        (
-            "listen",
-            !c.listen.is_empty() && unique.len() == c.listen.len(),
-        ),
-        (
-            "tls_listen",
-            tls_unique.len() == c.tls_listen.len()
-                && c.tls_listen
-                    .iter()
-                    .all(|a| a.port() == 0 || !unique.contains(a)),
-        ),
+        ("listen", !c.listen.is_empty() && apart(&c.listen, &[])),
+        ("tls_listen", apart(&c.tls_listen, &[&c.listen])),
         (
             "http_listen",
-            http_unique.len() == c.http_listen.len()
-                && c.http_listen
-                    .iter()
-                    .all(|a| a.port() == 0 || !(unique.contains(a) || tls_unique.contains(a))),
+            apart(&c.http_listen, &[&c.listen, &c.tls_listen]),
         ),
         (
             "https_listen",
-            https_unique.len() == c.https_listen.len()
-                && c.https_listen.iter().all(|a| {
-                    a.port() == 0
-                        || !(unique.contains(a)
-                            || tls_unique.contains(a)
-                            || http_unique.contains(a))
-                }),
+            apart(&c.https_listen, &[&c.listen, &c.tls_listen, &c.http_listen]),
         ),
         ("allowed_origins", origins_ok(c)),
         (
@@ -176,6 +154,23 @@ fn check_ranges(c: &Config, text: &str) {
     for (key, ok) in rules {
         assert!(ok, "{key} out of range in {c:?} from {text:?}");
     }
+}
+
+/// No two of `addrs` alike, and none that could not be bound beside another of them or of
+/// `others`: the same family and port (not 0) with the same IP or the family's wildcard.
+fn apart(addrs: &[SocketAddr], others: &[&Vec<SocketAddr>]) -> bool {
+    let unique: HashSet<_> = addrs.iter().collect();
+    let clash = |a: &SocketAddr, b: &SocketAddr| {
+        a.port() != 0
+            && a.port() == b.port()
+            && a.is_ipv4() == b.is_ipv4()
+            && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+    };
+    unique.len() == addrs.len()
+        && addrs.iter().enumerate().all(|(i, a)| {
+            addrs[..i].iter().all(|b| !clash(a, b))
+                && others.iter().all(|list| list.iter().all(|b| !clash(a, b)))
+        })
 }
 
 /// No two alike; each `scheme://host[:port]` with nothing after (no path, query, fragment or user),

@@ -315,13 +315,10 @@ fn check_tls_files_given(c: &Config, doc: &Document<'_>) -> Result<(), ConfigErr
 /// operator wrote.
 fn check_default_http_apart(c: &Config, doc: &Document<'_>) -> Result<(), ConfigError> {
     for (key, addrs) in [("listen", &c.listen), ("tls_listen", &c.tls_listen)] {
-        if let Some(addr) = addrs
-            .iter()
-            .find(|a| a.port() != 0 && c.http_listen.contains(a))
-        {
+        if let Some(clash) = rules::clash(addrs, &c.http_listen, "http_listen's default") {
             let reason = format!(
-                "{addr} is also http_listen's default (the web client's port); one port cannot \
-                 serve both: set http_listen to another address, or to [] for no HTTP"
+                "{clash} (the web client's port); one port cannot serve both: set http_listen to \
+                 another address, or to [] for no HTTP"
             );
             return doc.check(key, Err(reason));
         }

@@ -309,17 +309,15 @@ impl Config {
             .map(rules::log_level)
             .transpose()
             .map_err(|r| ConfigError::flag("--log-level", r))?;
-        if let Some(listen) = &listen {
-            rules::apart(listen, &self.tls_listen).map_err(|r| ConfigError::flag("--listen", r))?;
-        }
-        for (key, web) in [
+        for (key, other) in [
+            ("tls_listen", &self.tls_listen),
             ("http_listen", &self.http_listen),
             ("https_listen", &self.https_listen),
         ] {
             if let Some(listen) = &listen
-                && let Some(addr) = listen.iter().find(|a| a.port() != 0 && web.contains(a))
+                && let Some(clash) = rules::clash(listen, other, key)
             {
-                let reason = format!("{addr} is also in {key}; one port cannot serve both");
+                let reason = format!("{clash}; one port cannot serve both");
                 return Err(ConfigError::flag("--listen", reason));
             }
         }

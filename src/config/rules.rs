@@ -54,10 +54,11 @@ pub(super) fn tls_listen(items: &[String]) -> Rule<Vec<SocketAddr>> {
     addresses(items, 7443)
 }
 
-/// Socket addresses, none repeated; `port` is the one the examples in messages use.
+/// Socket addresses, none repeated and none overlapping another (see [`overlap`]); `port` is the
+/// one the examples in messages use.
 fn addresses(items: &[String], port: u16) -> Rule<Vec<SocketAddr>> {
     let mut seen = HashSet::new();
-    let mut addrs = Vec::with_capacity(items.len());
+    let mut addrs: Vec<SocketAddr> = Vec::with_capacity(items.len());
     for item in items {
         let addr: SocketAddr = item.trim().parse().map_err(|_| {
             format!("'{item}' is not a socket address (e.g. 127.0.0.1:{port} or [::]:{port})")
@@ -65,20 +66,48 @@ fn addresses(items: &[String], port: u16) -> Rule<Vec<SocketAddr>> {
         if !seen.insert(addr) {
             return Err(format!("'{item}' is listed more than once"));
         }
+        if let Some(other) = addrs.iter().find(|a| overlap(a, &addr)) {
+            return Err(format!(
+                "'{item}' overlaps {other} in the same list: {}; list one or the other",
+                WILDCARD
+            ));
+        }
         addrs.push(addr);
     }
     Ok(addrs)
 }
 
-/// `listen` and `tls_listen` share no address (both would fail to bind it). Port 0 is exempt:
-/// each listener on it gets a port of its own.
+/// Why a wildcard address clashes with a specific one, for messages.
+const WILDCARD: &str = "0.0.0.0 and [::] take their port on every address of their family";
+
+/// Whether two listening addresses cannot both be bound: the same port and family, and the
+/// same IP or either one the family's wildcard. Port 0 never clashes (each socket gets a fresh
+/// port), and IPv4 never clashes with IPv6 (IPv6 sockets are IPv6-only here, see `app::bind`).
+pub(super) fn overlap(a: &SocketAddr, b: &SocketAddr) -> bool {
+    a.port() != 0
+        && a.port() == b.port()
+        && a.is_ipv4() == b.is_ipv4()
+        && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+}
+
+/// The first of `addrs` that overlaps one of `taken` (the addresses of `keys`), as the start of
+/// a message: "A is also in KEYS" or "A overlaps B in KEYS (why)".
+pub(super) fn clash(addrs: &[SocketAddr], taken: &[SocketAddr], keys: &str) -> Option<String> {
+    addrs.iter().find_map(|a| {
+        let b = taken.iter().find(|b| overlap(a, b))?;
+        Some(if a == b {
+            format!("{a} is also in {keys}")
+        } else {
+            format!("{a} overlaps {b} in {keys} ({WILDCARD})")
+        })
+    })
+}
+
+/// `listen` and `tls_listen` share no address (both would fail to bind it).
 pub(super) fn apart(listen: &[SocketAddr], tls_listen: &[SocketAddr]) -> Rule<()> {
-    match tls_listen
-        .iter()
-        .find(|a| a.port() != 0 && listen.contains(a))
-    {
-        Some(addr) => Err(format!(
-            "{addr} is in listen too; plain and TLS clients need ports of their own"
+    match clash(tls_listen, listen, "listen") {
+        Some(clash) => Err(format!(
+            "{clash}; plain and TLS clients need ports of their own"
         )),
         None => Ok(()),
     }
@@ -98,31 +127,26 @@ pub(super) fn pem_file(path: &Path) -> Rule<PathBuf> {
 }
 
 /// `http_listen`: socket addresses, possibly none (no HTTP), none repeated and none that `listen`
-/// or `tls_listen` (`chat`, already validated) has too: one socket cannot be both (port 0 is a fresh port each time, so it
-/// never clashes).
+/// or `tls_listen` (`chat`, already validated) has too: one socket cannot be both.
 pub(super) fn http_listen(items: &[String], chat: &[SocketAddr]) -> Rule<Vec<SocketAddr>> {
     if items.is_empty() {
         return Ok(Vec::new());
     }
     let addrs = self::listen(items)?;
-    if let Some(addr) = addrs.iter().find(|a| a.port() != 0 && chat.contains(a)) {
-        return Err(format!(
-            "{addr} is also in listen or tls_listen; one port cannot serve both chat and HTTP"
-        ));
+    match clash(&addrs, chat, "listen or tls_listen") {
+        Some(clash) => Err(format!("{clash}; one port cannot serve both chat and HTTP")),
+        None => Ok(addrs),
     }
-    Ok(addrs)
 }
 
 /// `https_listen`: socket addresses, possibly none (no HTTPS), none repeated and none that
-/// `listen`, `tls_listen` or `http_listen` (`taken`, already validated) has too (port 0 aside).
+/// `listen`, `tls_listen` or `http_listen` (`taken`, already validated) has too.
 pub(super) fn https_listen(items: &[String], taken: &[SocketAddr]) -> Rule<Vec<SocketAddr>> {
     let addrs = addresses(items, 8443)?;
-    if let Some(addr) = addrs.iter().find(|a| a.port() != 0 && taken.contains(a)) {
-        return Err(format!(
-            "{addr} is also in listen, tls_listen or http_listen; HTTPS needs a port of its own"
-        ));
+    match clash(&addrs, taken, "listen, tls_listen or http_listen") {
+        Some(clash) => Err(format!("{clash}; HTTPS needs a port of its own")),
+        None => Ok(addrs),
     }
-    Ok(addrs)
 }
 
 /// `allowed_origins`: web origins (`https://chat.example.org`), none listed twice (after

@@ -227,6 +227,13 @@ fn bad_overrides_name_the_flag_and_change_nothing() {
         ),
         (
             Overrides {
+                listen: vec!["0.0.0.0:7080".into()],
+                ..Overrides::default()
+            },
+            "command line: key '--listen': 0.0.0.0:7080 overlaps 127.0.0.1:7080 in http_listen (0.0.0.0 and [::] take their port on every address of their family); one port cannot serve both",
+        ),
+        (
+            Overrides {
                 admin_socket: Some("rel/admin.sock".into()),
                 ..Overrides::default()
             },

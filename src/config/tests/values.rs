@@ -99,6 +99,9 @@ fn accepted_values() {
         ("worker_threads = 0", |c| c.worker_threads = 0),
         ("worker_threads = 64", |c| c.worker_threads = 64),
         ("http_listen = []", |c| c.http_listen = vec![]),
+        // Another address on the same port, or the other family's wildcard, is no clash.
+        (r#"listen = ["127.0.0.1:7000", "127.0.0.2:7000", "[::]:7000"]"#,
+            |c| c.listen = vec![addr("127.0.0.1:7000"), addr("127.0.0.2:7000"), addr("[::]:7000")]),
         // The default HTTP port taken for chat is fine once HTTP moves or is off.
         ("listen = [\"127.0.0.1:7080\"]\nhttp_listen = []",
             |c| { c.listen = vec![addr("127.0.0.1:7080")]; c.http_listen = vec![]; }),
@@ -137,9 +140,16 @@ fn rejected_values_name_key_and_line() {
             "127.0.0.1:7000 is also in listen or tls_listen; one port cannot serve both chat and HTTP"),
         ("http_listen = \"127.0.0.1:7080\"", "http_listen", 1, "found a string"),
         (r#"listen = ["127.0.0.1:7000", "127.0.0.1:7080"]"#, "listen", 1,
-            "127.0.0.1:7080 is also http_listen's default (the web client's port); one port cannot serve both: set http_listen to another address, or to [] for no HTTP"),
+            "127.0.0.1:7080 is also in http_listen's default (the web client's port); one port cannot serve both: set http_listen to another address, or to [] for no HTTP"),
         ("tls_listen = [\"127.0.0.1:7080\"]\ntls_cert_file = \"/c.pem\"\ntls_key_file = \"/k.pem\"", "tls_listen", 1,
-            "127.0.0.1:7080 is also http_listen's default"),
+            "127.0.0.1:7080 is also in http_listen's default"),
+        // A wildcard address takes its port on every address of its family.
+        (r#"listen = ["0.0.0.0:7000", "127.0.0.1:7000"]"#, "listen", 1,
+            "'127.0.0.1:7000' overlaps 0.0.0.0:7000 in the same list: 0.0.0.0 and [::] take their port on every address of their family; list one or the other"),
+        (r#"listen = ["[::1]:7000", "[::]:7000"]"#, "listen", 1, "'[::]:7000' overlaps [::1]:7000 in the same list"),
+        (r#"http_listen = ["0.0.0.0:7000"]"#, "http_listen", 1,
+            "0.0.0.0:7000 overlaps 127.0.0.1:7000 in listen or tls_listen (0.0.0.0 and [::] take their port on every address of their family); one port cannot serve both chat and HTTP"),
+        (r#"listen = ["0.0.0.0:7080"]"#, "listen", 1, "0.0.0.0:7080 overlaps 127.0.0.1:7080 in http_listen's default"),
         (r#"allowed_origins = ["chat.example.org"]"#, "allowed_origins", 1,
             "'chat.example.org' is not an origin: it must start with http:// or https://"),
         (r#"allowed_origins = ["https://chat.example.org/"]"#, "allowed_origins", 1,
@@ -475,7 +485,9 @@ fn tls_settings() {
             "'7443' is not a socket address (e.g. 127.0.0.1:7443 or [::]:7443)"),
         ("tls_listen = [\"[::]:7443\", \"[::]:7443\"]", "tls_listen", 1, "listed more than once"),
         ("listen = [\"127.0.0.1:7000\"]\ntls_listen = [\"127.0.0.1:7000\"]", "tls_listen", 2,
-            "127.0.0.1:7000 is in listen too; plain and TLS clients need ports of their own"),
+            "127.0.0.1:7000 is also in listen; plain and TLS clients need ports of their own"),
+        ("listen = [\"127.0.0.1:7000\"]\ntls_listen = [\"0.0.0.0:7000\"]", "tls_listen", 2,
+            "0.0.0.0:7000 overlaps 127.0.0.1:7000 in listen (0.0.0.0 and [::] take their port"),
         ("tls_cert_file = \"fullchain.pem\"", "tls_cert_file", 1,
             "'fullchain.pem' is not an absolute path"),
         ("tls_key_file = \"\"", "tls_key_file", 1, "is not an absolute path"),
@@ -497,7 +509,7 @@ fn tls_settings() {
     let e = c.apply_overrides(&o).unwrap_err();
     assert_eq!(
         e.to_string(),
-        "command line: key '--listen': 127.0.0.1:7443 is in listen too; plain and TLS clients need ports of their own"
+        "command line: key '--listen': 127.0.0.1:7443 is also in tls_listen; one port cannot serve both"
     );
 }
 
