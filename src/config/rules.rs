@@ -68,8 +68,7 @@ fn addresses(items: &[String], port: u16) -> Rule<Vec<SocketAddr>> {
         }
         if let Some(other) = addrs.iter().find(|a| overlap(a, &addr)) {
             return Err(format!(
-                "'{item}' overlaps {other} in the same list: {}; list one or the other",
-                WILDCARD
+                "'{item}' overlaps {other} in the same list: {WILDCARD}; list one or the other"
             ));
         }
         addrs.push(addr);
@@ -83,7 +82,7 @@ const WILDCARD: &str = "0.0.0.0 and [::] take their port on every address of the
 /// Whether two listening addresses cannot both be bound: the same port and family, and the
 /// same IP or either one the family's wildcard. Port 0 never clashes (each socket gets a fresh
 /// port), and IPv4 never clashes with IPv6 (IPv6 sockets are IPv6-only here, see `app::bind`).
-pub(super) fn overlap(a: &SocketAddr, b: &SocketAddr) -> bool {
+fn overlap(a: &SocketAddr, b: &SocketAddr) -> bool {
     a.port() != 0
         && a.port() == b.port()
         && a.is_ipv4() == b.is_ipv4()
@@ -103,7 +102,7 @@ pub(super) fn clash(addrs: &[SocketAddr], taken: &[SocketAddr], keys: &str) -> O
     })
 }
 
-/// `listen` and `tls_listen` share no address (both would fail to bind it).
+/// No address of `tls_listen` overlaps one of `listen` (the second would fail to bind).
 pub(super) fn apart(listen: &[SocketAddr], tls_listen: &[SocketAddr]) -> Rule<()> {
     match clash(tls_listen, listen, "listen") {
         Some(clash) => Err(format!(
