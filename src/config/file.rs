@@ -132,8 +132,7 @@ impl FileConfig {
             c.listen = doc.check("listen", rules::listen(&v))?;
         }
         if let Some(v) = self.tls_listen {
-            let addrs = rules::tls_listen(&v).and_then(|a| rules::apart(&c.listen, &a).map(|()| a));
-            c.tls_listen = doc.check("tls_listen", addrs)?;
+            c.tls_listen = doc.check("tls_listen", rules::addresses(&v, 7443))?;
         }
         if let Some(v) = self.tls_cert_file {
             c.tls_cert_file = Some(doc.check("tls_cert_file", rules::pem_file(v.as_ref()))?);
@@ -142,15 +141,12 @@ impl FileConfig {
             c.tls_key_file = Some(doc.check("tls_key_file", rules::pem_file(v.as_ref()))?);
         }
         if let Some(v) = self.http_listen {
-            let chat = [&c.listen[..], &c.tls_listen[..]].concat();
-            c.http_listen = doc.check("http_listen", rules::http_listen(&v, &chat))?;
-        } else {
-            check_default_http_apart(&c, doc)?;
+            c.http_listen = doc.check("http_listen", rules::addresses(&v, 7080))?;
         }
         if let Some(v) = self.https_listen {
-            let taken = [&c.listen[..], &c.tls_listen[..], &c.http_listen[..]].concat();
-            c.https_listen = doc.check("https_listen", rules::https_listen(&v, &taken))?;
+            c.https_listen = doc.check("https_listen", rules::addresses(&v, 8443))?;
         }
+        check_listeners_apart(&c, doc)?;
         check_tls_files_given(&c, doc)?;
         if let Some(v) = self.allowed_origins {
             c.allowed_origins = doc.check("allowed_origins", rules::origins(&v))?;
@@ -309,18 +305,32 @@ fn check_tls_files_given(c: &Config, doc: &Document<'_>) -> Result<(), ConfigErr
     Ok(())
 }
 
-/// With `http_listen` left at its default, `listen` or `tls_listen` may name the default's own
-/// address: then the daemon would try to bind it twice and fail at start, long after
-/// `--check-config` said yes. Blamed on the key that names it, since that is the line the
-/// operator wrote.
-fn check_default_http_apart(c: &Config, doc: &Document<'_>) -> Result<(), ConfigError> {
-    for (key, addrs) in [("listen", &c.listen), ("tls_listen", &c.tls_listen)] {
-        if let Some(clash) = rules::clash(addrs, &c.http_listen, "http_listen's default") {
-            let reason = format!(
-                "{clash} (the web client's port); one port cannot serve both: set http_listen to \
-                 another address, or to [] for no HTTP"
-            );
-            return doc.check(key, Err(reason));
+/// No two listeners across `listen`, `tls_listen`, `http_listen` and `https_listen`, defaults
+/// included, that could not both bind: the daemon would fail at start, long after
+/// `--check-config` said yes. Blamed on the later list, or, when that one is at its default
+/// (only `http_listen`'s is not empty), on the list that names the default's address, since
+/// that is the line the operator wrote.
+fn check_listeners_apart(c: &Config, doc: &Document<'_>) -> Result<(), ConfigError> {
+    let lists = [
+        ("listen", &c.listen),
+        ("tls_listen", &c.tls_listen),
+        ("http_listen", &c.http_listen),
+        ("https_listen", &c.https_listen),
+    ];
+    for (i, &(key, addrs)) in lists.iter().enumerate() {
+        for &(earlier, taken) in &lists[..i] {
+            if doc.has_key(key) {
+                if let Some(clash) = rules::clash(addrs, taken, earlier) {
+                    let reason = format!("{clash}; one port cannot serve both");
+                    return doc.check(key, Err(reason));
+                }
+            } else if let Some(clash) = rules::clash(taken, addrs, &format!("{key}'s default")) {
+                let reason = format!(
+                    "{clash}; one port cannot serve both: set {key} to another address, or to [] \
+                     for none"
+                );
+                return doc.check(earlier, Err(reason));
+            }
         }
     }
     Ok(())

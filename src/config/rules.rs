@@ -4,7 +4,6 @@
 //! caller attaches the file, line and key (or the command-line flag). That keeps
 //! the file and `--flag` paths checking values identically.
 
-use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -49,21 +48,16 @@ pub(super) fn listen(items: &[String]) -> Rule<Vec<SocketAddr>> {
     addresses(items, 7000)
 }
 
-/// `tls_listen`: socket addresses, none repeated; empty turns TLS off.
-pub(super) fn tls_listen(items: &[String]) -> Rule<Vec<SocketAddr>> {
-    addresses(items, 7443)
-}
-
-/// Socket addresses, none repeated and none overlapping another (see [`overlap`]); `port` is the
-/// one the examples in messages use.
-fn addresses(items: &[String], port: u16) -> Rule<Vec<SocketAddr>> {
-    let mut seen = HashSet::new();
+/// Socket addresses (`tls_listen`, `http_listen`, `https_listen`: empty turns that service off),
+/// none repeated and none overlapping another (see [`overlap`]); `port` is the one the examples
+/// in messages use. Clashes between lists are the caller's to check, with [`clash`].
+pub(super) fn addresses(items: &[String], port: u16) -> Rule<Vec<SocketAddr>> {
     let mut addrs: Vec<SocketAddr> = Vec::with_capacity(items.len());
     for item in items {
         let addr: SocketAddr = item.trim().parse().map_err(|_| {
             format!("'{item}' is not a socket address (e.g. 127.0.0.1:{port} or [::]:{port})")
         })?;
-        if !seen.insert(addr) {
+        if addrs.contains(&addr) {
             return Err(format!("'{item}' is listed more than once"));
         }
         if let Some(other) = addrs.iter().find(|a| overlap(a, &addr)) {
@@ -102,16 +96,6 @@ pub(super) fn clash(addrs: &[SocketAddr], taken: &[SocketAddr], keys: &str) -> O
     })
 }
 
-/// No address of `tls_listen` overlaps one of `listen` (the second would fail to bind).
-pub(super) fn apart(listen: &[SocketAddr], tls_listen: &[SocketAddr]) -> Rule<()> {
-    match clash(tls_listen, listen, "listen") {
-        Some(clash) => Err(format!(
-            "{clash}; plain and TLS clients need ports of their own"
-        )),
-        None => Ok(()),
-    }
-}
-
 /// `tls_cert_file`, `tls_key_file`: an absolute path (the daemon's working directory is not
 /// something an operator should have to think about). The file is read at start and reload.
 pub(super) fn pem_file(path: &Path) -> Rule<PathBuf> {
@@ -122,29 +106,6 @@ pub(super) fn pem_file(path: &Path) -> Rule<PathBuf> {
             "'{}' is not an absolute path (e.g. /etc/letsencrypt/live/chat.example.org/fullchain.pem)",
             path.display()
         ))
-    }
-}
-
-/// `http_listen`: socket addresses, possibly none (no HTTP), none repeated and none that `listen`
-/// or `tls_listen` (`chat`, already validated) has too: one socket cannot be both.
-pub(super) fn http_listen(items: &[String], chat: &[SocketAddr]) -> Rule<Vec<SocketAddr>> {
-    if items.is_empty() {
-        return Ok(Vec::new());
-    }
-    let addrs = self::listen(items)?;
-    match clash(&addrs, chat, "listen or tls_listen") {
-        Some(clash) => Err(format!("{clash}; one port cannot serve both chat and HTTP")),
-        None => Ok(addrs),
-    }
-}
-
-/// `https_listen`: socket addresses, possibly none (no HTTPS), none repeated and none that
-/// `listen`, `tls_listen` or `http_listen` (`taken`, already validated) has too.
-pub(super) fn https_listen(items: &[String], taken: &[SocketAddr]) -> Rule<Vec<SocketAddr>> {
-    let addrs = addresses(items, 8443)?;
-    match clash(&addrs, taken, "listen, tls_listen or http_listen") {
-        Some(clash) => Err(format!("{clash}; HTTPS needs a port of its own")),
-        None => Ok(addrs),
     }
 }
 
